@@ -1,0 +1,93 @@
+//! The errors the pipeline returns to the front doors. The node maps each variant to a gRPC code
+//! and an HTTP status in one function (`switchyard-node`'s `error.rs`).
+
+use crate::provider::ProviderError;
+
+/// One failed attempt at one provider and model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptFailure {
+    /// `provider/model`.
+    pub target: String,
+    /// What went wrong, after any retries.
+    pub error: ProviderError,
+}
+
+impl std::fmt::Display for AttemptFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.target, self.error)
+    }
+}
+
+/// Why a request did not get an answer.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum GatewayError {
+    /// A field of the request is missing, malformed or out of range.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// The request field, e.g. `messages[0].role` or `temperature`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The request names a model or route that is not configured.
+    #[error("model: unknown model or route \"{0}\"")]
+    UnknownModel(String),
+    /// Policy forbids the caller this model.
+    #[error("model \"{model}\" is not available to the {tier} tier")]
+    ModelForbidden {
+        /// The requested model.
+        model: String,
+        /// The caller's tier.
+        tier: crate::model::Tier,
+    },
+    /// An upstream refused the request itself (a 4xx that another provider would refuse too).
+    #[error("{target} rejected the request: {error}")]
+    UpstreamRejected {
+        /// `provider/model`.
+        target: String,
+        /// The upstream's answer.
+        error: ProviderError,
+    },
+    /// Every provider in the chain failed.
+    #[error("every provider failed: {}", join(.0))]
+    AllProvidersFailed(Vec<AttemptFailure>),
+    /// The upstream stream broke after part of the answer had been sent to the client.
+    #[error("the upstream stream from {target} broke after the answer had started: {error}")]
+    StreamInterrupted {
+        /// `provider/model`.
+        target: String,
+        /// What broke it.
+        error: ProviderError,
+    },
+    /// The node is draining for shutdown and takes no new requests.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// An actor the pipeline needs did not answer: a bug or an overloaded node.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn join(failures: &[AttemptFailure]) -> String {
+    failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+impl GatewayError {
+    /// An [`GatewayError::InvalidArgument`] naming `field`.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument { field: field.into(), reason: reason.into() }
+    }
+
+    /// A short, stable label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument { .. } => "invalid_argument",
+            Self::UnknownModel(_) => "unknown_model",
+            Self::ModelForbidden { .. } => "model_forbidden",
+            Self::UpstreamRejected { .. } => "upstream_rejected",
+            Self::AllProvidersFailed(_) => "all_providers_failed",
+            Self::StreamInterrupted { .. } => "stream_interrupted",
+            Self::ShuttingDown => "shutting_down",
+            Self::Internal(_) => "internal",
+        }
+    }
+}

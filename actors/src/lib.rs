@@ -1,0 +1,18 @@
+//! Switchyard's actors, the domain types that flow between them, and the request pipeline that
+//! drives them. No server code lives here: the node's front doors call [`pipeline::Gateway`].
+//!
+//! # Layout
+//! - [`model`]: requests, routing context and selection, answers and stream events.
+//! - [`router`]: the `Router` actor and its pure routing policy.
+//! - [`provider`]: the `ProviderPool` actor, wire formats (OpenAI, Anthropic), HTTP client,
+//!   circuit breaker, health, retries and error classification.
+//! - [`pipeline`]: one request through validation, routing, the provider chain and pricing.
+//! - [`metrics`]: the node's Prometheus registry.
+//! - [`error`]: [`error::GatewayError`], what a request can fail with.
+
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod pipeline;
+pub mod provider;
+pub mod router;

@@ -1,0 +1,150 @@
+//! Prometheus metrics of the node: one registry, created once and shared by the pipeline, the
+//! actors and the front doors, rendered in the text format at `GET /metrics`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, GaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::provider::health::ProviderHealth;
+
+/// Latency buckets in seconds, from 100 µs to 60 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Every metric the node exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by front door, route, model, provider and status.
+    pub requests: IntCounterVec,
+    /// Whole-request latency by front door and provider.
+    pub request_duration: HistogramVec,
+    /// Gateway time outside upstream calls.
+    pub gateway_overhead: Histogram,
+    /// Time to first token of streamed answers by provider and model.
+    pub time_to_first_token: HistogramVec,
+    /// Tokens by provider, model and direction (input/output).
+    pub tokens: IntCounterVec,
+    /// Answers served by a fallback, by the provider that failed first and the one that served.
+    pub fallbacks: IntCounterVec,
+    /// Retries on the same provider by provider and error.
+    pub retries: IntCounterVec,
+    /// Upstream attempts by provider, model and outcome.
+    pub upstream_attempts: IntCounterVec,
+    /// Circuit breaker state by provider: 0 closed, 1 open, 2 half-open.
+    pub circuit_state: IntGaugeVec,
+    /// Latency moving average by provider, in seconds.
+    pub provider_latency_ema: GaugeVec,
+    /// Time-to-first-token moving average by provider, in seconds.
+    pub provider_ttft_ema: GaugeVec,
+    /// Error-rate moving average by provider.
+    pub provider_error_rate: GaugeVec,
+    /// 1 when the provider takes requests, 0 while its circuit is open.
+    pub provider_available: IntGaugeVec,
+    /// Requests left in the provider's rate-limit window, as it last reported.
+    pub provider_rate_limit_remaining: IntGaugeVec,
+    /// Requests being served right now.
+    pub in_flight: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("switchyard".into()), None)?;
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let int_gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let metric = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<GaugeVec, prometheus::Error> {
+            let metric = GaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, prometheus::Error> {
+            let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let gateway_overhead = Histogram::with_opts(
+            HistogramOpts::new("gateway_overhead_seconds", "Time a request spent in the gateway outside upstream calls")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(gateway_overhead.clone()))?;
+        let in_flight = IntGauge::new("in_flight_requests", "Requests being served")?;
+        registry.register(Box::new(in_flight.clone()))?;
+        Ok(Self {
+            requests: counter(
+                "requests_total",
+                "Requests by front door, route, model, provider and status",
+                &["front_door", "route", "model", "provider", "status"],
+            )?,
+            request_duration: histogram(
+                "request_duration_seconds",
+                "Whole-request latency",
+                &["front_door", "provider"],
+            )?,
+            gateway_overhead,
+            time_to_first_token: histogram(
+                "time_to_first_token_seconds",
+                "Time to the first token of streamed answers",
+                &["provider", "model"],
+            )?,
+            tokens: counter("tokens_total", "Tokens by provider, model and direction", &["provider", "model", "direction"])?,
+            fallbacks: counter("fallbacks_total", "Answers served by a fallback", &["from_provider", "to_provider"])?,
+            retries: counter("retries_total", "Retries on the same provider", &["provider", "error"])?,
+            upstream_attempts: counter(
+                "upstream_attempts_total",
+                "Upstream attempts by outcome",
+                &["provider", "model", "outcome"],
+            )?,
+            circuit_state: int_gauge("circuit_state", "Circuit breaker: 0 closed, 1 open, 2 half-open", &["provider"])?,
+            provider_latency_ema: gauge("provider_latency_ema_seconds", "Latency moving average", &["provider"])?,
+            provider_ttft_ema: gauge("provider_ttft_ema_seconds", "Time-to-first-token moving average", &["provider"])?,
+            provider_error_rate: gauge("provider_error_rate", "Error-rate moving average", &["provider"])?,
+            provider_available: int_gauge("provider_available", "1 while the provider takes requests", &["provider"])?,
+            provider_rate_limit_remaining: int_gauge(
+                "provider_rate_limit_remaining",
+                "Requests left in the provider's rate-limit window",
+                &["provider"],
+            )?,
+            in_flight,
+            registry,
+        })
+    }
+
+    /// Sets the provider health gauges.
+    pub fn publish_health(&self, health: &ProviderHealth) {
+        let labels = [health.provider.as_str()];
+        let stats = &health.stats;
+        if let Some(latency) = stats.latency_ema_ms {
+            self.provider_latency_ema.with_label_values(&labels).set(latency / 1000.0);
+        }
+        if let Some(ttft) = stats.ttft_ema_ms {
+            self.provider_ttft_ema.with_label_values(&labels).set(ttft / 1000.0);
+        }
+        self.provider_error_rate.with_label_values(&labels).set(stats.error_rate);
+        self.provider_available.with_label_values(&labels).set(i64::from(health.available));
+        if let Some(remaining) = stats.rate_limit_remaining {
+            self.provider_rate_limit_remaining
+                .with_label_values(&labels)
+                .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::warn!(%error, "failed to encode metrics");
+        }
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}

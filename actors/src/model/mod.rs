@@ -1,0 +1,13 @@
+//! The data that flows between the front doors, the pipeline and the actors.
+//!
+//! - [`request`]: a validated chat request and the limits it is checked against.
+//! - [`selection`]: what the router reads ([`RoutingContext`]) and decides ([`ModelSelection`]).
+//! - [`response`]: what a provider answers, whole or as a stream of events.
+
+pub mod request;
+pub mod response;
+pub mod selection;
+
+pub use request::{CacheControl, ChatRequest, Message, RequestLimits, Role, RoutingHints, Sampling};
+pub use response::{Completion, FinishReason, StreamEvent, Usage};
+pub use selection::{ModelSelection, Quality, RoutingContext, Target, Tier};

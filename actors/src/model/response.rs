@@ -1,0 +1,64 @@
+//! What a provider answers: a whole [`Completion`] or a stream of [`StreamEvent`]s.
+
+/// Token counts reported by the provider.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u32,
+    /// Generated tokens.
+    pub output_tokens: u32,
+}
+
+impl Usage {
+    /// Input plus output.
+    pub fn total(&self) -> u32 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
+/// Why generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model finished or hit a stop sequence.
+    Stop,
+    /// `max_tokens` was reached.
+    Length,
+    /// The provider filtered the answer.
+    ContentFilter,
+}
+
+impl FinishReason {
+    /// OpenAI's name for it, which the public API uses too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ContentFilter => "content_filter",
+        }
+    }
+}
+
+/// A whole answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    /// The text.
+    pub text: String,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Token counts.
+    pub usage: Usage,
+}
+
+/// One event of a streamed answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// Text to append.
+    Delta(String),
+    /// The answer is complete. A stream that ends without this event was cut.
+    Finished {
+        /// Why it ended.
+        finish_reason: FinishReason,
+        /// Token counts, when the provider reported them.
+        usage: Option<Usage>,
+    },
+}

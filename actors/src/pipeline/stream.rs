@@ -1,0 +1,167 @@
+//! Forwarding a streamed answer: every upstream event goes to the client as it arrives. A cut
+//! after the first token ends the stream with an error, never with a clean finish. If the client
+//! goes away, the upstream is still read to its end (bounded by the request timeout) so its
+//! final usage is known and recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout_at};
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tracing::{Instrument as _, Span, warn};
+
+use crate::error::{AttemptFailure, GatewayError};
+use crate::metrics::Metrics;
+use crate::model::{FinishReason, StreamEvent, Target, Usage};
+use crate::pipeline::attempt::OpenedStream;
+use crate::provider::ProviderError;
+use crate::provider::health::AttemptSample;
+use crate::router::Price;
+
+/// Events buffered between the upstream reader and the client writer.
+const CHANNEL_CAPACITY: usize = 64;
+
+/// One item of a streamed answer as the front doors see it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamItem {
+    /// Text to append.
+    Delta(String),
+    /// The answer is complete.
+    Finished {
+        /// Why it ended.
+        finish_reason: FinishReason,
+        /// Token counts (zero when the upstream did not report them).
+        usage: Usage,
+        /// Cost in USD, when the model has a price and usage is known.
+        cost_usd: Option<f64>,
+        /// Time from the request's arrival to the first token.
+        time_to_first_token: Duration,
+        /// Wall time of the whole answer.
+        latency: Duration,
+    },
+}
+
+/// A streamed answer: who serves it, and its items. The receiver ends after one
+/// `Finished` or one error.
+#[derive(Debug)]
+pub struct AnswerStream {
+    /// Gateway-assigned id.
+    pub id: String,
+    /// Who serves it.
+    pub target: Target,
+    /// Why the router chose its first choice.
+    pub routing_reason: String,
+    /// True when a fallback serves.
+    pub fallback: bool,
+    /// Attempts that failed before this one.
+    pub failed_attempts: Vec<AttemptFailure>,
+    /// The items, as they arrive.
+    pub items: mpsc::Receiver<Result<StreamItem, GatewayError>>,
+}
+
+/// What [`forward`] needs.
+pub(crate) struct StreamStart {
+    pub id: String,
+    pub opened: OpenedStream,
+    pub target: Target,
+    pub routing_reason: String,
+    pub fallback: bool,
+    pub failed_attempts: Vec<AttemptFailure>,
+    pub price: Option<Price>,
+    pub started: Instant,
+    pub metrics: Arc<Metrics>,
+    pub in_flight: TaskTrackerToken,
+}
+
+/// Spawns the task that reads the upstream and forwards each event.
+pub(crate) fn forward(start: StreamStart) -> AnswerStream {
+    let (sender, items) = mpsc::channel(CHANNEL_CAPACITY);
+    let target = start.target.clone();
+    let answer = AnswerStream {
+        id: start.id,
+        target: start.target,
+        routing_reason: start.routing_reason,
+        fallback: start.fallback,
+        failed_attempts: start.failed_attempts,
+        items,
+    };
+    let task = pump(start.opened, target, start.price, start.started, start.metrics, sender, start.in_flight);
+    tokio::spawn(task.instrument(Span::current()));
+    answer
+}
+
+async fn pump(
+    opened: OpenedStream,
+    target: Target,
+    price: Option<Price>,
+    started: Instant,
+    metrics: Arc<Metrics>,
+    sender: mpsc::Sender<Result<StreamItem, GatewayError>>,
+    _in_flight: TaskTrackerToken,
+) {
+    let OpenedStream { first, mut rest, ticket, attempt_started, time_to_first_token, request_timeout, rate_limit_remaining } =
+        opened;
+    let deadline = attempt_started + request_timeout;
+    let ttft_from_arrival = started.elapsed();
+    metrics
+        .time_to_first_token
+        .with_label_values(&[target.provider.as_str(), target.model.as_str()])
+        .observe(ttft_from_arrival.as_secs_f64());
+    let mut client_connected = true;
+    let mut next = Some(Ok(first));
+    let outcome: Result<(FinishReason, Option<Usage>), ProviderError> = loop {
+        let event = match next.take() {
+            Some(event) => event,
+            None => match timeout_at(deadline, rest.next()).await {
+                Ok(Some(event)) => event,
+                Ok(None) => Err(ProviderError::StreamCut("stream ended without a final event".into())),
+                Err(_elapsed) => Err(ProviderError::Timeout(request_timeout)),
+            },
+        };
+        match event {
+            Ok(StreamEvent::Delta(text)) => {
+                if client_connected {
+                    client_connected = matches!(timeout_at(deadline, sender.send(Ok(StreamItem::Delta(text)))).await, Ok(Ok(())));
+                }
+            }
+            Ok(StreamEvent::Finished { finish_reason, usage }) => break Ok((finish_reason, usage)),
+            Err(error) => break Err(error),
+        }
+    };
+    let latency = started.elapsed();
+    let sample = AttemptSample {
+        model: target.model.clone(),
+        failed: outcome.as_ref().err().is_some_and(ProviderError::counts_against_provider),
+        latency: outcome.is_ok().then(|| attempt_started.elapsed()),
+        time_to_first_token: outcome.is_ok().then_some(time_to_first_token),
+        rate_limit_remaining,
+    };
+    let label = match &outcome {
+        Ok(_) => "ok",
+        Err(error) => error.label(),
+    };
+    metrics.upstream_attempts.with_label_values(&[target.provider.as_str(), target.model.as_str(), label]).inc();
+    ticket.report(sample);
+    let item = match outcome {
+        Ok((finish_reason, usage)) => {
+            let cost_usd = match (price, usage) {
+                (Some(price), Some(usage)) => Some(price.cost(usage.input_tokens, usage.output_tokens)),
+                _ => None,
+            };
+            let usage = usage.unwrap_or_default();
+            let labels = [target.provider.as_str(), target.model.as_str()];
+            metrics.tokens.with_label_values(&[labels[0], labels[1], "input"]).inc_by(u64::from(usage.input_tokens));
+            metrics.tokens.with_label_values(&[labels[0], labels[1], "output"]).inc_by(u64::from(usage.output_tokens));
+            Ok(StreamItem::Finished { finish_reason, usage, cost_usd, time_to_first_token: ttft_from_arrival, latency })
+        }
+        Err(error) => {
+            warn!(provider = %target.provider, model = %target.model, %error, "stream broke after the answer had started");
+            Err(GatewayError::StreamInterrupted { target: target.to_string(), error })
+        }
+    };
+    if client_connected {
+        let _client_gone = timeout_at(deadline, sender.send(item)).await;
+    }
+}

@@ -1,0 +1,122 @@
+//! One provider's HTTP client: builds the request in the provider's wire format, sends it over a
+//! pooled connection, and turns statuses and bodies into answers or [`ProviderError`]s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::{ChatRequest, Completion};
+use crate::provider::stream::{UpstreamStream, decode};
+use crate::provider::{ProviderError, ProviderKind, ProviderSettings, anthropic, health, openai};
+
+/// Most bytes of an upstream error body kept in the error message.
+const ERROR_BODY_LIMIT: usize = 512;
+
+/// What the response headers said besides the answer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResponseMeta {
+    /// Requests left in the upstream's rate-limit window.
+    pub rate_limit_remaining: Option<u64>,
+}
+
+/// A provider's HTTP client.
+#[derive(Clone, Debug)]
+pub struct ProviderClient {
+    settings: Arc<ProviderSettings>,
+    http: reqwest::Client,
+    url: String,
+}
+
+impl ProviderClient {
+    /// Builds the pooled client for `settings`.
+    pub fn new(settings: Arc<ProviderSettings>) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .pool_max_idle_per_host(settings.max_concurrent.min(1024))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let base = settings.base_url.trim_end_matches('/');
+        let url = match settings.kind {
+            ProviderKind::Anthropic => format!("{base}/messages"),
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => format!("{base}/chat/completions"),
+        };
+        Ok(Self { settings, http, url })
+    }
+
+    /// The provider's settings.
+    pub fn settings(&self) -> &ProviderSettings {
+        &self.settings
+    }
+
+    fn build(&self, upstream_model: &str, request: &ChatRequest, stream: bool) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let builder = self.http.post(&self.url);
+        let key = self.settings.api_key.as_deref();
+        Ok(match self.settings.kind {
+            ProviderKind::Anthropic => {
+                let key = key.ok_or(ProviderError::MissingApiKey)?;
+                builder
+                    .header("x-api-key", key)
+                    .header("anthropic-version", &self.settings.anthropic_version)
+                    .json(&anthropic::request_body(upstream_model, request, stream, self.settings.default_max_tokens))
+            }
+            ProviderKind::OpenAi => {
+                let key = key.ok_or(ProviderError::MissingApiKey)?;
+                builder.bearer_auth(key).json(&openai::request_body(upstream_model, request, stream, true))
+            }
+            ProviderKind::OpenAiCompatible => {
+                let builder = match key {
+                    Some(key) => builder.bearer_auth(key),
+                    None => builder,
+                };
+                builder.json(&openai::request_body(upstream_model, request, stream, false))
+            }
+        })
+    }
+
+    async fn send(&self, builder: reqwest::RequestBuilder) -> Result<(reqwest::Response, ResponseMeta), ProviderError> {
+        let response = builder.send().await.map_err(request_error)?;
+        let meta = ResponseMeta { rate_limit_remaining: health::rate_limit_remaining(response.headers()) };
+        let status = response.status();
+        if status.is_success() {
+            return Ok((response, meta));
+        }
+        let retry_after = crate::provider::error::parse_retry_after(response.headers());
+        let body = response.bytes().await.unwrap_or_default();
+        let mut message = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_LIMIT)]).into_owned();
+        if message.is_empty() {
+            message = status.canonical_reason().unwrap_or("error").to_owned();
+        }
+        Err(ProviderError::Status { status: status.as_u16(), retry_after, message })
+    }
+
+    /// Sends a unary request and reads the whole answer. The caller bounds it with the
+    /// request timeout.
+    pub async fn complete(&self, upstream_model: &str, request: &ChatRequest) -> Result<(Completion, ResponseMeta), ProviderError> {
+        let (response, meta) = self.send(self.build(upstream_model, request, false)?).await?;
+        let body = response.bytes().await.map_err(|error| ProviderError::StreamCut(error.to_string()))?;
+        let completion = match self.settings.kind {
+            ProviderKind::Anthropic => anthropic::parse_completion(&body)?,
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::parse_completion(&body)?,
+        };
+        Ok((completion, meta))
+    }
+
+    /// Sends a streaming request; resolves once the response headers are in.
+    pub async fn stream(&self, upstream_model: &str, request: &ChatRequest) -> Result<(UpstreamStream, ResponseMeta), ProviderError> {
+        let (response, meta) = self.send(self.build(upstream_model, request, true)?).await?;
+        let stream = match self.settings.kind {
+            ProviderKind::Anthropic => decode(response, anthropic::AnthropicDecoder::default()),
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => decode(response, openai::OpenAiDecoder::default()),
+        };
+        Ok((stream, meta))
+    }
+}
+
+fn request_error(error: reqwest::Error) -> ProviderError {
+    if error.is_timeout() {
+        ProviderError::Timeout(Duration::ZERO)
+    } else {
+        ProviderError::Connect(error.to_string())
+    }
+}

@@ -1,0 +1,228 @@
+//! The `ProviderPool` actor: one per configured provider per node. It is the single writer of the
+//! provider's circuit breaker and health, and publishes health to the router.
+//!
+//! It never waits on the network. Request tasks hold a [`ProviderHandle`]: while the breaker is
+//! closed (read from a shared flag, no round trip) they take a concurrency slot and call the
+//! upstream themselves; only while it is open or half-open do they ask the actor for admission.
+//! Every attempt's outcome comes back to the actor as a cast.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorMessage;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+use crate::provider::breaker::{Admission, BreakerState, CircuitBreaker};
+use crate::provider::client::ProviderClient;
+use crate::provider::health::{AttemptSample, HealthTracker};
+use crate::provider::{ProviderError, ProviderSettings};
+use crate::router::RouterMessage;
+
+/// The actor. It holds no settings of its own: everything lives in [`PoolState`].
+#[derive(Debug, Default)]
+pub struct ProviderPool;
+
+/// What the pool is started with.
+#[derive(Debug)]
+pub struct PoolArgs {
+    /// The provider's settings.
+    pub settings: Arc<ProviderSettings>,
+    /// Where health goes.
+    pub router: ActorRef<RouterMessage>,
+    /// Shared with every [`ProviderHandle`]: true while the breaker is closed.
+    pub breaker_closed: Arc<AtomicBool>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The pool's state.
+#[derive(Debug)]
+pub struct PoolState {
+    settings: Arc<ProviderSettings>,
+    breaker: CircuitBreaker,
+    health: HealthTracker,
+    router: ActorRef<RouterMessage>,
+    breaker_closed: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+/// Messages to a pool.
+#[derive(Debug, RactorMessage)]
+pub enum PoolMessage {
+    /// Asks whether an attempt may go out while the breaker is not closed.
+    Admit(
+        /// Reply channel for RPC: the breaker's verdict.
+        RpcReplyPort<Admission>,
+    ),
+    /// The outcome of one attempt.
+    Outcome {
+        /// What the attempt tells about health.
+        sample: AttemptSample,
+        /// Whether it was the half-open probe.
+        probe: bool,
+    },
+    /// A probe's request was dropped before it could report.
+    ProbeAbandoned,
+    /// The breaker's cool-down has passed: advertise the provider as available so a probe comes.
+    CoolDownElapsed,
+}
+
+impl PoolState {
+    fn publish(&mut self, myself: &ActorRef<PoolMessage>, before: BreakerState) {
+        let state = self.breaker.state();
+        let name = &self.settings.name;
+        self.breaker_closed.store(state == BreakerState::Closed, Ordering::Release);
+        self.metrics.circuit_state.with_label_values(&[name]).set(state.gauge());
+        if std::mem::discriminant(&before) != std::mem::discriminant(&state) {
+            match state {
+                BreakerState::Open { .. } => {
+                    warn!(provider = %name, "circuit opened");
+                    self.health.set_available(false);
+                    let cool_down = self.settings.breaker.cool_down;
+                    myself.send_after(cool_down, || PoolMessage::CoolDownElapsed);
+                }
+                BreakerState::Closed => {
+                    info!(provider = %name, "circuit closed");
+                    self.health.set_available(true);
+                }
+                BreakerState::HalfOpen { .. } => {}
+            }
+        }
+        let health = self.health.health();
+        self.metrics.publish_health(health);
+        if let Err(error) = self.router.cast(RouterMessage::Health(health.clone())) {
+            warn!(provider = %name, %error, "router gone; health not published");
+        }
+    }
+}
+
+impl Actor for ProviderPool {
+    type Msg = PoolMessage;
+    type State = PoolState;
+    type Arguments = PoolArgs;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: PoolArgs) -> Result<PoolState, ActorProcessingErr> {
+        let mut state = PoolState {
+            breaker: CircuitBreaker::new(args.settings.breaker.clone()),
+            health: HealthTracker::new(&args.settings.name),
+            settings: args.settings,
+            router: args.router,
+            breaker_closed: args.breaker_closed,
+            metrics: args.metrics,
+        };
+        state.publish(&myself, BreakerState::Closed);
+        Ok(state)
+    }
+
+    async fn handle(&self, myself: ActorRef<Self::Msg>, message: PoolMessage, state: &mut PoolState) -> Result<(), ActorProcessingErr> {
+        let before = state.breaker.state();
+        match message {
+            PoolMessage::Admit(reply) => {
+                let admission = state.breaker.admit(Instant::now());
+                // The caller may have given up waiting; nothing to undo then but a probe.
+                if reply.send(admission).is_err() && admission == Admission::Probe {
+                    state.breaker.probe_abandoned();
+                }
+            }
+            PoolMessage::Outcome { sample, probe } => {
+                state.breaker.record(sample.failed, probe, Instant::now());
+                state.health.record(&sample);
+            }
+            PoolMessage::ProbeAbandoned => state.breaker.probe_abandoned(),
+            PoolMessage::CoolDownElapsed => {
+                if matches!(state.breaker.state(), BreakerState::Open { .. }) {
+                    state.health.set_available(true);
+                }
+            }
+        }
+        state.publish(&myself, before);
+        Ok(())
+    }
+}
+
+/// What request tasks hold to call one provider. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ProviderHandle {
+    /// The HTTP client.
+    pub client: ProviderClient,
+    slots: Arc<Semaphore>,
+    breaker_closed: Arc<AtomicBool>,
+    actor: ActorRef<PoolMessage>,
+}
+
+impl ProviderHandle {
+    /// Spawns the provider's pool actor and returns the handle to it.
+    pub async fn start(
+        settings: ProviderSettings,
+        router: ActorRef<RouterMessage>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<(Self, ractor::ActorCell)> {
+        use anyhow::Context as _;
+        let settings = Arc::new(settings);
+        let client = ProviderClient::new(Arc::clone(&settings))
+            .with_context(|| format!("failed to build the HTTP client of provider \"{}\"", settings.name))?;
+        let breaker_closed = Arc::new(AtomicBool::new(true));
+        let args = PoolArgs { settings: Arc::clone(&settings), router, breaker_closed: Arc::clone(&breaker_closed), metrics };
+        let (actor, _join) = Actor::spawn(None, ProviderPool, args)
+            .await
+            .with_context(|| format!("failed to start the pool of provider \"{}\"", settings.name))?;
+        let cell = actor.get_cell();
+        let slots = Arc::new(Semaphore::new(settings.max_concurrent));
+        Ok((Self { client, slots, breaker_closed, actor }, cell))
+    }
+
+    /// The provider's name.
+    pub fn name(&self) -> &str {
+        &self.client.settings().name
+    }
+
+    /// Waits for the breaker's consent and a concurrency slot. The caller bounds the wait.
+    pub async fn admit(&self) -> Result<AttemptTicket, ProviderError> {
+        let probe = if self.breaker_closed.load(Ordering::Acquire) {
+            false
+        } else {
+            match ractor::call!(self.actor, PoolMessage::Admit) {
+                Ok(Admission::Allowed) => false,
+                Ok(Admission::Probe) => true,
+                Ok(Admission::Rejected) | Err(_) => return Err(ProviderError::CircuitOpen),
+            }
+        };
+        let mut ticket = AttemptTicket { actor: self.actor.clone(), probe, reported: false, _slot: None };
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_closed| ProviderError::Connect("provider pool closed".into()))?;
+        ticket._slot = Some(slot);
+        Ok(ticket)
+    }
+}
+
+/// Permission for one attempt: holds a concurrency slot and reports the outcome. Dropped
+/// without a report (the request was cancelled), it frees a half-open probe for the next caller.
+#[derive(Debug)]
+pub struct AttemptTicket {
+    actor: ActorRef<PoolMessage>,
+    probe: bool,
+    reported: bool,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl AttemptTicket {
+    /// Reports the attempt's outcome to the pool and frees the slot.
+    pub fn report(mut self, sample: AttemptSample) {
+        self.reported = true;
+        let _gone = self.actor.cast(PoolMessage::Outcome { sample, probe: self.probe });
+    }
+}
+
+impl Drop for AttemptTicket {
+    fn drop(&mut self) {
+        if !self.reported && self.probe {
+            let _gone = self.actor.cast(PoolMessage::ProbeAbandoned);
+        }
+    }
+}

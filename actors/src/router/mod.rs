@@ -1,0 +1,11 @@
+//! Routing: which provider and model serve a request.
+//!
+//! - [`policy`]: the rules, models, routes and the pure `select` function (synchronous tests).
+//! - [`router`]: the `Router` actor, single writer of the health table, publishing
+//!   [`RoutingSnapshot`]s that request tasks read without a round trip.
+
+pub mod policy;
+pub mod router;
+
+pub use policy::{HealthTable, ModelSettings, Price, RoutingPolicy, RoutingRule};
+pub use router::{Router, RouterHandle, RouterMessage, RoutingSnapshot};

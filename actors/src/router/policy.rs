@@ -1,0 +1,266 @@
+//! The routing policy: configured models, named routes, ordered rules and a preference order,
+//! evaluated against a [`RoutingContext`] and the live provider health.
+//!
+//! Rules are tried in order; the first whose conditions hold and whose target is available wins.
+//! Without a matching rule the first available model in preference order serves. A request that
+//! names a model gets it, with its fallbacks, unless its tier may not use it; one that names a
+//! route gets the first available model of the route.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+
+use crate::error::GatewayError;
+use crate::model::{ModelSelection, Quality, RoutingContext, Target, Tier};
+use crate::provider::health::ProviderHealth;
+
+/// Live health of every provider, by provider name.
+pub type HealthTable = HashMap<String, ProviderHealth>;
+
+/// USD per million tokens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Price {
+    /// Per million input tokens.
+    pub input_usd_per_mtok: f64,
+    /// Per million output tokens.
+    pub output_usd_per_mtok: f64,
+}
+
+impl Price {
+    /// The cost of `input` and `output` tokens.
+    pub fn cost(&self, input: u32, output: u32) -> f64 {
+        (f64::from(input) * self.input_usd_per_mtok + f64::from(output) * self.output_usd_per_mtok) / 1_000_000.0
+    }
+}
+
+/// One model clients can ask for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSettings {
+    /// The name clients use.
+    pub name: String,
+    /// The provider serving it.
+    pub provider: String,
+    /// The name the provider knows it by.
+    pub upstream_model: String,
+    /// How good it is.
+    pub quality: Quality,
+    /// Tiers allowed to use it; empty for every tier.
+    pub tiers: Vec<Tier>,
+    /// Price; `None` when unknown (cost is then reported as unknown, never as zero).
+    pub price: Option<Price>,
+    /// Models to fall back to, in order.
+    pub fallbacks: Vec<String>,
+}
+
+impl ModelSettings {
+    fn allows(&self, tier: Tier) -> bool {
+        self.tiers.is_empty() || self.tiers.contains(&tier)
+    }
+
+    fn target(&self) -> Target {
+        Target { model: self.name.clone(), provider: self.provider.clone(), upstream_model: self.upstream_model.clone() }
+    }
+}
+
+/// One routing rule: conditions on the request and a target.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RoutingRule {
+    /// Name shown in the routing reason.
+    pub name: String,
+    /// Matches these tiers; empty for any.
+    pub tiers: Vec<Tier>,
+    /// Matches these quality requirements; empty for any.
+    pub qualities: Vec<Quality>,
+    /// Matches these task types; empty for any.
+    pub task_types: Vec<String>,
+    /// Matches requests whose latency budget is below this many milliseconds.
+    pub latency_budget_below_ms: Option<u32>,
+    /// Matches requests estimated below this many tokens.
+    pub estimated_tokens_below: Option<u64>,
+    /// The target: this model, or (when `None`) the self-hosted model with the lowest latency EMA.
+    pub model: Option<String>,
+    /// The target must have a latency EMA below this (a model with no samples yet qualifies).
+    pub max_latency_ema_ms: Option<f64>,
+}
+
+/// The whole policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoutingPolicy {
+    models: Vec<ModelSettings>,
+    index: HashMap<String, usize>,
+    self_hosted: HashSet<String>,
+    routes: HashMap<String, Vec<String>>,
+    rules: Vec<RoutingRule>,
+    preference: Vec<String>,
+    max_error_rate: f64,
+}
+
+impl RoutingPolicy {
+    /// Builds a policy. Names must already be validated against each other (the node's config
+    /// validation does that and reports every bad reference by key).
+    pub fn new(
+        models: Vec<ModelSettings>,
+        self_hosted_providers: HashSet<String>,
+        routes: HashMap<String, Vec<String>>,
+        rules: Vec<RoutingRule>,
+        preference: Vec<String>,
+        max_error_rate: f64,
+    ) -> Self {
+        let index = models.iter().enumerate().map(|(position, model)| (model.name.clone(), position)).collect();
+        Self { models, index, self_hosted: self_hosted_providers, routes, rules, preference, max_error_rate }
+    }
+
+    /// The configured model called `name`.
+    pub fn model(&self, name: &str) -> Option<&ModelSettings> {
+        self.index.get(name).map(|position| &self.models[*position])
+    }
+
+    /// Every configured model, in config order.
+    pub fn models(&self) -> &[ModelSettings] {
+        &self.models
+    }
+
+    /// Every route name.
+    pub fn route_names(&self) -> impl Iterator<Item = &str> {
+        self.routes.keys().map(String::as_str)
+    }
+
+    fn available(&self, model: &ModelSettings, health: &HealthTable) -> bool {
+        let Some(provider) = health.get(&model.provider) else { return true };
+        provider.available && provider.model_stats(&model.name).error_rate < self.max_error_rate
+    }
+
+    fn latency_ema(model: &ModelSettings, health: &HealthTable) -> Option<f64> {
+        health.get(&model.provider)?.model_stats(&model.name).latency_ema_ms
+    }
+
+    /// Decides the provider and model for one request.
+    pub fn select(&self, context: &RoutingContext, health: &HealthTable) -> Result<ModelSelection, GatewayError> {
+        if let Some(requested) = &context.requested {
+            return self.select_requested(requested, context.tier, health);
+        }
+        for rule in &self.rules {
+            if let Some(model) = self.rule_target(rule, context, health) {
+                return Ok(self.selection(model, describe(rule, model), context.tier, health));
+            }
+        }
+        let allowed = || self.preference.iter().filter_map(|name| self.model(name)).filter(|model| model.allows(context.tier));
+        if let Some(model) = allowed().find(|model| self.available(model, health)) {
+            return Ok(self.selection(model, "first available model in preference order".into(), context.tier, health));
+        }
+        let model = allowed().next().ok_or_else(|| GatewayError::ModelForbidden {
+            model: self.preference.join(", "),
+            tier: context.tier,
+        })?;
+        Ok(self.selection(model, "no model is healthy: trying preference order".into(), context.tier, health))
+    }
+
+    fn select_requested(&self, requested: &str, tier: Tier, health: &HealthTable) -> Result<ModelSelection, GatewayError> {
+        if let Some(model) = self.model(requested) {
+            if !model.allows(tier) {
+                return Err(GatewayError::ModelForbidden { model: requested.to_owned(), tier });
+            }
+            return Ok(self.selection(model, format!("requested model \"{requested}\""), tier, health));
+        }
+        let route = self.routes.get(requested).ok_or_else(|| GatewayError::UnknownModel(requested.to_owned()))?;
+        let allowed: Vec<&ModelSettings> =
+            route.iter().filter_map(|name| self.model(name)).filter(|model| model.allows(tier)).collect();
+        let model = allowed
+            .iter()
+            .find(|model| self.available(model, health))
+            .or_else(|| allowed.first())
+            .ok_or_else(|| GatewayError::ModelForbidden { model: requested.to_owned(), tier })?;
+        let mut selection = self.selection(model, format!("route \"{requested}\": first available model"), tier, health);
+        let route_rest = allowed.iter().filter(|candidate| candidate.name != model.name).map(|candidate| candidate.target());
+        selection.fallbacks = order_fallbacks(route_rest.chain(selection.fallbacks.drain(..)), &model.name, |target| {
+            self.model(&target.model).is_some_and(|candidate| self.available(candidate, health))
+        });
+        Ok(selection)
+    }
+
+    fn rule_target<'a>(&'a self, rule: &RoutingRule, context: &RoutingContext, health: &HealthTable) -> Option<&'a ModelSettings> {
+        let matches = (rule.tiers.is_empty() || rule.tiers.contains(&context.tier))
+            && (rule.qualities.is_empty() || rule.qualities.contains(&context.quality))
+            && (rule.task_types.is_empty() || rule.task_types.iter().any(|task| *task == context.task_type))
+            && rule.latency_budget_below_ms.is_none_or(|bound| context.latency_budget_ms.is_some_and(|budget| budget < bound))
+            && rule.estimated_tokens_below.is_none_or(|bound| context.estimated_tokens < bound);
+        if !matches {
+            return None;
+        }
+        let fast_enough = |model: &ModelSettings| {
+            rule.max_latency_ema_ms.is_none_or(|bound| Self::latency_ema(model, health).is_none_or(|ema| ema < bound))
+        };
+        let usable = |model: &&ModelSettings| model.allows(context.tier) && self.available(model, health) && fast_enough(model);
+        match &rule.model {
+            Some(name) => self.model(name).filter(usable),
+            None => self
+                .models
+                .iter()
+                .filter(|model| self.self_hosted.contains(&model.provider))
+                .filter(usable)
+                .min_by(|a, b| {
+                    let a = Self::latency_ema(a, health).unwrap_or(0.0);
+                    let b = Self::latency_ema(b, health).unwrap_or(0.0);
+                    a.total_cmp(&b)
+                }),
+        }
+    }
+
+    /// The selection of `model` with its fallbacks, then the rest of the preference order;
+    /// available models first, unavailable ones last (they may be probed back to health).
+    fn selection(&self, model: &ModelSettings, reason: String, tier: Tier, health: &HealthTable) -> ModelSelection {
+        let candidates = model
+            .fallbacks
+            .iter()
+            .chain(self.preference.iter())
+            .filter_map(|name| self.model(name))
+            .filter(|candidate| candidate.allows(tier))
+            .map(ModelSettings::target);
+        let fallbacks = order_fallbacks(candidates, &model.name, |target| {
+            self.model(&target.model).is_some_and(|candidate| self.available(candidate, health))
+        });
+        ModelSelection { primary: model.target(), reason, fallbacks }
+    }
+}
+
+fn order_fallbacks(candidates: impl Iterator<Item = Target>, primary: &str, available: impl Fn(&Target) -> bool) -> Vec<Target> {
+    let mut seen = HashSet::from([primary.to_owned()]);
+    let (mut up, down): (Vec<Target>, Vec<Target>) =
+        candidates.filter(|target| seen.insert(target.model.clone())).partition(|target| available(target));
+    up.extend(down);
+    up
+}
+
+fn describe(rule: &RoutingRule, model: &ModelSettings) -> String {
+    let mut reason = format!("rule \"{}\"", rule.name);
+    let mut conditions = Vec::new();
+    if !rule.tiers.is_empty() {
+        conditions.push(format!("tier {}", join(&rule.tiers)));
+    }
+    if !rule.qualities.is_empty() {
+        conditions.push(format!("quality {}", join(&rule.qualities)));
+    }
+    if !rule.task_types.is_empty() {
+        conditions.push(format!("task {}", rule.task_types.join("|")));
+    }
+    if let Some(bound) = rule.latency_budget_below_ms {
+        conditions.push(format!("latency budget < {bound} ms"));
+    }
+    if let Some(bound) = rule.estimated_tokens_below {
+        conditions.push(format!("estimated tokens < {bound}"));
+    }
+    if let Some(bound) = rule.max_latency_ema_ms {
+        conditions.push(format!("target latency EMA < {bound} ms"));
+    }
+    if !conditions.is_empty() {
+        let _ = write!(reason, " ({})", conditions.join(", "));
+    }
+    let _ = write!(reason, " -> {}", model.name);
+    reason
+}
+
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join("|")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,13 @@
+//! Switchyard's load-testing kit: the upstream simulator the gateway is tested and benchmarked
+//! against, and the closed-loop load generator that measures the gateway.
+//!
+//! # Layout
+//! - [`sim`]: the upstream simulator, an HTTP server speaking the OpenAI Chat Completions and
+//!   Anthropic Messages wire formats with deterministic answers and injectable faults.
+//! - [`bench`]: the load generator behind `switchyard-loadtest bench` and `ramp`, calling a
+//!   target over HTTP (OpenAI format) or gRPC (`switchyard.v1.Gateway`).
+//! - `src/bin/switchyard-sim.rs`: runs the simulator.
+//! - `src/bin/switchyard-loadtest.rs`: runs benchmarks and ramps from the command line.
+
+pub mod bench;
+pub mod sim;

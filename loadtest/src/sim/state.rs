@@ -1,0 +1,322 @@
+//! The simulator's shared state: call counts, behaviours and the shutdown signal.
+//!
+//! One short mutex section per call counts it and picks its behaviour, which keeps `fault_count`
+//! exact under concurrency; everything else a handler does runs outside the lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::behaviour::Behaviour;
+
+/// How long a hanging call waits when the simulator does not shut down.
+const HANG_FOR: Duration = Duration::from_secs(3600);
+
+/// The generation endpoints, as counted by `GET /_sim/calls`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `POST /v1/chat/completions`.
+    OpenAi,
+    /// `POST /v1/messages`.
+    Anthropic,
+}
+
+impl Endpoint {
+    /// The endpoint's key in [`CallCounts::by_endpoint`].
+    fn key(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// The calls the simulator has received since it started or was last reset.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallCounts {
+    /// Every call to a generation endpoint, including faulted and rejected ones.
+    pub total: u64,
+    /// Calls per requested model; a call whose body names no model is counted in `total` only.
+    pub by_model: BTreeMap<String, u64>,
+    /// Calls per endpoint: `openai` and `anthropic`.
+    pub by_endpoint: BTreeMap<String, u64>,
+}
+
+/// The behaviours in force: the default one and the per-model ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Behaviours {
+    /// Behaviour of every model without its own.
+    pub default: Behaviour,
+    /// Behaviour per model name.
+    pub models: BTreeMap<String, Behaviour>,
+}
+
+/// What the lock protects.
+struct Table {
+    /// Behaviour of every model without its own.
+    default_behaviour: Behaviour,
+    /// Behaviour per model name.
+    model_behaviours: HashMap<String, Behaviour>,
+    /// Calls since the start or the last reset.
+    total: u64,
+    /// Calls per model name.
+    by_model: HashMap<String, u64>,
+    /// Calls to `/v1/chat/completions`.
+    openai_calls: u64,
+    /// Calls to `/v1/messages`.
+    anthropic_calls: u64,
+}
+
+/// State shared by every handler of one simulator.
+pub(crate) struct SimState {
+    /// The default behaviour the simulator started with, restored by a reset.
+    startup_behaviour: Behaviour,
+    /// Counts and behaviours.
+    table: Mutex<Table>,
+    /// Sequence number for response ids; never reset, so ids stay unique.
+    next_response_id: AtomicU64,
+    /// Becomes `true` when the server shuts down, releasing hanging and paced calls.
+    shutdown: watch::Sender<bool>,
+}
+
+impl SimState {
+    /// State of a simulator starting with `default_behaviour`.
+    pub(crate) fn new(default_behaviour: Behaviour) -> Self {
+        Self {
+            table: Mutex::new(Table {
+                default_behaviour: default_behaviour.clone(),
+                model_behaviours: HashMap::new(),
+                total: 0,
+                by_model: HashMap::new(),
+                openai_calls: 0,
+                anthropic_calls: 0,
+            }),
+            startup_behaviour: default_behaviour,
+            next_response_id: AtomicU64::new(1),
+            shutdown: watch::Sender::new(false),
+        }
+    }
+
+    /// Locks the table; a panic while it was held cannot leave it inconsistent, so poisoning is
+    /// ignored.
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a call to `endpoint` for `model_opt` and, when `take_behaviour` is set, returns the
+    /// behaviour to apply to it, consuming one use of a counted fault.
+    ///
+    /// The returned behaviour's `fault` is the fault to inject into this call.
+    pub(crate) fn begin_call(
+        &self,
+        endpoint: Endpoint,
+        model_opt: Option<&str>,
+        take_behaviour: bool,
+    ) -> Behaviour {
+        let mut table = self.table();
+        let table = &mut *table;
+        table.total += 1;
+        match endpoint {
+            Endpoint::OpenAi => table.openai_calls += 1,
+            Endpoint::Anthropic => table.anthropic_calls += 1,
+        }
+        let Some(model) = model_opt else {
+            return table.default_behaviour.clone();
+        };
+        match table.by_model.get_mut(model) {
+            Some(count) => *count += 1,
+            None => {
+                table.by_model.insert(model.to_owned(), 1);
+            }
+        }
+        let behaviour = match table.model_behaviours.get_mut(model) {
+            Some(behaviour) => behaviour,
+            None => &mut table.default_behaviour,
+        };
+        if take_behaviour {
+            take_one_use(behaviour)
+        } else {
+            behaviour.clone()
+        }
+    }
+
+    /// A fresh number for a response id.
+    pub(crate) fn next_response_id(&self) -> u64 {
+        self.next_response_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The calls counted since the start or the last reset.
+    pub(crate) fn calls(&self) -> CallCounts {
+        let table = self.table();
+        CallCounts {
+            total: table.total,
+            by_model: table.by_model.iter().map(|(model, count)| (model.clone(), *count)).collect(),
+            by_endpoint: [
+                (Endpoint::OpenAi.key().to_owned(), table.openai_calls),
+                (Endpoint::Anthropic.key().to_owned(), table.anthropic_calls),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    /// The behaviours in force.
+    pub(crate) fn behaviours(&self) -> Behaviours {
+        let table = self.table();
+        Behaviours {
+            default: table.default_behaviour.clone(),
+            models: table
+                .model_behaviours
+                .iter()
+                .map(|(model, behaviour)| (model.clone(), behaviour.clone()))
+                .collect(),
+        }
+    }
+
+    /// Every model the simulator has seen a call for or has a behaviour for, sorted.
+    pub(crate) fn known_models(&self) -> Vec<String> {
+        let table = self.table();
+        let mut models: Vec<String> =
+            table.by_model.keys().chain(table.model_behaviours.keys()).cloned().collect();
+        models.sort_unstable();
+        models.dedup();
+        models
+    }
+
+    /// Sets the behaviour of `model_opt`, or the default one when `None`.
+    pub(crate) fn set_behaviour(&self, model_opt: Option<&str>, behaviour: Behaviour) {
+        let mut table = self.table();
+        match model_opt {
+            Some(model) => {
+                table.model_behaviours.insert(model.to_owned(), behaviour);
+            }
+            None => table.default_behaviour = behaviour,
+        }
+    }
+
+    /// Zeroes the counts, forgets the per-model behaviours and restores the startup default.
+    pub(crate) fn reset(&self) {
+        let mut table = self.table();
+        table.total = 0;
+        table.by_model.clear();
+        table.openai_calls = 0;
+        table.anthropic_calls = 0;
+        table.model_behaviours.clear();
+        table.default_behaviour = self.startup_behaviour.clone();
+    }
+
+    /// Releases every hanging or paced call; called once the server stops accepting.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Sleeps until `deadline`; returns `false` if the simulator shut down first.
+    pub(crate) async fn sleep_until(&self, deadline: Instant) -> bool {
+        if deadline <= Instant::now() {
+            return !*self.shutdown.borrow();
+        }
+        let mut shutdown = self.shutdown.subscribe();
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => true,
+            _ = shutdown.wait_for(|stopped| *stopped) => false,
+        }
+    }
+
+    /// Waits for an hour or until the simulator shuts down, whichever comes first.
+    pub(crate) async fn hang(&self) {
+        self.sleep_until(Instant::now() + HANG_FOR).await;
+    }
+}
+
+/// Returns the behaviour for one call and consumes one use of its fault when it is counted.
+fn take_one_use(behaviour: &mut Behaviour) -> Behaviour {
+    let mut applied = behaviour.clone();
+    if let (Some(_), Some(remaining)) = (behaviour.fault, behaviour.fault_count) {
+        if remaining == 0 {
+            applied.fault = None;
+        }
+        if remaining <= 1 {
+            behaviour.fault = None;
+            behaviour.fault_count = None;
+        } else {
+            behaviour.fault_count = Some(remaining - 1);
+        }
+    }
+    applied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::Fault;
+
+    fn faulty(fault_count: Option<u32>) -> Behaviour {
+        Behaviour {
+            fault: Some(Fault::Status { status: 503 }),
+            fault_count,
+            ..Behaviour::default()
+        }
+    }
+
+    #[test]
+    fn a_counted_fault_applies_n_times_then_clears() {
+        let state = SimState::new(Behaviour::default());
+        state.set_behaviour(Some("m"), faulty(Some(2)));
+        let faults: Vec<Option<Fault>> =
+            (0..4).map(|_| state.begin_call(Endpoint::OpenAi, Some("m"), true).fault).collect();
+        let status = Some(Fault::Status { status: 503 });
+        assert_eq!(faults, vec![status, status, None, None]);
+        assert_eq!(state.behaviours().models.get("m").and_then(|b| b.fault), None);
+    }
+
+    #[test]
+    fn an_uncounted_fault_applies_every_time() {
+        let state = SimState::new(faulty(None));
+        for _ in 0..3 {
+            assert!(state.begin_call(Endpoint::Anthropic, Some("m"), true).fault.is_some());
+        }
+    }
+
+    #[test]
+    fn a_rejected_call_does_not_consume_the_fault() {
+        let state = SimState::new(faulty(Some(1)));
+        state.begin_call(Endpoint::OpenAi, Some("m"), false);
+        assert!(state.begin_call(Endpoint::OpenAi, Some("m"), true).fault.is_some());
+        assert!(state.begin_call(Endpoint::OpenAi, Some("m"), true).fault.is_none());
+    }
+
+    #[test]
+    fn a_zero_count_injects_nothing() {
+        let state = SimState::new(faulty(Some(0)));
+        assert!(state.begin_call(Endpoint::OpenAi, Some("m"), true).fault.is_none());
+    }
+
+    #[test]
+    fn calls_are_counted_and_reset_restores_the_startup_default() {
+        let startup = Behaviour { ttft_ms: 7, ..Behaviour::default() };
+        let state = SimState::new(startup.clone());
+        state.begin_call(Endpoint::OpenAi, Some("a"), true);
+        state.begin_call(Endpoint::Anthropic, Some("a"), true);
+        state.begin_call(Endpoint::Anthropic, None, true);
+        state.set_behaviour(None, Behaviour::default());
+        state.set_behaviour(Some("b"), Behaviour::default());
+        let calls = state.calls();
+        assert_eq!(calls.total, 3);
+        assert_eq!(calls.by_model.get("a"), Some(&2));
+        assert_eq!(calls.by_endpoint.get("openai"), Some(&1));
+        assert_eq!(calls.by_endpoint.get("anthropic"), Some(&2));
+        assert_eq!(state.known_models(), vec!["a".to_owned(), "b".to_owned()]);
+
+        state.reset();
+        let calls = state.calls();
+        assert_eq!(calls.total, 0);
+        assert!(calls.by_model.is_empty());
+        assert_eq!(calls.by_endpoint.get("openai"), Some(&0));
+        assert_eq!(state.behaviours(), Behaviours { default: startup, models: BTreeMap::new() });
+    }
+}

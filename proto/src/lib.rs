@@ -1,0 +1,16 @@
+//! Switchyard's protobuf API and its generated gRPC code.
+//!
+//! # Layout
+//! - `switchyard/v1/gateway.proto`: the public `switchyard.v1.Gateway` service.
+//! - [`v1`]: the generated messages, clients and servers.
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, served by gRPC reflection.
+
+#![expect(missing_docs, reason = "generated code carries the .proto comments only")]
+
+/// The public API, package `switchyard.v1`.
+pub mod v1 {
+    tonic::include_proto!("switchyard.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every Switchyard `.proto`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("switchyard_descriptor");
