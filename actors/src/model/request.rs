@@ -6,6 +6,9 @@ use std::fmt;
 use crate::error::GatewayError;
 use crate::model::selection::{Quality, Tier};
 
+/// Answer length assumed for routing when the request sets no `max_tokens`.
+const DEFAULT_ANSWER_ESTIMATE: u32 = 256;
+
 /// Who wrote a chat turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -203,7 +206,7 @@ impl ChatRequest {
     /// A cheap token estimate (about four characters a token) of prompt plus answer.
     pub fn estimated_tokens(&self, limits: &RequestLimits) -> u64 {
         let prompt = self.messages.iter().map(|message| message.content.len() as u64).sum::<u64>() / 4;
-        let answer = u64::from(self.sampling.max_tokens.unwrap_or(limits.max_output_tokens.min(1024)));
+        let answer = u64::from(self.sampling.max_tokens.unwrap_or(DEFAULT_ANSWER_ESTIMATE).min(limits.max_output_tokens));
         prompt + answer
     }
 }

@@ -112,6 +112,11 @@ impl Gateway {
         self.in_flight.wait().await;
     }
 
+    /// False once shutdown has begun.
+    pub fn accepting(&self) -> bool {
+        !self.in_flight.is_closed()
+    }
+
     /// Requests and streams being served.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()

@@ -49,29 +49,27 @@ impl ProviderClient {
         &self.settings
     }
 
-    fn build(&self, upstream_model: &str, request: &ChatRequest, stream: bool) -> Result<reqwest::RequestBuilder, ProviderError> {
+    fn build(&self, upstream_model: &str, request: &ChatRequest, stream: bool) -> reqwest::RequestBuilder {
         let builder = self.http.post(&self.url);
         let key = self.settings.api_key.as_deref();
-        Ok(match self.settings.kind {
+        match self.settings.kind {
             ProviderKind::Anthropic => {
-                let key = key.ok_or(ProviderError::MissingApiKey)?;
-                builder
-                    .header("x-api-key", key)
-                    .header("anthropic-version", &self.settings.anthropic_version)
-                    .json(&anthropic::request_body(upstream_model, request, stream, self.settings.default_max_tokens))
+                let builder = builder.header("anthropic-version", &self.settings.anthropic_version);
+                let builder = match key {
+                    Some(key) => builder.header("x-api-key", key),
+                    None => builder,
+                };
+                builder.json(&anthropic::request_body(upstream_model, request, stream, self.settings.default_max_tokens))
             }
-            ProviderKind::OpenAi => {
-                let key = key.ok_or(ProviderError::MissingApiKey)?;
-                builder.bearer_auth(key).json(&openai::request_body(upstream_model, request, stream, true))
-            }
-            ProviderKind::OpenAiCompatible => {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
                 let builder = match key {
                     Some(key) => builder.bearer_auth(key),
                     None => builder,
                 };
-                builder.json(&openai::request_body(upstream_model, request, stream, false))
+                let native = self.settings.kind == ProviderKind::OpenAi;
+                builder.json(&openai::request_body(upstream_model, request, stream, native))
             }
-        })
+        }
     }
 
     async fn send(&self, builder: reqwest::RequestBuilder) -> Result<(reqwest::Response, ResponseMeta), ProviderError> {
@@ -93,7 +91,7 @@ impl ProviderClient {
     /// Sends a unary request and reads the whole answer. The caller bounds it with the
     /// request timeout.
     pub async fn complete(&self, upstream_model: &str, request: &ChatRequest) -> Result<(Completion, ResponseMeta), ProviderError> {
-        let (response, meta) = self.send(self.build(upstream_model, request, false)?).await?;
+        let (response, meta) = self.send(self.build(upstream_model, request, false)).await?;
         let body = response.bytes().await.map_err(|error| ProviderError::StreamCut(error.to_string()))?;
         let completion = match self.settings.kind {
             ProviderKind::Anthropic => anthropic::parse_completion(&body)?,
@@ -104,7 +102,7 @@ impl ProviderClient {
 
     /// Sends a streaming request; resolves once the response headers are in.
     pub async fn stream(&self, upstream_model: &str, request: &ChatRequest) -> Result<(UpstreamStream, ResponseMeta), ProviderError> {
-        let (response, meta) = self.send(self.build(upstream_model, request, true)?).await?;
+        let (response, meta) = self.send(self.build(upstream_model, request, true)).await?;
         let stream = match self.settings.kind {
             ProviderKind::Anthropic => decode(response, anthropic::AnthropicDecoder::default()),
             ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => decode(response, openai::OpenAiDecoder::default()),

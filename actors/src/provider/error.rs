@@ -34,9 +34,6 @@ pub enum ProviderError {
     /// The provider's circuit breaker is open; no request was sent.
     #[error("circuit open")]
     CircuitOpen,
-    /// The provider has no API key configured although it needs one.
-    #[error("no API key configured")]
-    MissingApiKey,
 }
 
 /// What to do about a [`ProviderError`].
@@ -60,9 +57,7 @@ impl ProviderError {
                 400 | 413 | 422 => ErrorClass::Final,
                 _ => ErrorClass::FailOver,
             },
-            Self::FirstTokenTimeout(_) | Self::Malformed(_) | Self::CircuitOpen | Self::MissingApiKey => {
-                ErrorClass::FailOver
-            }
+            Self::FirstTokenTimeout(_) | Self::Malformed(_) | Self::CircuitOpen => ErrorClass::FailOver,
         }
     }
 
@@ -92,7 +87,6 @@ impl ProviderError {
             Self::Malformed(_) => "malformed",
             Self::StreamCut(_) => "stream_cut",
             Self::CircuitOpen => "circuit_open",
-            Self::MissingApiKey => "missing_api_key",
         }
     }
 }

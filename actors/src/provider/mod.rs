@@ -26,7 +26,7 @@ pub use pool::{AttemptTicket, ProviderHandle, ProviderPool};
 pub use retry::RetrySettings;
 
 /// The wire protocol a provider speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     /// OpenAI's Chat Completions at api.openai.com (needs an API key).
@@ -59,7 +59,8 @@ pub struct ProviderSettings {
     pub kind: ProviderKind,
     /// Base URL up to and including the version segment, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
-    /// Secret key, read from the environment or a file at startup.
+    /// Secret key, read from the environment or a file at startup; `None` sends no credentials
+    /// (self-hosted servers, the simulator).
     pub api_key: Option<String>,
     /// True for models the operator runs (vLLM and the like): the latency routing rule prefers them.
     pub self_hosted: bool,

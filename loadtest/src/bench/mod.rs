@@ -257,8 +257,8 @@ pub async fn run_ramp(
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_timed_schedule_warms_up_measures_then_stops() {
+    #[test]
+    fn a_timed_schedule_warms_up_measures_then_stops() {
         let now = Instant::now();
         let schedule = Schedule {
             measure_from: now + Duration::from_secs(1),
@@ -270,8 +270,8 @@ mod tests {
         assert_eq!(schedule.admit(now + Duration::from_secs(3)), None);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_counted_schedule_admits_exactly_n_requests() {
+    #[test]
+    fn a_counted_schedule_admits_exactly_n_requests() {
         let now = Instant::now();
         let schedule = Schedule {
             measure_from: now,

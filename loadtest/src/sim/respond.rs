@@ -148,7 +148,7 @@ fn event_stream<W: WireFormat>(
             if !out.is_empty() {
                 yield Ok(Bytes::from(std::mem::take(&mut out)));
             }
-            yield Err(io::Error::other("stream cut by the simulator"));
+            yield Err(cut_after_flush().await);
             return;
         }
         wire.close_stream(&answer, &mut out);
@@ -198,16 +198,24 @@ pub(crate) fn error_response<W: WireFormat>(
 /// connection is dropped.
 fn truncated_response(mut body: Vec<u8>, fingerprint_opt: Option<&str>) -> Response {
     body.truncate(body.len() / 2);
-    let pieces: [io::Result<Bytes>; 2] = [
-        Ok(Bytes::from(body)),
-        Err(io::Error::other("body cut by the simulator")),
-    ];
-    let mut response = Response::new(Body::from_stream(futures::stream::iter(pieces)));
+    let pieces = async_stream::stream! {
+        yield Ok(Bytes::from(body));
+        yield Err(cut_after_flush().await);
+    };
+    let mut response = Response::new(Body::from_stream(pieces));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     insert_fingerprint(&mut response, fingerprint_opt);
     response
+}
+
+/// The error that makes the server drop a connection mid-body, returned once the server has had
+/// a chance to flush what was sent before: the server writes its buffer out while the body is
+/// pending, and would discard it if the error came at once.
+async fn cut_after_flush() -> io::Error {
+    tokio::task::yield_now().await;
+    io::Error::other("body cut by the simulator")
 }
 
 /// Sets the `x-sim-fingerprint` header.

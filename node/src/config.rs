@@ -1,0 +1,682 @@
+//! Config: one TOML file (or the embedded defaults) plus `SWITCHYARD_…` environment overrides,
+//! read into serde structs that refuse unknown keys, then [`RawConfig::validate`]d into the
+//! runtime [`NodeConfig`]. Every error names the key and what was expected.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Toml};
+use serde::Deserialize;
+use switchyard_actors::model::{Quality, RequestLimits, Tier};
+use switchyard_actors::pipeline::GatewaySettings;
+use switchyard_actors::provider::{BreakerSettings, ProviderKind, ProviderSettings, RetrySettings};
+use switchyard_actors::router::{ModelSettings, Price, RoutingPolicy, RoutingRule};
+
+use crate::env;
+
+/// The config `switchyard serve` runs without `--config`: the bundled simulator as upstream on
+/// 127.0.0.1:9100, served by all three provider kinds.
+pub const EMBEDDED_DEFAULTS: &str = include_str!("../../deploy/examples/single-node.toml");
+
+/// A config problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a key is unknown or of the wrong type.
+    #[error("{0}")]
+    Parse(String),
+    /// A value is out of range or refers to something that does not exist.
+    #[error("{key}: {problem}")]
+    Invalid {
+        /// The dotted key, e.g. `providers[1].base_url`.
+        key: String,
+        /// What is wrong and what was expected.
+        problem: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), problem: problem.into() }
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+    #[serde(default)]
+    models: Vec<RawModel>,
+    #[serde(default)]
+    routing: RawRouting,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_grpc_listen")]
+    grpc_listen: SocketAddr,
+    #[serde(default = "default_http_listen")]
+    http_listen: SocketAddr,
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    drain_timeout: Duration,
+}
+
+fn default_grpc_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self { grpc_listen: default_grpc_listen(), http_listen: default_http_listen(), drain_timeout: default_drain_timeout() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default = "default_max_messages")]
+    max_messages: usize,
+    #[serde(default = "default_max_prompt_chars")]
+    max_prompt_chars: usize,
+    #[serde(default = "default_max_output_tokens")]
+    max_output_tokens: u32,
+    #[serde(default = "default_max_stop_sequences")]
+    max_stop_sequences: usize,
+}
+
+fn default_max_messages() -> usize {
+    RequestLimits::default().max_messages
+}
+fn default_max_prompt_chars() -> usize {
+    RequestLimits::default().max_prompt_chars
+}
+fn default_max_output_tokens() -> u32 {
+    RequestLimits::default().max_output_tokens
+}
+fn default_max_stop_sequences() -> usize {
+    RequestLimits::default().max_stop_sequences
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_messages: default_max_messages(),
+            max_prompt_chars: default_max_prompt_chars(),
+            max_output_tokens: default_max_output_tokens(),
+            max_stop_sequences: default_max_stop_sequences(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One JSON object a line, with the trace id.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    #[serde(default)]
+    log_format: LogFormat,
+    #[serde(default = "default_log_level")]
+    log_level: String,
+    #[serde(default)]
+    otlp_endpoint: String,
+    #[serde(default = "default_service_name")]
+    service_name: String,
+    #[serde(default = "default_sample_ratio")]
+    sample_ratio: f64,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_service_name() -> String {
+    "switchyard".into()
+}
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+impl Default for RawTelemetry {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::default(),
+            log_level: default_log_level(),
+            otlp_endpoint: String::new(),
+            service_name: default_service_name(),
+            sample_ratio: default_sample_ratio(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    name: String,
+    kind: ProviderKind,
+    base_url: String,
+    #[serde(default)]
+    api_key_env: Option<String>,
+    #[serde(default)]
+    api_key_file: Option<PathBuf>,
+    #[serde(default)]
+    self_hosted: bool,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    request_timeout: Duration,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    connect_timeout: Duration,
+    #[serde(default = "default_first_token_timeout", with = "humantime_serde")]
+    first_token_timeout: Duration,
+    #[serde(default = "default_max_concurrent")]
+    max_concurrent: usize,
+    #[serde(default = "default_anthropic_version")]
+    anthropic_version: String,
+    #[serde(default = "default_max_tokens")]
+    default_max_tokens: u32,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    circuit_breaker: RawBreaker,
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_first_token_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_max_concurrent() -> usize {
+    512
+}
+fn default_anthropic_version() -> String {
+    "2023-06-01".into()
+}
+fn default_max_tokens() -> u32 {
+    4096
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    #[serde(default = "default_max_retries")]
+    max_retries: u32,
+    #[serde(default = "default_base_delay", with = "humantime_serde")]
+    base_delay: Duration,
+    #[serde(default = "default_max_delay", with = "humantime_serde")]
+    max_delay: Duration,
+    #[serde(default = "default_max_retry_after", with = "humantime_serde")]
+    max_retry_after: Duration,
+}
+
+fn default_max_retries() -> u32 {
+    RetrySettings::default().max_retries
+}
+fn default_base_delay() -> Duration {
+    RetrySettings::default().base_delay
+}
+fn default_max_delay() -> Duration {
+    RetrySettings::default().max_delay
+}
+fn default_max_retry_after() -> Duration {
+    RetrySettings::default().max_retry_after
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        Self {
+            max_retries: default_max_retries(),
+            base_delay: default_base_delay(),
+            max_delay: default_max_delay(),
+            max_retry_after: default_max_retry_after(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    #[serde(default = "default_consecutive_failures")]
+    consecutive_failures: u32,
+    #[serde(default = "default_error_rate")]
+    error_rate: f64,
+    #[serde(default = "default_window")]
+    window: usize,
+    #[serde(default = "default_min_requests")]
+    min_requests: usize,
+    #[serde(default = "default_cool_down", with = "humantime_serde")]
+    cool_down: Duration,
+}
+
+fn default_consecutive_failures() -> u32 {
+    BreakerSettings::default().consecutive_failures
+}
+fn default_error_rate() -> f64 {
+    BreakerSettings::default().error_rate
+}
+fn default_window() -> usize {
+    BreakerSettings::default().window
+}
+fn default_min_requests() -> usize {
+    BreakerSettings::default().min_requests
+}
+fn default_cool_down() -> Duration {
+    BreakerSettings::default().cool_down
+}
+
+impl Default for RawBreaker {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: default_consecutive_failures(),
+            error_rate: default_error_rate(),
+            window: default_window(),
+            min_requests: default_min_requests(),
+            cool_down: default_cool_down(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: String,
+    provider: String,
+    #[serde(default)]
+    upstream_model: Option<String>,
+    #[serde(default)]
+    quality: Quality,
+    #[serde(default)]
+    tiers: Vec<Tier>,
+    #[serde(default)]
+    input_usd_per_mtok: Option<f64>,
+    #[serde(default)]
+    output_usd_per_mtok: Option<f64>,
+    #[serde(default)]
+    fallbacks: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    #[serde(default)]
+    preference: Vec<String>,
+    #[serde(default = "default_max_error_rate")]
+    max_error_rate: f64,
+    #[serde(default)]
+    routes: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+fn default_max_error_rate() -> f64 {
+    0.1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    #[serde(default)]
+    tiers: Vec<Tier>,
+    #[serde(default)]
+    qualities: Vec<Quality>,
+    #[serde(default)]
+    task_types: Vec<String>,
+    #[serde(default)]
+    latency_budget_below_ms: Option<u32>,
+    #[serde(default)]
+    estimated_tokens_below: Option<u64>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    self_hosted: bool,
+    #[serde(default)]
+    max_latency_ema_ms: Option<f64>,
+}
+
+/// Telemetry settings.
+#[derive(Clone, Debug)]
+pub struct TelemetryConfig {
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// `tracing` filter directives.
+    pub log_level: String,
+    /// OTLP/gRPC collector endpoint; `None` exports no traces.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported spans.
+    pub service_name: String,
+    /// Share of traces sampled (0.0 ..= 1.0), honouring a sampled parent.
+    pub sample_ratio: f64,
+}
+
+/// The validated runtime config.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// gRPC listen address.
+    pub grpc_listen: SocketAddr,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// Bound on finishing in-flight requests at shutdown.
+    pub drain_timeout: Duration,
+    /// Telemetry.
+    pub telemetry: TelemetryConfig,
+    /// The pipeline's settings.
+    pub gateway: GatewaySettings,
+}
+
+/// Where the config comes from.
+#[derive(Debug)]
+pub enum Source<'a> {
+    /// A TOML file.
+    File(&'a Path),
+    /// The embedded defaults.
+    Embedded,
+}
+
+/// Reads the config from `source` plus environment overrides, and validates it.
+pub fn load(source: Source<'_>) -> Result<NodeConfig, ConfigError> {
+    let figment = match source {
+        Source::File(path) => {
+            if !path.is_file() {
+                return Err(ConfigError::Parse(format!("config file {} does not exist or is not a file", path.display())));
+            }
+            Figment::from(Toml::file_exact(path))
+        }
+        Source::Embedded => Figment::from(Toml::string(EMBEDDED_DEFAULTS)),
+    };
+    let overrides = Env::prefixed(env::OVERRIDE_PREFIX)
+        .ignore(&[env::CONFIG_PATH.trim_start_matches(env::OVERRIDE_PREFIX)])
+        .split(env::OVERRIDE_SEPARATOR);
+    let raw: RawConfig = figment.merge(overrides).extract().map_err(|error| {
+        ConfigError::Parse(error.into_iter().map(|error| error.to_string()).collect::<Vec<_>>().join("; "))
+    })?;
+    raw.validate()
+}
+
+fn positive(key: &str, value: Duration) -> Result<Duration, ConfigError> {
+    if value.is_zero() { Err(invalid(key, "must be longer than zero")) } else { Ok(value) }
+}
+
+fn read_api_key(key: &str, provider: &RawProvider) -> Result<Option<String>, ConfigError> {
+    match (&provider.api_key_env, &provider.api_key_file) {
+        (Some(_), Some(_)) => Err(invalid(key, "set api_key_env or api_key_file, not both")),
+        (Some(variable), None) => match std::env::var(variable) {
+            Ok(value) if !value.trim().is_empty() => Ok(Some(value.trim().to_owned())),
+            _ => Err(invalid(format!("{key}.api_key_env"), format!("environment variable {variable} is not set or empty"))),
+        },
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(value) if !value.trim().is_empty() => Ok(Some(value.trim().to_owned())),
+            Ok(_) => Err(invalid(format!("{key}.api_key_file"), format!("{} is empty", path.display()))),
+            Err(error) => Err(invalid(format!("{key}.api_key_file"), format!("cannot read {}: {error}", path.display()))),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+impl RawConfig {
+    /// Checks every value and reference, and builds the runtime config.
+    pub fn validate(self) -> Result<NodeConfig, ConfigError> {
+        let limits = RequestLimits {
+            max_messages: self.limits.max_messages,
+            max_prompt_chars: self.limits.max_prompt_chars,
+            max_output_tokens: self.limits.max_output_tokens,
+            max_stop_sequences: self.limits.max_stop_sequences,
+        };
+        if limits.max_messages == 0 {
+            return Err(invalid("limits.max_messages", "must be at least 1"));
+        }
+        if limits.max_prompt_chars == 0 {
+            return Err(invalid("limits.max_prompt_chars", "must be at least 1"));
+        }
+        if limits.max_output_tokens == 0 {
+            return Err(invalid("limits.max_output_tokens", "must be at least 1"));
+        }
+        if self.server.grpc_listen == self.server.http_listen && self.server.grpc_listen.port() != 0 {
+            return Err(invalid("server.http_listen", "must differ from server.grpc_listen"));
+        }
+        let telemetry = &self.telemetry;
+        if !(0.0..=1.0).contains(&telemetry.sample_ratio) {
+            return Err(invalid("telemetry.sample_ratio", format!("{} is outside 0.0 ..= 1.0", telemetry.sample_ratio)));
+        }
+        if !telemetry.otlp_endpoint.is_empty() && reqwest_like_url(&telemetry.otlp_endpoint).is_none() {
+            return Err(invalid("telemetry.otlp_endpoint", format!("\"{}\" is not an http(s) URL", telemetry.otlp_endpoint)));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&telemetry.log_level).is_err() {
+            return Err(invalid("telemetry.log_level", format!("\"{}\" is not a valid filter such as \"info\"", telemetry.log_level)));
+        }
+
+        let providers = self.validate_providers()?;
+        let provider_names: HashSet<&str> = providers.iter().map(|provider| provider.name.as_str()).collect();
+        let self_hosted: HashSet<String> =
+            providers.iter().filter(|provider| provider.self_hosted).map(|provider| provider.name.clone()).collect();
+        let models = self.validate_models(&provider_names)?;
+        let model_names: HashSet<&str> = models.iter().map(|model| model.name.as_str()).collect();
+        let policy = self.validate_routing(models.clone(), &model_names, self_hosted)?;
+
+        Ok(NodeConfig {
+            grpc_listen: self.server.grpc_listen,
+            http_listen: self.server.http_listen,
+            drain_timeout: self.server.drain_timeout,
+            telemetry: TelemetryConfig {
+                log_format: self.telemetry.log_format,
+                log_level: self.telemetry.log_level,
+                otlp_endpoint: (!self.telemetry.otlp_endpoint.is_empty()).then_some(self.telemetry.otlp_endpoint),
+                service_name: self.telemetry.service_name,
+                sample_ratio: self.telemetry.sample_ratio,
+            },
+            gateway: GatewaySettings { providers, policy, limits },
+        })
+    }
+
+    fn validate_providers(&self) -> Result<Vec<ProviderSettings>, ConfigError> {
+        if self.providers.is_empty() {
+            return Err(invalid("providers", "at least one provider is required"));
+        }
+        let mut seen = HashSet::new();
+        let mut providers = Vec::new();
+        for (position, provider) in self.providers.iter().enumerate() {
+            let key = format!("providers[{position}]");
+            if provider.name.trim().is_empty() {
+                return Err(invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if !seen.insert(provider.name.as_str()) {
+                return Err(invalid(format!("{key}.name"), format!("provider \"{}\" is defined twice", provider.name)));
+            }
+            if reqwest_like_url(&provider.base_url).is_none() {
+                return Err(invalid(format!("{key}.base_url"), format!("\"{}\" is not an http(s) URL", provider.base_url)));
+            }
+            if provider.max_concurrent == 0 {
+                return Err(invalid(format!("{key}.max_concurrent"), "must be at least 1"));
+            }
+            let breaker = &provider.circuit_breaker;
+            if !(breaker.error_rate > 0.0 && breaker.error_rate <= 1.0) {
+                return Err(invalid(
+                    format!("{key}.circuit_breaker.error_rate"),
+                    format!("{} is outside (0.0 ..= 1.0]", breaker.error_rate),
+                ));
+            }
+            if breaker.window == 0 || breaker.consecutive_failures == 0 {
+                return Err(invalid(format!("{key}.circuit_breaker"), "window and consecutive_failures must be at least 1"));
+            }
+            if breaker.min_requests > breaker.window {
+                return Err(invalid(format!("{key}.circuit_breaker.min_requests"), "must not exceed window"));
+            }
+            if provider.retry.base_delay > provider.retry.max_delay {
+                return Err(invalid(format!("{key}.retry.base_delay"), "must not exceed retry.max_delay"));
+            }
+            providers.push(ProviderSettings {
+                name: provider.name.clone(),
+                kind: provider.kind,
+                base_url: provider.base_url.trim_end_matches('/').to_owned(),
+                api_key: read_api_key(&key, provider)?,
+                self_hosted: provider.self_hosted,
+                request_timeout: positive(&format!("{key}.request_timeout"), provider.request_timeout)?,
+                connect_timeout: positive(&format!("{key}.connect_timeout"), provider.connect_timeout)?,
+                first_token_timeout: positive(&format!("{key}.first_token_timeout"), provider.first_token_timeout)?,
+                max_concurrent: provider.max_concurrent,
+                retry: RetrySettings {
+                    max_retries: provider.retry.max_retries,
+                    base_delay: provider.retry.base_delay,
+                    max_delay: provider.retry.max_delay,
+                    max_retry_after: provider.retry.max_retry_after,
+                },
+                breaker: BreakerSettings {
+                    consecutive_failures: breaker.consecutive_failures,
+                    error_rate: breaker.error_rate,
+                    window: breaker.window,
+                    min_requests: breaker.min_requests,
+                    cool_down: positive(&format!("{key}.circuit_breaker.cool_down"), breaker.cool_down)?,
+                },
+                anthropic_version: provider.anthropic_version.clone(),
+                default_max_tokens: provider.default_max_tokens.max(1),
+            });
+        }
+        Ok(providers)
+    }
+
+    fn validate_models(&self, providers: &HashSet<&str>) -> Result<Vec<ModelSettings>, ConfigError> {
+        if self.models.is_empty() {
+            return Err(invalid("models", "at least one model is required"));
+        }
+        let names: HashSet<&str> = self.models.iter().map(|model| model.name.as_str()).collect();
+        let mut seen = HashSet::new();
+        let mut models = Vec::new();
+        for (position, model) in self.models.iter().enumerate() {
+            let key = format!("models[{position}]");
+            if model.name.trim().is_empty() {
+                return Err(invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if !seen.insert(model.name.as_str()) {
+                return Err(invalid(format!("{key}.name"), format!("model \"{}\" is defined twice", model.name)));
+            }
+            if !providers.contains(model.provider.as_str()) {
+                return Err(invalid(format!("{key}.provider"), format!("unknown provider \"{}\"", model.provider)));
+            }
+            for (index, fallback) in model.fallbacks.iter().enumerate() {
+                if !names.contains(fallback.as_str()) {
+                    return Err(invalid(format!("{key}.fallbacks[{index}]"), format!("unknown model \"{fallback}\"")));
+                }
+            }
+            let price = match (model.input_usd_per_mtok, model.output_usd_per_mtok) {
+                (Some(input), Some(output)) => {
+                    for (field, value) in [("input_usd_per_mtok", input), ("output_usd_per_mtok", output)] {
+                        if !(value.is_finite() && value >= 0.0) {
+                            return Err(invalid(format!("{key}.{field}"), format!("{value} is not a price of zero or more")));
+                        }
+                    }
+                    Some(Price { input_usd_per_mtok: input, output_usd_per_mtok: output })
+                }
+                (None, None) => None,
+                _ => {
+                    return Err(invalid(key, "set both input_usd_per_mtok and output_usd_per_mtok, or neither"));
+                }
+            };
+            models.push(ModelSettings {
+                name: model.name.clone(),
+                provider: model.provider.clone(),
+                upstream_model: model.upstream_model.clone().unwrap_or_else(|| model.name.clone()),
+                quality: model.quality,
+                tiers: model.tiers.clone(),
+                price,
+                fallbacks: model.fallbacks.clone(),
+            });
+        }
+        Ok(models)
+    }
+
+    fn validate_routing(
+        &self,
+        models: Vec<ModelSettings>,
+        names: &HashSet<&str>,
+        self_hosted: HashSet<String>,
+    ) -> Result<RoutingPolicy, ConfigError> {
+        let routing = &self.routing;
+        if routing.preference.is_empty() {
+            return Err(invalid("routing.preference", "list at least one model"));
+        }
+        for (index, name) in routing.preference.iter().enumerate() {
+            if !names.contains(name.as_str()) {
+                return Err(invalid(format!("routing.preference[{index}]"), format!("unknown model \"{name}\"")));
+            }
+        }
+        if !(routing.max_error_rate > 0.0 && routing.max_error_rate <= 1.0) {
+            return Err(invalid("routing.max_error_rate", format!("{} is outside (0.0 ..= 1.0]", routing.max_error_rate)));
+        }
+        let mut routes = HashMap::new();
+        for (route, members) in &routing.routes {
+            if names.contains(route.as_str()) {
+                return Err(invalid(format!("routing.routes.{route}"), "a route may not share its name with a model"));
+            }
+            if members.is_empty() {
+                return Err(invalid(format!("routing.routes.{route}"), "list at least one model"));
+            }
+            for (index, name) in members.iter().enumerate() {
+                if !names.contains(name.as_str()) {
+                    return Err(invalid(format!("routing.routes.{route}[{index}]"), format!("unknown model \"{name}\"")));
+                }
+            }
+            routes.insert(route.clone(), members.clone());
+        }
+        let mut rules = Vec::new();
+        for (position, rule) in routing.rules.iter().enumerate() {
+            let key = format!("routing.rules[{position}]");
+            if rule.name.trim().is_empty() {
+                return Err(invalid(format!("{key}.name"), "must not be empty"));
+            }
+            match (&rule.model, rule.self_hosted) {
+                (Some(model), false) if !names.contains(model.as_str()) => {
+                    return Err(invalid(format!("{key}.model"), format!("unknown model \"{model}\"")));
+                }
+                (Some(_), true) => return Err(invalid(key, "set model or self_hosted = true, not both")),
+                (None, false) => return Err(invalid(key, "set a target: model = \"…\" or self_hosted = true")),
+                (None, true) if self_hosted.is_empty() => {
+                    return Err(invalid(format!("{key}.self_hosted"), "no provider has self_hosted = true"));
+                }
+                _ => {}
+            }
+            rules.push(RoutingRule {
+                name: rule.name.clone(),
+                tiers: rule.tiers.clone(),
+                qualities: rule.qualities.clone(),
+                task_types: rule.task_types.clone(),
+                latency_budget_below_ms: rule.latency_budget_below_ms,
+                estimated_tokens_below: rule.estimated_tokens_below,
+                model: rule.model.clone(),
+                max_latency_ema_ms: rule.max_latency_ema_ms,
+            });
+        }
+        Ok(RoutingPolicy::new(models, self_hosted, routes, rules, routing.preference.clone(), routing.max_error_rate))
+    }
+}
+
+fn reqwest_like_url(value: &str) -> Option<http::Uri> {
+    let uri: http::Uri = value.parse().ok()?;
+    matches!(uri.scheme_str(), Some("http" | "https")).then_some(uri).filter(|uri| uri.host().is_some())
+}
+
+#[cfg(test)]
+mod tests;

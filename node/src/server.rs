@@ -1,0 +1,105 @@
+//! Running a node: start the pipeline, bind both front doors, serve until SIGTERM or SIGINT,
+//! then stop accepting, drain in-flight requests (bounded by `server.drain_timeout`), stop the
+//! actors and flush telemetry.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use switchyard_actors::metrics::Metrics;
+use switchyard_actors::pipeline::Gateway;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::NodeConfig;
+use crate::grpc::GatewayService;
+use crate::telemetry::Telemetry;
+
+/// Serves until a shutdown signal, then drains. Returns once the node has stopped cleanly.
+pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new().context("failed to register metrics")?);
+    let gateway = Arc::new(Gateway::start(config.gateway.clone(), metrics).await?);
+    for provider in &config.gateway.providers {
+        info!(provider = %provider.name, kind = provider.kind.as_str(), base_url = %provider.base_url, "provider configured");
+    }
+
+    let http_listener = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("failed to bind server.http_listen {}", config.http_listen))?;
+    let grpc_listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("failed to bind server.grpc_listen {}", config.grpc_listen))?;
+    let http_addr = http_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let http = {
+        let shutdown = shutdown.clone();
+        let app = crate::http::router(Arc::clone(&gateway));
+        tokio::spawn(async move {
+            axum::serve(http_listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+        })
+    };
+    let grpc = {
+        let shutdown = shutdown.clone();
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<switchyard_proto::v1::gateway_server::GatewayServer<GatewayService>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("failed to build gRPC reflection")?;
+        let service = GatewayService::server(Arc::clone(&gateway));
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        })
+    };
+    info!(http = %http_addr, grpc = %grpc_addr, "switchyard listening");
+
+    wait_for_signal().await?;
+    info!(in_flight = gateway.in_flight(), "shutdown signal: draining");
+    shutdown.cancel();
+    let drained = tokio::time::timeout(config.drain_timeout, async {
+        let (http, grpc) = tokio::join!(http, grpc);
+        gateway.begin_shutdown();
+        gateway.drained().await;
+        (http, grpc)
+    })
+    .await;
+    match drained {
+        Ok((http, grpc)) => {
+            if let Ok(Err(error)) = http {
+                warn!(%error, "HTTP server ended with an error");
+            }
+            if let Ok(Err(error)) = grpc {
+                warn!(%error, "gRPC server ended with an error");
+            }
+            info!("drained");
+        }
+        Err(_elapsed) => {
+            gateway.begin_shutdown();
+            warn!(in_flight = gateway.in_flight(), timeout = ?config.drain_timeout, "drain timeout passed; abandoning requests still in flight");
+        }
+    }
+    gateway.stop_actors();
+    telemetry.shutdown();
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("failed to listen for SIGINT")?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! Test harness: an in-process upstream simulator on a real socket, and real `switchyard`
+//! processes started on free loopback ports with a config pointing at it.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchyard_loadtest::sim::{self, SimConfig, SimHandle};
+use switchyard_proto::v1;
+use switchyard_proto::v1::gateway_client::GatewayClient;
+
+static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
+
+/// Starts a simulator with default behaviour.
+pub async fn start_sim() -> SimHandle {
+    sim::spawn(SimConfig::default()).await.expect("simulator starts")
+}
+
+/// Sets the behaviour of `model` (or the default when `None`) over the sim's control API.
+pub async fn sim_behaviour(sim: &SimHandle, model: Option<&str>, behaviour: Value) {
+    let mut body = behaviour;
+    if let Some(model) = model {
+        body["model"] = json!(model);
+    }
+    let response = reqwest::Client::new()
+        .put(format!("http://{}/_sim/behaviour", sim.addr))
+        .json(&body)
+        .send()
+        .await
+        .expect("sim control reachable");
+    assert!(response.status().is_success(), "sim refused behaviour {body}: {}", response.status());
+}
+
+/// Calls the sim received for `model` since its start or last reset.
+pub async fn sim_calls(sim: &SimHandle, model: &str) -> u64 {
+    let counts: Value = reqwest::get(format!("http://{}/_sim/calls", sim.addr)).await.unwrap().json().await.unwrap();
+    counts["by_model"][model].as_u64().unwrap_or(0)
+}
+
+/// Calls the sim received on `endpoint` ("openai" or "anthropic").
+pub async fn sim_endpoint_calls(sim: &SimHandle, endpoint: &str) -> u64 {
+    let counts: Value = reqwest::get(format!("http://{}/_sim/calls", sim.addr)).await.unwrap().json().await.unwrap();
+    counts["by_endpoint"][endpoint].as_u64().unwrap_or(0)
+}
+
+/// The shipped single-node example with every provider pointed at `sim`, ports chosen by the
+/// OS, text logs, and `extra` appended (for overrides of whole tables).
+pub fn config_for(sim: SocketAddr, tweak: impl Fn(String) -> String) -> String {
+    let example = include_str!("../../../deploy/examples/single-node.toml");
+    let config = example
+        .replace("127.0.0.1:9100", &sim.to_string())
+        .replace("grpc_listen = \"127.0.0.1:50051\"", "grpc_listen = \"127.0.0.1:0\"")
+        .replace("http_listen = \"127.0.0.1:8080\"", "http_listen = \"127.0.0.1:0\"")
+        .replace("drain_timeout = \"30s\"", "drain_timeout = \"10s\"");
+    tweak(config)
+}
+
+/// A running `switchyard` process.
+pub struct Node {
+    child: Child,
+    dir: PathBuf,
+    /// `http://127.0.0.1:PORT`
+    pub http: String,
+    /// `http://127.0.0.1:PORT` for the gRPC client.
+    pub grpc: String,
+}
+
+impl Node {
+    /// Starts a node with `config` and waits until it listens.
+    pub fn start(config: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-test-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("node.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log_path = dir.join("node.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("switchyard starts");
+        let mut node = Self { child, dir, http: String::new(), grpc: String::new() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let logs = node.logs();
+            if let Some(line) = logs.lines().find(|line| line.contains("switchyard listening")) {
+                let entry: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("log line is JSON: {line}"));
+                node.http = format!("http://{}", entry["fields"]["http"].as_str().unwrap());
+                node.grpc = format!("http://{}", entry["fields"]["grpc"].as_str().unwrap());
+                return node;
+            }
+            if let Ok(Some(status)) = node.child.try_wait() {
+                panic!("switchyard exited with {status} before listening:\n{logs}");
+            }
+            assert!(Instant::now() < deadline, "switchyard did not listen within 30 s:\n{logs}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the node has logged.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// A gRPC client.
+    pub async fn grpc_client(&self) -> GatewayClient<tonic::transport::Channel> {
+        GatewayClient::connect(self.grpc.clone()).await.expect("gRPC connects")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "switchyard did not exit within 30 s of SIGTERM:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A gRPC request with one user message.
+pub fn grpc_request(prompt: &str) -> v1::GenerateRequest {
+    v1::GenerateRequest {
+        messages: vec![v1::ChatMessage { role: "user".into(), content: prompt.into() }],
+        ..Default::default()
+    }
+}
+
+/// An OpenAI chat body with one user message.
+pub fn chat_body(model: &str, prompt: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": prompt}]})
+}
