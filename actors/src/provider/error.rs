@@ -94,12 +94,12 @@ impl ProviderError {
 /// Parses a `Retry-After` header value: delay-seconds (HTTP-dates are rare from model APIs and
 /// are ignored), or OpenAI's `retry-after-ms`.
 pub fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    if let Some(millis) = headers.get("retry-after-ms").and_then(|value| value.to_str().ok()) {
-        if let Ok(millis) = millis.trim().parse::<f64>() {
-            if millis.is_finite() && millis >= 0.0 {
-                return Some(Duration::from_secs_f64(millis / 1000.0));
-            }
-        }
+    if let Some(millis) = headers.get("retry-after-ms").and_then(|value| value.to_str().ok())
+        && let Ok(millis) = millis.trim().parse::<f64>()
+        && millis.is_finite()
+        && millis >= 0.0
+    {
+        return Some(Duration::from_secs_f64(millis / 1000.0));
     }
     let seconds = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<f64>().ok()?;
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))

@@ -5,6 +5,7 @@
 //!   [`RoutingSnapshot`]s that request tasks read without a round trip.
 
 pub mod policy;
+#[expect(clippy::module_inception, reason = "one file per actor, named after the actor")]
 pub mod router;
 
 pub use policy::{HealthTable, ModelSettings, Price, RoutingPolicy, RoutingRule};

@@ -180,7 +180,7 @@ impl RoutingPolicy {
     fn rule_target<'a>(&'a self, rule: &RoutingRule, context: &RoutingContext, health: &HealthTable) -> Option<&'a ModelSettings> {
         let matches = (rule.tiers.is_empty() || rule.tiers.contains(&context.tier))
             && (rule.qualities.is_empty() || rule.qualities.contains(&context.quality))
-            && (rule.task_types.is_empty() || rule.task_types.iter().any(|task| *task == context.task_type))
+            && (rule.task_types.is_empty() || rule.task_types.contains(&context.task_type))
             && rule.latency_budget_below_ms.is_none_or(|bound| context.latency_budget_ms.is_some_and(|budget| budget < bound))
             && rule.estimated_tokens_below.is_none_or(|bound| context.estimated_tokens < bound);
         if !matches {

@@ -63,6 +63,7 @@ pub(crate) struct RequestTemplate {
 }
 
 /// Connections shared by the workers of one benchmark run.
+#[expect(clippy::large_enum_variant, reason = "one per benchmark run")]
 pub(crate) enum ClientFactory {
     /// One pooled HTTP client for every worker and the pre-encoded request body.
     Http {
@@ -156,6 +157,7 @@ impl ClientFactory {
 }
 
 /// The client one worker sends its requests with.
+#[expect(clippy::large_enum_variant, reason = "one per worker, never moved in the loop")]
 pub(crate) enum WorkerClient {
     /// An HTTP client sharing the benchmark's connection pool.
     Http {

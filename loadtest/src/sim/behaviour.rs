@@ -47,11 +47,9 @@ impl Behaviour {
 
     /// Time between two tokens; zero when the pace is unlimited.
     pub(crate) fn inter_token_delay(&self) -> Duration {
-        if self.tokens_per_sec == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(1_000_000_000 / self.tokens_per_sec)
-        }
+        1_000_000_000_u64
+            .checked_div(self.tokens_per_sec)
+            .map_or(Duration::ZERO, Duration::from_nanos)
     }
 
     /// Time from the request to the last of `tokens` tokens: the wait before the first plus one
