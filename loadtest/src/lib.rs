@@ -2,10 +2,11 @@
 //! against, and the closed-loop load generator that measures the gateway.
 //!
 //! # Layout
-//! - [`sim`]: the upstream simulator, an HTTP server speaking the OpenAI Chat Completions and
-//!   Anthropic Messages wire formats with deterministic answers and injectable faults.
-//! - [`bench`]: the load generator behind `switchyard-loadtest bench` and `ramp`, calling a
-//!   target over HTTP (OpenAI format) or gRPC (`switchyard.v1.Gateway`).
+//! - [`sim`](mod@sim): the upstream simulator, an HTTP server speaking the OpenAI Chat
+//!   Completions and Anthropic Messages wire formats with deterministic answers and injectable
+//!   faults.
+//! - [`bench`](mod@bench): the load generator behind `switchyard-loadtest bench` and `ramp`,
+//!   calling a target over HTTP (OpenAI format) or gRPC (`switchyard.v1.Gateway`).
 //! - `src/bin/switchyard-sim.rs`: runs the simulator.
 //! - `src/bin/switchyard-loadtest.rs`: runs benchmarks and ramps from the command line.
 

@@ -34,8 +34,14 @@ async fn bench_against_the_simulator_over_http() -> anyhow::Result<()> {
     assert!(report.p50_us > 0 && report.p50_us <= report.p90_us);
     assert!(report.p90_us <= report.p99_us && report.p99_us <= report.max_us);
     let calls = sim.calls();
-    assert!(calls.total >= report.requests, "warm-up calls are sent but not recorded");
-    assert_eq!(calls.by_model.keys().collect::<Vec<_>>(), [bench::DEFAULT_MODEL]);
+    assert!(
+        calls.total >= report.requests,
+        "warm-up calls are sent but not recorded"
+    );
+    assert_eq!(
+        calls.by_model.keys().collect::<Vec<_>>(),
+        [bench::DEFAULT_MODEL]
+    );
     Ok(())
 }
 
@@ -72,13 +78,26 @@ async fn bench_counts_failures_apart_from_latencies() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ramp_runs_every_level() -> anyhow::Result<()> {
     let sim = sim::spawn(SimConfig::default()).await?;
-    let config = RampConfig { bench: http_bench(&sim, 1, 0.3), levels: vec![1, 2, 4], p99_budget_us: 1_000_000 };
+    let config = RampConfig {
+        bench: http_bench(&sim, 1, 0.3),
+        levels: vec![1, 2, 4],
+        p99_budget_us: 1_000_000,
+    };
     let mut seen = Vec::new();
     let report = bench::run_ramp(&config, |level| seen.push(level.concurrency)).await?;
     assert_eq!(seen, [1, 2, 4]);
     assert_eq!(report.levels.len(), 3);
-    assert!(report.levels.iter().all(|level| level.requests > 0 && level.errors == 0));
-    let best = report.levels.iter().map(|level| level.rps).fold(0.0, f64::max);
+    assert!(
+        report
+            .levels
+            .iter()
+            .all(|level| level.requests > 0 && level.errors == 0)
+    );
+    let best = report
+        .levels
+        .iter()
+        .map(|level| level.rps)
+        .fold(0.0, f64::max);
     assert_eq!(report.max_rps_with_p99_under_us, Some(best));
     let json = serde_json::to_value(&report)?;
     assert!(json["levels"][2]["p99_us"].is_u64());

@@ -100,14 +100,42 @@ async fn a_failing_primary_falls_back_and_says_so() {
     assert!(answer.failed_attempts[0].starts_with("openai/gpt-4o-mini: HTTP 503"), "{:?}", answer.failed_attempts);
     assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 2, "one attempt and one retry");
 
+    // The caller's trace continues through the gateway: its trace id is on the failover's log line.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let response = http()
         .post(format!("{}/v1/chat/completions", node.http))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
         .json(&chat_body("gpt-4o-mini", "hello there"))
         .send()
         .await
         .unwrap();
     assert_eq!(response.headers()["x-switchyard-fallback"], "true");
     assert_eq!(response.headers()["x-switchyard-model"], "claude-haiku");
+    let logs = node.logs();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("provider failed") && line.contains(trace_id))
+        .unwrap_or_else(|| panic!("no failover log line with the caller's trace id:\n{logs}"));
+    let entry: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(entry["span"]["trace_id"], trace_id, "{line}");
+}
+
+#[test]
+fn check_config_names_the_bad_key() {
+    let dir = std::env::temp_dir().join(format!("switchyard-check-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, include_str!("../../deploy/examples/single-node.toml")).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, include_str!("../../deploy/examples/single-node.toml").replace("max_concurrent = 256", "max_concurrent = 0")).unwrap();
+    let run = |file: &std::path::Path| std::process::Command::new(env!("CARGO_BIN_EXE_switchyard")).arg("check-config").arg(file).output().unwrap();
+    let output = run(&good);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = run(&bad);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("providers[2].max_concurrent: must be at least 1"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]

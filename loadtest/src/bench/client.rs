@@ -34,9 +34,13 @@ impl FromStr for Target {
     fn from_str(url: &str) -> anyhow::Result<Self> {
         let url = url.trim();
         if url.starts_with("grpc://") {
-            Ok(Self::Grpc { url: url.to_owned() })
+            Ok(Self::Grpc {
+                url: url.to_owned(),
+            })
         } else if url.starts_with("http://") || url.starts_with("https://") {
-            Ok(Self::Http { url: url.to_owned() })
+            Ok(Self::Http {
+                url: url.to_owned(),
+            })
         } else {
             bail!("unsupported target {url:?}: expected http://host:port or grpc://host:port")
         }
@@ -113,7 +117,11 @@ impl ClientFactory {
                     "max_tokens": template.max_tokens,
                 }))
                 .context("failed to encode the request body")?;
-                Ok(Self::Http { client, url, body: Bytes::from(body) })
+                Ok(Self::Http {
+                    client,
+                    url,
+                    body: Bytes::from(body),
+                })
             }
             Target::Grpc { url } => {
                 let address = url.replacen("grpc://", "http://", 1);
@@ -157,7 +165,10 @@ impl ClientFactory {
 }
 
 /// The client one worker sends its requests with.
-#[expect(clippy::large_enum_variant, reason = "one per worker, never moved in the loop")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per worker, never moved in the loop"
+)]
 pub(crate) enum WorkerClient {
     /// An HTTP client sharing the benchmark's connection pool.
     Http {
@@ -191,10 +202,9 @@ impl WorkerClient {
                     .map_err(|error| format!("request failed: {}", error_chain(&error)))?;
                 let status = response.status();
                 // Reading the body to its end lets the connection go back to the pool.
-                let answer = response
-                    .bytes()
-                    .await
-                    .map_err(|error| format!("reading the answer failed: {}", error_chain(&error)))?;
+                let answer = response.bytes().await.map_err(|error| {
+                    format!("reading the answer failed: {}", error_chain(&error))
+                })?;
                 if status.is_success() {
                     Ok(())
                 } else {
@@ -231,18 +241,30 @@ mod tests {
     fn targets_parse_by_scheme() -> anyhow::Result<()> {
         assert_eq!(
             "http://127.0.0.1:9100".parse::<Target>()?,
-            Target::Http { url: "http://127.0.0.1:9100".to_owned() }
+            Target::Http {
+                url: "http://127.0.0.1:9100".to_owned()
+            }
         );
-        assert!(matches!("grpc://gateway:50051".parse::<Target>()?, Target::Grpc { .. }));
+        assert!(matches!(
+            "grpc://gateway:50051".parse::<Target>()?,
+            Target::Grpc { .. }
+        ));
         assert!("tcp://x:1".parse::<Target>().is_err());
         Ok(())
     }
 
     #[test]
     fn http_targets_get_the_chat_completions_path() -> anyhow::Result<()> {
-        let template =
-            RequestTemplate { model: "m".to_owned(), prompt: "hi".to_owned(), max_tokens: 4 };
-        for given in ["http://h:1", "http://h:1/", "http://h:1/v1/chat/completions"] {
+        let template = RequestTemplate {
+            model: "m".to_owned(),
+            prompt: "hi".to_owned(),
+            max_tokens: 4,
+        };
+        for given in [
+            "http://h:1",
+            "http://h:1/",
+            "http://h:1/v1/chat/completions",
+        ] {
             let factory =
                 ClientFactory::new(&given.parse()?, &template, 1, Duration::from_secs(1))?;
             let ClientFactory::Http { url, .. } = factory else {

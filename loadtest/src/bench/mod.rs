@@ -130,7 +130,9 @@ impl Schedule {
         }
         match &self.remaining_opt {
             Some(remaining) => remaining
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1)
+                })
                 .ok()
                 .map(|_| true),
             None => Some(true),
@@ -146,8 +148,12 @@ pub async fn run_bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         prompt: config.prompt.clone(),
         max_tokens: config.max_tokens,
     };
-    let factory =
-        ClientFactory::new(&config.target, &template, config.concurrency, config.request_timeout)?;
+    let factory = ClientFactory::new(
+        &config.target,
+        &template,
+        config.concurrency,
+        config.request_timeout,
+    )?;
 
     let measure_from = Instant::now() + config.warmup;
     let schedule = Arc::new(match config.stop {
@@ -168,7 +174,11 @@ pub async fn run_bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     for _ in 0..config.concurrency {
         let latencies_us = Histogram::new_with_bounds(1, MAX_TRACKED_LATENCY_US, 3)
             .context("failed to create a latency histogram")?;
-        workers.spawn(run_worker(factory.worker_client(), Arc::clone(&schedule), latencies_us));
+        workers.spawn(run_worker(
+            factory.worker_client(),
+            Arc::clone(&schedule),
+            latencies_us,
+        ));
     }
 
     let mut latencies_us = Histogram::<u64>::new_with_bounds(1, MAX_TRACKED_LATENCY_US, 3)
@@ -186,7 +196,9 @@ pub async fn run_bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         finished_at = finished_at.max(tally.finished_at);
     }
 
-    let seconds = finished_at.saturating_duration_since(measure_from).as_secs_f64();
+    let seconds = finished_at
+        .saturating_duration_since(measure_from)
+        .as_secs_f64();
     let requests = latencies_us.len();
     Ok(BenchReport {
         target: config.target.to_string(),
@@ -194,7 +206,11 @@ pub async fn run_bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         requests,
         errors,
         seconds,
-        rps: if seconds > 0.0 { requests as f64 / seconds } else { 0.0 },
+        rps: if seconds > 0.0 {
+            requests as f64 / seconds
+        } else {
+            0.0
+        },
         p50_us: latencies_us.value_at_quantile(0.50),
         p90_us: latencies_us.value_at_quantile(0.90),
         p99_us: latencies_us.value_at_quantile(0.99),
@@ -222,7 +238,8 @@ async fn run_worker(
         }
         match result {
             Ok(()) => {
-                let elapsed_us = u64::try_from(started_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let elapsed_us =
+                    u64::try_from(started_at.elapsed().as_micros()).unwrap_or(u64::MAX);
                 latencies_us.saturating_record(elapsed_us.max(1));
             }
             Err(error) => {
@@ -231,7 +248,12 @@ async fn run_worker(
             }
         }
     }
-    WorkerTally { latencies_us, errors, first_error_opt, finished_at: Instant::now() }
+    WorkerTally {
+        latencies_us,
+        errors,
+        first_error_opt,
+        finished_at: Instant::now(),
+    }
 }
 
 /// Runs one benchmark per concurrency level, calling `on_level` after each, and returns the
@@ -240,17 +262,27 @@ pub async fn run_ramp(
     config: &RampConfig,
     mut on_level: impl FnMut(&BenchReport),
 ) -> anyhow::Result<RampReport> {
-    ensure!(!config.levels.is_empty(), "a ramp needs at least one concurrency level");
+    ensure!(
+        !config.levels.is_empty(),
+        "a ramp needs at least one concurrency level"
+    );
     let mut levels = Vec::with_capacity(config.levels.len());
     for &concurrency in &config.levels {
-        let bench = BenchConfig { concurrency, ..config.bench.clone() };
+        let bench = BenchConfig {
+            concurrency,
+            ..config.bench.clone()
+        };
         let report = run_bench(&bench)
             .await
             .with_context(|| format!("failed to run the benchmark at concurrency {concurrency}"))?;
         on_level(&report);
         levels.push(report);
     }
-    Ok(RampReport::new(config.bench.target.to_string(), config.p99_budget_us, levels))
+    Ok(RampReport::new(
+        config.bench.target.to_string(),
+        config.p99_budget_us,
+        levels,
+    ))
 }
 
 #[cfg(test)]

@@ -93,7 +93,12 @@ impl RampReport {
             .filter(|level| level.requests > 0 && level.p99_us <= p99_budget_us)
             .map(|level| level.rps)
             .reduce(f64::max);
-        Self { target, p99_budget_us, levels, max_rps_with_p99_under_us }
+        Self {
+            target,
+            p99_budget_us,
+            levels,
+            max_rps_with_p99_under_us,
+        }
     }
 }
 
@@ -119,7 +124,11 @@ mod tests {
 
     #[test]
     fn the_ramp_picks_the_best_level_within_budget() {
-        let levels = vec![level(1, 100.0, 500), level(2, 180.0, 900), level(4, 250.0, 2_000)];
+        let levels = vec![
+            level(1, 100.0, 500),
+            level(2, 180.0, 900),
+            level(4, 250.0, 2_000),
+        ];
         let report = RampReport::new("http://h:1".to_owned(), 1_000, levels);
         assert_eq!(report.max_rps_with_p99_under_us, Some(180.0));
         let none = RampReport::new("http://h:1".to_owned(), 10, report.levels);
@@ -135,8 +144,16 @@ mod tests {
             .unwrap_or_default();
         keys.sort_unstable();
         let mut expected = vec![
-            "target", "concurrency", "requests", "errors", "seconds", "rps", "p50_us", "p90_us",
-            "p99_us", "max_us",
+            "target",
+            "concurrency",
+            "requests",
+            "errors",
+            "seconds",
+            "rps",
+            "p50_us",
+            "p90_us",
+            "p99_us",
+            "max_us",
         ];
         expected.sort_unstable();
         assert_eq!(keys, expected);

@@ -20,7 +20,11 @@ use tracing_subscriber::EnvFilter;
 
 /// Command-line flags.
 #[derive(Debug, Parser)]
-#[command(name = "switchyard-loadtest", version, about = "Closed-loop load generator for Switchyard")]
+#[command(
+    name = "switchyard-loadtest",
+    version,
+    about = "Closed-loop load generator for Switchyard"
+)]
 struct Cli {
     /// Worker threads of the load generator's runtime.
     #[arg(long, global = true, default_value_t = 2)]
@@ -100,7 +104,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
@@ -122,18 +128,32 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             let report = bench::run_bench(&config).await?;
             println!("{report}");
-            println!("{}", serde_json::to_string(&report).context("failed to encode the report")?);
+            println!(
+                "{}",
+                serde_json::to_string(&report).context("failed to encode the report")?
+            );
         }
         Command::Ramp(args) => {
             let mut bench = bench_config(&args.target)?;
             bench.stop = StopCondition::Duration(seconds("--duration", args.duration)?);
-            let config = RampConfig { bench, levels: args.levels, p99_budget_us: args.p99_budget_us };
-            let report = bench::run_ramp(&config, |level| println!("{}", level.level_line())).await?;
+            let config = RampConfig {
+                bench,
+                levels: args.levels,
+                p99_budget_us: args.p99_budget_us,
+            };
+            let report =
+                bench::run_ramp(&config, |level| println!("{}", level.level_line())).await?;
             match report.max_rps_with_p99_under_us {
-                Some(rps) => println!("best: {rps:.1} req/s with p99 <= {} us", report.p99_budget_us),
+                Some(rps) => println!(
+                    "best: {rps:.1} req/s with p99 <= {} us",
+                    report.p99_budget_us
+                ),
                 None => println!("best: no level kept p99 <= {} us", report.p99_budget_us),
             }
-            println!("{}", serde_json::to_string(&report).context("failed to encode the report")?);
+            println!(
+                "{}",
+                serde_json::to_string(&report).context("failed to encode the report")?
+            );
         }
     }
     Ok(())

@@ -15,7 +15,11 @@ use tracing_subscriber::EnvFilter;
 
 /// Command-line flags.
 #[derive(Debug, Parser)]
-#[command(name = "switchyard-sim", version, about = "Upstream LLM simulator for Switchyard")]
+#[command(
+    name = "switchyard-sim",
+    version,
+    about = "Upstream LLM simulator for Switchyard"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9100")]
@@ -38,13 +42,18 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.threads {
         runtime.worker_threads(threads.max(1));
     }
-    let runtime = runtime.enable_all().build().context("failed to start the tokio runtime")?;
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("failed to start the tokio runtime")?;
     runtime.block_on(run(args))
 }
 
@@ -61,7 +70,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
-    let addr = listener.local_addr().context("failed to read the listening address")?;
+    let addr = listener
+        .local_addr()
+        .context("failed to read the listening address")?;
     println!("switchyard-sim listening on {addr}");
     tracing::info!(%addr, behaviour = ?config.default_behaviour, "simulator started");
     sim::serve(listener, config, shutdown_signal()).await?;

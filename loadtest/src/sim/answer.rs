@@ -162,14 +162,21 @@ mod tests {
         let actual = fingerprint(&[("system", "be brief"), ("user", "hello there")]);
         assert_eq!(actual, expected);
         assert_eq!(actual.len(), 16);
-        assert!(actual.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            actual
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
     }
 
     #[test]
     fn content_parts_hash_as_their_concatenation() {
         let mut split = Prompt::default();
         split.push("user", ["hello ", "there"]);
-        assert_eq!(split.fingerprint_hex(), fingerprint(&[("user", "hello there")]));
+        assert_eq!(
+            split.fingerprint_hex(),
+            fingerprint(&[("user", "hello there")])
+        );
         assert_eq!(split.input_tokens(), 2);
     }
 
@@ -189,10 +196,20 @@ mod tests {
         let answer = Answer::plan(&prompt, 16, None);
         let again = Answer::plan(&prompt, 16, None);
         assert_eq!(answer.text(), again.text());
-        let joined: String = (0..answer.tokens).map(|index| answer.token(index)).collect();
+        let joined: String = (0..answer.tokens)
+            .map(|index| answer.token(index))
+            .collect();
         assert_eq!(joined, answer.text());
-        assert_eq!(answer.text().split(' ').count(), 17, "the first token has a space inside");
-        assert!(answer.text().starts_with(&format!("[sim {}]", answer.fingerprint_hex)));
+        assert_eq!(
+            answer.text().split(' ').count(),
+            17,
+            "the first token has a space inside"
+        );
+        assert!(
+            answer
+                .text()
+                .starts_with(&format!("[sim {}]", answer.fingerprint_hex))
+        );
         assert_eq!(answer.stop, StopCause::Complete);
     }
 

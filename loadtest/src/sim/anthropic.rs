@@ -94,7 +94,9 @@ pub(crate) async fn messages(State(state): State<Arc<SimState>>, body: Bytes) ->
     let request: MessagesRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
-            let model_opt = serde_json::from_slice::<ModelOnly>(&body).ok().and_then(|m| m.model);
+            let model_opt = serde_json::from_slice::<ModelOnly>(&body)
+                .ok()
+                .and_then(|m| m.model);
             let model_opt = model_opt.as_deref().filter(|model| !model.is_empty());
             state.begin_call(Endpoint::Anthropic, model_opt, false);
             return invalid_request(&format!("invalid request body: {error}"));
@@ -274,7 +276,10 @@ impl WireFormat for AnthropicWire {
             529 => "overloaded_error",
             _ => "api_error",
         };
-        to_json(&ErrorBody { kind: "error", error: ErrorDetail { kind, message } })
+        to_json(&ErrorBody {
+            kind: "error",
+            error: ErrorDetail { kind, message },
+        })
     }
 
     fn unary_body(&self, answer: &Answer) -> Vec<u8> {
@@ -284,10 +289,16 @@ impl WireFormat for AnthropicWire {
             kind: "message",
             role: "assistant",
             model: &self.model,
-            content: &[TextBlock { kind: "text", text: &text }],
+            content: &[TextBlock {
+                kind: "text",
+                text: &text,
+            }],
             stop_reason: Some(stop_reason(answer.stop)),
             stop_sequence: None,
-            usage: Usage { input_tokens: answer.input_tokens, output_tokens: answer.tokens },
+            usage: Usage {
+                input_tokens: answer.input_tokens,
+                output_tokens: answer.tokens,
+            },
         })
     }
 
@@ -300,13 +311,26 @@ impl WireFormat for AnthropicWire {
             content: &[],
             stop_reason: None,
             stop_sequence: None,
-            usage: Usage { input_tokens: answer.input_tokens, output_tokens: 1 },
+            usage: Usage {
+                input_tokens: answer.input_tokens,
+                output_tokens: 1,
+            },
         };
-        write_named_event(out, "message_start", &MessageStart { kind: "message_start", message });
+        write_named_event(
+            out,
+            "message_start",
+            &MessageStart {
+                kind: "message_start",
+                message,
+            },
+        );
         let start = ContentBlockStart {
             kind: "content_block_start",
             index: 0,
-            content_block: TextBlock { kind: "text", text: "" },
+            content_block: TextBlock {
+                kind: "text",
+                text: "",
+            },
         };
         write_named_event(out, "content_block_start", &start);
         write_named_event(out, "ping", &Bare { kind: "ping" });
@@ -316,21 +340,38 @@ impl WireFormat for AnthropicWire {
         let delta = ContentBlockDelta {
             kind: "content_block_delta",
             index: 0,
-            delta: TextDelta { kind: "text_delta", text },
+            delta: TextDelta {
+                kind: "text_delta",
+                text,
+            },
         };
         write_named_event(out, "content_block_delta", &delta);
     }
 
     fn close_stream(&self, answer: &Answer, out: &mut Vec<u8>) {
-        let stop = ContentBlockStop { kind: "content_block_stop", index: 0 };
+        let stop = ContentBlockStop {
+            kind: "content_block_stop",
+            index: 0,
+        };
         write_named_event(out, "content_block_stop", &stop);
         let delta = MessageDelta {
             kind: "message_delta",
-            delta: StopDelta { stop_reason: stop_reason(answer.stop), stop_sequence: None },
-            usage: OutputUsage { output_tokens: answer.tokens },
+            delta: StopDelta {
+                stop_reason: stop_reason(answer.stop),
+                stop_sequence: None,
+            },
+            usage: OutputUsage {
+                output_tokens: answer.tokens,
+            },
         };
         write_named_event(out, "message_delta", &delta);
-        write_named_event(out, "message_stop", &Bare { kind: "message_stop" });
+        write_named_event(
+            out,
+            "message_stop",
+            &Bare {
+                kind: "message_stop",
+            },
+        );
     }
 
     fn malformed_event(&self, out: &mut Vec<u8>) {
@@ -351,9 +392,19 @@ mod tests {
     #[test]
     fn max_tokens_is_required() -> anyhow::Result<()> {
         let hi = r#"[{"role":"user","content":"hi"}]"#;
-        assert_eq!(problem(&format!(r#"{{"model":"m","messages":{hi},"max_tokens":8}}"#))?, None);
+        assert_eq!(
+            problem(&format!(
+                r#"{{"model":"m","messages":{hi},"max_tokens":8}}"#
+            ))?,
+            None
+        );
         assert!(problem(&format!(r#"{{"model":"m","messages":{hi}}}"#))?.is_some());
-        assert!(problem(&format!(r#"{{"model":"m","messages":{hi},"max_tokens":0}}"#))?.is_some());
+        assert!(
+            problem(&format!(
+                r#"{{"model":"m","messages":{hi},"max_tokens":0}}"#
+            ))?
+            .is_some()
+        );
         assert!(problem(&format!(r#"{{"messages":{hi},"max_tokens":8}}"#))?.is_some());
         assert!(problem(r#"{"model":"m","messages":[],"max_tokens":8}"#)?.is_some());
         Ok(())

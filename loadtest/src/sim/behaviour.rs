@@ -107,11 +107,20 @@ mod tests {
     #[test]
     fn faults_are_tagged_by_type() -> anyhow::Result<()> {
         let cases = [
-            (r#"{"type":"status","status":503}"#, Fault::Status { status: 503 }),
-            (r#"{"type":"rate_limit","retry_after_s":2}"#, Fault::RateLimit { retry_after_s: 2 }),
+            (
+                r#"{"type":"status","status":503}"#,
+                Fault::Status { status: 503 },
+            ),
+            (
+                r#"{"type":"rate_limit","retry_after_s":2}"#,
+                Fault::RateLimit { retry_after_s: 2 },
+            ),
             (r#"{"type":"hang"}"#, Fault::Hang),
             (r#"{"type":"malformed"}"#, Fault::Malformed),
-            (r#"{"type":"cut_stream","after_tokens":3}"#, Fault::CutStream { after_tokens: 3 }),
+            (
+                r#"{"type":"cut_stream","after_tokens":3}"#,
+                Fault::CutStream { after_tokens: 3 },
+            ),
         ];
         for (json, fault) in cases {
             assert_eq!(serde_json::from_str::<Fault>(json)?, fault);
@@ -127,7 +136,11 @@ mod tests {
 
     #[test]
     fn timing_sums_the_first_token_wait_and_the_gaps() {
-        let behaviour = Behaviour { ttft_ms: 100, tokens_per_sec: 10, ..Behaviour::default() };
+        let behaviour = Behaviour {
+            ttft_ms: 100,
+            tokens_per_sec: 10,
+            ..Behaviour::default()
+        };
         assert_eq!(behaviour.inter_token_delay(), Duration::from_millis(100));
         assert_eq!(behaviour.time_to_token(1), Duration::from_millis(100));
         assert_eq!(behaviour.time_to_token(4), Duration::from_millis(400));

@@ -46,7 +46,11 @@ pub(crate) async fn set_behaviour(State(state): State<Arc<SimState>>, body: Byte
         Ok((model_opt, behaviour)) => {
             tracing::debug!(model = ?model_opt, ?behaviour, "simulator behaviour set");
             state.set_behaviour(model_opt.as_deref(), behaviour.clone());
-            Json(BehaviourSet { model: model_opt, behaviour }).into_response()
+            Json(BehaviourSet {
+                model: model_opt,
+                behaviour,
+            })
+            .into_response()
         }
         Err(message) => {
             let body = serde_json::json!({ "error": { "message": message } });
@@ -83,7 +87,12 @@ pub(crate) async fn models(State(state): State<Arc<SimState>>) -> Json<serde_jso
     let data: Vec<ModelEntry> = state
         .known_models()
         .into_iter()
-        .map(|id| ModelEntry { id, object: "model", created: 0, owned_by: "switchyard-sim" })
+        .map(|id| ModelEntry {
+            id,
+            object: "model",
+            created: 0,
+            owned_by: "switchyard-sim",
+        })
         .collect();
     Json(serde_json::json!({ "object": "list", "data": data }))
 }

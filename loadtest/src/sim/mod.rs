@@ -119,7 +119,10 @@ impl SimHandle {
 
 impl std::fmt::Debug for SimHandle {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("SimHandle").field("addr", &self.addr).finish_non_exhaustive()
+        formatter
+            .debug_struct("SimHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -136,14 +139,21 @@ pub async fn spawn(config: SimConfig) -> anyhow::Result<SimHandle> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .await
         .context("failed to bind the simulator to 127.0.0.1")?;
-    let addr = listener.local_addr().context("failed to read the simulator's address")?;
+    let addr = listener
+        .local_addr()
+        .context("failed to read the simulator's address")?;
     let state = Arc::new(SimState::new(config.default_behaviour));
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let shutdown = async move {
         let _ = shutdown_rx.await;
     };
     let server = tokio::spawn(serve_state(listener, Arc::clone(&state), shutdown));
-    Ok(SimHandle { addr, state, shutdown_tx_opt: Some(shutdown_tx), server_opt: Some(server) })
+    Ok(SimHandle {
+        addr,
+        state,
+        shutdown_tx_opt: Some(shutdown_tx),
+        server_opt: Some(server),
+    })
 }
 
 /// Serves the simulator on `listener` until `shutdown` completes, then stops accepting, ends
@@ -186,11 +196,16 @@ fn router(state: Arc<SimState>) -> Router {
         .route("/v1/models", get(control::models))
         .route("/_sim/calls", get(control::calls))
         .route("/_sim/reset", post(control::reset))
-        .route("/_sim/behaviour", get(control::behaviours).put(control::set_behaviour))
+        .route(
+            "/_sim/behaviour",
+            get(control::behaviours).put(control::set_behaviour),
+        )
         .with_state(state)
 }
 
 /// Seconds since the Unix epoch, for `created` fields.
 fn unix_seconds() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }

@@ -93,8 +93,15 @@ impl ChatRequest {
         if let Some(top_p) = self.top_p.filter(|p| !(0.0..=1.0).contains(p)) {
             return Some(format!("top_p {top_p} is not between 0 and 1"));
         }
-        if let Some(stop) = self.stop.as_ref().filter(|stop| stop.len() > MAX_STOP_SEQUENCES) {
-            return Some(format!("stop has {} sequences, at most 4 are allowed", stop.len()));
+        if let Some(stop) = self
+            .stop
+            .as_ref()
+            .filter(|stop| stop.len() > MAX_STOP_SEQUENCES)
+        {
+            return Some(format!(
+                "stop has {} sequences, at most 4 are allowed",
+                stop.len()
+            ));
         }
         None
     }
@@ -111,7 +118,9 @@ pub(crate) async fn chat_completions(State(state): State<Arc<SimState>>, body: B
     let request: ChatRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
-            let model_opt = serde_json::from_slice::<ModelOnly>(&body).ok().and_then(|m| m.model);
+            let model_opt = serde_json::from_slice::<ModelOnly>(&body)
+                .ok()
+                .and_then(|m| m.model);
             let model_opt = model_opt.as_deref().filter(|model| !model.is_empty());
             state.begin_call(Endpoint::OpenAi, model_opt, false);
             return invalid_request(&format!("invalid request body: {error}"));
@@ -133,7 +142,9 @@ pub(crate) async fn chat_completions(State(state): State<Arc<SimState>>, body: B
         id: format!("chatcmpl-sim-{}", state.next_response_id()),
         created: super::unix_seconds(),
         model: request.model.unwrap_or_default(),
-        include_usage: request.stream_options.is_some_and(|options| options.include_usage),
+        include_usage: request
+            .stream_options
+            .is_some_and(|options| options.include_usage),
     };
     let stream = request.stream.unwrap_or(false);
     respond::respond(state, arrival, behaviour, answer, stream, wire).await
@@ -284,7 +295,14 @@ impl WireFormat for OpenAiWire {
             500..=599 => ("server_error", None),
             _ => ("api_error", None),
         };
-        to_json(&ErrorBody { error: ErrorDetail { message, kind, param: None, code } })
+        to_json(&ErrorBody {
+            error: ErrorDetail {
+                message,
+                kind,
+                param: None,
+                code,
+            },
+        })
     }
 
     fn unary_body(&self, answer: &Answer) -> Vec<u8> {
@@ -296,7 +314,11 @@ impl WireFormat for OpenAiWire {
             model: &self.model,
             choices: [CompletionChoice {
                 index: 0,
-                message: AssistantMessage { role: "assistant", content: &text, refusal: None },
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: &text,
+                    refusal: None,
+                },
                 logprobs: None,
                 finish_reason: finish_reason(answer.stop),
             }],
@@ -305,21 +327,42 @@ impl WireFormat for OpenAiWire {
     }
 
     fn open_stream(&self, _answer: &Answer, out: &mut Vec<u8>) {
-        let delta = Delta { role: Some("assistant"), content: Some("") };
-        let choices = [ChunkChoice { index: 0, delta, logprobs: None, finish_reason: None }];
+        let delta = Delta {
+            role: Some("assistant"),
+            content: Some(""),
+        };
+        let choices = [ChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason: None,
+        }];
         write_data_event(out, &self.chunk(&choices, None));
     }
 
     fn token_event(&self, text: &str, out: &mut Vec<u8>) {
-        let delta = Delta { role: None, content: Some(text) };
-        let choices = [ChunkChoice { index: 0, delta, logprobs: None, finish_reason: None }];
+        let delta = Delta {
+            role: None,
+            content: Some(text),
+        };
+        let choices = [ChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason: None,
+        }];
         write_data_event(out, &self.chunk(&choices, None));
     }
 
     fn close_stream(&self, answer: &Answer, out: &mut Vec<u8>) {
         let finish_reason = Some(finish_reason(answer.stop));
         let delta = Delta::default();
-        let choices = [ChunkChoice { index: 0, delta, logprobs: None, finish_reason }];
+        let choices = [ChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason,
+        }];
         write_data_event(out, &self.chunk(&choices, None));
         if self.include_usage {
             write_data_event(out, &self.chunk(&[], Some(Usage::of(answer))));

@@ -60,15 +60,26 @@ pub(crate) async fn respond<W: WireFormat>(
         }
         Some(Fault::RateLimit { retry_after_s }) => {
             let message = format!("simulated rate limit, retry after {retry_after_s} s");
-            let mut response =
-                error_response(&wire, StatusCode::TOO_MANY_REQUESTS, &message, Some(&fingerprint));
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
+            let mut response = error_response(
+                &wire,
+                StatusCode::TOO_MANY_REQUESTS,
+                &message,
+                Some(&fingerprint),
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
             response
         }
         Some(Fault::Hang) => {
             state.hang().await;
             let message = "the simulator is shutting down";
-            error_response(&wire, StatusCode::SERVICE_UNAVAILABLE, message, Some(&fingerprint))
+            error_response(
+                &wire,
+                StatusCode::SERVICE_UNAVAILABLE,
+                message,
+                Some(&fingerprint),
+            )
         }
         Some(Fault::Malformed | Fault::CutStream { .. }) | None if stream => {
             event_stream(state, arrival, &behaviour, answer, wire)
@@ -88,12 +99,17 @@ async fn unary<W: WireFormat>(
     wire: &W,
 ) -> Response {
     let fingerprint = Some(answer.fingerprint_hex.as_str());
-    if !state.sleep_until(after(arrival, behaviour.time_to_token(answer.tokens))).await {
+    if !state
+        .sleep_until(after(arrival, behaviour.time_to_token(answer.tokens)))
+        .await
+    {
         let message = "the simulator is shutting down";
         return error_response(wire, StatusCode::SERVICE_UNAVAILABLE, message, fingerprint);
     }
     match behaviour.fault {
-        Some(Fault::Malformed) => json_response(StatusCode::OK, MALFORMED_BODY.to_vec(), fingerprint),
+        Some(Fault::Malformed) => {
+            json_response(StatusCode::OK, MALFORMED_BODY.to_vec(), fingerprint)
+        }
         Some(Fault::CutStream { .. }) => truncated_response(wire.unary_body(answer), fingerprint),
         _ => json_response(StatusCode::OK, wire.unary_body(answer), fingerprint),
     }

@@ -155,7 +155,11 @@ impl SimState {
         let table = self.table();
         CallCounts {
             total: table.total,
-            by_model: table.by_model.iter().map(|(model, count)| (model.clone(), *count)).collect(),
+            by_model: table
+                .by_model
+                .iter()
+                .map(|(model, count)| (model.clone(), *count))
+                .collect(),
             by_endpoint: [
                 (Endpoint::OpenAi.key().to_owned(), table.openai_calls),
                 (Endpoint::Anthropic.key().to_owned(), table.anthropic_calls),
@@ -181,8 +185,12 @@ impl SimState {
     /// Every model the simulator has seen a call for or has a behaviour for, sorted.
     pub(crate) fn known_models(&self) -> Vec<String> {
         let table = self.table();
-        let mut models: Vec<String> =
-            table.by_model.keys().chain(table.model_behaviours.keys()).cloned().collect();
+        let mut models: Vec<String> = table
+            .by_model
+            .keys()
+            .chain(table.model_behaviours.keys())
+            .cloned()
+            .collect();
         models.sort_unstable();
         models.dedup();
         models
@@ -267,18 +275,27 @@ mod tests {
     fn a_counted_fault_applies_n_times_then_clears() {
         let state = SimState::new(Behaviour::default());
         state.set_behaviour(Some("m"), faulty(Some(2)));
-        let faults: Vec<Option<Fault>> =
-            (0..4).map(|_| state.begin_call(Endpoint::OpenAi, Some("m"), true).fault).collect();
+        let faults: Vec<Option<Fault>> = (0..4)
+            .map(|_| state.begin_call(Endpoint::OpenAi, Some("m"), true).fault)
+            .collect();
         let status = Some(Fault::Status { status: 503 });
         assert_eq!(faults, vec![status, status, None, None]);
-        assert_eq!(state.behaviours().models.get("m").and_then(|b| b.fault), None);
+        assert_eq!(
+            state.behaviours().models.get("m").and_then(|b| b.fault),
+            None
+        );
     }
 
     #[test]
     fn an_uncounted_fault_applies_every_time() {
         let state = SimState::new(faulty(None));
         for _ in 0..3 {
-            assert!(state.begin_call(Endpoint::Anthropic, Some("m"), true).fault.is_some());
+            assert!(
+                state
+                    .begin_call(Endpoint::Anthropic, Some("m"), true)
+                    .fault
+                    .is_some()
+            );
         }
     }
 
@@ -286,19 +303,37 @@ mod tests {
     fn a_rejected_call_does_not_consume_the_fault() {
         let state = SimState::new(faulty(Some(1)));
         state.begin_call(Endpoint::OpenAi, Some("m"), false);
-        assert!(state.begin_call(Endpoint::OpenAi, Some("m"), true).fault.is_some());
-        assert!(state.begin_call(Endpoint::OpenAi, Some("m"), true).fault.is_none());
+        assert!(
+            state
+                .begin_call(Endpoint::OpenAi, Some("m"), true)
+                .fault
+                .is_some()
+        );
+        assert!(
+            state
+                .begin_call(Endpoint::OpenAi, Some("m"), true)
+                .fault
+                .is_none()
+        );
     }
 
     #[test]
     fn a_zero_count_injects_nothing() {
         let state = SimState::new(faulty(Some(0)));
-        assert!(state.begin_call(Endpoint::OpenAi, Some("m"), true).fault.is_none());
+        assert!(
+            state
+                .begin_call(Endpoint::OpenAi, Some("m"), true)
+                .fault
+                .is_none()
+        );
     }
 
     #[test]
     fn calls_are_counted_and_reset_restores_the_startup_default() {
-        let startup = Behaviour { ttft_ms: 7, ..Behaviour::default() };
+        let startup = Behaviour {
+            ttft_ms: 7,
+            ..Behaviour::default()
+        };
         let state = SimState::new(startup.clone());
         state.begin_call(Endpoint::OpenAi, Some("a"), true);
         state.begin_call(Endpoint::Anthropic, Some("a"), true);
@@ -317,6 +352,12 @@ mod tests {
         assert_eq!(calls.total, 0);
         assert!(calls.by_model.is_empty());
         assert_eq!(calls.by_endpoint.get("openai"), Some(&0));
-        assert_eq!(state.behaviours(), Behaviours { default: startup, models: BTreeMap::new() });
+        assert_eq!(
+            state.behaviours(),
+            Behaviours {
+                default: startup,
+                models: BTreeMap::new()
+            }
+        );
     }
 }

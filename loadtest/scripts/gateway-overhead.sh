@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Measures the latency the gateway adds over calling the simulator directly, unary, at 1 and 16
+# concurrent clients, and the throughput at which the gateway's p99 stays under 10 ms.
+# Usage: loadtest/scripts/gateway-overhead.sh [SECONDS_PER_RUN] [RUNS]
+# Prints each run's JSON line and, per case, the median of the runs.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds=${1:-10}
+runs=${2:-3}
+bin=target/release
+cargo build --release --locked -p switchyard-node -p switchyard-loadtest >&2
+
+sim_port=19100
+"$bin/switchyard-sim" --listen 127.0.0.1:$sim_port >/dev/null 2>&1 &
+sim=$!
+config=$(mktemp)
+sed -e "s/127.0.0.1:9100/127.0.0.1:$sim_port/" \
+    -e 's/grpc_listen = "127.0.0.1:50051"/grpc_listen = "127.0.0.1:19051"/' \
+    -e 's/http_listen = "127.0.0.1:8080"/http_listen = "127.0.0.1:19080"/' \
+    -e 's/log_level = "info"/log_level = "warn"/' \
+    deploy/examples/single-node.toml >"$config"
+"$bin/switchyard" serve --config "$config" >/dev/null 2>&1 &
+node=$!
+trap 'kill $sim $node 2>/dev/null; rm -f "$config"' EXIT
+sleep 1
+
+results=$(mktemp)
+bench() { # name target concurrency
+  "$bin/switchyard-loadtest" bench --target "$2" --model gpt-4o-mini --concurrency "$3" \
+    --duration "$seconds" --warmup 1 | tail -n 1 | sed "s/^/$1 /" | tee -a "$results"
+}
+for run in $(seq "$runs"); do
+  for concurrency in 1 16; do
+    bench "direct-c$concurrency" "http://127.0.0.1:$sim_port" "$concurrency"
+    bench "gateway-http-c$concurrency" "http://127.0.0.1:19080" "$concurrency"
+    bench "gateway-grpc-c$concurrency" "grpc://127.0.0.1:19051" "$concurrency"
+  done
+done
+"$bin/switchyard-loadtest" ramp --target http://127.0.0.1:19080 --model gpt-4o-mini \
+  --duration "$seconds" --levels 1,2,4,8,16,32,64 --p99-budget-us 10000 | tail -n 1 | sed 's/^/ramp-gateway-http /'
+"$bin/switchyard-loadtest" ramp --target grpc://127.0.0.1:19051 --model gpt-4o-mini \
+  --duration "$seconds" --levels 1,2,4,8,16,32,64 --p99-budget-us 10000 | tail -n 1 | sed 's/^/ramp-gateway-grpc /'
+
+echo
+echo "median of $runs runs (microseconds, requests/s):"
+python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, payload = line.split(" ", 1)
+    rows.setdefault(name, []).append(json.loads(payload))
+print(f"{'case':24} {'p50_us':>8} {'p99_us':>8} {'rps':>9}")
+for name, items in rows.items():
+    med = lambda key: statistics.median(item[key] for item in items)
+    print(f"{name:24} {med('p50_us'):8.0f} {med('p99_us'):8.0f} {med('rps'):9.0f}")
+PY
+rm -f "$results"
