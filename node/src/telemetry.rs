@@ -54,7 +54,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     match config.log_format {
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_current_span(true).with_span_list(false).with_writer(std::io::stderr))
+            .with(tracing_subscriber::fmt::layer().json().with_current_span(false).with_span_list(true).with_writer(std::io::stderr))
             .try_init(),
         LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init(),
     }

@@ -117,7 +117,7 @@ async fn a_failing_primary_falls_back_and_says_so() {
         .find(|line| line.contains("provider failed") && line.contains(trace_id))
         .unwrap_or_else(|| panic!("no failover log line with the caller's trace id:\n{logs}"));
     let entry: Value = serde_json::from_str(line).unwrap();
-    assert_eq!(entry["span"]["trace_id"], trace_id, "{line}");
+    assert_eq!(entry["spans"][0]["trace_id"], trace_id, "{line}");
 }
 
 #[test]
