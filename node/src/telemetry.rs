@@ -2,7 +2,7 @@
 //! `telemetry.otlp_endpoint` is set. Incoming W3C `traceparent` headers continue the caller's trace.
 
 use opentelemetry::propagation::Extractor;
-use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry::trace::{TraceContextExt as _, TraceId, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -28,7 +28,9 @@ impl Telemetry {
     }
 }
 
-/// Installs the global subscriber. Spans get trace ids whether or not they are exported.
+/// Installs the global subscriber. The OpenTelemetry layer is installed only when traces are
+/// exported; without it, log lines still carry a trace id (the caller's, or a fresh one) and the
+/// hot path does not pay for span bookkeeping nobody reads.
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
     use anyhow::Context as _;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
@@ -45,12 +47,11 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();
-    let tracer = provider.tracer("switchyard");
+    let otel = config.otlp_endpoint.is_some().then(|| tracing_opentelemetry::layer().with_tracer(provider.tracer("switchyard")));
     let filter = std::env::var(env::LOG_FILTER)
         .ok()
         .and_then(|directives| EnvFilter::try_new(directives).ok())
         .unwrap_or_else(|| EnvFilter::new(&config.log_level));
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     match config.log_format {
         LogFormat::Json => registry
@@ -75,12 +76,23 @@ impl Extractor for HeaderExtractor<'_> {
 }
 
 /// Makes `span` continue the trace named by `headers`' `traceparent`, if any, and records the
-/// trace id on it (field `trace_id`) so every log line inside carries it.
+/// trace id on it (field `trace_id`) so every log line inside carries it. Without trace export
+/// the id is the caller's, or a fresh random one.
 pub fn adopt_trace(span: &tracing::Span, headers: &http::HeaderMap) {
-    if headers.contains_key("traceparent") {
-        let parent = opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
-        let _ignored = span.set_parent(parent);
+    let parent = headers.contains_key("traceparent").then(|| {
+        opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
+    });
+    if let Some(parent) = &parent {
+        let _ignored = span.set_parent(parent.clone());
     }
-    let trace_id = span.context().span().span_context().trace_id();
+    let exported = span.context().span().span_context().trace_id();
+    let trace_id = if exported != TraceId::INVALID {
+        exported
+    } else {
+        parent
+            .map(|parent| parent.span().span_context().trace_id())
+            .filter(|trace_id| *trace_id != TraceId::INVALID)
+            .unwrap_or_else(|| TraceId::from_bytes(rand::random::<u128>().to_be_bytes()))
+    };
     span.record("trace_id", tracing::field::display(trace_id));
 }

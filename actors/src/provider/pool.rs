@@ -48,7 +48,14 @@ pub struct PoolState {
     router: ActorRef<RouterMessage>,
     breaker_closed: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    /// When health last went to the router.
+    last_published: Option<Instant>,
+    /// Whether a `PublishHealth` is already on its way.
+    flush_scheduled: bool,
 }
+
+/// Health goes to the router at most this often under load; each publish clones the table.
+const HEALTH_PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Messages to a pool.
 #[derive(Debug, RactorMessage)]
@@ -69,10 +76,15 @@ pub enum PoolMessage {
     ProbeAbandoned,
     /// The breaker's cool-down has passed: advertise the provider as available so a probe comes.
     CoolDownElapsed,
+    /// Sends health samples held back by the publish interval.
+    PublishHealth,
 }
 
 impl PoolState {
-    fn publish(&mut self, myself: &ActorRef<PoolMessage>, before: BreakerState) {
+    /// Publishes the breaker state at once, and health to the router at most once per
+    /// [`HEALTH_PUBLISH_INTERVAL`] (a flush is scheduled for samples in between), unless the
+    /// breaker changed state or `force` is set.
+    fn publish(&mut self, myself: &ActorRef<PoolMessage>, before: BreakerState, force: bool) {
         let state = self.breaker.state();
         let name = &self.settings.name;
         self.breaker_closed.store(state == BreakerState::Closed, Ordering::Release);
@@ -92,10 +104,23 @@ impl PoolState {
                 BreakerState::HalfOpen { .. } => {}
             }
         }
+        let urgent = std::mem::discriminant(&before) != std::mem::discriminant(&state) || force;
+        let due = self.last_published.is_none_or(|last| last.elapsed() >= HEALTH_PUBLISH_INTERVAL);
+        if urgent || due {
+            self.send_health();
+        } else if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            myself.send_after(HEALTH_PUBLISH_INTERVAL, || PoolMessage::PublishHealth);
+        }
+    }
+
+    /// Sends the current health to the router and the gauges.
+    fn send_health(&mut self) {
+        self.last_published = Some(Instant::now());
         let health = self.health.health();
         self.metrics.publish_health(health);
         if let Err(error) = self.router.cast(RouterMessage::Health(health.clone())) {
-            warn!(provider = %name, %error, "router gone; health not published");
+            warn!(provider = %self.settings.name, %error, "router gone; health not published");
         }
     }
 }
@@ -113,13 +138,16 @@ impl Actor for ProviderPool {
             router: args.router,
             breaker_closed: args.breaker_closed,
             metrics: args.metrics,
+            last_published: None,
+            flush_scheduled: false,
         };
-        state.publish(&myself, BreakerState::Closed);
+        state.publish(&myself, BreakerState::Closed, true);
         Ok(state)
     }
 
     async fn handle(&self, myself: ActorRef<Self::Msg>, message: PoolMessage, state: &mut PoolState) -> Result<(), ActorProcessingErr> {
         let before = state.breaker.state();
+        let mut force = false;
         match message {
             PoolMessage::Admit(reply) => {
                 let admission = state.breaker.admit(Instant::now());
@@ -136,10 +164,15 @@ impl Actor for ProviderPool {
             PoolMessage::CoolDownElapsed => {
                 if matches!(state.breaker.state(), BreakerState::Open { .. }) {
                     state.health.set_available(true);
+                    force = true;
                 }
             }
+            PoolMessage::PublishHealth => {
+                state.flush_scheduled = false;
+                force = true;
+            }
         }
-        state.publish(&myself, before);
+        state.publish(&myself, before, force);
         Ok(())
     }
 }
