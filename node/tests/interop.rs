@@ -1,5 +1,5 @@
 //! The official `openai` Python package against a real node, unary and streaming. The test
-//! command (`scripts/test`) installs the package into `.venv`; `SWITCHYARD_TEST_PYTHON` may name
+//! command (`scripts/test`) installs the package into `.venv`; `INTEROP_TEST_PYTHON` may name
 //! another interpreter that has it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,7 +13,7 @@ use common::{Node, config_for, start_sim};
 use switchyard_loadtest::sim::fingerprint;
 
 fn python() -> PathBuf {
-    if let Ok(python) = std::env::var("SWITCHYARD_TEST_PYTHON") {
+    if let Ok(python) = std::env::var("INTEROP_TEST_PYTHON") {
         return PathBuf::from(python);
     }
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
