@@ -120,6 +120,12 @@ impl Metrics {
         })
     }
 
+    /// Counts the input and output tokens of one answer.
+    pub fn record_tokens(&self, provider: &str, model: &str, usage: crate::model::Usage) {
+        self.tokens.with_label_values(&[provider, model, "input"]).inc_by(u64::from(usage.input_tokens));
+        self.tokens.with_label_values(&[provider, model, "output"]).inc_by(u64::from(usage.output_tokens));
+    }
+
     /// Sets the provider health gauges.
     pub fn publish_health(&self, health: &ProviderHealth) {
         let labels = [health.provider.as_str()];

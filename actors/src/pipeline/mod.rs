@@ -167,9 +167,7 @@ impl Gateway {
     }
 
     fn record_answer(&self, target: &Target, usage: crate::model::Usage, fallback_from: Option<&Target>) {
-        let labels = [target.provider.as_str(), target.model.as_str()];
-        self.metrics.tokens.with_label_values(&[labels[0], labels[1], "input"]).inc_by(u64::from(usage.input_tokens));
-        self.metrics.tokens.with_label_values(&[labels[0], labels[1], "output"]).inc_by(u64::from(usage.output_tokens));
+        self.metrics.record_tokens(&target.provider, &target.model, usage);
         if let Some(first) = fallback_from {
             self.metrics.fallbacks.with_label_values(&[first.provider.as_str(), target.provider.as_str()]).inc();
         }

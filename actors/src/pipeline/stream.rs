@@ -151,9 +151,7 @@ async fn pump(
                 _ => None,
             };
             let usage = usage.unwrap_or_default();
-            let labels = [target.provider.as_str(), target.model.as_str()];
-            metrics.tokens.with_label_values(&[labels[0], labels[1], "input"]).inc_by(u64::from(usage.input_tokens));
-            metrics.tokens.with_label_values(&[labels[0], labels[1], "output"]).inc_by(u64::from(usage.output_tokens));
+            metrics.record_tokens(&target.provider, &target.model, usage);
             Ok(StreamItem::Finished { finish_reason, usage, cost_usd, time_to_first_token: ttft_from_arrival, latency })
         }
         Err(error) => {
