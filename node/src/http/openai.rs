@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchyard_actors::error::GatewayError;
-use switchyard_actors::model::{CacheControl, ChatRequest, Message, Quality, Role, RoutingHints, Sampling, Tier, Usage};
+use switchyard_actors::model::{CacheControl, ChatRequest, Message, Quality, Role, RoutingHints, Sampling, Target, Tier, Usage};
 use switchyard_actors::pipeline::{AnswerStream, StreamItem};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
@@ -221,6 +221,16 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
+/// The headers that say who served an answer and why.
+fn answer_headers(headers: &mut HeaderMap, id: &str, target: &Target, routing_reason: &str, fallback: bool) {
+    set_header(headers, "x-switchyard-request-id", id);
+    set_header(headers, "x-switchyard-provider", &target.provider);
+    set_header(headers, "x-switchyard-model", &target.model);
+    set_header(headers, "x-switchyard-routing-reason", routing_reason);
+    set_header(headers, "x-switchyard-fallback", if fallback { "true" } else { "false" });
+    set_header(headers, "x-switchyard-cache", "none");
+}
+
 fn usage_json(usage: Usage) -> serde_json::Value {
     json!({"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens, "total_tokens": usage.total()})
 }
@@ -274,12 +284,7 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
         });
         let mut response = axum::Json(body).into_response();
         let headers = response.headers_mut();
-        set_header(headers, "x-switchyard-request-id", &answer.id);
-        set_header(headers, "x-switchyard-provider", &target.provider);
-        set_header(headers, "x-switchyard-model", &target.model);
-        set_header(headers, "x-switchyard-routing-reason", &answer.routing_reason);
-        set_header(headers, "x-switchyard-fallback", if answer.fallback { "true" } else { "false" });
-        set_header(headers, "x-switchyard-cache", "none");
+        answer_headers(headers, &answer.id, target, &answer.routing_reason, answer.fallback);
         set_header(headers, "x-switchyard-latency-us", &answer.latency.as_micros().to_string());
         if let Some(cost) = answer.cost_usd {
             set_header(headers, "x-switchyard-cost-usd", &format!("{cost:.8}"));
@@ -314,12 +319,7 @@ fn stream_response(answer: AnswerStream, route: String, include_usage: bool, sta
     let created = unix_now();
     let AnswerStream { id, target, routing_reason, fallback, items, .. } = answer;
     let mut headers = HeaderMap::new();
-    set_header(&mut headers, "x-switchyard-request-id", &id);
-    set_header(&mut headers, "x-switchyard-provider", &target.provider);
-    set_header(&mut headers, "x-switchyard-model", &target.model);
-    set_header(&mut headers, "x-switchyard-routing-reason", &routing_reason);
-    set_header(&mut headers, "x-switchyard-fallback", if fallback { "true" } else { "false" });
-    set_header(&mut headers, "x-switchyard-cache", "none");
+    answer_headers(&mut headers, &id, &target, &routing_reason, fallback);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 
