@@ -11,6 +11,22 @@ use crate::provider::{ProviderError, ProviderKind, ProviderSettings, anthropic, 
 /// Most bytes of an upstream error body kept in the error message.
 const ERROR_BODY_LIMIT: usize = 512;
 
+/// Why a provider's client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The HTTP client could not be set up.
+    #[error("failed to build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The endpoint URL does not parse.
+    #[error("endpoint {url} is not a valid URL: {error}")]
+    Url {
+        /// The URL as built from `base_url`.
+        url: String,
+        /// Why it does not parse.
+        error: String,
+    },
+}
+
 /// What the response headers said besides the answer.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ResponseMeta {
@@ -23,12 +39,13 @@ pub struct ResponseMeta {
 pub struct ProviderClient {
     settings: Arc<ProviderSettings>,
     http: reqwest::Client,
-    url: String,
+    /// The endpoint, parsed once: parsing it per request showed in profiles.
+    url: reqwest::Url,
 }
 
 impl ProviderClient {
     /// Builds the pooled client for `settings`.
-    pub fn new(settings: Arc<ProviderSettings>) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: Arc<ProviderSettings>) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .pool_max_idle_per_host(settings.max_concurrent.min(1024))
@@ -41,6 +58,7 @@ impl ProviderClient {
             ProviderKind::Anthropic => format!("{base}/messages"),
             ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => format!("{base}/chat/completions"),
         };
+        let url = reqwest::Url::parse(&url).map_err(|error| ClientError::Url { url: url.clone(), error: error.to_string() })?;
         Ok(Self { settings, http, url })
     }
 
@@ -50,7 +68,7 @@ impl ProviderClient {
     }
 
     fn build(&self, upstream_model: &str, request: &ChatRequest, stream: bool) -> reqwest::RequestBuilder {
-        let builder = self.http.post(&self.url);
+        let builder = self.http.post(self.url.clone());
         let key = self.settings.api_key.as_deref();
         match self.settings.kind {
             ProviderKind::Anthropic => {
