@@ -59,6 +59,45 @@ pub enum GatewayError {
         /// What broke it.
         error: ProviderError,
     },
+    /// No valid API key.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The key may not use this model or route.
+    #[error("model \"{model}\" is not allowed for API key \"{key_id}\"")]
+    KeyModelForbidden {
+        /// The requested model.
+        model: String,
+        /// The key's id.
+        key_id: String,
+    },
+    /// A per-key rate limit refused the request.
+    #[error("rate limit of API key \"{key_id}\" exceeded ({limit}); retry after {retry_after_ms} ms")]
+    RateLimited {
+        /// The key's id.
+        key_id: String,
+        /// Which limit.
+        limit: &'static str,
+        /// When to retry, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// A budget is exhausted.
+    #[error("{period} budget of {scope} exhausted: spent {spent} (+{reserved} in flight) of {limit}; resets at {resets_at}")]
+    BudgetExhausted {
+        /// Whose budget, e.g. `user acme/alice`.
+        scope: String,
+        /// `daily` or `monthly`.
+        period: &'static str,
+        /// Spent so far.
+        spent: crate::budget::NanoUsd,
+        /// Reserved by requests in flight.
+        reserved: crate::budget::NanoUsd,
+        /// The limit.
+        limit: crate::budget::NanoUsd,
+        /// When the period resets (RFC 3339, UTC).
+        resets_at: String,
+        /// Seconds until then, for `retry-after`.
+        retry_after_secs: u64,
+    },
     /// The node is draining for shutdown and takes no new requests.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -86,6 +125,10 @@ impl GatewayError {
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::AllProvidersFailed(_) => "all_providers_failed",
             Self::StreamInterrupted { .. } => "stream_interrupted",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::KeyModelForbidden { .. } => "model_forbidden",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::BudgetExhausted { .. } => "budget_exhausted",
             Self::ShuttingDown => "shutting_down",
             Self::Internal(_) => "internal",
         }

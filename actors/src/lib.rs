@@ -7,12 +7,16 @@
 //! - [`provider`]: the `ProviderPool` actor, wire formats (OpenAI, Anthropic), HTTP client,
 //!   circuit breaker, health, retries and error classification.
 //! - [`pipeline`]: one request through validation, routing, the provider chain and pricing.
+//! - [`budget`]: the `Budget` actor, cost events, the ledger, budgets and alerts.
+//! - [`tenancy`]: API keys, principals and rate limits.
 //! - [`metrics`]: the node's Prometheus registry.
 //! - [`error`]: [`error::GatewayError`], what a request can fail with.
 
+pub mod budget;
 pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod provider;
 pub mod router;
+pub mod tenancy;

@@ -2,7 +2,7 @@
 //! actors and the front doors, rendered in the text format at `GET /metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, GaugeVec, Opts, Registry,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, GaugeVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -47,6 +47,16 @@ pub struct Metrics {
     pub provider_rate_limit_remaining: IntGaugeVec,
     /// Requests being served right now.
     pub in_flight: IntGauge,
+    /// Cost in USD by model and tenant.
+    pub cost_usd: CounterVec,
+    /// Share of each budget spent, by scope and period.
+    pub budget_utilisation: GaugeVec,
+    /// Budget threshold alerts by scope, period and threshold.
+    pub budget_alerts: IntCounterVec,
+    /// Requests refused because a budget was exhausted, by scope and period.
+    pub budget_rejections: IntCounterVec,
+    /// Requests refused by a rate limit, by key and limit.
+    pub rate_limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -116,6 +126,15 @@ impl Metrics {
                 &["provider"],
             )?,
             in_flight,
+            cost_usd: {
+                let metric = CounterVec::new(Opts::new("cost_usd_total", "Cost in USD by model and tenant"), &["model", "tenant"])?;
+                registry.register(Box::new(metric.clone()))?;
+                metric
+            },
+            budget_utilisation: gauge("budget_utilisation", "Share of the budget spent", &["scope", "period"])?,
+            budget_alerts: counter("budget_alerts_total", "Budget threshold alerts", &["scope", "period", "threshold"])?,
+            budget_rejections: counter("budget_rejections_total", "Requests refused by an exhausted budget", &["scope", "period"])?,
+            rate_limited: counter("rate_limited_total", "Requests refused by a rate limit", &["key", "limit"])?,
             registry,
         })
     }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format as _, Toml};
 use serde::Deserialize;
+use switchyard_actors::budget::{BudgetPolicy, Enforcement, Limits, NanoUsd};
 use switchyard_actors::model::{Quality, RequestLimits, Tier};
+use switchyard_actors::tenancy::KeySettings;
 use switchyard_actors::pipeline::GatewaySettings;
 use switchyard_actors::provider::{BreakerSettings, ProviderKind, ProviderSettings, RetrySettings};
 use switchyard_actors::router::{ModelSettings, Price, RoutingPolicy, RoutingRule};
@@ -57,6 +59,81 @@ pub struct RawConfig {
     models: Vec<RawModel>,
     #[serde(default)]
     routing: RawRouting,
+    #[serde(default)]
+    tenancy: RawTenancy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenancy {
+    #[serde(default)]
+    keys: Vec<RawKey>,
+    #[serde(default)]
+    keys_file: Option<PathBuf>,
+    #[serde(default)]
+    admin_key_sha256: Option<String>,
+    #[serde(default)]
+    admin_key_env: Option<String>,
+    #[serde(default)]
+    anonymous_tier: Tier,
+    #[serde(default)]
+    tenants: Vec<RawTenant>,
+    #[serde(default)]
+    enforcement: Enforcement,
+    #[serde(default)]
+    alert_thresholds: Option<Vec<u32>>,
+    #[serde(default)]
+    alert_webhook: Option<String>,
+    #[serde(default)]
+    ledger_path: Option<PathBuf>,
+    #[serde(default)]
+    retention_days: Option<u32>,
+    #[serde(default)]
+    reserve_output_tokens: Option<u32>,
+    #[serde(default)]
+    audit_text: bool,
+}
+
+/// A mounted secrets file of keys: `[[keys]]` tables as in `[[tenancy.keys]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    #[serde(default)]
+    keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    id: String,
+    #[serde(default)]
+    key_sha256: Option<String>,
+    #[serde(default)]
+    key_env: Option<String>,
+    tenant: String,
+    user: String,
+    #[serde(default)]
+    tier: Tier,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    requests_per_minute: Option<u32>,
+    #[serde(default)]
+    tokens_per_minute: Option<u32>,
+    #[serde(default)]
+    daily_budget_usd: Option<f64>,
+    #[serde(default)]
+    monthly_budget_usd: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    name: String,
+    #[serde(default)]
+    daily_budget_usd: Option<f64>,
+    #[serde(default)]
+    monthly_budget_usd: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -476,6 +553,7 @@ impl RawConfig {
         let models = self.validate_models(&provider_names)?;
         let model_names: HashSet<&str> = models.iter().map(|model| model.name.as_str()).collect();
         let policy = self.validate_routing(models.clone(), &model_names, self_hosted)?;
+        let tenancy = self.tenancy.validate(&model_names, &self.routing.routes)?;
 
         Ok(NodeConfig {
             grpc_listen: self.server.grpc_listen,
@@ -488,7 +566,18 @@ impl RawConfig {
                 service_name: self.telemetry.service_name,
                 sample_ratio: self.telemetry.sample_ratio,
             },
-            gateway: GatewaySettings { providers, policy, limits },
+            gateway: GatewaySettings {
+                providers,
+                policy,
+                limits,
+                keys: tenancy.keys,
+                admin_key: tenancy.admin_key,
+                anonymous_tier: self.tenancy.anonymous_tier,
+                budget: tenancy.budget,
+                ledger_path: tenancy.ledger_path,
+                alert_webhook: tenancy.alert_webhook,
+                audit_text: self.tenancy.audit_text,
+            },
         })
     }
 
@@ -670,6 +759,153 @@ impl RawConfig {
             });
         }
         Ok(RoutingPolicy::new(models, self_hosted, routes, rules, routing.preference.clone(), routing.max_error_rate))
+    }
+}
+
+/// The validated tenancy settings.
+struct Tenancy {
+    keys: Vec<KeySettings>,
+    admin_key: Option<[u8; 32]>,
+    budget: BudgetPolicy,
+    ledger_path: PathBuf,
+    alert_webhook: Option<reqwest::Url>,
+}
+
+fn budget_usd(key: &str, value: Option<f64>) -> Result<Option<NanoUsd>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(usd) if usd.is_finite() && usd >= 0.0 => Ok(Some(NanoUsd::from_usd(usd))),
+        Some(usd) => Err(invalid(key, format!("{usd} is not an amount of zero or more dollars"))),
+    }
+}
+
+fn sha256_hex(key: &str, hex_text: &str) -> Result<[u8; 32], ConfigError> {
+    let bytes = hex::decode(hex_text.trim()).map_err(|_| invalid(key, "is not hexadecimal"))?;
+    bytes.try_into().map_err(|_| invalid(key, "must be 64 hex digits (a SHA-256)"))
+}
+
+fn env_key(key: &str, variable: &str) -> Result<[u8; 32], ConfigError> {
+    match std::env::var(variable) {
+        Ok(value) if !value.trim().is_empty() => Ok(switchyard_actors::tenancy::keys::hash_key(value.trim())),
+        _ => Err(invalid(key, format!("environment variable {variable} is not set or empty"))),
+    }
+}
+
+impl RawTenancy {
+    fn validate(&self, models: &HashSet<&str>, routes: &BTreeMap<String, Vec<String>>) -> Result<Tenancy, ConfigError> {
+        let mut raw_keys: Vec<(String, &RawKey)> =
+            self.keys.iter().enumerate().map(|(position, key)| (format!("tenancy.keys[{position}]"), key)).collect();
+        let file_keys = match &self.keys_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| invalid("tenancy.keys_file", format!("cannot read {}: {error}", path.display())))?;
+                toml::from_str::<KeysFile>(&text)
+                    .map_err(|error| invalid("tenancy.keys_file", format!("{}: {error}", path.display())))?
+                    .keys
+            }
+            None => Vec::new(),
+        };
+        raw_keys.extend(file_keys.iter().enumerate().map(|(position, key)| (format!("tenancy.keys_file keys[{position}]"), key)));
+
+        let mut keys = Vec::new();
+        let mut ids = HashSet::new();
+        let mut hashes = HashSet::new();
+        let mut users: HashMap<(String, String), Limits> = HashMap::new();
+        for (key, raw) in raw_keys {
+            if raw.id.trim().is_empty() || raw.tenant.trim().is_empty() || raw.user.trim().is_empty() {
+                return Err(invalid(key, "id, tenant and user must not be empty"));
+            }
+            if !ids.insert(raw.id.clone()) {
+                return Err(invalid(format!("{key}.id"), format!("key id \"{}\" is used twice", raw.id)));
+            }
+            let sha256 = match (&raw.key_sha256, &raw.key_env) {
+                (Some(hex_text), None) => sha256_hex(&format!("{key}.key_sha256"), hex_text)?,
+                (None, Some(variable)) => env_key(&format!("{key}.key_env"), variable)?,
+                _ => return Err(invalid(key, "set exactly one of key_sha256 and key_env")),
+            };
+            if !hashes.insert(sha256) {
+                return Err(invalid(key, "the same key is configured twice"));
+            }
+            let mut allowed = std::collections::BTreeSet::new();
+            for (index, name) in raw.models.iter().enumerate() {
+                if let Some(members) = routes.get(name) {
+                    allowed.extend(members.iter().cloned());
+                } else if !models.contains(name.as_str()) {
+                    return Err(invalid(format!("{key}.models[{index}]"), format!("unknown model or route \"{name}\"")));
+                }
+                allowed.insert(name.clone());
+            }
+            for (field, value) in [("requests_per_minute", raw.requests_per_minute), ("tokens_per_minute", raw.tokens_per_minute)] {
+                if value == Some(0) {
+                    return Err(invalid(format!("{key}.{field}"), "must be at least 1 (leave it out for no limit)"));
+                }
+            }
+            let limits = Limits {
+                daily: budget_usd(&format!("{key}.daily_budget_usd"), raw.daily_budget_usd)?,
+                monthly: budget_usd(&format!("{key}.monthly_budget_usd"), raw.monthly_budget_usd)?,
+            };
+            let user = (raw.tenant.clone(), raw.user.clone());
+            match users.get(&user) {
+                Some(existing) if *existing != limits => {
+                    return Err(invalid(key, format!("user {}/{} has different budgets on another key", raw.tenant, raw.user)));
+                }
+                _ => {
+                    users.insert(user, limits);
+                }
+            }
+            keys.push(KeySettings {
+                id: raw.id.clone(),
+                sha256,
+                tenant: raw.tenant.clone(),
+                user: raw.user.clone(),
+                tier: raw.tier,
+                models: allowed,
+                requests_per_minute: raw.requests_per_minute,
+                tokens_per_minute: raw.tokens_per_minute,
+            });
+        }
+        let admin_key = match (&self.admin_key_sha256, &self.admin_key_env) {
+            (Some(hex_text), None) => Some(sha256_hex("tenancy.admin_key_sha256", hex_text)?),
+            (None, Some(variable)) => Some(env_key("tenancy.admin_key_env", variable)?),
+            (None, None) => None,
+            (Some(_), Some(_)) => return Err(invalid("tenancy", "set admin_key_sha256 or admin_key_env, not both")),
+        };
+        let mut tenants = HashMap::new();
+        for (position, tenant) in self.tenants.iter().enumerate() {
+            let key = format!("tenancy.tenants[{position}]");
+            let limits = Limits {
+                daily: budget_usd(&format!("{key}.daily_budget_usd"), tenant.daily_budget_usd)?,
+                monthly: budget_usd(&format!("{key}.monthly_budget_usd"), tenant.monthly_budget_usd)?,
+            };
+            if tenants.insert(tenant.name.clone(), limits).is_some() {
+                return Err(invalid(format!("{key}.name"), format!("tenant \"{}\" is defined twice", tenant.name)));
+            }
+        }
+        let thresholds = self.alert_thresholds.clone().unwrap_or_else(|| vec![50, 80, 100]);
+        if let Some(bad) = thresholds.iter().find(|threshold| !(1..=1000).contains(*threshold)) {
+            return Err(invalid("tenancy.alert_thresholds", format!("{bad} is outside 1 ..= 1000 percent")));
+        }
+        let alert_webhook = match &self.alert_webhook {
+            Some(url) if reqwest_like_url(url).is_some() => {
+                Some(reqwest::Url::parse(url).map_err(|error| invalid("tenancy.alert_webhook", error.to_string()))?)
+            }
+            Some(url) => return Err(invalid("tenancy.alert_webhook", format!("\"{url}\" is not an http(s) URL"))),
+            None => None,
+        };
+        Ok(Tenancy {
+            keys,
+            admin_key,
+            budget: BudgetPolicy {
+                users,
+                tenants,
+                thresholds,
+                enforcement: self.enforcement,
+                reserve_output_tokens: self.reserve_output_tokens.unwrap_or(4096).max(1),
+                retention_days: self.retention_days.unwrap_or(400).max(1),
+            },
+            ledger_path: self.ledger_path.clone().unwrap_or_else(|| PathBuf::from("data/cost-ledger.jsonl")),
+            alert_webhook,
+        })
     }
 }
 

@@ -24,15 +24,34 @@ pub fn map(error: &GatewayError) -> ErrorMapping {
         GatewayError::UpstreamRejected { .. } => (tonic::Code::InvalidArgument, StatusCode::BAD_REQUEST, "invalid_request_error"),
         GatewayError::AllProvidersFailed(_) => (tonic::Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE, "upstream_error"),
         GatewayError::StreamInterrupted { .. } => (tonic::Code::Unavailable, StatusCode::BAD_GATEWAY, "upstream_error"),
+        GatewayError::Unauthenticated(_) => (tonic::Code::Unauthenticated, StatusCode::UNAUTHORIZED, "authentication_error"),
+        GatewayError::KeyModelForbidden { .. } => (tonic::Code::PermissionDenied, StatusCode::FORBIDDEN, "permission_error"),
+        GatewayError::RateLimited { .. } => (tonic::Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+        GatewayError::BudgetExhausted { .. } => (tonic::Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS, "budget_exhausted"),
         GatewayError::ShuttingDown => (tonic::Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE, "server_error"),
         GatewayError::Internal(_) => (tonic::Code::Internal, StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
     };
     ErrorMapping { grpc, http, openai_type }
 }
 
-/// The gRPC status for `error`.
+/// The gRPC status for `error`; rate limits carry `retry-after` (seconds) in the trailers.
 pub fn to_status(error: &GatewayError) -> tonic::Status {
-    tonic::Status::new(map(error).grpc, error.to_string())
+    let mut status = tonic::Status::new(map(error).grpc, error.to_string());
+    if let Some(seconds) = retry_after_secs(error)
+        && let Ok(value) = seconds.to_string().parse()
+    {
+        status.metadata_mut().insert("retry-after", value);
+    }
+    status
+}
+
+/// Seconds a client should wait before retrying, for errors that have such a time.
+pub fn retry_after_secs(error: &GatewayError) -> Option<u64> {
+    match error {
+        GatewayError::RateLimited { retry_after_ms, .. } => Some(retry_after_ms.div_ceil(1000).max(1)),
+        GatewayError::BudgetExhausted { retry_after_secs, .. } => Some(*retry_after_secs),
+        _ => None,
+    }
 }
 
 /// The request field an error names, for OpenAI's `error.param`.
@@ -40,7 +59,11 @@ pub fn param(error: &GatewayError) -> Option<&str> {
     match error {
         GatewayError::InvalidArgument { field, .. } => Some(field),
         GatewayError::UnknownModel(_) | GatewayError::ModelForbidden { .. } => Some("model"),
+        GatewayError::KeyModelForbidden { .. } => Some("model"),
         GatewayError::UpstreamRejected { .. }
+        | GatewayError::Unauthenticated(_)
+        | GatewayError::RateLimited { .. }
+        | GatewayError::BudgetExhausted { .. }
         | GatewayError::AllProvidersFailed(_)
         | GatewayError::StreamInterrupted { .. }
         | GatewayError::ShuttingDown

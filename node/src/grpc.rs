@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use switchyard_actors::budget::NanoUsd;
 use switchyard_actors::error::GatewayError;
 use switchyard_actors::model::{
     CacheControl, ChatRequest, Message, Quality, Role, RoutingHints, Sampling, Tier, Usage,
@@ -91,7 +92,7 @@ fn to_response(answer: Answer) -> v1::GenerateResponse {
         provider: answer.target.provider,
         model: answer.target.model,
         usage: Some(usage(answer.completion.usage)),
-        cost_usd: answer.cost_usd,
+        cost_usd: answer.cost.map(NanoUsd::as_usd),
         cache_layer: v1::CacheLayer::None.into(),
         routing_reason: answer.routing_reason,
         fallback: answer.fallback,
@@ -100,6 +101,11 @@ fn to_response(answer: Answer) -> v1::GenerateResponse {
         gateway_overhead_us: u64::try_from(answer.gateway_overhead.as_micros()).unwrap_or(u64::MAX),
         failed_attempts: answer.failed_attempts.iter().map(ToString::to_string).collect(),
     }
+}
+
+/// The bearer token of the `authorization` metadata.
+pub fn bearer_of(headers: &http::HeaderMap) -> Option<&str> {
+    switchyard_actors::tenancy::keys::bearer(headers.get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok()))
 }
 
 fn request_span(method: &'static str, headers: &http::HeaderMap) -> tracing::Span {
@@ -114,11 +120,12 @@ impl v1::gateway_server::Gateway for GatewayService {
         let headers = request.metadata().clone().into_headers();
         let span = request_span("Generate", &headers);
         async move {
+            let principal = self.gateway.authenticate(bearer_of(&headers));
             let request = request.into_inner();
             let route = if request.model.is_empty() { "auto".to_owned() } else { request.model.clone() };
-            let result = match to_chat_request(request) {
-                Ok(request) => self.gateway.generate(request).await,
-                Err(error) => Err(error),
+            let result = match (principal, to_chat_request(request)) {
+                (Ok(principal), Ok(request)) => self.gateway.generate(&principal, request).await,
+                (Err(error), _) | (_, Err(error)) => Err(error),
             };
             let (model, provider) = match &result {
                 Ok(answer) => (answer.target.model.as_str(), answer.target.provider.as_str()),
@@ -144,11 +151,12 @@ impl v1::gateway_server::Gateway for GatewayService {
         let headers = request.metadata().clone().into_headers();
         let span = request_span("GenerateStream", &headers);
         async move {
+            let principal = self.gateway.authenticate(bearer_of(&headers));
             let request = request.into_inner();
             let route = if request.model.is_empty() { "auto".to_owned() } else { request.model.clone() };
-            let result = match to_chat_request(request) {
-                Ok(request) => self.gateway.generate_stream(request).await,
-                Err(error) => Err(error),
+            let result = match (principal, to_chat_request(request)) {
+                (Ok(principal), Ok(request)) => self.gateway.generate_stream(&principal, request).await,
+                (Err(error), _) | (_, Err(error)) => Err(error),
             };
             let answer = match result {
                 Ok(answer) => answer,
@@ -174,7 +182,7 @@ impl v1::gateway_server::Gateway for GatewayService {
                     Ok(StreamItem::Delta(delta)) => {
                         return Ok(v1::GenerateChunk { id: id.clone(), delta, ..v1::GenerateChunk::default() });
                     }
-                    Ok(StreamItem::Finished { finish_reason, usage: used, cost_usd, time_to_first_token, latency }) => {
+                    Ok(StreamItem::Finished { finish_reason, usage: used, cost, time_to_first_token, latency }) => {
                         metrics.request_duration.with_label_values(&["grpc", &provider]).observe(latency.as_secs_f64());
                         (
                             "ok",
@@ -182,7 +190,7 @@ impl v1::gateway_server::Gateway for GatewayService {
                                 id: id.clone(),
                                 finish_reason: finish_reason.as_str().to_owned(),
                                 usage: Some(usage(used)),
-                                cost_usd,
+                                cost_usd: cost.map(NanoUsd::as_usd),
                                 latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
                                 time_to_first_token_us: u64::try_from(time_to_first_token.as_micros()).unwrap_or(u64::MAX),
                                 ..v1::GenerateChunk::default()

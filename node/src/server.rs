@@ -19,6 +19,9 @@ use crate::telemetry::Telemetry;
 pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new().context("failed to register metrics")?);
     let gateway = Arc::new(Gateway::start(config.gateway.clone(), metrics).await?);
+    if gateway.is_open() {
+        warn!("no API keys configured: the node is OPEN, serving every request as the anonymous tenant; define [[tenancy.keys]] to require keys");
+    }
     for provider in &config.gateway.providers {
         info!(provider = %provider.name, kind = provider.kind.as_str(), base_url = %provider.base_url, "provider configured");
     }
@@ -87,6 +90,9 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
             gateway.begin_shutdown();
             warn!(in_flight = gateway.in_flight(), timeout = ?config.drain_timeout, "drain timeout passed; abandoning requests still in flight");
         }
+    }
+    if let Err(error) = gateway.sync_ledger().await {
+        warn!(%error, "failed to sync the cost ledger at shutdown");
     }
     gateway.stop_actors();
     telemetry.shutdown();

@@ -63,6 +63,8 @@ pub struct RoutingContext {
     pub quality: Quality,
     /// The model or route the caller named, if any.
     pub requested: Option<String>,
+    /// Models the caller's key may use; empty for all.
+    pub allowed_models: std::collections::BTreeSet<String>,
 }
 
 /// One provider and model to try.

@@ -5,9 +5,11 @@
 //! these steps; each step is a span of the request's trace.
 //!
 //! - [`Gateway`]: starts the node's actors and serves requests from both front doors.
+//! - [`accounting`]: rate limits and the budget reservation before the call, settlement after.
 //! - [`attempt`]: one provider with its retries, unary or up to the first token of a stream.
 //! - [`stream`]: forwarding a streamed answer as it arrives.
 
+pub mod accounting;
 pub mod attempt;
 pub mod stream;
 
@@ -19,11 +21,16 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, info_span, instrument};
 
+use crate::budget::alert::AlertNotifier;
+use crate::budget::period::now_ms;
+use crate::budget::{BudgetHandle, BudgetPolicy, CostQuery, CostReport, NanoUsd};
 use crate::error::{AttemptFailure, GatewayError};
 use crate::metrics::Metrics;
-use crate::model::{ChatRequest, Completion, ModelSelection, RequestLimits, RoutingContext, Target};
+use crate::model::{ChatRequest, Completion, ModelSelection, RequestLimits, RoutingContext, Target, Tier};
+use crate::pipeline::accounting::{Admission, Outcome};
 use crate::provider::{ErrorClass, ProviderHandle, ProviderSettings};
 use crate::router::{ModelSettings, RouterHandle, RoutingPolicy};
+use crate::tenancy::{KeyRing, KeySettings, Principal};
 
 pub use stream::{AnswerStream, StreamItem};
 
@@ -36,6 +43,20 @@ pub struct GatewaySettings {
     pub policy: RoutingPolicy,
     /// Request bounds.
     pub limits: RequestLimits,
+    /// API keys; empty runs the node open as one anonymous tenant.
+    pub keys: Vec<KeySettings>,
+    /// SHA-256 of the admin key.
+    pub admin_key: Option<[u8; 32]>,
+    /// Tier of the anonymous tenant of an open node.
+    pub anonymous_tier: Tier,
+    /// Budgets, thresholds and enforcement.
+    pub budget: BudgetPolicy,
+    /// The cost ledger file.
+    pub ledger_path: std::path::PathBuf,
+    /// Where budget alerts are posted, if anywhere.
+    pub alert_webhook: Option<reqwest::Url>,
+    /// Whether audit lines carry prompt and answer text.
+    pub audit_text: bool,
 }
 
 /// A whole answer with everything the front doors report about it.
@@ -53,8 +74,8 @@ pub struct Answer {
     pub fallback: bool,
     /// Attempts that failed before the one that served.
     pub failed_attempts: Vec<AttemptFailure>,
-    /// Cost in USD; `None` when the model has no price.
-    pub cost_usd: Option<f64>,
+    /// Cost; `None` when the model has no price.
+    pub cost: Option<NanoUsd>,
     /// Wall time in the gateway.
     pub latency: Duration,
     /// Part of `latency` not spent waiting on upstreams or backoff.
@@ -70,13 +91,18 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     in_flight: TaskTracker,
     actors: Vec<ractor::ActorCell>,
+    keys: KeyRing,
+    budget: BudgetHandle,
+    audit_text: bool,
 }
 
 impl Gateway {
-    /// Starts the router and one pool per provider.
+    /// Starts the router, the budget actor (replaying the ledger) and one pool per provider.
     pub async fn start(settings: GatewaySettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let (router, router_cell) = RouterHandle::start(settings.policy).await?;
-        let mut actors = vec![router_cell];
+        let notifier = AlertNotifier::new(settings.alert_webhook, Arc::clone(&metrics));
+        let (budget, budget_cell) = BudgetHandle::start(settings.budget, &settings.ledger_path, notifier, Arc::clone(&metrics)).await?;
+        let mut actors = vec![router_cell, budget_cell];
         let mut providers = HashMap::new();
         for provider in settings.providers {
             let name = provider.name.clone();
@@ -84,7 +110,44 @@ impl Gateway {
             actors.push(cell);
             providers.insert(name, handle);
         }
-        Ok(Self { providers, router, limits: settings.limits, metrics, in_flight: TaskTracker::new(), actors })
+        let keys = KeyRing::new(settings.keys, settings.admin_key, settings.anonymous_tier);
+        Ok(Self {
+            providers,
+            router,
+            limits: settings.limits,
+            metrics,
+            in_flight: TaskTracker::new(),
+            actors,
+            keys,
+            budget,
+            audit_text: settings.audit_text,
+        })
+    }
+
+    /// The principal of a bearer token.
+    pub fn authenticate(&self, bearer: Option<&str>) -> Result<Arc<Principal>, GatewayError> {
+        self.keys.authenticate(bearer)
+    }
+
+    /// Checks the admin key.
+    pub fn authenticate_admin(&self, bearer: Option<&str>) -> Result<(), GatewayError> {
+        self.keys.authenticate_admin(bearer)
+    }
+
+    /// True when no keys are configured.
+    pub fn is_open(&self) -> bool {
+        self.keys.is_open()
+    }
+
+    /// Answers a cost query.
+    pub async fn query(&self, query: CostQuery) -> Result<CostReport, GatewayError> {
+        ractor::call!(self.budget.actor, crate::budget::budget::BudgetMessage::Query, query)
+            .map_err(|error| GatewayError::Internal(format!("budget actor: {error}")))
+    }
+
+    /// Forces the cost ledger to stable storage (shutdown).
+    pub async fn sync_ledger(&self) -> anyhow::Result<()> {
+        Ok(self.budget.ledger.sync().await?)
     }
 
     /// The request bounds.
@@ -136,9 +199,10 @@ impl Gateway {
         Ok(self.in_flight.token())
     }
 
-    fn routing_context(&self, request: &ChatRequest) -> RoutingContext {
+    fn routing_context(&self, principal: &Principal, request: &ChatRequest) -> RoutingContext {
         RoutingContext {
-            tier: request.hints.tier,
+            tier: if self.keys.is_open() { request.hints.tier } else { principal.tier },
+            allowed_models: principal.models.clone(),
             task_type: request.hints.task_type.clone(),
             estimated_tokens: request.estimated_tokens(&self.limits),
             latency_budget_ms: request.hints.latency_budget_ms,
@@ -147,12 +211,46 @@ impl Gateway {
         }
     }
 
+    /// Validates, routes and admits a request: its key may use the model, its rate limits and
+    /// budgets allow it.
     #[instrument(skip_all, fields(model = request.model.as_deref().unwrap_or("auto")))]
-    fn validate_and_route(&self, request: &ChatRequest) -> Result<ModelSelection, GatewayError> {
+    async fn prepare(&self, principal: &Arc<Principal>, request: &ChatRequest) -> Result<(ModelSelection, Admission), GatewayError> {
         request.validate(&self.limits)?;
-        let context = self.routing_context(request);
-        let _span = info_span!("route", tier = %context.tier, quality = %context.quality).entered();
-        self.router.snapshot().select(&context)
+        if let Some(model) = &request.model
+            && !principal.may_use(model)
+        {
+            return Err(GatewayError::KeyModelForbidden { model: model.clone(), key_id: principal.key_id.clone() });
+        }
+        let context = self.routing_context(principal, request);
+        let snapshot = self.router.snapshot();
+        let mut selection = {
+            let _span = info_span!("route", tier = %context.tier, quality = %context.quality).entered();
+            snapshot.select(&context)?
+        };
+        let policy = &self.budget.policy;
+        let reserve_output = policy.reserve_output_tokens;
+        let token_estimate = request.estimated_tokens(&self.limits);
+        let admission = accounting::admit(
+            principal,
+            &self.budget.actor,
+            policy.enforcement,
+            token_estimate,
+            now_ms(),
+            &mut selection,
+            |selection| accounting::worst_case_cost(request, selection, &snapshot.policy, reserve_output),
+            || snapshot.policy.cheapest(&context, &snapshot.health),
+        )
+        .instrument(info_span!("admission"))
+        .await;
+        match admission {
+            Ok(admission) => Ok((selection, admission)),
+            Err(error) => {
+                if let GatewayError::RateLimited { key_id, limit, .. } = &error {
+                    self.metrics.rate_limited.with_label_values(&[key_id.as_str(), limit]).inc();
+                }
+                Err(error)
+            }
+        }
     }
 
     fn provider(&self, target: &Target) -> Result<&ProviderHandle, GatewayError> {
@@ -161,9 +259,10 @@ impl Gateway {
             .ok_or_else(|| GatewayError::Internal(format!("model \"{}\" names unknown provider \"{}\"", target.model, target.provider)))
     }
 
-    fn price(&self, target: &Target, usage: crate::model::Usage) -> Option<f64> {
+    fn price(&self, target: &Target, usage: crate::model::Usage) -> Option<NanoUsd> {
         let snapshot = self.router.snapshot();
-        snapshot.policy.model(&target.model)?.price.map(|price| price.cost(usage.input_tokens, usage.output_tokens))
+        let price = snapshot.policy.model(&target.model)?.price?;
+        Some(NanoUsd::from_usd(price.cost(usage.input_tokens, usage.output_tokens)))
     }
 
     fn record_answer(&self, target: &Target, usage: crate::model::Usage, fallback_from: Option<&Target>) {
@@ -173,18 +272,44 @@ impl Gateway {
         }
     }
 
-    /// Answers `request` whole: validate, route, then down the chain until a provider answers.
-    #[instrument(name = "generate", skip_all)]
-    pub async fn generate(&self, request: ChatRequest) -> Result<Answer, GatewayError> {
+    /// Answers `request` whole for `principal`: validate, route, admit, then down the chain
+    /// until a provider answers; the cost is in the ledger before the answer is returned.
+    #[instrument(name = "generate", skip_all, fields(tenant = %principal.tenant, user = %principal.user))]
+    pub async fn generate(&self, principal: &Arc<Principal>, request: ChatRequest) -> Result<Answer, GatewayError> {
         let started = Instant::now();
         let _in_flight = self.admit()?;
-        let selection = self.validate_and_route(&request)?;
+        let (selection, admission) = self.prepare(principal, &request).await?;
+        let result = self.call_chain(&request, &selection, started).await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match result {
+            Ok(answer) => {
+                let outcome = Outcome {
+                    id: &answer.id,
+                    model: &answer.target.model,
+                    provider: &answer.target.provider,
+                    usage: Some(answer.completion.usage),
+                    cost: answer.cost,
+                    latency_ms,
+                    status: "ok",
+                };
+                let text = self.audit_text.then_some((&request, answer.completion.text.as_str()));
+                accounting::settle(admission, outcome, text).instrument(info_span!("settle")).await?;
+                Ok(answer)
+            }
+            Err(error) => {
+                accounting::audit_failure(&admission, error.label(), latency_ms);
+                Err(error)
+            }
+        }
+    }
+
+    async fn call_chain(&self, request: &ChatRequest, selection: &ModelSelection, started: Instant) -> Result<Answer, GatewayError> {
         let mut failures = Vec::new();
         let mut upstream_time = Duration::ZERO;
         for target in selection.chain() {
             let provider = self.provider(target)?;
             let span = info_span!("provider_call", provider = %target.provider, model = %target.model);
-            let outcome = attempt::unary(provider, target, &request, &self.metrics, &mut upstream_time).instrument(span).await;
+            let outcome = attempt::unary(provider, target, request, &self.metrics, &mut upstream_time).instrument(span).await;
             match outcome {
                 Ok(completion) => {
                     let fallback = target != &selection.primary;
@@ -194,7 +319,7 @@ impl Gateway {
                     self.metrics.gateway_overhead.observe(gateway_overhead.as_secs_f64());
                     return Ok(Answer {
                         id: new_id(),
-                        cost_usd: self.price(target, completion.usage),
+                        cost: self.price(target, completion.usage),
                         completion,
                         target: target.clone(),
                         routing_reason: selection.reason.clone(),
@@ -215,11 +340,11 @@ impl Gateway {
 
     /// Answers `request` as a stream. Resolves once a provider has produced its first token
     /// (failing over until one does); the rest is forwarded as it arrives.
-    #[instrument(name = "generate_stream", skip_all)]
-    pub async fn generate_stream(&self, request: ChatRequest) -> Result<AnswerStream, GatewayError> {
+    #[instrument(name = "generate_stream", skip_all, fields(tenant = %principal.tenant, user = %principal.user))]
+    pub async fn generate_stream(&self, principal: &Arc<Principal>, request: ChatRequest) -> Result<AnswerStream, GatewayError> {
         let started = Instant::now();
         let in_flight = self.admit()?;
-        let selection = self.validate_and_route(&request)?;
+        let (selection, admission) = self.prepare(principal, &request).await?;
         let mut failures = Vec::new();
         for target in selection.chain() {
             let provider = self.provider(target)?;
@@ -242,15 +367,21 @@ impl Gateway {
                         started,
                         metrics: Arc::clone(&self.metrics),
                         in_flight,
+                        admission,
+                        audit_request: self.audit_text.then(|| request.clone()),
                     }));
                 }
                 Err(error) if error.class() == ErrorClass::Final => {
-                    return Err(GatewayError::UpstreamRejected { target: target.to_string(), error });
+                    let error = GatewayError::UpstreamRejected { target: target.to_string(), error };
+                    accounting::audit_failure(&admission, error.label(), started.elapsed().as_millis() as u64);
+                    return Err(error);
                 }
                 Err(error) => failures.push(AttemptFailure { target: target.to_string(), error }),
             }
         }
-        Err(GatewayError::AllProvidersFailed(failures))
+        let error = GatewayError::AllProvidersFailed(failures);
+        accounting::audit_failure(&admission, error.label(), started.elapsed().as_millis() as u64);
+        Err(error)
     }
 }
 

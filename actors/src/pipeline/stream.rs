@@ -12,7 +12,10 @@ use tokio::time::{Instant, timeout_at};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{Instrument as _, Span, warn};
 
+use crate::budget::NanoUsd;
 use crate::error::{AttemptFailure, GatewayError};
+use crate::model::ChatRequest;
+use crate::pipeline::accounting::{self, Admission, Outcome};
 use crate::metrics::Metrics;
 use crate::model::{FinishReason, StreamEvent, Target, Usage};
 use crate::pipeline::attempt::OpenedStream;
@@ -34,8 +37,8 @@ pub enum StreamItem {
         finish_reason: FinishReason,
         /// Token counts (zero when the upstream did not report them).
         usage: Usage,
-        /// Cost in USD, when the model has a price and usage is known.
-        cost_usd: Option<f64>,
+        /// Cost, when the model has a price and usage is known.
+        cost: Option<NanoUsd>,
         /// Time from the request's arrival to the first token.
         time_to_first_token: Duration,
         /// Wall time of the whole answer.
@@ -73,12 +76,15 @@ pub(crate) struct StreamStart {
     pub started: Instant,
     pub metrics: Arc<Metrics>,
     pub in_flight: TaskTrackerToken,
+    pub admission: Admission,
+    pub audit_request: Option<ChatRequest>,
 }
 
 /// Spawns the task that reads the upstream and forwards each event.
 pub(crate) fn forward(start: StreamStart) -> AnswerStream {
     let (sender, items) = mpsc::channel(CHANNEL_CAPACITY);
     let target = start.target.clone();
+    let accounting = Accounting { id: start.id.clone(), admission: start.admission, audit_request: start.audit_request };
     let answer = AnswerStream {
         id: start.id,
         target: start.target,
@@ -87,11 +93,19 @@ pub(crate) fn forward(start: StreamStart) -> AnswerStream {
         failed_attempts: start.failed_attempts,
         items,
     };
-    let task = pump(start.opened, target, start.price, start.started, start.metrics, sender, start.in_flight);
+    let task = pump(start.opened, target, start.price, start.started, start.metrics, sender, start.in_flight, accounting);
     tokio::spawn(task.instrument(Span::current()));
     answer
 }
 
+/// What the stream settles when it ends.
+struct Accounting {
+    id: String,
+    admission: Admission,
+    audit_request: Option<ChatRequest>,
+}
+
+#[expect(clippy::too_many_arguments, reason = "the pieces of one stream, moved into its task")]
 async fn pump(
     opened: OpenedStream,
     target: Target,
@@ -100,7 +114,9 @@ async fn pump(
     metrics: Arc<Metrics>,
     sender: mpsc::Sender<Result<StreamItem, GatewayError>>,
     _in_flight: TaskTrackerToken,
+    accounting: Accounting,
 ) {
+    let mut answer_text = accounting.audit_request.as_ref().map(|_| String::new());
     let OpenedStream { first, mut rest, ticket, attempt_started, time_to_first_token, request_timeout, rate_limit_remaining } =
         opened;
     let deadline = attempt_started + request_timeout;
@@ -122,6 +138,9 @@ async fn pump(
         };
         match event {
             Ok(StreamEvent::Delta(text)) => {
+                if let Some(answer) = answer_text.as_mut() {
+                    answer.push_str(&text);
+                }
                 if client_connected {
                     client_connected = matches!(timeout_at(deadline, sender.send(Ok(StreamItem::Delta(text)))).await, Ok(Ok(())));
                 }
@@ -144,15 +163,37 @@ async fn pump(
     };
     metrics.upstream_attempts.with_label_values(&[target.provider.as_str(), target.model.as_str(), label]).inc();
     ticket.report(sample);
+    // The cost goes to the ledger before the client hears the answer is complete.
+    let (status, usage) = match &outcome {
+        Ok((_, usage)) => ("ok", *usage),
+        Err(error) => (if error.class() == crate::provider::ErrorClass::Final { "upstream_rejected" } else { "stream_interrupted" }, None),
+    };
+    let cost = match (price, usage) {
+        (Some(price), Some(usage)) => Some(NanoUsd::from_usd(price.cost(usage.input_tokens, usage.output_tokens))),
+        _ => None,
+    };
+    let settled = accounting::settle(
+        accounting.admission,
+        Outcome {
+            id: &accounting.id,
+            model: &target.model,
+            provider: &target.provider,
+            usage,
+            cost,
+            latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            status,
+        },
+        accounting.audit_request.as_ref().zip(answer_text.as_deref()),
+    )
+    .await;
+    if let Err(error) = &settled {
+        warn!(request_id = %accounting.id, %error, "failed to record the cost of a stream");
+    }
     let item = match outcome {
         Ok((finish_reason, usage)) => {
-            let cost_usd = match (price, usage) {
-                (Some(price), Some(usage)) => Some(price.cost(usage.input_tokens, usage.output_tokens)),
-                _ => None,
-            };
             let usage = usage.unwrap_or_default();
             metrics.record_tokens(&target.provider, &target.model, usage);
-            Ok(StreamItem::Finished { finish_reason, usage, cost_usd, time_to_first_token: ttft_from_arrival, latency })
+            Ok(StreamItem::Finished { finish_reason, usage, cost, time_to_first_token: ttft_from_arrival, latency })
         }
         Err(error) => {
             warn!(provider = %target.provider, model = %target.model, %error, "stream broke after the answer had started");

@@ -52,8 +52,9 @@ pub struct ModelSettings {
 }
 
 impl ModelSettings {
-    fn allows(&self, tier: Tier) -> bool {
-        self.tiers.is_empty() || self.tiers.contains(&tier)
+    fn allows(&self, context: &RoutingContext) -> bool {
+        (self.tiers.is_empty() || self.tiers.contains(&context.tier))
+            && (context.allowed_models.is_empty() || context.allowed_models.contains(&self.name))
     }
 
     fn target(&self) -> Target {
@@ -136,45 +137,57 @@ impl RoutingPolicy {
     /// Decides the provider and model for one request.
     pub fn select(&self, context: &RoutingContext, health: &HealthTable) -> Result<ModelSelection, GatewayError> {
         if let Some(requested) = &context.requested {
-            return self.select_requested(requested, context.tier, health);
+            return self.select_requested(requested, context, health);
         }
         for rule in &self.rules {
             if let Some(model) = self.rule_target(rule, context, health) {
-                return Ok(self.selection(model, describe(rule, model), context.tier, health));
+                return Ok(self.selection(model, describe(rule, model), context, health));
             }
         }
-        let allowed = || self.preference.iter().filter_map(|name| self.model(name)).filter(|model| model.allows(context.tier));
+        let allowed = || self.preference.iter().filter_map(|name| self.model(name)).filter(|model| model.allows(context));
         if let Some(model) = allowed().find(|model| self.available(model, health)) {
-            return Ok(self.selection(model, "first available model in preference order".into(), context.tier, health));
+            return Ok(self.selection(model, "first available model in preference order".into(), context, health));
         }
         let model = allowed().next().ok_or_else(|| GatewayError::ModelForbidden {
             model: self.preference.join(", "),
             tier: context.tier,
         })?;
-        Ok(self.selection(model, "no model is healthy: trying preference order".into(), context.tier, health))
+        Ok(self.selection(model, "no model is healthy: trying preference order".into(), context, health))
     }
 
-    fn select_requested(&self, requested: &str, tier: Tier, health: &HealthTable) -> Result<ModelSelection, GatewayError> {
+    fn select_requested(&self, requested: &str, context: &RoutingContext, health: &HealthTable) -> Result<ModelSelection, GatewayError> {
         if let Some(model) = self.model(requested) {
-            if !model.allows(tier) {
-                return Err(GatewayError::ModelForbidden { model: requested.to_owned(), tier });
+            if !model.allows(context) {
+                return Err(GatewayError::ModelForbidden { model: requested.to_owned(), tier: context.tier });
             }
-            return Ok(self.selection(model, format!("requested model \"{requested}\""), tier, health));
+            return Ok(self.selection(model, format!("requested model \"{requested}\""), context, health));
         }
         let route = self.routes.get(requested).ok_or_else(|| GatewayError::UnknownModel(requested.to_owned()))?;
         let allowed: Vec<&ModelSettings> =
-            route.iter().filter_map(|name| self.model(name)).filter(|model| model.allows(tier)).collect();
+            route.iter().filter_map(|name| self.model(name)).filter(|model| model.allows(context)).collect();
         let model = allowed
             .iter()
             .find(|model| self.available(model, health))
             .or_else(|| allowed.first())
-            .ok_or_else(|| GatewayError::ModelForbidden { model: requested.to_owned(), tier })?;
-        let mut selection = self.selection(model, format!("route \"{requested}\": first available model"), tier, health);
+            .ok_or_else(|| GatewayError::ModelForbidden { model: requested.to_owned(), tier: context.tier })?;
+        let mut selection = self.selection(model, format!("route \"{requested}\": first available model"), context, health);
         let route_rest = allowed.iter().filter(|candidate| candidate.name != model.name).map(|candidate| candidate.target());
         selection.fallbacks = order_fallbacks(route_rest.chain(selection.fallbacks.drain(..)), &model.name, |target| {
             self.model(&target.model).is_some_and(|candidate| self.available(candidate, health))
         });
         Ok(selection)
+    }
+
+    /// The cheapest model `context` may use (by the sum of its input and output prices),
+    /// available ones first: what an exhausted budget is downgraded to.
+    pub fn cheapest(&self, context: &RoutingContext, health: &HealthTable) -> Option<ModelSelection> {
+        let price = |model: &ModelSettings| model.price.map_or(f64::INFINITY, |price| price.input_usd_per_mtok + price.output_usd_per_mtok);
+        let permitted = || self.models.iter().filter(|model| model.allows(context));
+        let model = permitted()
+            .filter(|model| self.available(model, health))
+            .min_by(|a, b| price(a).total_cmp(&price(b)))
+            .or_else(|| permitted().min_by(|a, b| price(a).total_cmp(&price(b))))?;
+        Some(self.selection(model, format!("budget exhausted: downgraded to the cheapest allowed model {}", model.name), context, health))
     }
 
     fn rule_target<'a>(&'a self, rule: &RoutingRule, context: &RoutingContext, health: &HealthTable) -> Option<&'a ModelSettings> {
@@ -189,7 +202,7 @@ impl RoutingPolicy {
         let fast_enough = |model: &ModelSettings| {
             rule.max_latency_ema_ms.is_none_or(|bound| Self::latency_ema(model, health).is_none_or(|ema| ema < bound))
         };
-        let usable = |model: &&ModelSettings| model.allows(context.tier) && self.available(model, health) && fast_enough(model);
+        let usable = |model: &&ModelSettings| model.allows(context) && self.available(model, health) && fast_enough(model);
         match &rule.model {
             Some(name) => self.model(name).filter(usable),
             None => self
@@ -207,13 +220,13 @@ impl RoutingPolicy {
 
     /// The selection of `model` with its fallbacks, then the rest of the preference order;
     /// available models first, unavailable ones last (they may be probed back to health).
-    fn selection(&self, model: &ModelSettings, reason: String, tier: Tier, health: &HealthTable) -> ModelSelection {
+    fn selection(&self, model: &ModelSettings, reason: String, context: &RoutingContext, health: &HealthTable) -> ModelSelection {
         let candidates = model
             .fallbacks
             .iter()
             .chain(self.preference.iter())
             .filter_map(|name| self.model(name))
-            .filter(|candidate| candidate.allows(tier))
+            .filter(|candidate| candidate.allows(context))
             .map(ModelSettings::target);
         let fallbacks = order_fallbacks(candidates, &model.name, |target| {
             self.model(&target.model).is_some_and(|candidate| self.available(candidate, health))

@@ -1,6 +1,7 @@
 //! The HTTP front door: route table only. Handlers live in [`openai`] (the OpenAI-compatible
-//! API) and [`ops`] (health, readiness, metrics).
+//! API), [`admin`] (the Admin API) and [`ops`] (health, readiness, metrics).
 
+pub mod admin;
 pub mod openai;
 pub mod ops;
 
@@ -22,6 +23,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
+        .route("/admin/v1/cost/daily", get(admin::daily))
+        .route("/admin/v1/cost/by-model", get(admin::by_model))
+        .route("/admin/v1/cost/by-user", get(admin::by_user))
+        .route("/admin/v1/cost/by-tenant", get(admin::by_tenant))
+        .route("/admin/v1/cost/savings", get(admin::savings))
+        .route("/admin/v1/budget", get(admin::budget))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

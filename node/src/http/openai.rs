@@ -97,7 +97,7 @@ struct Part {
 }
 
 /// An OpenAI-style error response.
-fn error_response(error: &GatewayError) -> Response {
+pub fn error_response(error: &GatewayError) -> Response {
     let mapping = map(error);
     let body = json!({
         "error": {
@@ -107,7 +107,11 @@ fn error_response(error: &GatewayError) -> Response {
             "code": error.label(),
         }
     });
-    (mapping.http, axum::Json(body)).into_response()
+    let mut response = (mapping.http, axum::Json(body)).into_response();
+    if let Some(seconds) = crate::error::retry_after_secs(error) {
+        set_header(response.headers_mut(), "retry-after", &seconds.to_string());
+    }
+    response
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, GatewayError> {
@@ -241,6 +245,13 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
     adopt_trace(&span, &headers);
     async move {
         let metrics = state.gateway.metrics();
+        let principal = match state.gateway.authenticate(crate::grpc::bearer_of(&headers)) {
+            Ok(principal) => principal,
+            Err(error) => {
+                metrics.requests.with_label_values(&["http", "", "", "", error.label()]).inc();
+                return error_response(&error);
+            }
+        };
         let (request, stream, include_usage) = match parse_body(&headers, &body) {
             Ok(parsed) => parsed,
             Err(error) => {
@@ -250,7 +261,7 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
         };
         let route = request.model.clone().unwrap_or_else(|| "auto".into());
         if stream {
-            return match state.gateway.generate_stream(request).await {
+            return match state.gateway.generate_stream(&principal, request).await {
                 Ok(answer) => stream_response(answer, route, include_usage, state),
                 Err(error) => {
                     metrics.requests.with_label_values(&["http", &route, "", "", error.label()]).inc();
@@ -258,7 +269,7 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
                 }
             };
         }
-        let answer = match state.gateway.generate(request).await {
+        let answer = match state.gateway.generate(&principal, request).await {
             Ok(answer) => answer,
             Err(error) => {
                 metrics.requests.with_label_values(&["http", &route, "", "", error.label()]).inc();
@@ -286,8 +297,8 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
         let headers = response.headers_mut();
         answer_headers(headers, &answer.id, target, &answer.routing_reason, answer.fallback);
         set_header(headers, "x-switchyard-latency-us", &answer.latency.as_micros().to_string());
-        if let Some(cost) = answer.cost_usd {
-            set_header(headers, "x-switchyard-cost-usd", &format!("{cost:.8}"));
+        if let Some(cost) = answer.cost {
+            set_header(headers, "x-switchyard-cost-usd", &format!("{:.9}", cost.as_usd()));
         }
         response
     }

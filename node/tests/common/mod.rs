@@ -60,6 +60,13 @@ pub fn config_for(sim: SocketAddr, tweak: impl Fn(String) -> String) -> String {
     tweak(config)
 }
 
+/// A fresh directory for a node.
+pub fn new_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-test-{}-{}", std::process::id(), NEXT_DIR.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A running `switchyard` process.
 pub struct Node {
     child: Child,
@@ -71,22 +78,24 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node with `config` and waits until it listens.
+    /// Starts a node with `config` in a fresh directory and waits until it listens.
     pub fn start(config: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "switchyard-test-{}-{}",
-            std::process::id(),
-            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        Self::start_in(&new_dir(), config)
+    }
+
+    /// Starts a node with `config` in `dir` (its config, log and cost ledger live there), so a
+    /// node started again in the same directory replays the same ledger.
+    pub fn start_in(dir: &std::path::Path, config: &str) -> Self {
+        let dir = dir.to_owned();
         let config_path = dir.join("node.toml");
         std::fs::write(&config_path, config).unwrap();
         let log_path = dir.join("node.log");
-        let log = std::fs::File::create(&log_path).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info")
+            .env("SWITCHYARD_TENANCY__LEDGER_PATH", dir.join("ledger.jsonl"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -108,6 +117,20 @@ impl Node {
             assert!(Instant::now() < deadline, "switchyard did not listen within 30 s:\n{logs}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The node's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Kills the node with SIGKILL, leaving its directory.
+    pub fn kill(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = self.dir.clone();
+        self.dir = PathBuf::new();
+        dir
     }
 
     /// Everything the node has logged.
@@ -139,7 +162,7 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && !self.dir.as_os_str().is_empty() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

@@ -63,6 +63,7 @@ fn context() -> RoutingContext {
         latency_budget_ms: None,
         quality: Quality::Standard,
         requested: None,
+        allowed_models: Default::default(),
     }
 }
 
@@ -131,6 +132,10 @@ fn explicit_models_and_routes_are_honoured_within_policy() {
 
     let unknown = RoutingContext { requested: Some("gpt-17".into()), ..context() };
     assert_eq!(policy().select(&unknown, &HealthTable::new()), Err(GatewayError::UnknownModel("gpt-17".into())));
+
+    let restricted = RoutingContext { allowed_models: ["cheap".to_owned(), "local".to_owned()].into(), ..context() };
+    assert_eq!(primary(policy().select(&restricted, &HealthTable::new())), "cheap");
+    assert!(policy().select(&restricted, &HealthTable::new()).is_ok_and(|s| s.fallbacks.iter().all(|t| t.model != "strong")));
 
     let route = RoutingContext { requested: Some("fast".into()), ..context() };
     let down = HashMap::from([health("vllm", false, 0.0, None)]);

@@ -1,0 +1,285 @@
+//! The spend book: spent and reserved amounts per (scope, period), admission against limits, and
+//! threshold alerts. A plain struct owned by the `Budget` actor, so its arithmetic is tested
+//! without a mailbox.
+//!
+//! Admission is decided from spent + reserved + the request's reservation, all in one step; the
+//! reservation is settled with the real cost afterwards or released if the request fails. So a
+//! burst cannot overshoot a limit by more than what settled requests cost above their
+//! reservations (zero when the upstream honours `max_tokens` and the prompt estimate holds).
+//! Counters are keyed by period, so a new period never overwrites spend recorded in the old one.
+
+use std::collections::HashMap;
+
+use crate::budget::money::NanoUsd;
+use crate::budget::period::Period;
+
+/// Whose money a budget limits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum Scope {
+    /// One user of a tenant.
+    User {
+        /// The tenant.
+        tenant: String,
+        /// The user.
+        user: String,
+    },
+    /// A whole tenant.
+    Tenant(String),
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User { tenant, user } => write!(f, "user {tenant}/{user}"),
+            Self::Tenant(tenant) => write!(f, "tenant {tenant}"),
+        }
+    }
+}
+
+/// One limit a request is admitted against.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BudgetLine {
+    /// Whose budget.
+    pub scope: Scope,
+    /// Which period.
+    pub period: Period,
+    /// The limit; `None` only tracks spend.
+    pub limit: Option<NanoUsd>,
+}
+
+/// Why a request was not admitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exhausted {
+    /// The budget that would be exceeded.
+    pub scope: Scope,
+    /// Its period.
+    pub period: Period,
+    /// Spent so far in the period.
+    pub spent: NanoUsd,
+    /// Reserved by requests in flight.
+    pub reserved: NanoUsd,
+    /// The limit.
+    pub limit: NanoUsd,
+    /// When the period resets, in milliseconds since the epoch.
+    pub resets_at_ms: i64,
+}
+
+/// A threshold crossed for the first time in a period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alert {
+    /// Whose budget.
+    pub scope: Scope,
+    /// Which period.
+    pub period: Period,
+    /// The period's key (e.g. `2026-11-22`).
+    pub period_key: String,
+    /// The threshold in percent.
+    pub threshold_percent: u32,
+    /// Spent when it fired.
+    pub spent: NanoUsd,
+    /// The limit.
+    pub limit: NanoUsd,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Counter {
+    spent: NanoUsd,
+    reserved: NanoUsd,
+    /// Thresholds (percent) already alerted in this period.
+    fired: Vec<u32>,
+}
+
+#[derive(Clone, Debug)]
+struct Reservation {
+    counters: Vec<(Scope, Period, String, Option<NanoUsd>)>,
+    amount: NanoUsd,
+}
+
+/// A line's state, for `check_budget`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineState {
+    /// Whose budget.
+    pub scope: Scope,
+    /// Which period.
+    pub period: Period,
+    /// The period's key.
+    pub period_key: String,
+    /// Spent in the period.
+    pub spent: NanoUsd,
+    /// Reserved by requests in flight.
+    pub reserved: NanoUsd,
+    /// The limit, if any.
+    pub limit: Option<NanoUsd>,
+    /// When the period resets, in milliseconds since the epoch.
+    pub resets_at_ms: i64,
+}
+
+/// Spent and reserved amounts, reservations and fired alerts.
+#[derive(Debug)]
+pub struct SpendBook {
+    counters: HashMap<(Scope, Period, String), Counter>,
+    reservations: HashMap<u64, Reservation>,
+    next_reservation: u64,
+    thresholds: Vec<u32>,
+}
+
+impl SpendBook {
+    /// An empty book alerting at `thresholds` percent of each limit.
+    pub fn new(mut thresholds: Vec<u32>) -> Self {
+        thresholds.sort_unstable();
+        thresholds.dedup();
+        Self { counters: HashMap::new(), reservations: HashMap::new(), next_reservation: 1, thresholds }
+    }
+
+    /// Admits a request costing up to `amount` at `unix_ms` against every line, reserving it on
+    /// all of them, or refuses it (changing nothing) naming the first line it would exceed.
+    /// `enforce = false` reserves without checking limits (the downgrade policy).
+    pub fn reserve(&mut self, lines: &[BudgetLine], amount: NanoUsd, unix_ms: i64, enforce: bool) -> Result<u64, Exhausted> {
+        if enforce {
+            for line in lines {
+                let Some(limit) = line.limit else { continue };
+                let key = (line.scope.clone(), line.period, line.period.key(unix_ms));
+                let counter = self.counters.get(&key).cloned().unwrap_or_default();
+                if counter.spent.plus(counter.reserved).plus(amount) > limit {
+                    return Err(Exhausted {
+                        scope: line.scope.clone(),
+                        period: line.period,
+                        spent: counter.spent,
+                        reserved: counter.reserved,
+                        limit,
+                        resets_at_ms: line.period.resets_at(unix_ms).timestamp_millis(),
+                    });
+                }
+            }
+        }
+        let mut counters = Vec::with_capacity(lines.len());
+        for line in lines {
+            let period_key = line.period.key(unix_ms);
+            let counter = self.counters.entry((line.scope.clone(), line.period, period_key.clone())).or_default();
+            counter.reserved = counter.reserved.plus(amount);
+            counters.push((line.scope.clone(), line.period, period_key, line.limit));
+        }
+        let id = self.next_reservation;
+        self.next_reservation += 1;
+        self.reservations.insert(id, Reservation { counters, amount });
+        Ok(id)
+    }
+
+    /// Whether `lines` are exhausted at `unix_ms` (spent + reserved at or over a limit).
+    pub fn exhausted(&self, lines: &[BudgetLine], unix_ms: i64) -> Option<Exhausted> {
+        lines.iter().find_map(|line| {
+            let limit = line.limit?;
+            let counter = self.counters.get(&(line.scope.clone(), line.period, line.period.key(unix_ms))).cloned().unwrap_or_default();
+            (counter.spent.plus(counter.reserved) >= limit).then(|| Exhausted {
+                scope: line.scope.clone(),
+                period: line.period,
+                spent: counter.spent,
+                reserved: counter.reserved,
+                limit,
+                resets_at_ms: line.period.resets_at(unix_ms).timestamp_millis(),
+            })
+        })
+    }
+
+    /// Settles reservation `id` with the real `cost`: the reservation is released and the cost
+    /// is added to the same periods. Returns the alerts this crossing fires.
+    pub fn settle(&mut self, id: u64, cost: NanoUsd) -> Vec<Alert> {
+        let Some(reservation) = self.reservations.remove(&id) else { return Vec::new() };
+        let mut alerts = Vec::new();
+        for (scope, period, period_key, limit) in reservation.counters {
+            let counter = self.counters.entry((scope.clone(), period, period_key.clone())).or_default();
+            counter.reserved = counter.reserved.minus(reservation.amount);
+            counter.spent = counter.spent.plus(cost);
+            if let Some(limit) = limit {
+                alerts.extend(fire(&self.thresholds, counter, &scope, period, &period_key, limit));
+            }
+        }
+        alerts
+    }
+
+    /// Releases reservation `id` without spending (a failed, cancelled or timed-out request).
+    pub fn release(&mut self, id: u64) {
+        if let Some(reservation) = self.reservations.remove(&id) {
+            for (scope, period, period_key, _) in reservation.counters {
+                if let Some(counter) = self.counters.get_mut(&(scope, period, period_key)) {
+                    counter.reserved = counter.reserved.minus(reservation.amount);
+                }
+            }
+        }
+    }
+
+    /// Adds `cost` spent at `unix_ms` to `lines` without a reservation (ledger replay).
+    pub fn record(&mut self, lines: &[BudgetLine], cost: NanoUsd, unix_ms: i64) {
+        for line in lines {
+            let period_key = line.period.key(unix_ms);
+            let counter = self.counters.entry((line.scope.clone(), line.period, period_key)).or_default();
+            counter.spent = counter.spent.plus(cost);
+            // Thresholds already crossed before a restart are not alerted again.
+            if let Some(limit) = line.limit {
+                for threshold in &self.thresholds {
+                    if crossed(counter.spent, limit, *threshold) && !counter.fired.contains(threshold) {
+                        counter.fired.push(*threshold);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The state of each line at `unix_ms`.
+    pub fn state(&self, lines: &[BudgetLine], unix_ms: i64) -> Vec<LineState> {
+        lines
+            .iter()
+            .map(|line| {
+                let period_key = line.period.key(unix_ms);
+                let counter = self.counters.get(&(line.scope.clone(), line.period, period_key.clone())).cloned().unwrap_or_default();
+                LineState {
+                    scope: line.scope.clone(),
+                    period: line.period,
+                    period_key,
+                    spent: counter.spent,
+                    reserved: counter.reserved,
+                    limit: line.limit,
+                    resets_at_ms: line.period.resets_at(unix_ms).timestamp_millis(),
+                }
+            })
+            .collect()
+    }
+
+    /// Requests in flight holding a reservation.
+    pub fn open_reservations(&self) -> usize {
+        self.reservations.len()
+    }
+
+    /// Drops counters of periods that ended before `unix_ms` and hold no reservation, so the
+    /// book stays bounded by the active users of the current periods.
+    pub fn prune(&mut self, unix_ms: i64) {
+        self.counters.retain(|(_, period, key), counter| {
+            *key == period.key(unix_ms) || counter.reserved != NanoUsd::ZERO
+        });
+    }
+}
+
+fn crossed(spent: NanoUsd, limit: NanoUsd, threshold: u32) -> bool {
+    i128::from(spent.0) * 100 >= i128::from(limit.0) * i128::from(threshold)
+}
+
+fn fire(thresholds: &[u32], counter: &mut Counter, scope: &Scope, period: Period, period_key: &str, limit: NanoUsd) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    for threshold in thresholds {
+        if crossed(counter.spent, limit, *threshold) && !counter.fired.contains(threshold) {
+            counter.fired.push(*threshold);
+            alerts.push(Alert {
+                scope: scope.clone(),
+                period,
+                period_key: period_key.to_owned(),
+                threshold_percent: *threshold,
+                spent: counter.spent,
+                limit,
+            });
+        }
+    }
+    alerts
+}
+
+#[cfg(test)]
+mod tests;

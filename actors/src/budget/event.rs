@@ -1,0 +1,44 @@
+//! The record of what one request cost: written to the ledger, counted against budgets, and
+//! summed by the admin queries.
+
+use crate::budget::money::NanoUsd;
+
+/// What one request cost, and to whom.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CostEvent {
+    /// The request's id (as returned to the client).
+    pub id: String,
+    /// When the request arrived, in milliseconds since the Unix epoch; picks the budget periods.
+    pub unix_ms: i64,
+    /// The tenant.
+    pub tenant: String,
+    /// The user within the tenant.
+    pub user: String,
+    /// The API key's id (never the key).
+    pub key_id: String,
+    /// The model that served (empty when none did).
+    pub model: String,
+    /// The provider that served.
+    pub provider: String,
+    /// Prompt tokens.
+    pub input_tokens: u32,
+    /// Generated tokens.
+    pub output_tokens: u32,
+    /// What the provider charges; `None` when the model has no configured price.
+    pub cost: Option<NanoUsd>,
+    /// True when usage never arrived and the reservation's estimate was charged instead.
+    pub estimated: bool,
+    /// The cache layer that answered ("none" for an upstream answer).
+    pub cache_layer: String,
+    /// Cost avoided by a cache hit.
+    pub saved: NanoUsd,
+    /// Wall time of the request.
+    pub latency_ms: u64,
+}
+
+impl CostEvent {
+    /// The charged amount (unknown prices count as zero towards budgets, and are flagged).
+    pub fn charged(&self) -> NanoUsd {
+        self.cost.unwrap_or(NanoUsd::ZERO)
+    }
+}

@@ -1,0 +1,79 @@
+//! Cost tracking and budgets: what each request cost, to whom, against which limits.
+//!
+//! - [`budget`]: the `Budget` actor, single writer of spend, reservations, the ledger and alerts.
+//! - [`book`]: spend and reservations per (scope, period), admission and thresholds (plain struct).
+//! - [`index`]: totals per day by model, user and tenant for the admin queries.
+//! - [`ledger`]: the append-only file ledger replayed at start.
+//! - [`alert`]: threshold alerts as logs, metrics and webhook calls.
+//! - [`event`], [`money`], [`period`]: the cost record, exact money and UTC periods.
+
+pub mod alert;
+pub mod book;
+#[expect(clippy::module_inception, reason = "one file per actor, named after the actor")]
+pub mod budget;
+pub mod event;
+pub mod index;
+pub mod ledger;
+pub mod money;
+pub mod period;
+
+use std::collections::HashMap;
+
+pub use book::{BudgetLine, Exhausted, Scope};
+pub use budget::{BudgetHandle, CostQuery, CostReport};
+pub use event::CostEvent;
+pub use money::NanoUsd;
+pub use period::Period;
+
+/// What happens when a budget is exhausted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcement {
+    /// Refuse with `RESOURCE_EXHAUSTED`/429 naming the budget.
+    #[default]
+    Reject,
+    /// Serve with the cheapest model the caller may use.
+    Downgrade,
+}
+
+/// Daily and monthly limits of one scope.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Per UTC day.
+    pub daily: Option<NanoUsd>,
+    /// Per UTC month.
+    pub monthly: Option<NanoUsd>,
+}
+
+/// The budgets of every user and tenant, from config.
+#[derive(Clone, Debug, Default)]
+pub struct BudgetPolicy {
+    /// Limits per (tenant, user).
+    pub users: HashMap<(String, String), Limits>,
+    /// Limits per tenant.
+    pub tenants: HashMap<String, Limits>,
+    /// Alert thresholds in percent of a limit.
+    pub thresholds: Vec<u32>,
+    /// What an exhausted budget does.
+    pub enforcement: Enforcement,
+    /// Output tokens reserved for a request that sets no `max_tokens`.
+    pub reserve_output_tokens: u32,
+    /// Days of cost history kept for queries.
+    pub retention_days: u32,
+}
+
+impl BudgetPolicy {
+    /// The four lines a request by `user` of `tenant` counts against (limits where configured).
+    pub fn lines(&self, tenant: &str, user: &str) -> Vec<BudgetLine> {
+        let user_limits = self.users.get(&(tenant.to_owned(), user.to_owned())).copied().unwrap_or_default();
+        let tenant_limits = self.tenants.get(tenant).copied().unwrap_or_default();
+        let user_scope = Scope::User { tenant: tenant.to_owned(), user: user.to_owned() };
+        let tenant_scope = Scope::Tenant(tenant.to_owned());
+        vec![
+            BudgetLine { scope: user_scope.clone(), period: Period::Daily, limit: user_limits.daily },
+            BudgetLine { scope: user_scope, period: Period::Monthly, limit: user_limits.monthly },
+            BudgetLine { scope: tenant_scope.clone(), period: Period::Daily, limit: tenant_limits.daily },
+            BudgetLine { scope: tenant_scope, period: Period::Monthly, limit: tenant_limits.monthly },
+        ]
+    }
+}

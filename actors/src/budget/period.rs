@@ -1,0 +1,89 @@
+//! Budget periods in UTC: a day or a calendar month, each named by a key that changes exactly at
+//! the period's boundary. Spend is counted per (scope, period key), so a new period starts a new
+//! counter and never overwrites the old one.
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone as _, Utc};
+
+/// A budget period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    /// A UTC calendar day.
+    Daily,
+    /// A UTC calendar month.
+    Monthly,
+}
+
+impl Period {
+    /// The config and API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Daily => "daily",
+            Self::Monthly => "monthly",
+        }
+    }
+
+    /// The key of the period containing `unix_ms`: `2026-11-22` or `2026-11`.
+    pub fn key(self, unix_ms: i64) -> String {
+        let date = date_of(unix_ms);
+        match self {
+            Self::Daily => date.format("%Y-%m-%d").to_string(),
+            Self::Monthly => date.format("%Y-%m").to_string(),
+        }
+    }
+
+    /// When the period containing `unix_ms` ends (the next one starts).
+    pub fn resets_at(self, unix_ms: i64) -> DateTime<Utc> {
+        let date = date_of(unix_ms);
+        let next = match self {
+            Self::Daily => date.succ_opt(),
+            Self::Monthly => {
+                let (year, month) = if date.month() == 12 { (date.year() + 1, 1) } else { (date.year(), date.month() + 1) };
+                NaiveDate::from_ymd_opt(year, month, 1)
+            }
+        };
+        let midnight = next.and_then(|next| next.and_hms_opt(0, 0, 0)).map(|naive| Utc.from_utc_datetime(&naive));
+        midnight.unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+}
+
+/// The UTC date of `unix_ms`.
+pub fn date_of(unix_ms: i64) -> NaiveDate {
+    DateTime::<Utc>::from_timestamp_millis(unix_ms).unwrap_or(DateTime::<Utc>::MIN_UTC).date_naive()
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn keys_and_resets_at_day_and_month_ends() {
+        let last_ms_of_2026 = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).single().map(|t| t.timestamp_millis() + 999);
+        let last = last_ms_of_2026.unwrap_or_default();
+        assert_eq!(Period::Daily.key(last), "2026-12-31");
+        assert_eq!(Period::Daily.key(last + 1), "2027-01-01");
+        assert_eq!(Period::Monthly.key(last), "2026-12");
+        assert_eq!(Period::Monthly.key(last + 1), "2027-01");
+        assert_eq!(Period::Monthly.resets_at(last).timestamp_millis(), last + 1);
+        let leap = Utc.with_ymd_and_hms(2028, 2, 29, 12, 0, 0).single().map(|t| t.timestamp_millis()).unwrap_or_default();
+        assert_eq!(Period::Monthly.resets_at(leap).format("%Y-%m-%d").to_string(), "2028-03-01");
+    }
+
+    proptest! {
+        #[test]
+        fn the_key_changes_exactly_at_the_reset(unix_ms in 0i64..4_102_444_800_000, monthly in any::<bool>()) {
+            let period = if monthly { Period::Monthly } else { Period::Daily };
+            let reset = period.resets_at(unix_ms).timestamp_millis();
+            prop_assert!(reset > unix_ms);
+            prop_assert_eq!(period.key(reset - 1), period.key(unix_ms));
+            prop_assert_ne!(period.key(reset), period.key(unix_ms));
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Admission and accounting around the provider chain: the per-key rate limits, the budget
+//! reservation taken before the call (with the downgrade policy), and after it the settlement:
+//! the cost event recorded in the ledger, the token limit corrected to real usage, and one audit
+//! line per request.
+
+use std::sync::Arc;
+
+use ractor::ActorRef;
+use tracing::info;
+
+use crate::budget::budget::BudgetMessage;
+use crate::budget::{CostEvent, Enforcement, Exhausted, NanoUsd};
+use crate::error::GatewayError;
+use crate::model::{ChatRequest, ModelSelection, Usage};
+use crate::router::RoutingPolicy;
+use crate::tenancy::Principal;
+
+/// Characters per token assumed when reserving: conservative, so real prompts rarely exceed it.
+const RESERVE_CHARS_PER_TOKEN: usize = 3;
+
+/// What a request was admitted with: its token estimate and its budget reservation.
+#[derive(Debug)]
+pub struct Admission {
+    /// The principal.
+    pub principal: Arc<Principal>,
+    /// Tokens taken from the key's token bucket.
+    pub token_estimate: u64,
+    /// The most the request can cost (what was reserved).
+    pub reserved: NanoUsd,
+    /// When the request arrived.
+    pub unix_ms: i64,
+    budget: ActorRef<BudgetMessage>,
+    reservation: Option<u64>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(id) = self.reservation.take() {
+            let _gone = self.budget.cast(BudgetMessage::Release(id));
+        }
+        if self.token_estimate > 0 {
+            self.principal.limiter.settle(self.token_estimate, 0);
+        }
+    }
+}
+
+/// The most `request` can cost at any model of `selection`.
+pub fn worst_case_cost(request: &ChatRequest, selection: &ModelSelection, policy: &RoutingPolicy, reserve_output_tokens: u32) -> NanoUsd {
+    let prompt_chars: usize = request.messages.iter().map(|message| message.content.len()).sum();
+    let input = u32::try_from(prompt_chars / RESERVE_CHARS_PER_TOKEN + 4 * request.messages.len()).unwrap_or(u32::MAX);
+    let output = request.sampling.max_tokens.unwrap_or(reserve_output_tokens);
+    selection
+        .chain()
+        .filter_map(|target| policy.model(&target.model)?.price)
+        .map(|price| NanoUsd::from_usd(price.cost(input, output)))
+        .max()
+        .unwrap_or(NanoUsd::ZERO)
+}
+
+/// Rate limits, then the budget reservation. Under the downgrade policy an exhausted budget
+/// re-routes to the cheapest allowed model (via `downgrade`) and reserves without the limit.
+pub async fn admit(
+    principal: &Arc<Principal>,
+    budget: &ActorRef<BudgetMessage>,
+    enforcement: Enforcement,
+    token_estimate: u64,
+    unix_ms: i64,
+    selection: &mut ModelSelection,
+    mut cost_of: impl FnMut(&ModelSelection) -> NanoUsd,
+    downgrade: impl FnOnce() -> Option<ModelSelection>,
+) -> Result<Admission, GatewayError> {
+    if let Err(limited) = principal.limiter.admit(token_estimate) {
+        return Err(GatewayError::RateLimited {
+            key_id: principal.key_id.clone(),
+            limit: limited.limit,
+            retry_after_ms: u64::try_from(limited.retry_after.as_millis()).unwrap_or(u64::MAX).max(1),
+        });
+    }
+    let mut admission = Admission {
+        principal: Arc::clone(principal),
+        token_estimate,
+        reserved: cost_of(selection),
+        unix_ms,
+        budget: budget.clone(),
+        reservation: None,
+    };
+    let reserve = |amount: NanoUsd, enforce: bool| {
+        let (tenant, user) = (principal.tenant.clone(), principal.user.clone());
+        async move { ractor::call!(budget, |reply| BudgetMessage::Reserve { tenant, user, amount, unix_ms, enforce, reply }) }
+    };
+    let outcome = reserve(admission.reserved, true).await.map_err(|error| GatewayError::Internal(format!("budget actor: {error}")))?;
+    match outcome {
+        Ok(id) => admission.reservation = Some(id),
+        Err(exhausted) if enforcement == Enforcement::Downgrade => {
+            let cheaper = downgrade().ok_or_else(|| exhausted_error(&exhausted))?;
+            *selection = cheaper;
+            admission.reserved = cost_of(selection);
+            let id = reserve(admission.reserved, false)
+                .await
+                .map_err(|error| GatewayError::Internal(format!("budget actor: {error}")))?
+                .map_err(|exhausted| exhausted_error(&exhausted))?;
+            admission.reservation = Some(id);
+        }
+        Err(exhausted) => return Err(exhausted_error(&exhausted)),
+    }
+    Ok(admission)
+}
+
+fn exhausted_error(exhausted: &Exhausted) -> GatewayError {
+    let resets_at = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(exhausted.resets_at_ms).unwrap_or_default();
+    let retry_after_secs = u64::try_from((exhausted.resets_at_ms - crate::budget::period::now_ms()).max(0) / 1000).unwrap_or(0) + 1;
+    GatewayError::BudgetExhausted {
+        scope: exhausted.scope.to_string(),
+        period: exhausted.period.as_str(),
+        spent: exhausted.spent,
+        reserved: exhausted.reserved,
+        limit: exhausted.limit,
+        resets_at: resets_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        retry_after_secs,
+    }
+}
+
+/// What a finished request reports for accounting.
+#[derive(Debug)]
+pub struct Outcome<'a> {
+    /// The request id.
+    pub id: &'a str,
+    /// The serving model and provider (empty when none served).
+    pub model: &'a str,
+    /// The serving provider.
+    pub provider: &'a str,
+    /// Real usage, or `None` when it never arrived.
+    pub usage: Option<Usage>,
+    /// Cost of that usage; `None` when the model has no price.
+    pub cost: Option<NanoUsd>,
+    /// Wall time.
+    pub latency_ms: u64,
+    /// `ok` or the error label.
+    pub status: &'static str,
+}
+
+/// Settles `admission` with `outcome`: the reservation becomes the real cost (or, when usage
+/// never arrived, the reserved estimate, marked estimated), the event goes to the ledger, the
+/// token bucket is corrected, and the audit line is logged. Returns once the event is written.
+pub async fn settle(mut admission: Admission, outcome: Outcome<'_>, request_text: Option<(&ChatRequest, &str)>) -> Result<(), GatewayError> {
+    let estimated = outcome.usage.is_none();
+    let usage = outcome.usage.unwrap_or_default();
+    let cost = if estimated { Some(admission.reserved) } else { outcome.cost };
+    let principal = Arc::clone(&admission.principal);
+    let event = CostEvent {
+        id: outcome.id.to_owned(),
+        unix_ms: admission.unix_ms,
+        tenant: principal.tenant.clone(),
+        user: principal.user.clone(),
+        key_id: principal.key_id.clone(),
+        model: outcome.model.to_owned(),
+        provider: outcome.provider.to_owned(),
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        cost,
+        estimated,
+        cache_layer: "none".into(),
+        saved: NanoUsd::ZERO,
+        latency_ms: outcome.latency_ms,
+    };
+    audit(&event, outcome.status, request_text);
+    principal.limiter.settle(admission.token_estimate, u64::from(usage.total()));
+    admission.token_estimate = 0;
+    let reservation = admission.reservation.take();
+    let written = ractor::call!(admission.budget, |reply| BudgetMessage::Settle { reservation, event, reply })
+        .map_err(|error| GatewayError::Internal(format!("budget actor: {error}")))?;
+    match written.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(GatewayError::Internal(format!("cost ledger: {error}"))),
+        Err(_) => Err(GatewayError::Internal("cost ledger writer stopped".into())),
+    }
+}
+
+/// Logs a request that failed before any provider served it.
+pub fn audit_failure(admission: &Admission, status: &'static str, latency_ms: u64) {
+    let principal = &admission.principal;
+    info!(
+        target: "audit",
+        key_id = %principal.key_id,
+        tenant = %principal.tenant,
+        user = %principal.user,
+        outcome = status,
+        latency_ms,
+        "request"
+    );
+}
+
+fn audit(event: &CostEvent, status: &str, request_text: Option<(&ChatRequest, &str)>) {
+    let prompt = request_text.map(|(request, _)| {
+        request.messages.iter().map(|message| format!("{}: {}", message.role, message.content)).collect::<Vec<_>>().join("\n")
+    });
+    let answer = request_text.map(|(_, answer)| answer);
+    info!(
+        target: "audit",
+        request_id = %event.id,
+        key_id = %event.key_id,
+        tenant = %event.tenant,
+        user = %event.user,
+        model = %event.model,
+        provider = %event.provider,
+        input_tokens = event.input_tokens,
+        output_tokens = event.output_tokens,
+        cost_usd = event.cost.map(NanoUsd::as_usd),
+        cost_estimated = event.estimated,
+        cache_layer = %event.cache_layer,
+        outcome = status,
+        latency_ms = event.latency_ms,
+        prompt = prompt.as_deref(),
+        answer,
+        "request"
+    );
+}

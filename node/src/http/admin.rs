@@ -1,0 +1,139 @@
+//! The Admin API over HTTP JSON, guarded by the admin key: cost by day, model, user and tenant,
+//! top users, cache savings, and a user's budget state. Amounts are given both as dollars
+//! (`…_usd`) and as exact nanodollars (`…_nano_usd`).
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use chrono::NaiveDate;
+use serde_json::{Value, json};
+use switchyard_actors::budget::{CostQuery, CostReport, NanoUsd};
+use switchyard_actors::error::GatewayError;
+
+use crate::http::AppState;
+use crate::http::openai::error_response;
+
+fn money(amount: NanoUsd) -> Value {
+    json!({"usd": amount.as_usd(), "nano_usd": amount.0})
+}
+
+fn date(params: &HashMap<String, String>, name: &str, default: NaiveDate) -> Result<NaiveDate, GatewayError> {
+    match params.get(name) {
+        None => Ok(default),
+        Some(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .map_err(|_| GatewayError::invalid(name, format!("\"{text}\" is not a date like 2026-11-22"))),
+    }
+}
+
+fn range(params: &HashMap<String, String>) -> Result<(NaiveDate, NaiveDate), GatewayError> {
+    let today = chrono::Utc::now().date_naive();
+    let start = date(params, "start", today)?;
+    let end = date(params, "end", start.succ_opt().unwrap_or(start))?;
+    if end <= start {
+        return Err(GatewayError::invalid("end", "must be after start (the range is [start, end))"));
+    }
+    Ok((start, end))
+}
+
+fn limit(params: &HashMap<String, String>) -> Result<usize, GatewayError> {
+    match params.get("limit") {
+        None => Ok(10),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|limit| *limit > 0)
+            .ok_or_else(|| GatewayError::invalid("limit", format!("\"{text}\" is not a positive whole number"))),
+    }
+}
+
+fn report_json(report: CostReport) -> Value {
+    match report {
+        CostReport::Daily { date, total, requests, unknown_price_requests, estimated_requests } => json!({
+            "date": date.to_string(),
+            "total": money(total),
+            "requests": requests,
+            "unknown_price_requests": unknown_price_requests,
+            "estimated_requests": estimated_requests,
+        }),
+        CostReport::ByModel(models) => {
+            json!({"models": models.into_iter().map(|(model, cost)| json!({"model": model, "cost": money(cost)})).collect::<Vec<_>>()})
+        }
+        CostReport::ByUser(users) => json!({"users": users
+            .into_iter()
+            .map(|((tenant, user), cost)| json!({"tenant": tenant, "user": user, "cost": money(cost)}))
+            .collect::<Vec<_>>()}),
+        CostReport::ByTenant(tenants) => json!({"tenants": tenants
+            .into_iter()
+            .map(|(tenant, cost)| json!({"tenant": tenant, "cost": money(cost)}))
+            .collect::<Vec<_>>()}),
+        CostReport::Savings { total, saved, requests } => json!({"total": money(total), "saved": money(saved), "requests": requests}),
+        CostReport::Budget(lines) => json!({"budgets": lines
+            .into_iter()
+            .map(|line| json!({
+                "scope": line.scope.to_string(),
+                "period": line.period.as_str(),
+                "period_key": line.period_key,
+                "spent": money(line.spent),
+                "reserved": money(line.reserved),
+                "limit": line.limit.map(money),
+                "remaining": line.limit.map(|limit| money(limit.minus(line.spent).minus(line.reserved))),
+                "exhausted": line.limit.is_some_and(|limit| line.spent.plus(line.reserved) >= limit),
+                "resets_at": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(line.resets_at_ms).map(|at| at.to_rfc3339()),
+            }))
+            .collect::<Vec<_>>()}),
+    }
+}
+
+async fn answer(state: &AppState, headers: &HeaderMap, query: Result<CostQuery, GatewayError>) -> Response {
+    let result = async {
+        state.gateway.authenticate_admin(crate::grpc::bearer_of(headers))?;
+        state.gateway.query(query?).await
+    }
+    .await;
+    match result {
+        Ok(report) => axum::Json(report_json(report)).into_response(),
+        Err(error) => error_response(&error),
+    }
+}
+
+/// `GET /admin/v1/cost/daily?date=YYYY-MM-DD` (default today): `get_daily_cost`.
+pub async fn daily(State(state): State<AppState>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> Response {
+    let query = date(&params, "date", chrono::Utc::now().date_naive()).map(CostQuery::Daily);
+    answer(&state, &headers, query).await
+}
+
+/// `GET /admin/v1/cost/by-model?start=&end=`: `get_cost_by_model` over [start, end).
+pub async fn by_model(State(state): State<AppState>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> Response {
+    let query = range(&params).map(|(start, end)| CostQuery::ByModel { start, end });
+    answer(&state, &headers, query).await
+}
+
+/// `GET /admin/v1/cost/by-user?start=&end=&limit=`: cost by user, most expensive first (top users).
+pub async fn by_user(State(state): State<AppState>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> Response {
+    let query = range(&params).and_then(|(start, end)| Ok(CostQuery::ByUser { start, end, limit: limit(&params)? }));
+    answer(&state, &headers, query).await
+}
+
+/// `GET /admin/v1/cost/by-tenant?start=&end=`.
+pub async fn by_tenant(State(state): State<AppState>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> Response {
+    let query = range(&params).map(|(start, end)| CostQuery::ByTenant { start, end });
+    answer(&state, &headers, query).await
+}
+
+/// `GET /admin/v1/cost/savings?start=&end=`: total cost and what cache hits saved.
+pub async fn savings(State(state): State<AppState>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> Response {
+    let query = range(&params).map(|(start, end)| CostQuery::Savings { start, end });
+    answer(&state, &headers, query).await
+}
+
+/// `GET /admin/v1/budget?tenant=&user=`: `check_budget`.
+pub async fn budget(State(state): State<AppState>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> Response {
+    let query = match (params.get("tenant"), params.get("user")) {
+        (Some(tenant), Some(user)) => Ok(CostQuery::Budget { tenant: tenant.clone(), user: user.clone() }),
+        (None, _) => Err(GatewayError::invalid("tenant", "is required")),
+        (_, None) => Err(GatewayError::invalid("user", "is required")),
+    };
+    answer(&state, &headers, query).await
+}
