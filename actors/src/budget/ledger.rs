@@ -40,7 +40,7 @@ pub enum LedgerError {
 }
 
 enum Command {
-    Append(CostEvent, oneshot::Sender<Result<(), String>>),
+    Append(Box<CostEvent>, oneshot::Sender<Result<(), String>>),
     Sync(oneshot::Sender<Result<(), String>>),
 }
 
@@ -91,7 +91,7 @@ impl FileLedger {
     /// Appends `event`; the returned receiver resolves once it is written.
     pub fn append(&self, event: CostEvent) -> oneshot::Receiver<Result<(), String>> {
         let (done, receiver) = oneshot::channel();
-        if let Err(mpsc::SendError(Command::Append(_, done))) = self.commands.send(Command::Append(event, done)) {
+        if let Err(mpsc::SendError(Command::Append(_, done))) = self.commands.send(Command::Append(Box::new(event), done)) {
             let _ = done.send(Err(LedgerError::Closed.to_string()));
         }
         receiver

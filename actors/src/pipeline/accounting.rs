@@ -44,21 +44,24 @@ impl Drop for Admission {
     }
 }
 
-/// The most `request` can cost at any model of `selection`.
+/// The most `request` can cost at the selection's first choice: its prompt estimated generously
+/// and its answer at `max_tokens` (or `reserve_output_tokens`). A request that fails over to a
+/// pricier model is charged its real cost; that difference is the one way a burst can overshoot
+/// a budget (beyond prompts longer than estimated), by at most the in-flight requests that fail
+/// over times the price gap.
 pub fn worst_case_cost(request: &ChatRequest, selection: &ModelSelection, policy: &RoutingPolicy, reserve_output_tokens: u32) -> NanoUsd {
     let prompt_chars: usize = request.messages.iter().map(|message| message.content.len()).sum();
     let input = u32::try_from(prompt_chars / RESERVE_CHARS_PER_TOKEN + 4 * request.messages.len()).unwrap_or(u32::MAX);
     let output = request.sampling.max_tokens.unwrap_or(reserve_output_tokens);
-    selection
-        .chain()
-        .filter_map(|target| policy.model(&target.model)?.price)
-        .map(|price| NanoUsd::from_usd(price.cost(input, output)))
-        .max()
-        .unwrap_or(NanoUsd::ZERO)
+    policy
+        .model(&selection.primary.model)
+        .and_then(|model| model.price)
+        .map_or(NanoUsd::ZERO, |price| NanoUsd::from_usd(price.cost(input, output)))
 }
 
 /// Rate limits, then the budget reservation. Under the downgrade policy an exhausted budget
 /// re-routes to the cheapest allowed model (via `downgrade`) and reserves without the limit.
+#[expect(clippy::too_many_arguments, reason = "each argument is one input of the admission decision")]
 pub async fn admit(
     principal: &Arc<Principal>,
     budget: &ActorRef<BudgetMessage>,

@@ -91,6 +91,7 @@ impl Node {
         std::fs::write(&config_path, config).unwrap();
         let log_path = dir.join("node.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+        let earlier_logs = std::fs::metadata(&log_path).map(|meta| meta.len() as usize).unwrap_or(0);
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--config"])
             .arg(&config_path)
@@ -105,7 +106,7 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let logs = node.logs();
-            if let Some(line) = logs.lines().find(|line| line.contains("switchyard listening")) {
+            if let Some(line) = logs.get(earlier_logs..).unwrap_or_default().lines().find(|line| line.contains("switchyard listening")) {
                 let entry: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("log line is JSON: {line}"));
                 node.http = format!("http://{}", entry["fields"]["http"].as_str().unwrap());
                 node.grpc = format!("http://{}", entry["fields"]["grpc"].as_str().unwrap());

@@ -1,0 +1,306 @@
+//! Keys, rate limits, cost tracking, budgets, alerts and the durable ledger, end to end against
+//! real `switchyard` processes and the simulator.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Node, chat_body, config_for, grpc_request, new_dir, sim_behaviour, start_sim};
+use serde_json::{Value, json};
+use switchyard_proto::v1;
+
+const ALICE: &str = "sk-alice";
+const BOB: &str = "sk-bob";
+const ADMIN: &str = "sk-admin";
+
+/// Tenancy for the tests: alice (paid, budgets set per test), bob (only the cheap model, 2
+/// requests a minute), an admin key.
+fn tenancy(alice_extra: &str, tenancy_extra: &str) -> String {
+    format!(
+        r#"
+[tenancy]
+admin_key_sha256 = "46db358cf47822ef17fa2cea371f2dd33512fb20ae94b092a5efb955d515b410"
+{tenancy_extra}
+
+[[tenancy.keys]]
+id = "alice-key"
+key_sha256 = "099295a3784e1bd368dc348843a7398c1931b6b8ec2504c73e91ed2040bdc46c"
+tenant = "acme"
+user = "alice"
+tier = "paid"
+{alice_extra}
+
+[[tenancy.keys]]
+id = "bob-key"
+key_sha256 = "36c76b48bb2ee1d9d37140550e9d7ed7d395cf56f41050dc2a72e5291c0011f0"
+tenant = "acme"
+user = "bob"
+models = ["gpt-4o-mini"]
+requests_per_minute = 2
+"#
+    )
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn ask(node: &Node, key: Option<&str>, body: &Value) -> reqwest::Response {
+    let mut request = http().post(format!("{}/v1/chat/completions", node.http)).json(body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.unwrap()
+}
+
+async fn admin(node: &Node, path: &str) -> Value {
+    let response = http().get(format!("{}{path}", node.http)).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+/// The cost a response reports, in nanodollars.
+fn told_nano(response: &reqwest::Response) -> i64 {
+    let usd: f64 = response.headers()["x-switchyard-cost-usd"].to_str().unwrap().parse().unwrap();
+    (usd * 1e9).round() as i64
+}
+
+#[tokio::test]
+async fn keys_are_required_and_scoped() {
+    let sim = start_sim().await;
+    let node = Node::start(&config_for(sim.addr, |c| c + &tenancy("", "")));
+    let body = chat_body("gpt-4o-mini", "hello");
+    assert_eq!(ask(&node, None, &body).await.status(), 401);
+    let unknown = ask(&node, Some("sk-mallory"), &body).await;
+    assert_eq!(unknown.status(), 401);
+    let error: Value = unknown.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "authentication_error");
+    assert_eq!(ask(&node, Some(ALICE), &body).await.status(), 200);
+    let forbidden = ask(&node, Some(BOB), &chat_body("gpt-4o", "hello")).await;
+    assert_eq!(forbidden.status(), 403);
+    let error: Value = forbidden.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("bob-key"), "{error}");
+
+    let mut client = node.grpc_client().await;
+    let status = client.generate(grpc_request("hello")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let mut request = tonic::Request::new(grpc_request("hello"));
+    request.metadata_mut().insert("authorization", format!("Bearer {ALICE}").parse().unwrap());
+    assert!(client.generate(request).await.is_ok());
+    let mut request = tonic::Request::new(v1::GenerateRequest { model: "gpt-4o".into(), ..grpc_request("hello") });
+    request.metadata_mut().insert("authorization", format!("Bearer {BOB}").parse().unwrap());
+    assert_eq!(client.generate(request).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+
+    // The Admin API takes only the admin key.
+    let daily = format!("{}/admin/v1/cost/daily", node.http);
+    assert_eq!(http().get(&daily).send().await.unwrap().status(), 401);
+    assert_eq!(http().get(&daily).bearer_auth(ALICE).send().await.unwrap().status(), 401);
+    assert_eq!(http().get(&daily).bearer_auth(ADMIN).send().await.unwrap().status(), 200);
+    let bad = http().get(format!("{daily}?date=yesterday")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn the_tier_comes_from_the_key_not_the_request() {
+    let sim = start_sim().await;
+    let node = Node::start(&config_for(sim.addr, |c| c + &tenancy("", "")));
+    let response = http()
+        .post(format!("{}/v1/chat/completions", node.http))
+        .bearer_auth(ALICE)
+        .header("x-switchyard-tier", "enterprise")
+        .header("x-switchyard-quality", "high")
+        .json(&chat_body("auto", "draft a contract"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_ne!(response.headers()["x-switchyard-model"], "claude-opus-4", "alice's key is paid tier");
+}
+
+#[tokio::test]
+async fn requests_past_the_rate_limit_get_429_with_retry_after() {
+    let sim = start_sim().await;
+    let node = Node::start(&config_for(sim.addr, |c| c + &tenancy("", "")));
+    let body = chat_body("gpt-4o-mini", "hello");
+    assert_eq!(ask(&node, Some(BOB), &body).await.status(), 200);
+    assert_eq!(ask(&node, Some(BOB), &body).await.status(), 200);
+    let limited = ask(&node, Some(BOB), &body).await;
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    let error: Value = limited.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("requests per minute"), "{error}");
+    // Other keys are not affected.
+    assert_eq!(ask(&node, Some(ALICE), &body).await.status(), 200);
+    let metrics = http().get(format!("{}/metrics", node.http)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchyard_rate_limited_total{key=\"bob-key\",limit=\"requests per minute\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn costs_are_priced_recorded_and_queryable() {
+    let sim = start_sim().await;
+    let node = Node::start(&config_for(sim.addr, |c| c + &tenancy("", "")));
+    let mut told = 0;
+    for _ in 0..3 {
+        let response = ask(&node, Some(ALICE), &json!({"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "one two three"}]})).await;
+        assert_eq!(response.status(), 200);
+        let cost = told_nano(&response);
+        // 3 prompt tokens at $0.15/M and 10 answer tokens at $0.60/M.
+        assert_eq!(cost, 3 * 150 + 10 * 600);
+        told += cost;
+    }
+    let response = ask(&node, Some(BOB), &chat_body("gpt-4o-mini", "one two three")).await;
+    told += told_nano(&response);
+    let daily = admin(&node, "/admin/v1/cost/daily").await;
+    assert_eq!(daily["total"]["nano_usd"], told);
+    assert_eq!(daily["requests"], 4);
+    let by_model = admin(&node, "/admin/v1/cost/by-model").await;
+    assert_eq!(by_model["models"][0]["model"], "gpt-4o-mini");
+    let by_user = admin(&node, "/admin/v1/cost/by-user?limit=1").await;
+    assert_eq!(by_user["users"].as_array().unwrap().len(), 1);
+    assert_eq!(by_user["users"][0]["user"], "alice", "alice spent most");
+    let by_tenant = admin(&node, "/admin/v1/cost/by-tenant").await;
+    assert_eq!(by_tenant["tenants"][0]["cost"]["nano_usd"], told);
+    let budget = admin(&node, "/admin/v1/budget?tenant=acme&user=alice").await;
+    assert_eq!(budget["budgets"][0]["spent"]["nano_usd"], 3 * (3 * 150 + 10 * 600));
+    let metrics = http().get(format!("{}/metrics", node.http)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchyard_cost_usd_total{model=\"gpt-4o-mini\",tenant=\"acme\"}"), "{metrics}");
+    let logs = node.logs();
+    assert_eq!(logs.lines().filter(|line| line.contains("\"target\":\"audit\"")).count(), 4, "{logs}");
+    assert!(!logs.contains("one two three"), "prompt text is not logged by default");
+}
+
+#[tokio::test]
+async fn a_burst_cannot_overspend_a_budget() {
+    let sim = start_sim().await;
+    sim_behaviour(&sim, None, json!({"ttft_ms": 200})).await;
+    // One request costs 3 * 150 + 16 * 600 = 10_050 nanodollars: the budget covers 50.
+    let budget_nano = 50 * 10_050;
+    let alice = format!("daily_budget_usd = {}", budget_nano as f64 / 1e9);
+    let node = Node::start(&config_for(sim.addr, |c| c + &tenancy(&alice, "")));
+    let node = Arc::new(node);
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "one two three"}]});
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (node, body) = (Arc::clone(&node), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let response = ask(&node, Some(ALICE), &body).await;
+            let status = response.status().as_u16();
+            let cost = if status == 200 { told_nano(&response) } else { 0 };
+            (status, cost)
+        }));
+    }
+    let mut served = 0;
+    let mut spent = 0;
+    for task in tasks {
+        let (status, cost) = task.await.unwrap();
+        assert!(status == 200 || status == 429, "{status}");
+        served += usize::from(status == 200);
+        spent += cost;
+    }
+    // Then one at a time until the budget refuses.
+    loop {
+        let response = ask(&node, Some(ALICE), &body).await;
+        if response.status() == 429 {
+            let error: Value = response.json().await.unwrap();
+            let message = error["error"]["message"].as_str().unwrap();
+            assert!(message.contains("daily budget of user acme/alice exhausted"), "{message}");
+            break;
+        }
+        served += 1;
+        spent += told_nano(&response);
+        assert!(served <= 50, "served more than the budget covers");
+    }
+    assert!(spent <= budget_nano, "spent {spent} of {budget_nano}");
+    // The reservation covers the chain's most expensive model, so the last requests are refused
+    // while up to (reservation / real cost) requests' worth of budget is left.
+    assert!(served >= 40, "served only {served}");
+    let budget = admin(&node, "/admin/v1/budget?tenant=acme&user=alice").await;
+    assert_eq!(budget["budgets"][0]["spent"]["nano_usd"], spent);
+    assert_eq!(budget["budgets"][0]["reserved"]["nano_usd"], 0, "no reservation leaked");
+}
+
+#[tokio::test]
+async fn each_alert_threshold_fires_once_per_period_and_reaches_the_webhook() {
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = Arc::clone(&received);
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = Arc::clone(&sink);
+            async move {
+                sink.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let webhook = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let sim = start_sim().await;
+    let alice = format!("daily_budget_usd = {}", 10.0 * 10_050.0 / 1e9);
+    let extra = format!("alert_thresholds = [20, 50]\nalert_webhook = \"http://{webhook}/alerts\"");
+    let node = Node::start(&config_for(sim.addr, |c| c + &tenancy(&alice, &extra)));
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "one two three"}]});
+    for _ in 0..6 {
+        assert_eq!(ask(&node, Some(ALICE), &body).await.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alerts = received.lock().unwrap().clone();
+    let thresholds: Vec<u64> = alerts.iter().map(|alert| alert["threshold_percent"].as_u64().unwrap()).collect();
+    assert_eq!(thresholds, vec![20, 50], "{alerts:?}");
+    assert_eq!(alerts[0]["scope"], "user acme/alice");
+    assert_eq!(alerts[0]["period"], "daily");
+    let logs = node.logs();
+    assert_eq!(logs.lines().filter(|line| line.contains("budget threshold crossed")).count(), 2, "{logs}");
+}
+
+#[tokio::test]
+async fn no_told_cost_is_lost_when_the_node_is_killed() {
+    let sim = start_sim().await;
+    sim_behaviour(&sim, None, json!({"ttft_ms": 20})).await;
+    let dir = new_dir();
+    let config = config_for(sim.addr, |c| c + &tenancy("", ""));
+    let node = Node::start_in(&dir, &config);
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "one two three"}]});
+    let one_cost = 3 * 150 + 16 * 600;
+    // Clients in a loop; the node is killed while some requests are in flight.
+    let url = format!("{}/v1/chat/completions", node.http);
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (url, body) = (url.clone(), body.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut told, mut unanswered) = (0i64, 0i64);
+            for _ in 0..200 {
+                match http().post(&url).bearer_auth(ALICE).json(&body).send().await {
+                    Ok(response) if response.status() == 200 => told += told_nano(&response),
+                    _ => {
+                        unanswered += 1;
+                        break;
+                    }
+                }
+            }
+            (told, unanswered)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let dir = node.kill();
+    let mut told = 0;
+    let mut in_flight = 0;
+    for client in clients {
+        let (client_told, unanswered) = client.await.unwrap();
+        told += client_told;
+        in_flight += unanswered;
+    }
+    assert!(told > 0);
+    let node = Node::start_in(&dir, &config);
+    let daily = admin(&node, "/admin/v1/cost/daily").await;
+    let recorded = daily["total"]["nano_usd"].as_i64().unwrap();
+    // Every cost a client was told is recorded; requests in flight at the kill may or may not be.
+    assert!(recorded >= told, "recorded {recorded} < told {told}");
+    assert!(recorded <= told + in_flight * one_cost, "recorded {recorded}, told {told}, in flight {in_flight}");
+}
