@@ -304,3 +304,44 @@ async fn no_told_cost_is_lost_when_the_node_is_killed() {
     assert!(recorded >= told, "recorded {recorded} < told {told}");
     assert!(recorded <= told + in_flight * one_cost, "recorded {recorded}, told {told}, in flight {in_flight}");
 }
+
+#[tokio::test]
+async fn an_exhausted_budget_downgrades_to_the_cheapest_model_when_configured() {
+    let sim = start_sim().await;
+    let alice = format!("daily_budget_usd = {}", 2.0 * 10_050.0 / 1e9);
+    let node = Node::start(&config_for(sim.addr, |c| c + &tenancy(&alice, "enforcement = \"downgrade\"")));
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "one two three"}]});
+    let first = ask(&node, Some(ALICE), &body).await;
+    assert_eq!(first.headers()["x-switchyard-model"], "gpt-4o-mini");
+    let mut downgraded = None;
+    for _ in 0..3 {
+        let response = ask(&node, Some(ALICE), &body).await;
+        assert_eq!(response.status(), 200, "downgrade serves instead of refusing");
+        if response.headers()["x-switchyard-model"] == "llama-3.1-8b" {
+            downgraded = Some(response.headers()["x-switchyard-routing-reason"].to_str().unwrap().to_owned());
+        }
+    }
+    let reason = downgraded.expect("a request was downgraded to the cheapest model");
+    assert!(reason.starts_with("budget exhausted: downgraded"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_is_still_billed_for_the_whole_answer() {
+    let sim = start_sim().await;
+    sim_behaviour(&sim, Some("gpt-4o-mini"), json!({"tokens_per_sec": 40, "answer_tokens": 20})).await;
+    let node = Node::start(&config_for(sim.addr, |c| c + &tenancy("", "")));
+    let body = json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "one two three"}]});
+    let response = ask(&node, Some(ALICE), &body).await;
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    use futures::StreamExt as _;
+    let first = stream.next().await;
+    assert!(first.is_some());
+    drop(stream);
+    // The upstream keeps being read until its usage arrives (20 tokens at 40/s).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let daily = admin(&node, "/admin/v1/cost/daily").await;
+    assert_eq!(daily["requests"], 1);
+    assert_eq!(daily["estimated_requests"], 0, "real usage arrived");
+    assert_eq!(daily["total"]["nano_usd"], 3 * 150 + 20 * 600);
+}
