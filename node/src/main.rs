@@ -4,11 +4,15 @@
 //! - [`config`]: TOML + environment config, validated into the runtime settings.
 //! - [`env`]: the environment variable names the node reads.
 //! - [`server`]: starting, serving and draining a node.
-//! - [`grpc`]: the `switchyard.v1.Gateway` front door.
+//! - [`grpc`]: the gRPC front door (`switchyard.v1.Gateway` and `switchyard.v1.Admin`).
+//! - [`admin`]: the Admin API's query parameters, shared by both front doors.
+//! - [`auth`]: reading the bearer key off a request.
 //! - [`http`]: the OpenAI-compatible HTTP front door and the operational endpoints.
 //! - [`error`]: the one mapping of pipeline errors to gRPC codes and HTTP statuses.
 //! - [`telemetry`]: logs with trace ids and OTLP trace export.
 
+mod admin;
+mod auth;
 mod config;
 mod env;
 mod error;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::NodeConfig;
-use crate::grpc::GatewayService;
+use crate::grpc::{AdminService, GatewayService};
 use crate::telemetry::Telemetry;
 
 /// Serves until a shutdown signal, then drains. Returns once the node has stopped cleanly.
@@ -52,7 +52,9 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("failed to build gRPC reflection")?;
+        health_reporter.set_serving::<switchyard_proto::v1::admin_server::AdminServer<AdminService>>().await;
         let service = GatewayService::server(Arc::clone(&gateway));
+        let admin = AdminService::server(Arc::clone(&gateway));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
         tokio::spawn(async move {
             tonic::transport::Server::builder()
@@ -60,6 +62,7 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(service)
+                .add_service(admin)
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
                 .await
         })

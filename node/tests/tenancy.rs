@@ -345,3 +345,41 @@ async fn a_client_that_leaves_mid_stream_is_still_billed_for_the_whole_answer() 
     assert_eq!(daily["estimated_requests"], 0, "real usage arrived");
     assert_eq!(daily["total"]["nano_usd"], 3 * 150 + 20 * 600);
 }
+
+#[tokio::test]
+async fn the_admin_api_answers_over_grpc_with_the_admin_key_only() {
+    use switchyard_proto::v1::admin_client::AdminClient;
+    let sim = start_sim().await;
+    let alice = format!("daily_budget_usd = {}", 100.0 * 10_050.0 / 1e9);
+    let node = Node::start(&config_for(sim.addr, |c| c + &tenancy(&alice, "")));
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "one two three"}]});
+    let told = told_nano(&ask(&node, Some(ALICE), &body).await);
+    let mut client = AdminClient::connect(node.grpc.clone()).await.unwrap();
+    let unauthenticated = client.get_daily_cost(v1::DailyCostRequest::default()).await.unwrap_err();
+    assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+    fn with_key<T>(message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
+        request
+    }
+    let daily = client.get_daily_cost(with_key(v1::DailyCostRequest::default())).await.unwrap().into_inner();
+    assert_eq!(daily.total.unwrap().nano_usd, told);
+    let budget = client
+        .check_budget(with_key(v1::CheckBudgetRequest { tenant: "acme".into(), user: "alice".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let daily_budget = &budget.budgets[0];
+    assert_eq!((daily_budget.scope.as_str(), daily_budget.period.as_str()), ("user acme/alice", "daily"));
+    assert_eq!(daily_budget.spent.unwrap().nano_usd, told);
+    assert_eq!(daily_budget.limit.unwrap().nano_usd, 100 * 10_050);
+    assert_eq!(daily_budget.remaining.unwrap().nano_usd, 100 * 10_050 - told);
+    let by_model = client.get_cost_by_model(with_key(v1::CostRangeRequest::default())).await.unwrap().into_inner();
+    assert_eq!(by_model.models[0].model, "gpt-4o-mini");
+    let bad = client
+        .get_cost_by_user(with_key(v1::CostRangeRequest { start: "2026-13-01".into(), ..Default::default() }))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().starts_with("start:"), "{}", bad.message());
+}

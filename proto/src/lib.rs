@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - `switchyard/v1/gateway.proto`: the public `switchyard.v1.Gateway` service.
+//! - `switchyard/v1/admin.proto`: the `switchyard.v1.Admin` service (cost and budget queries).
 //! - [`v1`]: the generated messages, clients and servers.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, served by gRPC reflection.
 

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use chrono::NaiveDate;
 use serde_json::{Value, json};
 use switchyard_actors::budget::{CostQuery, CostReport, NanoUsd};
 use switchyard_actors::error::GatewayError;
 
+use crate::admin;
 use crate::http::AppState;
 use crate::http::openai::error_response;
 
@@ -19,33 +19,23 @@ fn money(amount: NanoUsd) -> Value {
     json!({"usd": amount.as_usd(), "nano_usd": amount.0})
 }
 
-fn date(params: &HashMap<String, String>, name: &str, default: NaiveDate) -> Result<NaiveDate, GatewayError> {
-    match params.get(name) {
-        None => Ok(default),
-        Some(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d")
-            .map_err(|_| GatewayError::invalid(name, format!("\"{text}\" is not a date like 2026-11-22"))),
-    }
-}
-
-fn range(params: &HashMap<String, String>) -> Result<(NaiveDate, NaiveDate), GatewayError> {
-    let today = chrono::Utc::now().date_naive();
-    let start = date(params, "start", today)?;
-    let end = date(params, "end", start.succ_opt().unwrap_or(start))?;
-    if end <= start {
-        return Err(GatewayError::invalid("end", "must be after start (the range is [start, end))"));
-    }
-    Ok((start, end))
+fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    params.get(name).map(String::as_str)
 }
 
 fn limit(params: &HashMap<String, String>) -> Result<usize, GatewayError> {
     match params.get("limit") {
-        None => Ok(10),
+        None => Ok(admin::DEFAULT_LIMIT),
         Some(text) => text
             .parse::<usize>()
             .ok()
             .filter(|limit| *limit > 0)
             .ok_or_else(|| GatewayError::invalid("limit", format!("\"{text}\" is not a positive whole number"))),
     }
+}
+
+fn range(params: &HashMap<String, String>) -> Result<(chrono::NaiveDate, chrono::NaiveDate), GatewayError> {
+    admin::range(param(params, "start"), param(params, "end"))
 }
 
 fn report_json(report: CostReport) -> Value {
@@ -88,7 +78,7 @@ fn report_json(report: CostReport) -> Value {
 
 async fn answer(state: &AppState, headers: &HeaderMap, query: Result<CostQuery, GatewayError>) -> Response {
     let result = async {
-        state.gateway.authenticate_admin(crate::grpc::bearer_of(headers))?;
+        state.gateway.authenticate_admin(crate::auth::bearer_of(headers))?;
         state.gateway.query(query?).await
     }
     .await;
@@ -100,7 +90,7 @@ async fn answer(state: &AppState, headers: &HeaderMap, query: Result<CostQuery, 
 
 /// `GET /admin/v1/cost/daily?date=YYYY-MM-DD` (default today): `get_daily_cost`.
 pub async fn daily(State(state): State<AppState>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> Response {
-    let query = date(&params, "date", chrono::Utc::now().date_naive()).map(CostQuery::Daily);
+    let query = admin::daily(param(&params, "date"));
     answer(&state, &headers, query).await
 }
 
@@ -130,10 +120,6 @@ pub async fn savings(State(state): State<AppState>, headers: HeaderMap, Query(pa
 
 /// `GET /admin/v1/budget?tenant=&user=`: `check_budget`.
 pub async fn budget(State(state): State<AppState>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> Response {
-    let query = match (params.get("tenant"), params.get("user")) {
-        (Some(tenant), Some(user)) => Ok(CostQuery::Budget { tenant: tenant.clone(), user: user.clone() }),
-        (None, _) => Err(GatewayError::invalid("tenant", "is required")),
-        (_, None) => Err(GatewayError::invalid("user", "is required")),
-    };
+    let query = admin::budget(param(&params, "tenant"), param(&params, "user"));
     answer(&state, &headers, query).await
 }

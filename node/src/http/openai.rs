@@ -245,7 +245,7 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
     adopt_trace(&span, &headers);
     async move {
         let metrics = state.gateway.metrics();
-        let principal = match state.gateway.authenticate(crate::grpc::bearer_of(&headers)) {
+        let principal = match state.gateway.authenticate(crate::auth::bearer_of(&headers)) {
             Ok(principal) => principal,
             Err(error) => {
                 metrics.requests.with_label_values(&["http", "", "", "", error.label()]).inc();

@@ -1,6 +1,5 @@
-//! The gRPC front door, `switchyard.v1.Gateway`: converts protobuf messages to the pipeline's
-//! types and back, nothing more. Health and reflection services are mounted beside it in
-//! [`crate::server`].
+//! `switchyard.v1.Gateway`: converts protobuf messages to the pipeline's types and back, nothing
+//! more. Health and reflection services are mounted beside it in [`crate::server`].
 
 use std::sync::Arc;
 
@@ -17,6 +16,7 @@ use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, info_span};
 
+use crate::auth::bearer_of;
 use crate::error::to_status;
 use crate::telemetry::adopt_trace;
 
@@ -101,11 +101,6 @@ fn to_response(answer: Answer) -> v1::GenerateResponse {
         gateway_overhead_us: u64::try_from(answer.gateway_overhead.as_micros()).unwrap_or(u64::MAX),
         failed_attempts: answer.failed_attempts.iter().map(ToString::to_string).collect(),
     }
-}
-
-/// The bearer token of the `authorization` metadata.
-pub fn bearer_of(headers: &http::HeaderMap) -> Option<&str> {
-    switchyard_actors::tenancy::keys::bearer(headers.get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok()))
 }
 
 fn request_span(method: &'static str, headers: &http::HeaderMap) -> tracing::Span {

@@ -1,0 +1,143 @@
+//! `switchyard.v1.Admin`: cost and budget queries over gRPC, guarded by the admin key. It parses
+//! parameters with [`crate::admin`], asks the pipeline, and converts the reports to protobuf.
+
+use std::sync::Arc;
+
+use switchyard_actors::budget::{CostQuery, CostReport, NanoUsd};
+use switchyard_actors::error::GatewayError;
+use switchyard_actors::pipeline::Gateway;
+use switchyard_proto::v1;
+use switchyard_proto::v1::admin_server::AdminServer;
+use tonic::{Request, Response, Status};
+
+use crate::admin;
+use crate::auth::bearer_of;
+use crate::error::to_status;
+
+/// The Admin service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    gateway: Arc<Gateway>,
+}
+
+impl AdminService {
+    /// The tonic server for `gateway`.
+    pub fn server(gateway: Arc<Gateway>) -> AdminServer<Self> {
+        AdminServer::new(Self { gateway })
+    }
+
+    async fn ask<T>(&self, request: Request<T>, query: impl FnOnce(T) -> Result<CostQuery, GatewayError>) -> Result<CostReport, Status> {
+        let headers = request.metadata().clone().into_headers();
+        self.gateway.authenticate_admin(bearer_of(&headers)).map_err(|error| to_status(&error))?;
+        let query = query(request.into_inner()).map_err(|error| to_status(&error))?;
+        self.gateway.query(query).await.map_err(|error| to_status(&error))
+    }
+}
+
+fn money(amount: NanoUsd) -> Option<v1::Money> {
+    Some(v1::Money { usd: amount.as_usd(), nano_usd: amount.0 })
+}
+
+fn optional(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn unexpected(report: &CostReport) -> Status {
+    Status::internal(format!("unexpected report {report:?}"))
+}
+
+#[tonic::async_trait]
+impl v1::admin_server::Admin for AdminService {
+    async fn get_daily_cost(&self, request: Request<v1::DailyCostRequest>) -> Result<Response<v1::DailyCostResponse>, Status> {
+        match self.ask(request, |request| admin::daily(optional(&request.date))).await? {
+            CostReport::Daily { date, total, requests, unknown_price_requests, estimated_requests } => {
+                Ok(Response::new(v1::DailyCostResponse {
+                    date: date.to_string(),
+                    total: money(total),
+                    requests,
+                    unknown_price_requests,
+                    estimated_requests,
+                }))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn get_cost_by_model(&self, request: Request<v1::CostRangeRequest>) -> Result<Response<v1::CostByModelResponse>, Status> {
+        let query = |request: v1::CostRangeRequest| {
+            let (start, end) = admin::range(optional(&request.start), optional(&request.end))?;
+            Ok(CostQuery::ByModel { start, end })
+        };
+        match self.ask(request, query).await? {
+            CostReport::ByModel(models) => Ok(Response::new(v1::CostByModelResponse {
+                models: models.into_iter().map(|(model, cost)| v1::ModelCost { model, cost: money(cost) }).collect(),
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn get_cost_by_user(&self, request: Request<v1::CostRangeRequest>) -> Result<Response<v1::CostByUserResponse>, Status> {
+        let query = |request: v1::CostRangeRequest| {
+            let (start, end) = admin::range(optional(&request.start), optional(&request.end))?;
+            let limit = if request.limit == 0 { admin::DEFAULT_LIMIT } else { request.limit as usize };
+            Ok(CostQuery::ByUser { start, end, limit })
+        };
+        match self.ask(request, query).await? {
+            CostReport::ByUser(users) => Ok(Response::new(v1::CostByUserResponse {
+                users: users.into_iter().map(|((tenant, user), cost)| v1::UserCost { tenant, user, cost: money(cost) }).collect(),
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn get_cost_by_tenant(&self, request: Request<v1::CostRangeRequest>) -> Result<Response<v1::CostByTenantResponse>, Status> {
+        let query = |request: v1::CostRangeRequest| {
+            let (start, end) = admin::range(optional(&request.start), optional(&request.end))?;
+            Ok(CostQuery::ByTenant { start, end })
+        };
+        match self.ask(request, query).await? {
+            CostReport::ByTenant(tenants) => Ok(Response::new(v1::CostByTenantResponse {
+                tenants: tenants.into_iter().map(|(tenant, cost)| v1::TenantCost { tenant, cost: money(cost) }).collect(),
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn get_cache_savings(&self, request: Request<v1::CostRangeRequest>) -> Result<Response<v1::CacheSavingsResponse>, Status> {
+        let query = |request: v1::CostRangeRequest| {
+            let (start, end) = admin::range(optional(&request.start), optional(&request.end))?;
+            Ok(CostQuery::Savings { start, end })
+        };
+        match self.ask(request, query).await? {
+            CostReport::Savings { total, saved, requests } => {
+                Ok(Response::new(v1::CacheSavingsResponse { total: money(total), saved: money(saved), requests }))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn check_budget(&self, request: Request<v1::CheckBudgetRequest>) -> Result<Response<v1::CheckBudgetResponse>, Status> {
+        let query = |request: v1::CheckBudgetRequest| admin::budget(optional(&request.tenant), optional(&request.user));
+        match self.ask(request, query).await? {
+            CostReport::Budget(lines) => Ok(Response::new(v1::CheckBudgetResponse {
+                budgets: lines
+                    .into_iter()
+                    .map(|line| v1::BudgetState {
+                        scope: line.scope.to_string(),
+                        period: line.period.as_str().to_owned(),
+                        period_key: line.period_key,
+                        spent: money(line.spent),
+                        reserved: money(line.reserved),
+                        limit: line.limit.and_then(money),
+                        remaining: line.limit.and_then(|limit| money(limit.minus(line.spent).minus(line.reserved))),
+                        exhausted: line.limit.is_some_and(|limit| line.spent.plus(line.reserved) >= limit),
+                        resets_at: chrono::DateTime::<chrono::Utc>::from_timestamp_millis(line.resets_at_ms)
+                            .map(|at| at.to_rfc3339())
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
