@@ -7,12 +7,14 @@
 //! - [`provider`]: the `ProviderPool` actor, wire formats (OpenAI, Anthropic), HTTP client,
 //!   circuit breaker, health, retries and error classification.
 //! - [`pipeline`]: one request through validation, routing, the provider chain and pricing.
+//! - [`cache`]: the exact cache and its key.
 //! - [`budget`]: the `Budget` actor, cost events, the ledger, budgets and alerts.
 //! - [`tenancy`]: API keys, principals and rate limits.
 //! - [`metrics`]: the node's Prometheus registry.
 //! - [`error`]: [`error::GatewayError`], what a request can fail with.
 
 pub mod budget;
+pub mod cache;
 pub mod error;
 pub mod metrics;
 pub mod model;

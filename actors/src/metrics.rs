@@ -57,6 +57,12 @@ pub struct Metrics {
     pub budget_rejections: IntCounterVec,
     /// Requests refused by a rate limit, by key and limit.
     pub rate_limited: IntCounterVec,
+    /// Cache lookups by layer and result (hit, miss, bypass, error).
+    pub cache_lookups: IntCounterVec,
+    /// Entries held by each cache layer.
+    pub cache_entries: IntGaugeVec,
+    /// Entries evicted for space, by layer.
+    pub cache_evictions: IntCounterVec,
 }
 
 impl Metrics {
@@ -135,6 +141,9 @@ impl Metrics {
             budget_alerts: counter("budget_alerts_total", "Budget threshold alerts", &["scope", "period", "threshold"])?,
             budget_rejections: counter("budget_rejections_total", "Requests refused by an exhausted budget", &["scope", "period"])?,
             rate_limited: counter("rate_limited_total", "Requests refused by a rate limit", &["key", "limit"])?,
+            cache_lookups: counter("cache_lookups_total", "Cache lookups by layer and result", &["layer", "result"])?,
+            cache_entries: int_gauge("cache_entries", "Entries held by each cache layer", &["layer"])?,
+            cache_evictions: counter("cache_evictions_total", "Entries evicted for space", &["layer"])?,
             registry,
         })
     }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use switchyard_actors::budget::{BudgetPolicy, Enforcement, Limits, NanoUsd};
 use switchyard_actors::model::{Quality, RequestLimits, Tier};
 use switchyard_actors::tenancy::KeySettings;
-use switchyard_actors::pipeline::GatewaySettings;
+use switchyard_actors::pipeline::{ExactCacheSettings, GatewaySettings};
 use switchyard_actors::provider::{BreakerSettings, ProviderKind, ProviderSettings, RetrySettings};
 use switchyard_actors::router::{ModelSettings, Price, RoutingPolicy, RoutingRule};
 
@@ -61,6 +61,35 @@ pub struct RawConfig {
     routing: RawRouting,
     #[serde(default)]
     tenancy: RawTenancy,
+    #[serde(default)]
+    cache: RawCache,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    #[serde(default = "default_exact")]
+    exact: bool,
+    #[serde(default = "default_exact_ttl", with = "humantime_serde")]
+    exact_ttl: Duration,
+    #[serde(default = "default_exact_max_entries")]
+    exact_max_entries: u64,
+}
+
+fn default_exact() -> bool {
+    true
+}
+fn default_exact_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_exact_max_entries() -> u64 {
+    100_000
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self { exact: default_exact(), exact_ttl: default_exact_ttl(), exact_max_entries: default_exact_max_entries() }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -577,6 +606,10 @@ impl RawConfig {
                 ledger_path: tenancy.ledger_path,
                 alert_webhook: tenancy.alert_webhook,
                 audit_text: self.tenancy.audit_text,
+                exact_cache: self.cache.exact.then_some(ExactCacheSettings {
+                    max_entries: self.cache.exact_max_entries.max(1),
+                    ttl: self.cache.exact_ttl,
+                }),
             },
         })
     }

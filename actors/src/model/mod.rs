@@ -9,5 +9,5 @@ pub mod response;
 pub mod selection;
 
 pub use request::{CacheControl, ChatRequest, Message, RequestLimits, Role, RoutingHints, Sampling};
-pub use response::{Completion, FinishReason, StreamEvent, Usage};
+pub use response::{CacheLayer, Completion, FinishReason, StreamEvent, Usage};
 pub use selection::{ModelSelection, Quality, RoutingContext, Target, Tier};

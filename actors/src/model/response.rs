@@ -62,3 +62,34 @@ pub enum StreamEvent {
         usage: Option<Usage>,
     },
 }
+
+/// Which cache layer answered, if any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheLayer {
+    /// An upstream answered.
+    #[default]
+    None,
+    /// The exact cache answered.
+    Exact,
+}
+
+impl CacheLayer {
+    /// The name used in headers, logs and cost records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Exact => "exact",
+        }
+    }
+}
+
+impl FinishReason {
+    /// Parses OpenAI's name; unknown names read as `Stop`.
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "length" => Self::Length,
+            "content_filter" => Self::ContentFilter,
+            _ => Self::Stop,
+        }
+    }
+}

@@ -11,7 +11,7 @@ use tracing::info;
 use crate::budget::budget::BudgetMessage;
 use crate::budget::{CostEvent, Enforcement, Exhausted, NanoUsd};
 use crate::error::GatewayError;
-use crate::model::{ChatRequest, ModelSelection, Usage};
+use crate::model::{CacheLayer, ChatRequest, ModelSelection, Usage};
 use crate::router::RoutingPolicy;
 use crate::tenancy::Principal;
 
@@ -140,6 +140,10 @@ pub struct Outcome<'a> {
     pub latency_ms: u64,
     /// `ok` or the error label.
     pub status: &'static str,
+    /// The cache layer that answered.
+    pub cache_layer: CacheLayer,
+    /// What a cache hit saved.
+    pub saved: NanoUsd,
 }
 
 /// Settles `admission` with `outcome`: the reservation becomes the real cost (or, when usage
@@ -162,8 +166,8 @@ pub async fn settle(mut admission: Admission, outcome: Outcome<'_>, request_text
         output_tokens: usage.output_tokens,
         cost,
         estimated,
-        cache_layer: "none".into(),
-        saved: NanoUsd::ZERO,
+        cache_layer: outcome.cache_layer.as_str().into(),
+        saved: outcome.saved,
         latency_ms: outcome.latency_ms,
     };
     audit(&event, outcome.status, request_text);

@@ -26,7 +26,9 @@ use crate::budget::period::now_ms;
 use crate::budget::{BudgetHandle, BudgetPolicy, CostQuery, CostReport, NanoUsd};
 use crate::error::{AttemptFailure, GatewayError};
 use crate::metrics::Metrics;
-use crate::model::{ChatRequest, Completion, ModelSelection, RequestLimits, RoutingContext, Target, Tier};
+use crate::cache::key::exact_key;
+use crate::cache::{CachedAnswer, ExactCache, Lookup};
+use crate::model::{CacheLayer, ChatRequest, Completion, FinishReason, ModelSelection, RequestLimits, RoutingContext, Target, Tier, Usage};
 use crate::pipeline::accounting::{Admission, Outcome};
 use crate::provider::{ErrorClass, ProviderHandle, ProviderSettings};
 use crate::router::{ModelSettings, RouterHandle, RoutingPolicy};
@@ -57,6 +59,17 @@ pub struct GatewaySettings {
     pub alert_webhook: Option<reqwest::Url>,
     /// Whether audit lines carry prompt and answer text.
     pub audit_text: bool,
+    /// The exact cache, when enabled.
+    pub exact_cache: Option<ExactCacheSettings>,
+}
+
+/// The exact cache's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExactCacheSettings {
+    /// Most entries held in process.
+    pub max_entries: u64,
+    /// Lifetime of an entry unless the request sets one.
+    pub ttl: Duration,
 }
 
 /// A whole answer with everything the front doors report about it.
@@ -80,6 +93,8 @@ pub struct Answer {
     pub latency: Duration,
     /// Part of `latency` not spent waiting on upstreams or backoff.
     pub gateway_overhead: Duration,
+    /// The cache layer that answered.
+    pub cache_layer: CacheLayer,
 }
 
 /// The node's request pipeline. Cheap to share behind an `Arc`.
@@ -94,6 +109,7 @@ pub struct Gateway {
     keys: KeyRing,
     budget: BudgetHandle,
     audit_text: bool,
+    exact: Option<ExactCache>,
 }
 
 impl Gateway {
@@ -111,6 +127,7 @@ impl Gateway {
             providers.insert(name, handle);
         }
         let keys = KeyRing::new(settings.keys, settings.admin_key, settings.anonymous_tier);
+        let metrics_for_cache = Arc::clone(&metrics);
         Ok(Self {
             providers,
             router,
@@ -121,6 +138,9 @@ impl Gateway {
             keys,
             budget,
             audit_text: settings.audit_text,
+            exact: settings
+                .exact_cache
+                .map(|exact| ExactCache::in_memory(exact.max_entries, exact.ttl, Arc::clone(&metrics_for_cache))),
         })
     }
 
@@ -279,10 +299,29 @@ impl Gateway {
         let started = Instant::now();
         let _in_flight = self.admit()?;
         let (selection, admission) = self.prepare(principal, &request).await?;
+        let key = self.exact_key(principal, &request);
+        if let Some(cached) = self.lookup(key.as_deref()).await {
+            return self.answer_from_cache(&cached, admission, &request, started).await;
+        }
         let result = self.call_chain(&request, &selection, started).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match result {
             Ok(answer) => {
+                if let (Some(cache), Some(key)) = (&self.exact, key)
+                    && !request.cache.no_store
+                {
+                    let stored = CachedAnswer {
+                        text: answer.completion.text.clone(),
+                        model: answer.target.model.clone(),
+                        provider: answer.target.provider.clone(),
+                        input_tokens: answer.completion.usage.input_tokens,
+                        output_tokens: answer.completion.usage.output_tokens,
+                        finish_reason: answer.completion.finish_reason.as_str().to_owned(),
+                        cost_nano_usd: answer.cost.map(|cost| cost.0),
+                        created_ms: admission.unix_ms,
+                    };
+                    cache.put(key, stored, request.cache.ttl_seconds.map(|seconds| Duration::from_secs(u64::from(seconds)))).await;
+                }
                 let outcome = Outcome {
                     id: &answer.id,
                     model: &answer.target.model,
@@ -291,6 +330,8 @@ impl Gateway {
                     cost: answer.cost,
                     latency_ms,
                     status: "ok",
+                    cache_layer: CacheLayer::None,
+                    saved: NanoUsd::ZERO,
                 };
                 let text = self.audit_text.then_some((&request, answer.completion.text.as_str()));
                 accounting::settle(admission, outcome, text).instrument(info_span!("settle")).await?;
@@ -301,6 +342,70 @@ impl Gateway {
                 Err(error)
             }
         }
+    }
+
+    /// The exact-cache key of `request`, or `None` when the cache is off or bypassed.
+    fn exact_key(&self, principal: &Principal, request: &ChatRequest) -> Option<String> {
+        let _cache = self.exact.as_ref()?;
+        if request.cache.bypass {
+            self.metrics.cache_lookups.with_label_values(&["exact", "bypass"]).inc();
+            return None;
+        }
+        Some(exact_key(&principal.tenant, request))
+    }
+
+    #[instrument(name = "exact_cache", skip_all)]
+    async fn lookup(&self, key: Option<&str>) -> Option<Arc<CachedAnswer>> {
+        let (cache, key) = (self.exact.as_ref()?, key?);
+        match cache.get(key).await {
+            Lookup::Hit(cached) => {
+                self.metrics.cache_lookups.with_label_values(&["exact", "hit"]).inc();
+                Some(cached)
+            }
+            Lookup::Miss => {
+                self.metrics.cache_lookups.with_label_values(&["exact", "miss"]).inc();
+                None
+            }
+        }
+    }
+
+    /// Settles a cache hit: nothing charged, the original cost recorded as saved.
+    async fn settle_hit(&self, cached: &CachedAnswer, admission: Admission, id: &str, request: &ChatRequest, started: Instant) -> Result<(), GatewayError> {
+        let outcome = Outcome {
+            id,
+            model: &cached.model,
+            provider: &cached.provider,
+            usage: Some(Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens }),
+            cost: Some(NanoUsd::ZERO),
+            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            status: "ok",
+            cache_layer: CacheLayer::Exact,
+            saved: NanoUsd(cached.cost_nano_usd.unwrap_or(0)),
+        };
+        let text = self.audit_text.then_some((request, cached.text.as_str()));
+        accounting::settle(admission, outcome, text).await
+    }
+
+    async fn answer_from_cache(&self, cached: &CachedAnswer, admission: Admission, request: &ChatRequest, started: Instant) -> Result<Answer, GatewayError> {
+        let id = new_id();
+        self.settle_hit(cached, admission, &id, request, started).await?;
+        let latency = started.elapsed();
+        Ok(Answer {
+            id,
+            completion: Completion {
+                text: cached.text.clone(),
+                finish_reason: FinishReason::parse(&cached.finish_reason),
+                usage: Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens },
+            },
+            target: Target { model: cached.model.clone(), provider: cached.provider.clone(), upstream_model: cached.model.clone() },
+            routing_reason: "exact cache hit".into(),
+            fallback: false,
+            failed_attempts: Vec::new(),
+            cost: Some(NanoUsd::ZERO),
+            latency,
+            gateway_overhead: latency,
+            cache_layer: CacheLayer::Exact,
+        })
     }
 
     async fn call_chain(&self, request: &ChatRequest, selection: &ModelSelection, started: Instant) -> Result<Answer, GatewayError> {
@@ -327,6 +432,7 @@ impl Gateway {
                         failed_attempts: failures,
                         latency,
                         gateway_overhead,
+                        cache_layer: CacheLayer::None,
                     });
                 }
                 Err(error) if error.class() == ErrorClass::Final => {
@@ -345,6 +451,21 @@ impl Gateway {
         let started = Instant::now();
         let in_flight = self.admit()?;
         let (selection, admission) = self.prepare(principal, &request).await?;
+        let key = self.exact_key(principal, &request);
+        if let Some(cached) = self.lookup(key.as_deref()).await {
+            let id = new_id();
+            self.settle_hit(&cached, admission, &id, &request, started).await?;
+            return Ok(stream::replay(id, &cached, NanoUsd::ZERO, started, in_flight));
+        }
+        let store = match (&self.exact, key) {
+            (Some(cache), Some(key)) if !request.cache.no_store => Some(stream::Store {
+                cache: cache.clone(),
+                key,
+                ttl: request.cache.ttl_seconds.map(|seconds| Duration::from_secs(u64::from(seconds))),
+            }),
+            _ => None,
+        };
+        let mut store = store;
         let mut failures = Vec::new();
         for target in selection.chain() {
             let provider = self.provider(target)?;
@@ -369,6 +490,7 @@ impl Gateway {
                         in_flight,
                         admission,
                         audit_request: self.audit_text.then(|| request.clone()),
+                        store: store.take(),
                     }));
                 }
                 Err(error) if error.class() == ErrorClass::Final => {

@@ -14,7 +14,8 @@ use tracing::{Instrument as _, Span, warn};
 
 use crate::budget::NanoUsd;
 use crate::error::{AttemptFailure, GatewayError};
-use crate::model::ChatRequest;
+use crate::cache::{CachedAnswer, ExactCache};
+use crate::model::{CacheLayer, ChatRequest};
 use crate::pipeline::accounting::{self, Admission, Outcome};
 use crate::metrics::Metrics;
 use crate::model::{FinishReason, StreamEvent, Target, Usage};
@@ -60,6 +61,8 @@ pub struct AnswerStream {
     pub fallback: bool,
     /// Attempts that failed before this one.
     pub failed_attempts: Vec<AttemptFailure>,
+    /// The cache layer that answers.
+    pub cache_layer: CacheLayer,
     /// The items, as they arrive.
     pub items: mpsc::Receiver<Result<StreamItem, GatewayError>>,
 }
@@ -78,19 +81,29 @@ pub(crate) struct StreamStart {
     pub in_flight: TaskTrackerToken,
     pub admission: Admission,
     pub audit_request: Option<ChatRequest>,
+    pub store: Option<Store>,
+}
+
+/// Where a complete stream is stored.
+pub(crate) struct Store {
+    pub cache: ExactCache,
+    pub key: String,
+    pub ttl: Option<Duration>,
 }
 
 /// Spawns the task that reads the upstream and forwards each event.
 pub(crate) fn forward(start: StreamStart) -> AnswerStream {
     let (sender, items) = mpsc::channel(CHANNEL_CAPACITY);
     let target = start.target.clone();
-    let accounting = Accounting { id: start.id.clone(), admission: start.admission, audit_request: start.audit_request };
+    let accounting =
+        Accounting { id: start.id.clone(), admission: start.admission, audit_request: start.audit_request, store: start.store };
     let answer = AnswerStream {
         id: start.id,
         target: start.target,
         routing_reason: start.routing_reason,
         fallback: start.fallback,
         failed_attempts: start.failed_attempts,
+        cache_layer: CacheLayer::None,
         items,
     };
     let task = pump(start.opened, target, start.price, start.started, start.metrics, sender, start.in_flight, accounting);
@@ -103,6 +116,7 @@ struct Accounting {
     id: String,
     admission: Admission,
     audit_request: Option<ChatRequest>,
+    store: Option<Store>,
 }
 
 #[expect(clippy::too_many_arguments, reason = "the pieces of one stream, moved into its task")]
@@ -116,7 +130,7 @@ async fn pump(
     _in_flight: TaskTrackerToken,
     accounting: Accounting,
 ) {
-    let mut answer_text = accounting.audit_request.as_ref().map(|_| String::new());
+    let mut answer_text = (accounting.audit_request.is_some() || accounting.store.is_some()).then(String::new);
     let OpenedStream { first, mut rest, ticket, attempt_started, time_to_first_token, request_timeout, rate_limit_remaining } =
         opened;
     let deadline = attempt_started + request_timeout;
@@ -182,12 +196,28 @@ async fn pump(
             cost,
             latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
             status,
+            cache_layer: CacheLayer::None,
+            saved: NanoUsd::ZERO,
         },
         accounting.audit_request.as_ref().zip(answer_text.as_deref()),
     )
     .await;
     if let Err(error) = &settled {
         warn!(request_id = %accounting.id, %error, "failed to record the cost of a stream");
+    }
+    // Only a complete stream is stored.
+    if let (Ok((finish_reason, Some(usage))), Some(store), Some(text)) = (&outcome, &accounting.store, &answer_text) {
+        let answer = CachedAnswer {
+            text: text.clone(),
+            model: target.model.clone(),
+            provider: target.provider.clone(),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            finish_reason: finish_reason.as_str().to_owned(),
+            cost_nano_usd: cost.map(|cost| cost.0),
+            created_ms: crate::budget::period::now_ms(),
+        };
+        store.cache.put(store.key.clone(), answer, store.ttl).await;
     }
     let item = match outcome {
         Ok((finish_reason, usage)) => {
@@ -202,5 +232,40 @@ async fn pump(
     };
     if client_connected {
         let _client_gone = timeout_at(deadline, sender.send(item)).await;
+    }
+}
+
+/// Replays a cached answer as a stream: the text in word-sized chunks, then the finish, in the
+/// same items a live stream sends.
+pub(crate) fn replay(
+    id: String,
+    cached: &CachedAnswer,
+    cost: NanoUsd,
+    started: Instant,
+    in_flight: TaskTrackerToken,
+) -> AnswerStream {
+    let (sender, items) = mpsc::channel(CHANNEL_CAPACITY);
+    let chunks: Vec<String> = cached.text.split_inclusive(' ').map(str::to_owned).collect();
+    let finish_reason = FinishReason::parse(&cached.finish_reason);
+    let usage = Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens };
+    tokio::spawn(async move {
+        let _in_flight = in_flight;
+        for chunk in chunks {
+            if sender.send(Ok(StreamItem::Delta(chunk))).await.is_err() {
+                return;
+            }
+        }
+        let latency = started.elapsed();
+        let finished = StreamItem::Finished { finish_reason, usage, cost: Some(cost), time_to_first_token: latency, latency };
+        let _client_gone = sender.send(Ok(finished)).await;
+    });
+    AnswerStream {
+        id,
+        target: Target { model: cached.model.clone(), provider: cached.provider.clone(), upstream_model: cached.model.clone() },
+        routing_reason: "exact cache hit".into(),
+        fallback: false,
+        failed_attempts: Vec::new(),
+        cache_layer: CacheLayer::Exact,
+        items,
     }
 }

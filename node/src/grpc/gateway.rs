@@ -6,7 +6,7 @@ use std::sync::Arc;
 use switchyard_actors::budget::NanoUsd;
 use switchyard_actors::error::GatewayError;
 use switchyard_actors::model::{
-    CacheControl, ChatRequest, Message, Quality, Role, RoutingHints, Sampling, Tier, Usage,
+    CacheControl, CacheLayer, ChatRequest, Message, Quality, Role, RoutingHints, Sampling, Tier, Usage,
 };
 use switchyard_actors::pipeline::{Answer, Gateway, StreamItem};
 use switchyard_proto::v1;
@@ -85,6 +85,13 @@ pub fn to_chat_request(request: v1::GenerateRequest) -> Result<ChatRequest, Gate
     })
 }
 
+fn cache_layer(layer: CacheLayer) -> v1::CacheLayer {
+    match layer {
+        CacheLayer::None => v1::CacheLayer::None,
+        CacheLayer::Exact => v1::CacheLayer::Exact,
+    }
+}
+
 fn to_response(answer: Answer) -> v1::GenerateResponse {
     v1::GenerateResponse {
         id: answer.id,
@@ -93,7 +100,7 @@ fn to_response(answer: Answer) -> v1::GenerateResponse {
         model: answer.target.model,
         usage: Some(usage(answer.completion.usage)),
         cost_usd: answer.cost.map(NanoUsd::as_usd),
-        cache_layer: v1::CacheLayer::None.into(),
+        cache_layer: cache_layer(answer.cache_layer).into(),
         routing_reason: answer.routing_reason,
         fallback: answer.fallback,
         finish_reason: answer.completion.finish_reason.as_str().to_owned(),
@@ -166,7 +173,7 @@ impl v1::gateway_server::Gateway for GatewayService {
                 model: answer.target.model.clone(),
                 routing_reason: answer.routing_reason.clone(),
                 fallback: answer.fallback,
-                cache_layer: v1::CacheLayer::None.into(),
+                cache_layer: cache_layer(answer.cache_layer).into(),
                 ..v1::GenerateChunk::default()
             };
             let id = answer.id.clone();

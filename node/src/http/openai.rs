@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchyard_actors::error::GatewayError;
-use switchyard_actors::model::{CacheControl, ChatRequest, Message, Quality, Role, RoutingHints, Sampling, Target, Tier, Usage};
+use switchyard_actors::model::{CacheControl, ChatRequest, Message, Quality, Role, RoutingHints, Sampling, Target, Tier, Usage, CacheLayer};
 use switchyard_actors::pipeline::{AnswerStream, StreamItem};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
@@ -226,13 +226,13 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
 }
 
 /// The headers that say who served an answer and why.
-fn answer_headers(headers: &mut HeaderMap, id: &str, target: &Target, routing_reason: &str, fallback: bool) {
+fn answer_headers(headers: &mut HeaderMap, id: &str, target: &Target, routing_reason: &str, fallback: bool, cache: CacheLayer) {
     set_header(headers, "x-switchyard-request-id", id);
     set_header(headers, "x-switchyard-provider", &target.provider);
     set_header(headers, "x-switchyard-model", &target.model);
     set_header(headers, "x-switchyard-routing-reason", routing_reason);
     set_header(headers, "x-switchyard-fallback", if fallback { "true" } else { "false" });
-    set_header(headers, "x-switchyard-cache", "none");
+    set_header(headers, "x-switchyard-cache", cache.as_str());
 }
 
 fn usage_json(usage: Usage) -> serde_json::Value {
@@ -295,7 +295,7 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
         });
         let mut response = axum::Json(body).into_response();
         let headers = response.headers_mut();
-        answer_headers(headers, &answer.id, target, &answer.routing_reason, answer.fallback);
+        answer_headers(headers, &answer.id, target, &answer.routing_reason, answer.fallback, answer.cache_layer);
         set_header(headers, "x-switchyard-latency-us", &answer.latency.as_micros().to_string());
         if let Some(cost) = answer.cost {
             set_header(headers, "x-switchyard-cost-usd", &format!("{:.9}", cost.as_usd()));
@@ -328,9 +328,9 @@ fn sse(value: &impl Serialize) -> Bytes {
 
 fn stream_response(answer: AnswerStream, route: String, include_usage: bool, state: AppState) -> Response {
     let created = unix_now();
-    let AnswerStream { id, target, routing_reason, fallback, items, .. } = answer;
+    let AnswerStream { id, target, routing_reason, fallback, items, cache_layer, .. } = answer;
     let mut headers = HeaderMap::new();
-    answer_headers(&mut headers, &id, &target, &routing_reason, fallback);
+    answer_headers(&mut headers, &id, &target, &routing_reason, fallback, cache_layer);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 

@@ -1,0 +1,154 @@
+//! The exact cache end to end: hits, misses, controls, TTL, tenant isolation, streaming replay,
+//! and the cost a hit saves.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Node, chat_body, config_for, grpc_request, sim_behaviour, sim_calls, start_sim};
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+use switchyard_proto::v1;
+
+fn cached_config(sim: std::net::SocketAddr) -> String {
+    config_for(sim, |c| c.replace("exact = false ", "exact = true "))
+}
+
+async fn ask(node: &Node, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = reqwest::Client::new().post(format!("{}/v1/chat/completions", node.http)).json(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+async fn text(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.unwrap();
+    body["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_identical_request_is_answered_from_the_exact_cache() {
+    let sim = start_sim().await;
+    let node = Node::start(&cached_config(sim.addr));
+    let body = chat_body("gpt-4o-mini", "What is the capital of France?");
+    let first = ask(&node, &body, &[]).await;
+    assert_eq!(first.headers()["x-switchyard-cache"], "none");
+    let first_text = text(first).await;
+    let second = ask(&node, &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "  What is the capital of\n France? "}]}), &[]).await;
+    assert_eq!(second.headers()["x-switchyard-cache"], "exact");
+    assert_eq!(second.headers()["x-switchyard-cost-usd"], "0.000000000");
+    assert_eq!(text(second).await, first_text);
+    assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 1, "the hit did not reach the upstream");
+
+    // gRPC shares the cache (same tenant, model, messages and sampling).
+    let mut client = node.grpc_client().await;
+    let request = v1::GenerateRequest { model: "gpt-4o-mini".into(), ..grpc_request("What is the capital of France?") };
+    let answer = client.generate(request).await.unwrap().into_inner();
+    assert_eq!(answer.cache_layer(), v1::CacheLayer::Exact);
+    assert_eq!(answer.text, first_text);
+
+    // A different sampling parameter is a different answer.
+    let mut other = body.clone();
+    other["max_tokens"] = json!(5);
+    assert_eq!(ask(&node, &other, &[]).await.headers()["x-switchyard-cache"], "none");
+    assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 2);
+    let metrics = reqwest::get(format!("{}/metrics", node.http)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchyard_cache_lookups_total{layer=\"exact\",result=\"hit\"} 2"), "{metrics}");
+}
+
+#[tokio::test]
+async fn bypass_no_store_and_ttl_are_honoured() {
+    let sim = start_sim().await;
+    let node = Node::start(&cached_config(sim.addr));
+    let body = chat_body("gpt-4o-mini", "controls");
+    ask(&node, &body, &[("x-switchyard-cache", "no-store")]).await;
+    assert_eq!(ask(&node, &body, &[("x-switchyard-cache-ttl", "1")]).await.headers()["x-switchyard-cache"], "none", "no-store stored nothing");
+    assert_eq!(ask(&node, &body, &[]).await.headers()["x-switchyard-cache"], "exact");
+    assert_eq!(ask(&node, &body, &[("x-switchyard-cache", "bypass")]).await.headers()["x-switchyard-cache"], "none");
+    assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 3);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(ask(&node, &body, &[]).await.headers()["x-switchyard-cache"], "none", "the 1 s entry expired");
+}
+
+#[tokio::test]
+async fn tenants_never_share_entries() {
+    let sim = start_sim().await;
+    let keys = r#"
+[tenancy]
+[[tenancy.keys]]
+id = "alice"
+key_sha256 = "099295a3784e1bd368dc348843a7398c1931b6b8ec2504c73e91ed2040bdc46c"
+tenant = "acme"
+user = "alice"
+
+[[tenancy.keys]]
+id = "carol"
+key_sha256 = "1d0e7afc963efdf084924177294d02cc02800e540bf46e7b846529396be4eddf"
+tenant = "globex"
+user = "carol"
+"#;
+    let node = Node::start(&(cached_config(sim.addr) + keys));
+    let body = chat_body("gpt-4o-mini", "our quarterly numbers");
+    let as_user = |key: &'static str| {
+        let (node, body) = (&node, &body);
+        async move { reqwest::Client::new().post(format!("{}/v1/chat/completions", node.http)).bearer_auth(key).json(body).send().await.unwrap() }
+    };
+    assert_eq!(as_user("sk-alice").await.headers()["x-switchyard-cache"], "none");
+    assert_eq!(as_user("sk-alice").await.headers()["x-switchyard-cache"], "exact");
+    assert_eq!(as_user("sk-carol").await.headers()["x-switchyard-cache"], "none", "another tenant's entry is never served");
+}
+
+#[tokio::test]
+async fn complete_streams_are_stored_and_replayed_as_streams() {
+    let sim = start_sim().await;
+    let node = Node::start(&cached_config(sim.addr));
+    let mut body = chat_body("claude-haiku", "stream and cache me");
+    body["stream"] = json!(true);
+    let live = ask(&node, &body, &[]).await;
+    let live_body = live.text().await.unwrap();
+    let replay = ask(&node, &body, &[]).await;
+    assert_eq!(replay.headers()["x-switchyard-cache"], "exact");
+    assert_eq!(replay.headers()["content-type"], "text/event-stream");
+    let replay_body = replay.text().await.unwrap();
+    assert!(replay_body.ends_with("data: [DONE]\n\n"), "{replay_body}");
+    let content = |body: &str| -> String {
+        body.lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .filter(|data| *data != "[DONE]")
+            .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+            .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(content(&replay_body), content(&live_body));
+    assert!(!content(&live_body).is_empty());
+    assert_eq!(sim_calls(&sim, "claude-haiku").await, 1);
+
+    // A stream cut midway is never stored.
+    sim_behaviour(&sim, Some("gpt-4o"), json!({"fault": {"type": "cut_stream", "after_tokens": 3}, "fault_count": 1})).await;
+    let mut cut = chat_body("gpt-4o", "cut me off");
+    cut["stream"] = json!(true);
+    let response = ask(&node, &cut, &[]).await;
+    let mut bytes = response.bytes_stream();
+    while bytes.next().await.is_some() {}
+    let again = ask(&node, &cut, &[]).await;
+    assert_eq!(again.headers()["x-switchyard-cache"], "none");
+    assert!(again.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+}
+
+#[tokio::test]
+async fn a_hit_costs_nothing_and_records_what_it_saved() {
+    let sim = start_sim().await;
+    let node = Node::start(&cached_config(sim.addr));
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "one two three"}]});
+    let first = ask(&node, &body, &[]).await;
+    assert_eq!(first.headers()["x-switchyard-cost-usd"], "0.000006450");
+    ask(&node, &body, &[]).await;
+    ask(&node, &body, &[]).await;
+    let savings: Value = reqwest::get(format!("{}/admin/v1/cost/savings", node.http)).await.unwrap().json().await.unwrap();
+    assert_eq!(savings["total"]["nano_usd"], 6450);
+    assert_eq!(savings["saved"]["nano_usd"], 2 * 6450);
+    assert_eq!(savings["requests"], 3);
+}
