@@ -10,6 +10,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format as _, Toml};
 use serde::Deserialize;
+use switchyard_actors::budget::redis_sink::RedisLedgerSettings;
 use switchyard_actors::budget::{BudgetPolicy, Enforcement, Limits, NanoUsd};
 use switchyard_actors::model::{Quality, RequestLimits, Tier};
 use switchyard_actors::tenancy::KeySettings;
@@ -63,6 +64,32 @@ pub struct RawConfig {
     tenancy: RawTenancy,
     #[serde(default)]
     cache: RawCache,
+    #[serde(default)]
+    redis: RawRedis,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    #[serde(default)]
+    url: String,
+    #[serde(default = "default_key_prefix")]
+    key_prefix: String,
+    #[serde(default = "default_stream_max_len")]
+    ledger_stream_max_len: u64,
+}
+
+fn default_key_prefix() -> String {
+    "switchyard".into()
+}
+fn default_stream_max_len() -> u64 {
+    1_000_000
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        Self { url: String::new(), key_prefix: default_key_prefix(), ledger_stream_max_len: default_stream_max_len() }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -583,6 +610,7 @@ impl RawConfig {
         let model_names: HashSet<&str> = models.iter().map(|model| model.name.as_str()).collect();
         let policy = self.validate_routing(models.clone(), &model_names, self_hosted)?;
         let tenancy = self.tenancy.validate(&model_names, &self.routing.routes)?;
+        let redis_ledger = self.redis_ledger()?;
 
         Ok(NodeConfig {
             grpc_listen: self.server.grpc_listen,
@@ -606,12 +634,34 @@ impl RawConfig {
                 ledger_path: tenancy.ledger_path,
                 alert_webhook: tenancy.alert_webhook,
                 audit_text: self.tenancy.audit_text,
+                redis_ledger,
                 exact_cache: self.cache.exact.then_some(ExactCacheSettings {
                     max_entries: self.cache.exact_max_entries.max(1),
                     ttl: self.cache.exact_ttl,
                 }),
             },
         })
+    }
+
+    fn redis_ledger(&self) -> Result<Option<RedisLedgerSettings>, ConfigError> {
+        let redis = &self.redis;
+        if redis.url.is_empty() {
+            return Ok(None);
+        }
+        if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://") || redis.url.starts_with("unix://")) {
+            return Err(invalid("redis.url", format!("\"{}\" is not a redis:// URL", redis.url)));
+        }
+        if redis.key_prefix.is_empty() || redis.key_prefix.contains(char::is_whitespace) {
+            return Err(invalid("redis.key_prefix", "must be a non-empty word without spaces"));
+        }
+        if redis.ledger_stream_max_len == 0 {
+            return Err(invalid("redis.ledger_stream_max_len", "must be at least 1"));
+        }
+        Ok(Some(RedisLedgerSettings {
+            url: redis.url.clone(),
+            key_prefix: redis.key_prefix.clone(),
+            stream_max_len: redis.ledger_stream_max_len,
+        }))
     }
 
     fn validate_providers(&self) -> Result<Vec<ProviderSettings>, ConfigError> {

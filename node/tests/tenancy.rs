@@ -383,3 +383,64 @@ async fn the_admin_api_answers_over_grpc_with_the_admin_key_only() {
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     assert!(bad.message().starts_with("start:"), "{}", bad.message());
 }
+
+/// Polls `check` every 50 ms for up to 10 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within 10 s");
+}
+
+#[tokio::test]
+async fn with_redis_every_cost_reaches_the_stream_and_the_counters_exactly_once() {
+    use redis::AsyncCommands as _;
+    let mut redis_server = common::Redis::start();
+    let sim = start_sim().await;
+    let dir = new_dir();
+    let url = redis_server.url();
+    let config = config_for(sim.addr, |c| c.replace("url = \"\"", &format!("url = \"{url}\"")) + &tenancy("", ""));
+    let node = Node::start_in(&dir, &config);
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "one two three"}]});
+    let mut told = 0;
+    for _ in 0..5 {
+        told += told_nano(&ask(&node, Some(ALICE), &body).await);
+    }
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let user_counter = format!("switchyard:v1:spend:user:4:acme:alice:{today}");
+    let tenant_counter = format!("switchyard:v1:spend:tenant:acme:{today}");
+    let state = || async {
+        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+        let events: u64 = connection.xlen("switchyard:v1:cost-events").await.ok()?;
+        let user: Option<i64> = connection.get(&user_counter).await.ok()?;
+        let tenant: Option<i64> = connection.get(&tenant_counter).await.ok()?;
+        Some((events, user.unwrap_or(0), tenant.unwrap_or(0)))
+    };
+    eventually("five events in Redis", || async { state().await == Some((5, told, told)) }).await;
+
+    // A restart pushes recent events again; they are counted once.
+    let dir = node.kill();
+    let node = Node::start_in(&dir, &config);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(state().await, Some((5, told, told)));
+
+    // Redis goes away: requests are still answered and billed; the events arrive once it is back.
+    redis_server.stop();
+    for _ in 0..3 {
+        let response = ask(&node, Some(ALICE), &body).await;
+        assert_eq!(response.status(), 200);
+        told += told_nano(&response);
+    }
+    redis_server.restart();
+    eventually("the events written while Redis was down", || async { state().await == Some((8, told, told)) }).await;
+    let daily = admin(&node, "/admin/v1/cost/daily").await;
+    assert_eq!(daily["total"]["nano_usd"], told);
+}

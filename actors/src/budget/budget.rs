@@ -22,6 +22,7 @@ use crate::budget::ledger::FileLedger;
 use crate::budget::money::NanoUsd;
 use crate::budget::period::{date_of, now_ms};
 use crate::budget::BudgetPolicy;
+use crate::budget::redis_sink::{RedisLedgerSettings, RedisSink};
 use crate::metrics::Metrics;
 
 /// A cost query from the Admin API.
@@ -120,6 +121,8 @@ pub struct BudgetArgs {
     pub notifier: AlertNotifier,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The Redis side of the ledger, when configured.
+    pub redis: Option<RedisSink>,
 }
 
 /// The budget actor's state.
@@ -132,6 +135,7 @@ pub struct BudgetState {
     notifier: AlertNotifier,
     metrics: Arc<Metrics>,
     pruned_on: NaiveDate,
+    redis: Option<RedisSink>,
 }
 
 /// Messages to the budget actor.
@@ -233,6 +237,7 @@ impl Actor for Budget {
             notifier: args.notifier,
             metrics: args.metrics,
             pruned_on: date_of(now),
+            redis: args.redis,
         })
     }
 
@@ -277,6 +282,12 @@ impl Actor for Budget {
                     state.index.prune(today);
                     state.pruned_on = today;
                 }
+                for (direction, tokens) in [("input", event.input_tokens), ("output", event.output_tokens)] {
+                    state.metrics.tenant_tokens.with_label_values(&[&event.model, &event.tenant, direction]).inc_by(u64::from(tokens));
+                }
+                if let Some(redis) = &state.redis {
+                    redis.push(event.clone());
+                }
                 let _caller_gone = reply.send(state.ledger.append(event));
             }
             BudgetMessage::Release(id) => state.book.release(id),
@@ -304,13 +315,15 @@ impl BudgetHandle {
     pub async fn start(
         policy: BudgetPolicy,
         ledger_path: &std::path::Path,
+        redis: Option<&RedisLedgerSettings>,
         notifier: AlertNotifier,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<(Self, ractor::ActorCell)> {
         use anyhow::Context as _;
         let (ledger, replay) = FileLedger::open(ledger_path)?;
+        let redis = redis.map(|settings| RedisSink::start(settings, &replay.events)).transpose()?;
         let policy = Arc::new(policy);
-        let args = BudgetArgs { policy: Arc::clone(&policy), ledger: ledger.clone(), replayed: replay.events, notifier, metrics };
+        let args = BudgetArgs { policy: Arc::clone(&policy), ledger: ledger.clone(), replayed: replay.events, notifier, metrics, redis };
         let (actor, _join) = Actor::spawn(None, Budget, args).await.context("failed to start the budget actor")?;
         let cell = actor.get_cell();
         Ok((Self { actor, ledger, policy }, cell))

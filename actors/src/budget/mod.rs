@@ -4,6 +4,7 @@
 //! - [`book`]: spend and reservations per (scope, period), admission and thresholds (plain struct).
 //! - [`index`]: totals per day by model, user and tenant for the admin queries.
 //! - [`ledger`]: the append-only file ledger replayed at start.
+//! - [`redis_sink`]: the Redis side of the ledger (stream + atomic counters), when configured.
 //! - [`alert`]: threshold alerts as logs, metrics and webhook calls.
 //! - [`event`], [`money`], [`period`]: the cost record, exact money and UTC periods.
 
@@ -16,6 +17,7 @@ pub mod index;
 pub mod ledger;
 pub mod money;
 pub mod period;
+pub mod redis_sink;
 
 use std::collections::HashMap;
 

@@ -61,6 +61,8 @@ pub struct GatewaySettings {
     pub audit_text: bool,
     /// The exact cache, when enabled.
     pub exact_cache: Option<ExactCacheSettings>,
+    /// Redis for the cost ledger, when configured.
+    pub redis_ledger: Option<crate::budget::redis_sink::RedisLedgerSettings>,
 }
 
 /// The exact cache's settings.
@@ -117,7 +119,7 @@ impl Gateway {
     pub async fn start(settings: GatewaySettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let (router, router_cell) = RouterHandle::start(settings.policy).await?;
         let notifier = AlertNotifier::new(settings.alert_webhook, Arc::clone(&metrics));
-        let (budget, budget_cell) = BudgetHandle::start(settings.budget, &settings.ledger_path, notifier, Arc::clone(&metrics)).await?;
+        let (budget, budget_cell) = BudgetHandle::start(settings.budget, &settings.ledger_path, settings.redis_ledger.as_ref(), notifier, Arc::clone(&metrics)).await?;
         let mut actors = vec![router_cell, budget_cell];
         let mut providers = HashMap::new();
         for provider in settings.providers {

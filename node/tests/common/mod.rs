@@ -183,3 +183,61 @@ pub fn grpc_request(prompt: &str) -> v1::GenerateRequest {
 pub fn chat_body(model: &str, prompt: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": prompt}]})
 }
+
+/// A real `redis-server` on a free loopback port, persisting to its own directory (so a restart
+/// on the same port keeps the data). Killed on drop.
+pub struct Redis {
+    child: Option<Child>,
+    dir: PathBuf,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl Redis {
+    /// Starts one. Fails with a hint when `redis-server` is not installed.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut redis = Self { child: None, dir: new_dir(), port };
+        redis.restart();
+        redis
+    }
+
+    /// `redis://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory, and waits until it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it with apt-get)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen on {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
