@@ -449,6 +449,8 @@ struct RawModel {
     #[serde(default)]
     output_usd_per_mtok: Option<f64>,
     #[serde(default)]
+    cached_input_usd_per_mtok: Option<f64>,
+    #[serde(default)]
     fallbacks: Vec<String>,
 }
 
@@ -760,7 +762,16 @@ impl RawConfig {
                             return Err(invalid(format!("{key}.{field}"), format!("{value} is not a price of zero or more")));
                         }
                     }
-                    Some(Price { input_usd_per_mtok: input, output_usd_per_mtok: output })
+                    let cached = model.cached_input_usd_per_mtok;
+                    if let Some(value) = cached
+                        && !(value.is_finite() && value >= 0.0)
+                    {
+                        return Err(invalid(format!("{key}.cached_input_usd_per_mtok"), format!("{value} is not a price of zero or more")));
+                    }
+                    Some(Price { input_usd_per_mtok: input, output_usd_per_mtok: output, cached_input_usd_per_mtok: cached })
+                }
+                (None, None) if model.cached_input_usd_per_mtok.is_some() => {
+                    return Err(invalid(format!("{key}.cached_input_usd_per_mtok"), "needs input_usd_per_mtok and output_usd_per_mtok"));
                 }
                 (None, None) => None,
                 _ => {

@@ -444,3 +444,19 @@ async fn with_redis_every_cost_reaches_the_stream_and_the_counters_exactly_once(
     let daily = admin(&node, "/admin/v1/cost/daily").await;
     assert_eq!(daily["total"]["nano_usd"], told);
 }
+
+#[tokio::test]
+async fn a_model_without_a_price_is_recorded_as_unknown_never_as_zero() {
+    let sim = start_sim().await;
+    let config = config_for(sim.addr, |c| {
+        c.replace("input_usd_per_mtok = 0.05\noutput_usd_per_mtok = 0.08\n", "") + &tenancy("", "")
+    });
+    let node = Node::start(&config);
+    let response = ask(&node, Some(ALICE), &chat_body("llama-3.1-8b", "one two three")).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("x-switchyard-cost-usd").is_none(), "no cost is claimed");
+    let daily = admin(&node, "/admin/v1/cost/daily").await;
+    assert_eq!(daily["requests"], 1);
+    assert_eq!(daily["unknown_price_requests"], 1);
+    assert!(node.logs().contains("no configured price"), "{}", node.logs());
+}

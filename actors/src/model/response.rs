@@ -7,6 +7,9 @@ pub struct Usage {
     pub input_tokens: u32,
     /// Generated tokens.
     pub output_tokens: u32,
+    /// The part of `input_tokens` the provider served from its prompt cache (priced apart when
+    /// the model has a cached-input price).
+    pub cached_input_tokens: u32,
 }
 
 impl Usage {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use ractor::ActorRef;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::budget::budget::BudgetMessage;
 use crate::budget::{CostEvent, Enforcement, Exhausted, NanoUsd};
@@ -56,7 +56,7 @@ pub fn worst_case_cost(request: &ChatRequest, selection: &ModelSelection, policy
     policy
         .model(&selection.primary.model)
         .and_then(|model| model.price)
-        .map_or(NanoUsd::ZERO, |price| NanoUsd::from_usd(price.cost(input, output)))
+        .map_or(NanoUsd::ZERO, |price| NanoUsd::from_usd(price.cost(Usage { input_tokens: input, output_tokens: output, cached_input_tokens: 0 })))
 }
 
 /// Rate limits, then the budget reservation. Under the downgrade policy an exhausted budget
@@ -151,6 +151,9 @@ pub struct Outcome<'a> {
 /// token bucket is corrected, and the audit line is logged. Returns once the event is written.
 pub async fn settle(mut admission: Admission, outcome: Outcome<'_>, request_text: Option<(&ChatRequest, &str)>) -> Result<(), GatewayError> {
     let estimated = outcome.usage.is_none();
+    if !estimated && outcome.cost.is_none() && !outcome.model.is_empty() {
+        warn!(model = outcome.model, "model has no configured price: cost recorded as unknown");
+    }
     let usage = outcome.usage.unwrap_or_default();
     let cost = if estimated { Some(admission.reserved) } else { outcome.cost };
     let principal = Arc::clone(&admission.principal);

@@ -284,7 +284,7 @@ impl Gateway {
     fn price(&self, target: &Target, usage: crate::model::Usage) -> Option<NanoUsd> {
         let snapshot = self.router.snapshot();
         let price = snapshot.policy.model(&target.model)?.price?;
-        Some(NanoUsd::from_usd(price.cost(usage.input_tokens, usage.output_tokens)))
+        Some(NanoUsd::from_usd(price.cost(usage)))
     }
 
     fn record_answer(&self, target: &Target, usage: crate::model::Usage, fallback_from: Option<&Target>) {
@@ -377,7 +377,7 @@ impl Gateway {
             id,
             model: &cached.model,
             provider: &cached.provider,
-            usage: Some(Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens }),
+            usage: Some(Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0 }),
             cost: Some(NanoUsd::ZERO),
             latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             status: "ok",
@@ -397,7 +397,7 @@ impl Gateway {
             completion: Completion {
                 text: cached.text.clone(),
                 finish_reason: FinishReason::parse(&cached.finish_reason),
-                usage: Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens },
+                usage: Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0 },
             },
             target: Target { model: cached.model.clone(), provider: cached.provider.clone(), upstream_model: cached.model.clone() },
             routing_reason: "exact cache hit".into(),

@@ -183,7 +183,7 @@ async fn pump(
         Err(error) => (if error.class() == crate::provider::ErrorClass::Final { "upstream_rejected" } else { "stream_interrupted" }, None),
     };
     let cost = match (price, usage) {
-        (Some(price), Some(usage)) => Some(NanoUsd::from_usd(price.cost(usage.input_tokens, usage.output_tokens))),
+        (Some(price), Some(usage)) => Some(NanoUsd::from_usd(price.cost(usage))),
         _ => None,
     };
     let settled = accounting::settle(
@@ -247,7 +247,7 @@ pub(crate) fn replay(
     let (sender, items) = mpsc::channel(CHANNEL_CAPACITY);
     let chunks: Vec<String> = cached.text.split_inclusive(' ').map(str::to_owned).collect();
     let finish_reason = FinishReason::parse(&cached.finish_reason);
-    let usage = Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens };
+    let usage = Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0 };
     tokio::spawn(async move {
         let _in_flight = in_flight;
         for chunk in chunks {

@@ -86,6 +86,18 @@ struct WireUsage {
     input_tokens: u32,
     #[serde(default)]
     output_tokens: u32,
+    #[serde(default)]
+    cache_read_input_tokens: u32,
+    #[serde(default)]
+    cache_creation_input_tokens: u32,
+}
+
+impl WireUsage {
+    /// Anthropic counts cache reads and writes apart from `input_tokens`; the gateway's input
+    /// tokens include them, with the reads as cached input.
+    fn all_input(&self) -> u32 {
+        self.input_tokens.saturating_add(self.cache_read_input_tokens).saturating_add(self.cache_creation_input_tokens)
+    }
 }
 
 fn finish_reason(reason: &str) -> FinishReason {
@@ -104,7 +116,11 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
     Ok(Completion {
         text,
         finish_reason: finish_reason(message.stop_reason.as_deref().unwrap_or("end_turn")),
-        usage: Usage { input_tokens: message.usage.input_tokens, output_tokens: message.usage.output_tokens },
+        usage: Usage {
+            input_tokens: message.usage.all_input(),
+            output_tokens: message.usage.output_tokens,
+            cached_input_tokens: message.usage.cache_read_input_tokens,
+        },
     })
 }
 
@@ -144,6 +160,7 @@ struct MessageDeltaBody {
 #[derive(Debug, Default)]
 pub struct AnthropicDecoder {
     input_tokens: u32,
+    cached_input_tokens: u32,
     output_tokens: u32,
     finish_reason: Option<FinishReason>,
 }
@@ -154,7 +171,8 @@ impl StreamDecoder for AnthropicDecoder {
             serde_json::from_str(data).map_err(|error| ProviderError::Malformed(format!("stream event: {error}")))?;
         Ok(match event {
             Event::MessageStart { message } => {
-                self.input_tokens = message.usage.input_tokens;
+                self.input_tokens = message.usage.all_input();
+                self.cached_input_tokens = message.usage.cache_read_input_tokens;
                 self.output_tokens = message.usage.output_tokens;
                 None
             }
@@ -168,7 +186,11 @@ impl StreamDecoder for AnthropicDecoder {
             }
             Event::MessageStop {} => Some(StreamEvent::Finished {
                 finish_reason: self.finish_reason.unwrap_or(FinishReason::Stop),
-                usage: Some(Usage { input_tokens: self.input_tokens, output_tokens: self.output_tokens }),
+                usage: Some(Usage {
+                    input_tokens: self.input_tokens,
+                    output_tokens: self.output_tokens,
+                    cached_input_tokens: self.cached_input_tokens,
+                }),
             }),
             Event::Error { error } => return Err(ProviderError::StreamCut(format!("upstream error event: {error}"))),
             Event::ContentBlockDelta { .. } | Event::ContentBlockStart {} | Event::ContentBlockStop {} | Event::Ping {} => {
@@ -206,8 +228,9 @@ mod tests {
     fn parses_a_unary_answer() {
         let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"c",
             "content":[{"type":"text","text":"Hi "},{"type":"text","text":"there"}],
-            "stop_reason":"max_tokens","usage":{"input_tokens":4,"output_tokens":2}}"#;
+            "stop_reason":"max_tokens","usage":{"input_tokens":4,"output_tokens":2,"cache_read_input_tokens":10}}"#;
         let completion = parse_completion(body).ok();
+        assert_eq!(completion.as_ref().map(|c| (c.usage.input_tokens, c.usage.cached_input_tokens)), Some((14, 10)));
         assert_eq!(completion.as_ref().map(|c| c.text.as_str()), Some("Hi there"));
         assert_eq!(completion.map(|c| c.finish_reason), Some(FinishReason::Length));
         assert!(matches!(parse_completion(b"<html>"), Err(ProviderError::Malformed(_))));
@@ -234,7 +257,7 @@ mod tests {
                 StreamEvent::Delta("Hi".into()),
                 StreamEvent::Finished {
                     finish_reason: FinishReason::Stop,
-                    usage: Some(Usage { input_tokens: 9, output_tokens: 3 })
+                    usage: Some(Usage { input_tokens: 9, output_tokens: 3, cached_input_tokens: 0 })
                 }
             ]
         );

@@ -92,11 +92,23 @@ struct ChoiceMessage {
 struct WireUsage {
     prompt_tokens: u32,
     completion_tokens: u32,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: u32,
 }
 
 impl From<WireUsage> for Usage {
     fn from(usage: WireUsage) -> Self {
-        Self { input_tokens: usage.prompt_tokens, output_tokens: usage.completion_tokens }
+        Self {
+            input_tokens: usage.prompt_tokens,
+            output_tokens: usage.completion_tokens,
+            cached_input_tokens: usage.prompt_tokens_details.unwrap_or_default().cached_tokens.min(usage.prompt_tokens),
+        }
     }
 }
 
@@ -215,8 +227,9 @@ mod tests {
     #[test]
     fn parses_a_unary_answer_and_rejects_garbage() {
         let body = br#"{"choices":[{"message":{"role":"assistant","content":"hey"},"finish_reason":"length"}],
-            "usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+            "usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4,"prompt_tokens_details":{"cached_tokens":2}}}"#;
         let completion = parse_completion(body).ok();
+        assert_eq!(completion.as_ref().map(|c| c.usage.cached_input_tokens), Some(2));
         assert_eq!(completion.as_ref().map(|c| c.text.as_str()), Some("hey"));
         assert_eq!(completion.map(|c| (c.finish_reason, c.usage.total())), Some((FinishReason::Length, 4)));
         assert!(matches!(parse_completion(b"{\"choices\":"), Err(ProviderError::Malformed(_))));
@@ -244,7 +257,7 @@ mod tests {
                 StreamEvent::Delta("lo".into()),
                 StreamEvent::Finished {
                     finish_reason: FinishReason::Stop,
-                    usage: Some(Usage { input_tokens: 5, output_tokens: 2 })
+                    usage: Some(Usage { input_tokens: 5, output_tokens: 2, cached_input_tokens: 0 })
                 },
             ]
         );

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use crate::error::GatewayError;
-use crate::model::{ModelSelection, Quality, RoutingContext, Target, Tier};
+use crate::model::{ModelSelection, Quality, RoutingContext, Target, Tier, Usage};
 use crate::provider::health::ProviderHealth;
 
 /// Live health of every provider, by provider name.
@@ -23,12 +23,34 @@ pub struct Price {
     pub input_usd_per_mtok: f64,
     /// Per million output tokens.
     pub output_usd_per_mtok: f64,
+    /// Per million input tokens served from the provider's prompt cache; the input price when unset.
+    pub cached_input_usd_per_mtok: Option<f64>,
 }
 
 impl Price {
-    /// The cost of `input` and `output` tokens.
-    pub fn cost(&self, input: u32, output: u32) -> f64 {
-        (f64::from(input) * self.input_usd_per_mtok + f64::from(output) * self.output_usd_per_mtok) / 1_000_000.0
+    /// The cost of `usage` in dollars.
+    pub fn cost(&self, usage: Usage) -> f64 {
+        let cached = usage.cached_input_tokens.min(usage.input_tokens);
+        let fresh = usage.input_tokens - cached;
+        let cached_price = self.cached_input_usd_per_mtok.unwrap_or(self.input_usd_per_mtok);
+        (f64::from(fresh) * self.input_usd_per_mtok
+            + f64::from(cached) * cached_price
+            + f64::from(usage.output_tokens) * self.output_usd_per_mtok)
+            / 1_000_000.0
+    }
+}
+
+#[cfg(test)]
+mod price_tests {
+    use super::*;
+
+    #[test]
+    fn cached_input_is_priced_apart_when_configured() {
+        let usage = Usage { input_tokens: 1000, output_tokens: 100, cached_input_tokens: 800 };
+        let plain = Price { input_usd_per_mtok: 2.0, output_usd_per_mtok: 10.0, cached_input_usd_per_mtok: None };
+        assert!((plain.cost(usage) - (1000.0 * 2.0 + 100.0 * 10.0) / 1e6).abs() < 1e-15);
+        let cached = Price { cached_input_usd_per_mtok: Some(0.5), ..plain };
+        assert!((cached.cost(usage) - (200.0 * 2.0 + 800.0 * 0.5 + 100.0 * 10.0) / 1e6).abs() < 1e-15);
     }
 }
 
