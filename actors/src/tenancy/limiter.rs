@@ -7,8 +7,10 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
 /// A request refused by a rate limit.
@@ -62,18 +64,29 @@ impl TokenBucket {
     }
 }
 
-/// One key's limits.
+/// One key's limits; the clock is `governor`'s (a fake one in tests).
 #[derive(Debug)]
-pub struct KeyLimiter {
-    requests: Option<DefaultDirectRateLimiter>,
+pub struct KeyLimiter<C: Clock = DefaultClock> {
+    requests: Option<RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>>,
+    clock: C,
     tokens: Option<Mutex<TokenBucket>>,
 }
 
 impl KeyLimiter {
     /// Limits of `requests_per_minute` and `tokens_per_minute` (each `None` for none).
     pub fn new(requests_per_minute: Option<u32>, tokens_per_minute: Option<u32>) -> Self {
+        Self::with_clock(requests_per_minute, tokens_per_minute, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> KeyLimiter<C> {
+    /// Limits on `clock`.
+    pub fn with_clock(requests_per_minute: Option<u32>, tokens_per_minute: Option<u32>, clock: C) -> Self {
         Self {
-            requests: requests_per_minute.and_then(NonZeroU32::new).map(|rpm| RateLimiter::direct(Quota::per_minute(rpm))),
+            requests: requests_per_minute
+                .and_then(NonZeroU32::new)
+                .map(|rpm| RateLimiter::direct_with_clock(Quota::per_minute(rpm), clock.clone())),
+            clock,
             tokens: tokens_per_minute.map(|tpm| Mutex::new(TokenBucket::new(tpm))),
         }
     }
@@ -85,7 +98,7 @@ impl KeyLimiter {
         {
             return Err(RateLimited {
                 limit: "requests per minute",
-                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+                retry_after: not_until.wait_time_from(self.clock.now()),
             });
         }
         if let Some(bucket) = &self.tokens {
@@ -131,11 +144,17 @@ mod tests {
     }
 
     #[test]
-    fn requests_per_minute_refuse_past_the_quota_with_a_wait() {
-        let limiter = KeyLimiter::new(Some(2), None);
+    fn requests_per_minute_refuse_past_the_quota_then_recover() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let limiter = KeyLimiter::with_clock(Some(2), None, clock.clone());
         assert!(limiter.admit(0).is_ok());
         assert!(limiter.admit(0).is_ok());
         let refused = limiter.admit(0);
-        assert!(refused.as_ref().is_err_and(|r| r.limit == "requests per minute" && r.retry_after > Duration::ZERO), "{refused:?}");
+        assert_eq!(refused, Err(RateLimited { limit: "requests per minute", retry_after: Duration::from_secs(30) }));
+        clock.advance(Duration::from_secs(29));
+        assert!(limiter.admit(0).is_err(), "still limited");
+        clock.advance(Duration::from_secs(1));
+        assert!(limiter.admit(0).is_ok(), "one request's worth came back after 30 s");
+        assert!(limiter.admit(0).is_err());
     }
 }
