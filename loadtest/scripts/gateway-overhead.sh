@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Measures the latency the gateway adds over calling the simulator directly, unary, at 1 and 16
-# concurrent clients, and the throughput at which the gateway's p99 stays under 10 ms.
+# concurrent clients, and the throughput at which the gateway's p99 stays under 10 ms (exact cache
+# off, so every request goes upstream; cost accounting and the file ledger on, as shipped); then
+# exact-cache hits over gRPC at 16 clients on a second node with the cache on.
 # Usage: loadtest/scripts/gateway-overhead.sh [SECONDS_PER_RUN] [RUNS]
 # Prints each run's JSON line and, per case, the median of the runs.
 set -euo pipefail
@@ -13,15 +15,23 @@ cargo build --release --locked -p switchyard-node -p switchyard-loadtest >&2
 sim_port=19100
 "$bin/switchyard-sim" --listen 127.0.0.1:$sim_port >/dev/null 2>&1 &
 sim=$!
-config=$(mktemp)
+work=$(mktemp -d)
 sed -e "s/127.0.0.1:9100/127.0.0.1:$sim_port/" \
     -e 's/grpc_listen = "127.0.0.1:50051"/grpc_listen = "127.0.0.1:19051"/' \
     -e 's/http_listen = "127.0.0.1:8080"/http_listen = "127.0.0.1:19080"/' \
     -e 's/log_level = "info"/log_level = "warn"/' \
-    deploy/examples/single-node.toml >"$config"
-"$bin/switchyard" serve --config "$config" >/dev/null 2>&1 &
+    -e 's/^exact = true /exact = false /' \
+    deploy/examples/single-node.toml >"$work/pass-through.toml"
+sed -e "s/127.0.0.1:9100/127.0.0.1:$sim_port/" \
+    -e 's/grpc_listen = "127.0.0.1:50051"/grpc_listen = "127.0.0.1:19052"/' \
+    -e 's/http_listen = "127.0.0.1:8080"/http_listen = "127.0.0.1:19081"/' \
+    -e 's/log_level = "info"/log_level = "warn"/' \
+    deploy/examples/single-node.toml >"$work/cached.toml"
+SWITCHYARD_TENANCY__LEDGER_PATH="$work/ledger-1.jsonl" "$bin/switchyard" serve --config "$work/pass-through.toml" >/dev/null 2>&1 &
 node=$!
-trap 'kill $sim $node 2>/dev/null; rm -f "$config"' EXIT
+SWITCHYARD_TENANCY__LEDGER_PATH="$work/ledger-2.jsonl" "$bin/switchyard" serve --config "$work/cached.toml" >/dev/null 2>&1 &
+cached=$!
+trap 'kill $sim $node $cached 2>/dev/null; rm -rf "$work"' EXIT
 sleep 1
 
 results=$(mktemp)
@@ -35,6 +45,7 @@ for run in $(seq "$runs"); do
     bench "gateway-http-c$concurrency" "http://127.0.0.1:19080" "$concurrency"
     bench "gateway-grpc-c$concurrency" "grpc://127.0.0.1:19051" "$concurrency"
   done
+  bench "exact-hit-grpc-c16" "grpc://127.0.0.1:19052" 16
 done
 "$bin/switchyard-loadtest" ramp --target http://127.0.0.1:19080 --model gpt-4o-mini \
   --duration "$seconds" --levels 1,2,4,8,16,32,64 --p99-budget-us 10000 | tail -n 1 | sed 's/^/ramp-gateway-http /'

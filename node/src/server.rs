@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use switchyard_actors::metrics::Metrics;
 use switchyard_actors::pipeline::Gateway;
 use tokio::net::TcpListener;
@@ -39,6 +40,12 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
     let http = {
         let shutdown = shutdown.clone();
         let app = crate::http::router(Arc::clone(&gateway));
+        // Small request/response exchanges: never let Nagle hold a reply back for a delayed ACK.
+        let http_listener = http_listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                warn!(%error, "failed to set TCP_NODELAY");
+            }
+        });
         tokio::spawn(async move {
             axum::serve(http_listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
         })
@@ -55,10 +62,17 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
         health_reporter.set_serving::<switchyard_proto::v1::admin_server::AdminServer<AdminService>>().await;
         let service = GatewayService::server(Arc::clone(&gateway));
         let admin = AdminService::server(Arc::clone(&gateway));
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        // The builder's tcp_nodelay applies only to listeners tonic binds itself: set it here.
+        let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), |stream| {
+            if let Ok(tcp) = &stream
+                && let Err(error) = tcp.set_nodelay(true)
+            {
+                warn!(%error, "failed to set TCP_NODELAY");
+            }
+            stream
+        });
         tokio::spawn(async move {
             tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(service)

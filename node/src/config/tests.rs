@@ -68,3 +68,38 @@ fn bad_values_name_their_key() {
     let error = error_of(&format!("{MINIMAL}\n[server]\ndrain_timeout = \"soon\"\n"));
     assert!(error.contains("drain_timeout"), "{error}");
 }
+
+#[test]
+fn keys_come_from_the_config_or_a_mounted_file_and_only_their_hashes_are_kept() {
+    let dir = std::env::temp_dir().join(format!("switchyard-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("keys.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[keys]]
+id = "from-file"
+key_sha256 = "36c76b48bb2ee1d9d37140550e9d7ed7d395cf56f41050dc2a72e5291c0011f0"
+tenant = "acme"
+user = "bob"
+models = ["m"]
+"#,
+    )
+    .expect("writes the keys file");
+    let toml = format!(
+        "{MINIMAL}\n[tenancy]\nkeys_file = \"{}\"\n[[tenancy.keys]]\nid = \"inline\"\nkey_sha256 = \"099295a3784e1bd368dc348843a7398c1931b6b8ec2504c73e91ed2040bdc46c\"\ntenant = \"acme\"\nuser = \"alice\"\ntier = \"enterprise\"\ndaily_budget_usd = 2.5\n",
+        file.display()
+    );
+    let config = parse(&toml).map_err(|error| error.to_string());
+    let keys: Vec<(String, Tier)> =
+        config.iter().flat_map(|config| config.gateway.keys.iter().map(|key| (key.id.clone(), key.tier))).collect();
+    assert_eq!(keys, vec![("inline".to_owned(), Tier::Enterprise), ("from-file".to_owned(), Tier::Free)]);
+    let budget = config.as_ref().ok().and_then(|config| config.gateway.budget.users.get(&("acme".to_owned(), "alice".to_owned())).copied());
+    assert_eq!(budget.and_then(|limits| limits.daily), Some(NanoUsd::from_usd(2.5)));
+
+    let bad = toml.replace("099295a3784e1bd368dc348843a7398c1931b6b8ec2504c73e91ed2040bdc46c", "abc");
+    assert!(error_of(&bad).starts_with("tenancy.keys[0].key_sha256"), "{}", error_of(&bad));
+    std::fs::write(&file, "[[keys]]\nid = \"x\"\nkey_sha256 = \"36c76b48bb2ee1d9d37140550e9d7ed7d395cf56f41050dc2a72e5291c0011f0\"\ntenant = \"t\"\nuser = \"u\"\nmodels = [\"gpt-9\"]\n").expect("rewrites the keys file");
+    assert!(error_of(&toml).contains("unknown model or route \"gpt-9\""), "{}", error_of(&toml));
+    let _ = std::fs::remove_dir_all(&dir);
+}
