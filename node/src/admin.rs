@@ -3,6 +3,7 @@
 
 use chrono::NaiveDate;
 use switchyard_actors::budget::CostQuery;
+use switchyard_actors::cache::Invalidation;
 use switchyard_actors::error::GatewayError;
 
 /// Rows returned by cost-by-user when no limit is given.
@@ -43,4 +44,22 @@ pub fn budget(tenant: Option<&str>, user: Option<&str>) -> Result<CostQuery, Gat
         (None, _) => Err(GatewayError::invalid("tenant", "is required")),
         (_, None) => Err(GatewayError::invalid("user", "is required")),
     }
+}
+
+/// Which cache entries to drop: exactly one of a key (as in `x-switchyard-cache-key`), a tenant,
+/// a model or route, or everything.
+pub fn invalidation(key: Option<&str>, tenant: Option<&str>, model: Option<&str>, all: bool) -> Result<Invalidation, GatewayError> {
+    let given = [key.is_some(), tenant.is_some(), model.is_some(), all].iter().filter(|given| **given).count();
+    if given != 1 {
+        return Err(GatewayError::invalid("body", "give exactly one of key, tenant, model, or all = true"));
+    }
+    let non_empty = |field: &str, value: &str| {
+        if value.is_empty() { Err(GatewayError::invalid(field, "must not be empty")) } else { Ok(value.to_owned()) }
+    };
+    Ok(match (key, tenant, model) {
+        (Some(key), _, _) => Invalidation::Key(non_empty("key", key)?),
+        (_, Some(tenant), _) => Invalidation::Tenant(non_empty("tenant", tenant)?),
+        (_, _, Some(model)) => Invalidation::Model(non_empty("model", model)?),
+        _ => Invalidation::All,
+    })
 }

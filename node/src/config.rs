@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Toml};
 use serde::Deserialize;
 use switchyard_actors::budget::redis_sink::RedisLedgerSettings;
+use switchyard_actors::cache::RedisCacheSettings;
 use switchyard_actors::budget::{BudgetPolicy, Enforcement, Limits, NanoUsd};
 use switchyard_actors::model::{Quality, RequestLimits, Tier};
 use switchyard_actors::tenancy::KeySettings;
@@ -101,6 +102,12 @@ struct RawCache {
     exact_ttl: Duration,
     #[serde(default = "default_exact_max_entries")]
     exact_max_entries: u64,
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    redis_timeout: Duration,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(50)
 }
 
 fn default_exact() -> bool {
@@ -115,7 +122,12 @@ fn default_exact_max_entries() -> u64 {
 
 impl Default for RawCache {
     fn default() -> Self {
-        Self { exact: default_exact(), exact_ttl: default_exact_ttl(), exact_max_entries: default_exact_max_entries() }
+        Self {
+            exact: default_exact(),
+            exact_ttl: default_exact_ttl(),
+            exact_max_entries: default_exact_max_entries(),
+            redis_timeout: default_redis_timeout(),
+        }
     }
 }
 
@@ -636,10 +648,15 @@ impl RawConfig {
                 ledger_path: tenancy.ledger_path,
                 alert_webhook: tenancy.alert_webhook,
                 audit_text: self.tenancy.audit_text,
-                redis_ledger,
-                exact_cache: self.cache.exact.then_some(ExactCacheSettings {
+                redis_ledger: redis_ledger.clone(),
+                exact_cache: self.cache.exact.then(|| ExactCacheSettings {
                     max_entries: self.cache.exact_max_entries.max(1),
                     ttl: self.cache.exact_ttl,
+                    redis: redis_ledger.as_ref().map(|redis| RedisCacheSettings {
+                        url: redis.url.clone(),
+                        key_prefix: redis.key_prefix.clone(),
+                        timeout: self.cache.redis_timeout,
+                    }),
                 }),
             },
         })

@@ -152,3 +152,72 @@ async fn a_hit_costs_nothing_and_records_what_it_saved() {
     assert_eq!(savings["saved"]["nano_usd"], 2 * 6450);
     assert_eq!(savings["requests"], 3);
 }
+
+async fn invalidate(node: &Node, body: Value) -> reqwest::StatusCode {
+    reqwest::Client::new().post(format!("{}/admin/v1/cache/invalidate", node.http)).json(&body).send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn invalidation_by_key_tenant_model_and_everything() {
+    let sim = start_sim().await;
+    let node = Node::start(&cached_config(sim.addr));
+    let first = chat_body("gpt-4o-mini", "first");
+    let second = chat_body("claude-haiku", "second");
+    let key = ask(&node, &first, &[]).await.headers()["x-switchyard-cache-key"].to_str().unwrap().to_owned();
+    ask(&node, &second, &[]).await;
+    let layer = |body: Value| {
+        let node = &node;
+        async move { ask(node, &body, &[]).await.headers()["x-switchyard-cache"].to_str().unwrap().to_owned() }
+    };
+    assert_eq!(layer(first.clone()).await, "exact");
+    assert_eq!(invalidate(&node, json!({"key": key})).await, 200);
+    assert_eq!(layer(first.clone()).await, "none", "the key's entry is gone");
+    assert_eq!(layer(second.clone()).await, "exact", "others stay");
+    assert_eq!(invalidate(&node, json!({"model": "claude-haiku"})).await, 200);
+    assert_eq!(layer(second.clone()).await, "none");
+    assert_eq!(layer(first.clone()).await, "exact");
+    assert_eq!(invalidate(&node, json!({"tenant": "anonymous"})).await, 200);
+    assert_eq!(layer(first.clone()).await, "none", "the tenant's entries are gone");
+    assert_eq!(layer(second.clone()).await, "none", "both were the tenant's");
+    assert_eq!(layer(second.clone()).await, "exact");
+    let mut client = switchyard_proto::v1::admin_client::AdminClient::connect(node.grpc.clone()).await.unwrap();
+    let everything = v1::InvalidateCacheRequest { target: Some(v1::invalidate_cache_request::Target::All(true)) };
+    client.invalidate_cache(everything).await.unwrap();
+    assert_eq!(layer(second).await, "none");
+    assert_eq!(invalidate(&node, json!({"key": "k", "all": true})).await, 400, "exactly one target");
+    assert_eq!(invalidate(&node, json!({"everything": true})).await, 400, "unknown field");
+}
+
+#[tokio::test]
+async fn with_redis_the_cache_is_shared_and_survives_redis_going_away() {
+    let mut redis = common::Redis::start();
+    let sim = start_sim().await;
+    let config = config_for(sim.addr, |c| c.replace("exact = false ", "exact = true ").replace("url = \"\"", &format!("url = \"{}\"", redis.url())));
+    let node = Node::start(&config);
+    let other_node = Node::start(&config);
+    let body = chat_body("gpt-4o-mini", "shared between nodes");
+    assert_eq!(ask(&node, &body, &[]).await.headers()["x-switchyard-cache"], "none");
+    assert_eq!(ask(&other_node, &body, &[]).await.headers()["x-switchyard-cache"], "exact", "another node hits the shared entry");
+    assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 1);
+
+    redis.stop();
+    for _ in 0..3 {
+        let response = ask(&node, &body, &[]).await;
+        assert_eq!(response.status(), 200, "requests never fail because of the cache");
+        assert_eq!(response.headers()["x-switchyard-cache"], "none");
+    }
+    redis.restart();
+    // Caching resumes by itself (the data survived the restart on disk).
+    let mut resumed = false;
+    for _ in 0..100 {
+        if ask(&node, &body, &[]).await.headers()["x-switchyard-cache"] == "exact" {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "caching did not resume after Redis came back:\n{}", node.logs());
+    let metrics = reqwest::get(format!("{}/metrics", node.http)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchyard_cache_lookups_total{layer=\"exact\",result=\"error\"}"), "{metrics}");
+    assert!(node.logs().contains("requests go on uncached"), "{}", node.logs());
+}

@@ -1,9 +1,9 @@
 //! The caches in front of the providers.
 //!
 //! - [`key`]: the exact cache's key: what two requests must share to share an answer.
-//! - [`exact`]: the exact cache, in process (moka) with a per-entry TTL.
+//! - [`exact`]: the exact cache, in Redis or in process (moka), each entry with its own TTL.
 
 pub mod exact;
 pub mod key;
 
-pub use exact::{CachedAnswer, ExactCache, Lookup};
+pub use exact::{CachedAnswer, ExactCache, Invalidation, Lookup, RedisCacheSettings};

@@ -27,7 +27,7 @@ use crate::budget::{BudgetHandle, BudgetPolicy, CostQuery, CostReport, NanoUsd};
 use crate::error::{AttemptFailure, GatewayError};
 use crate::metrics::Metrics;
 use crate::cache::key::exact_key;
-use crate::cache::{CachedAnswer, ExactCache, Lookup};
+use crate::cache::{CachedAnswer, ExactCache, Invalidation, Lookup, RedisCacheSettings};
 use crate::model::{CacheLayer, ChatRequest, Completion, FinishReason, ModelSelection, RequestLimits, RoutingContext, Target, Tier, Usage};
 use crate::pipeline::accounting::{Admission, Outcome};
 use crate::provider::{ErrorClass, ProviderHandle, ProviderSettings};
@@ -68,10 +68,12 @@ pub struct GatewaySettings {
 /// The exact cache's settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExactCacheSettings {
-    /// Most entries held in process.
+    /// Most entries held in process (without Redis).
     pub max_entries: u64,
     /// Lifetime of an entry unless the request sets one.
     pub ttl: Duration,
+    /// Redis, when configured: the cache is shared there instead of held in process.
+    pub redis: Option<RedisCacheSettings>,
 }
 
 /// A whole answer with everything the front doors report about it.
@@ -97,6 +99,8 @@ pub struct Answer {
     pub gateway_overhead: Duration,
     /// The cache layer that answered.
     pub cache_layer: CacheLayer,
+    /// The exact-cache key of the request (for invalidation), when the cache is on.
+    pub cache_key: Option<String>,
 }
 
 /// The node's request pipeline. Cheap to share behind an `Arc`.
@@ -140,9 +144,11 @@ impl Gateway {
             keys,
             budget,
             audit_text: settings.audit_text,
-            exact: settings
-                .exact_cache
-                .map(|exact| ExactCache::in_memory(exact.max_entries, exact.ttl, Arc::clone(&metrics_for_cache))),
+            exact: match settings.exact_cache {
+                None => None,
+                Some(ExactCacheSettings { redis: Some(redis), ttl, .. }) => Some(ExactCache::redis(&redis, ttl, metrics_for_cache)?),
+                Some(exact) => Some(ExactCache::in_memory(exact.max_entries, exact.ttl, metrics_for_cache)),
+            },
         })
     }
 
@@ -165,6 +171,14 @@ impl Gateway {
     pub async fn query(&self, query: CostQuery) -> Result<CostReport, GatewayError> {
         ractor::call!(self.budget.actor, crate::budget::budget::BudgetMessage::Query, query)
             .map_err(|error| GatewayError::Internal(format!("budget actor: {error}")))
+    }
+
+    /// Drops exact-cache entries. Without an exact cache there is nothing to drop.
+    pub async fn invalidate(&self, what: &Invalidation) -> Result<(), GatewayError> {
+        match &self.exact {
+            Some(cache) => cache.invalidate(what).await.map_err(|error| GatewayError::Internal(format!("cache invalidation failed: {error}"))),
+            None => Ok(()),
+        }
     }
 
     /// Forces the cost ledger to stable storage (shutdown).
@@ -303,9 +317,14 @@ impl Gateway {
         let (selection, admission) = self.prepare(principal, &request).await?;
         let key = self.exact_key(principal, &request);
         if let Some(cached) = self.lookup(key.as_deref()).await {
-            return self.answer_from_cache(&cached, admission, &request, started).await;
+            let mut answer = self.answer_from_cache(&cached, admission, &request, started).await?;
+            answer.cache_key = key;
+            return Ok(answer);
         }
-        let result = self.call_chain(&request, &selection, started).await;
+        let result = self.call_chain(&request, &selection, started).await.map(|mut answer| {
+            answer.cache_key.clone_from(&key);
+            answer
+        });
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match result {
             Ok(answer) => {
@@ -313,6 +332,8 @@ impl Gateway {
                     && !request.cache.no_store
                 {
                     let stored = CachedAnswer {
+                        tenant: principal.tenant.clone(),
+                        route: request.model.clone().unwrap_or_else(|| "auto".into()),
                         text: answer.completion.text.clone(),
                         model: answer.target.model.clone(),
                         provider: answer.target.provider.clone(),
@@ -368,6 +389,10 @@ impl Gateway {
                 self.metrics.cache_lookups.with_label_values(&["exact", "miss"]).inc();
                 None
             }
+            Lookup::Unavailable => {
+                self.metrics.cache_lookups.with_label_values(&["exact", "error"]).inc();
+                None
+            }
         }
     }
 
@@ -407,6 +432,7 @@ impl Gateway {
             latency,
             gateway_overhead: latency,
             cache_layer: CacheLayer::Exact,
+            cache_key: None,
         })
     }
 
@@ -435,6 +461,7 @@ impl Gateway {
                         latency,
                         gateway_overhead,
                         cache_layer: CacheLayer::None,
+                        cache_key: None,
                     });
                 }
                 Err(error) if error.class() == ErrorClass::Final => {
@@ -457,12 +484,17 @@ impl Gateway {
         if let Some(cached) = self.lookup(key.as_deref()).await {
             let id = new_id();
             self.settle_hit(&cached, admission, &id, &request, started).await?;
-            return Ok(stream::replay(id, &cached, NanoUsd::ZERO, started, in_flight));
+            let mut replay = stream::replay(id, &cached, NanoUsd::ZERO, started, in_flight);
+            replay.cache_key = key;
+            return Ok(replay);
         }
+        let cache_key = key.clone();
         let store = match (&self.exact, key) {
             (Some(cache), Some(key)) if !request.cache.no_store => Some(stream::Store {
                 cache: cache.clone(),
                 key,
+                tenant: principal.tenant.clone(),
+                route: request.model.clone().unwrap_or_else(|| "auto".into()),
                 ttl: request.cache.ttl_seconds.map(|seconds| Duration::from_secs(u64::from(seconds))),
             }),
             _ => None,
@@ -479,7 +511,7 @@ impl Gateway {
                     if fallback {
                         self.metrics.fallbacks.with_label_values(&[selection.primary.provider.as_str(), target.provider.as_str()]).inc();
                     }
-                    return Ok(stream::forward(stream::StreamStart {
+                    let mut answer = stream::forward(stream::StreamStart {
                         id: new_id(),
                         opened,
                         target: target.clone(),
@@ -493,7 +525,9 @@ impl Gateway {
                         admission,
                         audit_request: self.audit_text.then(|| request.clone()),
                         store: store.take(),
-                    }));
+                    });
+                    answer.cache_key = cache_key;
+                    return Ok(answer);
                 }
                 Err(error) if error.class() == ErrorClass::Final => {
                     let error = GatewayError::UpstreamRejected { target: target.to_string(), error };

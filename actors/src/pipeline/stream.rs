@@ -63,6 +63,8 @@ pub struct AnswerStream {
     pub failed_attempts: Vec<AttemptFailure>,
     /// The cache layer that answers.
     pub cache_layer: CacheLayer,
+    /// The exact-cache key of the request (for invalidation), when the cache is on.
+    pub cache_key: Option<String>,
     /// The items, as they arrive.
     pub items: mpsc::Receiver<Result<StreamItem, GatewayError>>,
 }
@@ -88,6 +90,8 @@ pub(crate) struct StreamStart {
 pub(crate) struct Store {
     pub cache: ExactCache,
     pub key: String,
+    pub tenant: String,
+    pub route: String,
     pub ttl: Option<Duration>,
 }
 
@@ -104,6 +108,7 @@ pub(crate) fn forward(start: StreamStart) -> AnswerStream {
         fallback: start.fallback,
         failed_attempts: start.failed_attempts,
         cache_layer: CacheLayer::None,
+        cache_key: None,
         items,
     };
     let task = pump(start.opened, target, start.price, start.started, start.metrics, sender, start.in_flight, accounting);
@@ -208,6 +213,8 @@ async fn pump(
     // Only a complete stream is stored.
     if let (Ok((finish_reason, Some(usage))), Some(store), Some(text)) = (&outcome, &accounting.store, &answer_text) {
         let answer = CachedAnswer {
+            tenant: store.tenant.clone(),
+            route: store.route.clone(),
             text: text.clone(),
             model: target.model.clone(),
             provider: target.provider.clone(),
@@ -266,6 +273,7 @@ pub(crate) fn replay(
         fallback: false,
         failed_attempts: Vec::new(),
         cache_layer: CacheLayer::Exact,
+        cache_key: None,
         items,
     }
 }

@@ -116,6 +116,22 @@ impl v1::admin_server::Admin for AdminService {
         }
     }
 
+    async fn invalidate_cache(&self, request: Request<v1::InvalidateCacheRequest>) -> Result<Response<v1::InvalidateCacheResponse>, Status> {
+        let headers = request.metadata().clone().into_headers();
+        self.gateway.authenticate_admin(bearer_of(&headers)).map_err(|error| to_status(&error))?;
+        use v1::invalidate_cache_request::Target;
+        let what = match request.into_inner().target {
+            Some(Target::Key(key)) => admin::invalidation(Some(&key), None, None, false),
+            Some(Target::Tenant(tenant)) => admin::invalidation(None, Some(&tenant), None, false),
+            Some(Target::Model(model)) => admin::invalidation(None, None, Some(&model), false),
+            Some(Target::All(all)) => admin::invalidation(None, None, None, all),
+            None => admin::invalidation(None, None, None, false),
+        }
+        .map_err(|error| to_status(&error))?;
+        self.gateway.invalidate(&what).await.map_err(|error| to_status(&error))?;
+        Ok(Response::new(v1::InvalidateCacheResponse {}))
+    }
+
     async fn check_budget(&self, request: Request<v1::CheckBudgetRequest>) -> Result<Response<v1::CheckBudgetResponse>, Status> {
         let query = |request: v1::CheckBudgetRequest| admin::budget(optional(&request.tenant), optional(&request.user));
         match self.ask(request, query).await? {

@@ -123,3 +123,33 @@ pub async fn budget(State(state): State<AppState>, headers: HeaderMap, Query(par
     let query = admin::budget(param(&params, "tenant"), param(&params, "user"));
     answer(&state, &headers, query).await
 }
+
+/// The body of `POST /admin/v1/cache/invalidate`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidateBody {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// `POST /admin/v1/cache/invalidate` with one of `{"key"}`, `{"tenant"}`, `{"model"}`, `{"all": true}`.
+pub async fn invalidate(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let result = async {
+        state.gateway.authenticate_admin(crate::auth::bearer_of(&headers))?;
+        let body: InvalidateBody =
+            serde_json::from_slice(&body).map_err(|error| GatewayError::invalid("body", error.to_string()))?;
+        let what = admin::invalidation(body.key.as_deref(), body.tenant.as_deref(), body.model.as_deref(), body.all)?;
+        state.gateway.invalidate(&what).await
+    }
+    .await;
+    match result {
+        Ok(()) => axum::Json(json!({"invalidated": true})).into_response(),
+        Err(error) => error_response(&error),
+    }
+}

@@ -29,6 +29,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/admin/v1/cost/by-tenant", get(admin::by_tenant))
         .route("/admin/v1/cost/savings", get(admin::savings))
         .route("/admin/v1/budget", get(admin::budget))
+        .route("/admin/v1/cache/invalidate", post(admin::invalidate))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

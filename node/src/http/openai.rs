@@ -226,7 +226,18 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
 }
 
 /// The headers that say who served an answer and why.
-fn answer_headers(headers: &mut HeaderMap, id: &str, target: &Target, routing_reason: &str, fallback: bool, cache: CacheLayer) {
+fn answer_headers(
+    headers: &mut HeaderMap,
+    id: &str,
+    target: &Target,
+    routing_reason: &str,
+    fallback: bool,
+    cache: CacheLayer,
+    cache_key: Option<&str>,
+) {
+    if let Some(key) = cache_key {
+        set_header(headers, "x-switchyard-cache-key", key);
+    }
     set_header(headers, "x-switchyard-request-id", id);
     set_header(headers, "x-switchyard-provider", &target.provider);
     set_header(headers, "x-switchyard-model", &target.model);
@@ -295,7 +306,7 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
         });
         let mut response = axum::Json(body).into_response();
         let headers = response.headers_mut();
-        answer_headers(headers, &answer.id, target, &answer.routing_reason, answer.fallback, answer.cache_layer);
+        answer_headers(headers, &answer.id, target, &answer.routing_reason, answer.fallback, answer.cache_layer, answer.cache_key.as_deref());
         set_header(headers, "x-switchyard-latency-us", &answer.latency.as_micros().to_string());
         if let Some(cost) = answer.cost {
             set_header(headers, "x-switchyard-cost-usd", &format!("{:.9}", cost.as_usd()));
@@ -328,9 +339,9 @@ fn sse(value: &impl Serialize) -> Bytes {
 
 fn stream_response(answer: AnswerStream, route: String, include_usage: bool, state: AppState) -> Response {
     let created = unix_now();
-    let AnswerStream { id, target, routing_reason, fallback, items, cache_layer, .. } = answer;
+    let AnswerStream { id, target, routing_reason, fallback, items, cache_layer, cache_key, .. } = answer;
     let mut headers = HeaderMap::new();
-    answer_headers(&mut headers, &id, &target, &routing_reason, fallback, cache_layer);
+    answer_headers(&mut headers, &id, &target, &routing_reason, fallback, cache_layer, cache_key.as_deref());
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 
