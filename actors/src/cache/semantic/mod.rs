@@ -1,0 +1,12 @@
+//! The semantic cache's storage: answers found by the meaning of the last user turn, partitioned
+//! so that only answers from the same context are ever candidates.
+//!
+//! - [`partition`]: the context key, its partition, and the partition's owners (rendezvous
+//!   hashing over the live members: every node computes the same map).
+//! - [`index`]: a USearch HNSW index made safe for concurrent use (slots and a lock, per DESIGN §5).
+//! - [`shard`]: the `CacheShard` actor holding one partition's index and entries, with capacity
+//!   eviction, TTL expiry and snapshots.
+
+pub mod index;
+pub mod partition;
+pub mod shard;

@@ -1,0 +1,307 @@
+//! The `CacheShard` actor: one per semantic partition a node owns. It holds the partition's
+//! vector index and entries (prompt, answer, context, created, TTL, hits), finds candidates for a
+//! lookup within the same context only, evicts the least recently used past its capacity, drops
+//! expired entries, and snapshots to `data_dir` (reloaded at start).
+//!
+//! Searching happens inside the actor: it is CPU work of microseconds, never I/O, and keeps the
+//! index single-threaded. The hit decision is not the shard's: it returns scored candidates and
+//! the caller's policy decides.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorMessage;
+use tracing::{info, warn};
+
+use crate::budget::period::now_ms;
+use crate::cache::exact::CachedAnswer;
+use crate::cache::semantic::index::VectorIndex;
+
+/// One stored answer of the semantic cache.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SemanticEntry {
+    /// The context key: only lookups with the same key may see this entry.
+    pub context_key: String,
+    /// The user turn that was embedded.
+    pub prompt: String,
+    /// The answer.
+    pub answer: CachedAnswer,
+    /// When it was stored, in milliseconds since the epoch.
+    pub created_ms: i64,
+    /// How long it lives, in milliseconds.
+    pub ttl_ms: i64,
+    /// Times it was served.
+    pub hits: u64,
+    /// Last store or hit, for least-recently-used eviction.
+    pub last_used_ms: i64,
+}
+
+impl SemanticEntry {
+    fn expired(&self, now_ms: i64) -> bool {
+        now_ms >= self.created_ms.saturating_add(self.ttl_ms)
+    }
+}
+
+/// A candidate for a lookup.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// The entry's id within the shard.
+    pub id: u64,
+    /// Cosine similarity to the lookup.
+    pub similarity: f32,
+    /// The entry.
+    pub entry: SemanticEntry,
+}
+
+/// Settings of one shard.
+#[derive(Clone, Debug)]
+pub struct ShardSettings {
+    /// The partition it holds.
+    pub partition: u32,
+    /// Embedding dimensions.
+    pub dimensions: usize,
+    /// Most entries; the least recently used go beyond it.
+    pub capacity: usize,
+    /// Where snapshots go; `None` keeps the shard in memory only.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The actor; its state is [`ShardState`].
+#[derive(Debug, Default)]
+pub struct CacheShard;
+
+/// The shard's state.
+#[derive(Debug)]
+pub struct ShardState {
+    settings: ShardSettings,
+    index: VectorIndex,
+    entries: HashMap<u64, SemanticEntry>,
+    vectors: HashMap<u64, Vec<f32>>,
+    next_id: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    next_id: u64,
+    entries: Vec<(u64, SemanticEntry, Vec<f32>)>,
+}
+
+/// Messages to a shard.
+#[derive(Debug, RactorMessage)]
+pub enum ShardMessage {
+    /// The best candidates in `context_key` for `vector`, at least `min_similarity`, at most `count`.
+    Lookup {
+        /// The context that must match.
+        context_key: String,
+        /// The embedded user turn.
+        vector: Vec<f32>,
+        /// Most candidates returned.
+        count: usize,
+        /// Loosest similarity worth returning.
+        min_similarity: f32,
+        /// Reply channel for RPC: candidates, most similar first.
+        reply: RpcReplyPort<Vec<Candidate>>,
+    },
+    /// Stores an entry.
+    Insert {
+        /// The entry.
+        entry: SemanticEntry,
+        /// Its embedded user turn.
+        vector: Vec<f32>,
+    },
+    /// Counts a hit on an entry.
+    Hit(u64),
+    /// Drops the entries whose answer matches.
+    Invalidate(crate::cache::exact::Invalidation),
+    /// Writes a snapshot to `data_dir`.
+    Snapshot(
+        /// Reply channel for RPC: whether it was written.
+        RpcReplyPort<Result<(), String>>,
+    ),
+    /// Entries held, for metrics and tests.
+    Len(
+        /// Reply channel for RPC: the count.
+        RpcReplyPort<usize>,
+    ),
+}
+
+impl ShardState {
+    fn snapshot_path(&self) -> Option<PathBuf> {
+        let dir = self.settings.data_dir.as_ref()?;
+        Some(dir.join(format!("semantic-{:03}.json", self.settings.partition)))
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.entries.remove(&id);
+        self.vectors.remove(&id);
+        if let Err(error) = self.index.remove(id) {
+            warn!(partition = self.settings.partition, %error, "failed to remove a vector");
+        }
+    }
+
+    fn evict(&mut self) {
+        if self.entries.len() <= self.settings.capacity {
+            return;
+        }
+        // Evict down to 90% of capacity at once, so eviction is amortised.
+        let target = self.settings.capacity * 9 / 10;
+        let mut by_age: Vec<(i64, u64)> = self.entries.iter().map(|(id, entry)| (entry.last_used_ms, *id)).collect();
+        by_age.sort_unstable();
+        let excess = self.entries.len() - target;
+        for (_, id) in by_age.into_iter().take(excess) {
+            self.remove(id);
+        }
+    }
+
+    fn lookup(&mut self, context_key: &str, vector: &[f32], count: usize, min_similarity: f32) -> Vec<Candidate> {
+        let now = now_ms();
+        // The partition is shared by many contexts: search wider, then keep this context's.
+        let found = match self.index.search(vector, (count * 8).max(16)) {
+            Ok(found) => found,
+            Err(error) => {
+                warn!(partition = self.settings.partition, %error, "semantic search failed; treated as a miss");
+                return Vec::new();
+            }
+        };
+        let mut expired = Vec::new();
+        let mut candidates = Vec::new();
+        for (id, similarity) in found {
+            let Some(entry) = self.entries.get(&id) else { continue };
+            if entry.expired(now) {
+                expired.push(id);
+                continue;
+            }
+            if entry.context_key == context_key && similarity >= min_similarity {
+                candidates.push(Candidate { id, similarity, entry: entry.clone() });
+            }
+        }
+        for id in expired {
+            self.remove(id);
+        }
+        candidates.truncate(count);
+        candidates
+    }
+
+    fn save(&self) -> Result<(), String> {
+        let Some(entries_path) = self.snapshot_path() else { return Ok(()) };
+        let snapshot = Snapshot {
+            next_id: self.next_id,
+            entries: self
+                .entries
+                .iter()
+                .filter_map(|(id, entry)| Some((*id, entry.clone(), self.vectors.get(id)?.clone())))
+                .collect(),
+        };
+        let json = serde_json::to_vec(&snapshot).map_err(|error| error.to_string())?;
+        let temporary = entries_path.with_extension("json.tmp");
+        std::fs::write(&temporary, json).map_err(|error| format!("{}: {error}", temporary.display()))?;
+        std::fs::rename(&temporary, &entries_path).map_err(|error| format!("{}: {error}", entries_path.display()))
+    }
+}
+
+fn load(settings: &ShardSettings) -> Result<Option<Snapshot>, String> {
+    let Some(dir) = &settings.data_dir else { return Ok(None) };
+    let path = dir.join(format!("semantic-{:03}.json", settings.partition));
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|error| format!("{}: {error}", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(format!("{}: {error}", path.display())),
+    }
+}
+
+impl Actor for CacheShard {
+    type Msg = ShardMessage;
+    type State = ShardState;
+    type Arguments = ShardSettings;
+
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, settings: ShardSettings) -> Result<ShardState, ActorProcessingErr> {
+        if let Some(dir) = &settings.data_dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut state = ShardState {
+            index: VectorIndex::new(settings.dimensions)?,
+            entries: HashMap::new(),
+            vectors: HashMap::new(),
+            next_id: 1,
+            settings,
+        };
+        // The snapshot holds entries with their vectors (written whole, then renamed into place);
+        // the index is rebuilt from them.
+        match load(&state.settings) {
+            Ok(Some(snapshot)) => {
+                let now = now_ms();
+                state.next_id = snapshot.next_id;
+                for (id, entry, vector) in snapshot.entries.into_iter().filter(|(_, entry, _)| !entry.expired(now)) {
+                    state.index.add(id, &vector)?;
+                    state.entries.insert(id, entry);
+                    state.vectors.insert(id, vector);
+                }
+                info!(partition = state.settings.partition, entries = state.entries.len(), "semantic shard restored");
+            }
+            Ok(None) => {}
+            Err(error) => warn!(partition = state.settings.partition, %error, "semantic snapshot unreadable; starting empty"),
+        }
+        Ok(state)
+    }
+
+    async fn handle(&self, _myself: ActorRef<Self::Msg>, message: ShardMessage, state: &mut ShardState) -> Result<(), ActorProcessingErr> {
+        match message {
+            ShardMessage::Lookup { context_key, vector, count, min_similarity, reply } => {
+                let _caller_gone = reply.send(state.lookup(&context_key, &vector, count, min_similarity));
+            }
+            ShardMessage::Insert { entry, vector } => {
+                let id = state.next_id;
+                state.next_id += 1;
+                match state.index.add(id, &vector) {
+                    Ok(()) => {
+                        state.entries.insert(id, entry);
+                        state.vectors.insert(id, vector);
+                        state.evict();
+                    }
+                    Err(error) => warn!(partition = state.settings.partition, %error, "semantic insert failed"),
+                }
+            }
+            ShardMessage::Hit(id) => {
+                if let Some(entry) = state.entries.get_mut(&id) {
+                    entry.hits += 1;
+                    entry.last_used_ms = now_ms();
+                }
+            }
+            ShardMessage::Invalidate(what) => {
+                use crate::cache::exact::Invalidation;
+                let doomed: Vec<u64> = state
+                    .entries
+                    .iter()
+                    .filter(|(_, entry)| match &what {
+                        Invalidation::All => true,
+                        Invalidation::Tenant(tenant) => entry.answer.tenant == *tenant,
+                        Invalidation::Model(model) => entry.answer.model == *model || entry.answer.route == *model,
+                        Invalidation::Key(_) => false,
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in doomed {
+                    state.remove(id);
+                }
+            }
+            ShardMessage::Snapshot(reply) => {
+                let _caller_gone = reply.send(state.save());
+            }
+            ShardMessage::Len(reply) => {
+                let _caller_gone = reply.send(state.entries.len());
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut ShardState) -> Result<(), ActorProcessingErr> {
+        if let Err(error) = state.save() {
+            warn!(partition = state.settings.partition, %error, "failed to snapshot the semantic shard at stop");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

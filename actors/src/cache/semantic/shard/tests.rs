@@ -1,0 +1,103 @@
+//! The shard actor with synthetic unit vectors: context isolation, thresholds, TTL, eviction,
+//! invalidation, and snapshot + restart.
+
+use std::time::Duration;
+
+use super::*;
+use crate::cache::exact::Invalidation;
+
+fn unit(seed: f32) -> Vec<f32> {
+    let raw = [seed.cos(), seed.sin(), 0.5, 0.25];
+    let norm = raw.iter().map(|v| v * v).sum::<f32>().sqrt();
+    raw.iter().map(|v| v / norm).collect()
+}
+
+fn entry(context: &str, tenant: &str, prompt: &str, ttl_ms: i64) -> SemanticEntry {
+    let now = now_ms();
+    SemanticEntry {
+        context_key: context.into(),
+        prompt: prompt.into(),
+        answer: CachedAnswer {
+            tenant: tenant.into(),
+            route: "auto".into(),
+            text: format!("answer to {prompt}"),
+            model: "m".into(),
+            provider: "p".into(),
+            input_tokens: 1,
+            output_tokens: 1,
+            finish_reason: "stop".into(),
+            cost_nano_usd: Some(1),
+            created_ms: now,
+        },
+        created_ms: now,
+        ttl_ms,
+        hits: 0,
+        last_used_ms: now,
+    }
+}
+
+async fn start(capacity: usize, data_dir: Option<PathBuf>) -> ActorRef<ShardMessage> {
+    let settings = ShardSettings { partition: 7, dimensions: 4, capacity, data_dir };
+    Actor::spawn(None, CacheShard, settings).await.expect("shard starts").0
+}
+
+async fn lookup(shard: &ActorRef<ShardMessage>, context: &str, vector: Vec<f32>, min_similarity: f32) -> Vec<Candidate> {
+    ractor::call!(shard, |reply| ShardMessage::Lookup { context_key: context.into(), vector, count: 3, min_similarity, reply })
+        .expect("shard answers")
+}
+
+#[tokio::test]
+async fn only_the_same_context_above_the_threshold_is_a_candidate() {
+    let shard = start(100, None).await;
+    shard.cast(ShardMessage::Insert { entry: entry("ctx-a", "acme", "q1", 60_000), vector: unit(0.0) }).expect("insert");
+    shard.cast(ShardMessage::Insert { entry: entry("ctx-b", "globex", "q1", 60_000), vector: unit(0.0) }).expect("insert");
+    let found = lookup(&shard, "ctx-a", unit(0.01), 0.9).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].entry.answer.tenant, "acme", "never another context's entry");
+    assert!(found[0].similarity > 0.99);
+    assert!(lookup(&shard, "ctx-a", unit(1.5), 0.95).await.is_empty(), "too far");
+    assert!(lookup(&shard, "ctx-c", unit(0.0), 0.0).await.is_empty());
+    shard.stop(None);
+}
+
+#[tokio::test]
+async fn expired_entries_are_never_returned_and_capacity_evicts_the_least_recently_used() {
+    let shard = start(10, None).await;
+    shard.cast(ShardMessage::Insert { entry: entry("c", "t", "short-lived", 30), vector: unit(0.0) }).expect("insert");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(lookup(&shard, "c", unit(0.0), 0.5).await.is_empty());
+    for n in 0..12 {
+        let mut stored = entry("c", "t", &format!("q{n}"), 60_000);
+        stored.last_used_ms += n;
+        shard.cast(ShardMessage::Insert { entry: stored, vector: unit(n as f32 * 0.2) }).expect("insert");
+    }
+    let held = ractor::call!(shard, ShardMessage::Len).expect("len");
+    assert!(held <= 10, "held {held}");
+    let oldest = lookup(&shard, "c", unit(0.0), 0.999).await;
+    assert!(oldest.iter().all(|candidate| candidate.entry.prompt != "q0"), "the least recently used went first");
+    shard.stop(None);
+}
+
+#[tokio::test]
+async fn invalidation_and_a_snapshot_that_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!("switchyard-shard-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let shard = start(100, Some(dir.clone())).await;
+    shard.cast(ShardMessage::Insert { entry: entry("c", "acme", "keep", 60_000), vector: unit(0.0) }).expect("insert");
+    shard.cast(ShardMessage::Insert { entry: entry("c", "globex", "drop", 60_000), vector: unit(2.0) }).expect("insert");
+    shard.cast(ShardMessage::Invalidate(Invalidation::Tenant("globex".into()))).expect("invalidate");
+    assert!(lookup(&shard, "c", unit(2.0), 0.99).await.is_empty());
+    assert_eq!(ractor::call!(shard, ShardMessage::Snapshot).expect("snapshot"), Ok(()));
+    shard.stop(None);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let restored = start(100, Some(dir.clone())).await;
+    let found = lookup(&restored, "c", unit(0.0), 0.99).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].entry.prompt, "keep");
+    // New entries after a restart get fresh ids.
+    restored.cast(ShardMessage::Insert { entry: entry("c", "acme", "new", 60_000), vector: unit(1.0) }).expect("insert");
+    assert_eq!(ractor::call!(restored, ShardMessage::Len).expect("len"), 2);
+    restored.stop(None);
+    let _ = std::fs::remove_dir_all(&dir);
+}
