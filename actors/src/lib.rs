@@ -8,6 +8,7 @@
 //!   circuit breaker, health, retries and error classification.
 //! - [`pipeline`]: one request through validation, routing, the provider chain and pricing.
 //! - [`cache`]: the exact cache and its key.
+//! - [`embed`]: the `Embedder` actor and its backends (local MiniLM, remote `/v1/embeddings`).
 //! - [`budget`]: the `Budget` actor, cost events, the ledger, budgets and alerts.
 //! - [`tenancy`]: API keys, principals and rate limits.
 //! - [`metrics`]: the node's Prometheus registry.
@@ -15,6 +16,7 @@
 
 pub mod budget;
 pub mod cache;
+pub mod embed;
 pub mod error;
 pub mod metrics;
 pub mod model;

@@ -1,0 +1,324 @@
+//! The local backend: all-MiniLM-L6-v2 (a 6-layer BERT) on the CPU with candle, read from a model
+//! directory holding `config.json`, `model.safetensors`, `tokenizer.json` and
+//! `sentence_bert_config.json` (see `scripts/fetch-model`).
+//!
+//! Texts are truncated at the model's `max_seq_length`, run through BERT, mean-pooled over their
+//! real tokens and L2-normalised, as sentence-transformers does. A batch is sorted by token length
+//! and cut into length buckets ([`plan_buckets`]) so that short texts are not padded to the longest
+//! one: on short prompts most of a naive batch's work is padding.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::embed::error::EmbedError;
+use crate::embed::pooling::{l2_normalize, mean_pool};
+
+/// What the local backend is started with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalSettings {
+    /// The model directory, e.g. `.models/all-MiniLM-L6-v2`.
+    pub model_dir: PathBuf,
+    /// How the texts of one batch are grouped into forward passes.
+    pub buckets: BucketSettings,
+}
+
+impl LocalSettings {
+    /// Settings for the model in `model_dir`, with default bucketing.
+    pub fn new(model_dir: impl Into<PathBuf>) -> Self {
+        Self { model_dir: model_dir.into(), buckets: BucketSettings::default() }
+    }
+}
+
+/// How a batch is cut into forward passes of similar length.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BucketSettings {
+    /// Most tokens (padding included) in one forward pass; a longer bucket is split.
+    pub max_tokens: usize,
+    /// Most padding a bucket may carry, as a fraction of its real tokens (0.25: a quarter).
+    pub max_padding: f32,
+}
+
+impl Default for BucketSettings {
+    fn default() -> Self {
+        Self { max_tokens: 2048, max_padding: 0.25 }
+    }
+}
+
+impl BucketSettings {
+    /// One forward pass for the whole batch, padded to its longest text (the naive way; for
+    /// comparisons).
+    pub fn single_pass() -> Self {
+        Self { max_tokens: usize::MAX, max_padding: f32::INFINITY }
+    }
+}
+
+/// Groups sequences of the given token `lengths` into forward passes: indices sorted by length,
+/// cut where the next sequence would push the bucket's padding over `max_padding` of its real
+/// tokens or its padded size over `max_tokens`. Every index appears exactly once.
+pub fn plan_buckets(lengths: &[usize], settings: BucketSettings) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&index| lengths[index]);
+    let mut buckets = Vec::new();
+    let mut bucket: Vec<usize> = Vec::new();
+    let mut real_tokens = 0_usize;
+    for index in order {
+        let length = lengths[index];
+        let padded = length.saturating_mul(bucket.len() + 1);
+        let too_big = padded > settings.max_tokens;
+        let too_padded = padded as f64 > (real_tokens + length) as f64 * (1.0 + f64::from(settings.max_padding));
+        if !bucket.is_empty() && (too_big || too_padded) {
+            buckets.push(std::mem::take(&mut bucket));
+            real_tokens = 0;
+        }
+        bucket.push(index);
+        real_tokens += length;
+    }
+    if !bucket.is_empty() {
+        buckets.push(bucket);
+    }
+    buckets
+}
+
+/// The loaded model and tokenizer. Synchronous and CPU-bound: call it from a blocking thread.
+pub struct LocalEncoder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+    dimensions: usize,
+    max_seq_length: usize,
+    buckets: BucketSettings,
+}
+
+impl std::fmt::Debug for LocalEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEncoder")
+            .field("dimensions", &self.dimensions)
+            .field("max_seq_length", &self.max_seq_length)
+            .field("buckets", &self.buckets)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `sentence_bert_config.json`: the sequence length sentence-transformers truncates at.
+#[derive(serde::Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: usize,
+}
+
+impl LocalEncoder {
+    /// Loads the model in `settings.model_dir`. A missing directory or file is
+    /// [`EmbedError::ModelMissing`], naming it.
+    pub fn open(settings: &LocalSettings) -> Result<Self, EmbedError> {
+        let dir = &settings.model_dir;
+        if !dir.is_dir() {
+            return Err(EmbedError::ModelMissing { path: dir.clone() });
+        }
+        let config_path = required_file(dir, "config.json")?;
+        let weights_path = required_file(dir, "model.safetensors")?;
+        let tokenizer_path = required_file(dir, "tokenizer.json")?;
+        let sentence_config_path = required_file(dir, "sentence_bert_config.json")?;
+
+        let config: Config = read_json(&config_path)?;
+        let sentence_config: SentenceBertConfig = read_json(&sentence_config_path)?;
+        if sentence_config.max_seq_length == 0 || sentence_config.max_seq_length > config.max_position_embeddings {
+            return Err(EmbedError::ModelInvalid {
+                path: sentence_config_path,
+                reason: format!(
+                    "max_seq_length {} is not within 1..={}",
+                    sentence_config.max_seq_length, config.max_position_embeddings
+                ),
+            });
+        }
+
+        let device = Device::Cpu;
+        let weights = std::fs::read(&weights_path).map_err(|error| invalid(&weights_path, error))?;
+        let model = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
+            .and_then(|variables| BertModel::load(variables, &config))
+            .map_err(|error| invalid(&weights_path, error))?;
+
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|error| invalid(&tokenizer_path, error))?;
+        // The file carries its own truncation (128) and fixed padding; sentence-transformers uses
+        // max_seq_length and pads per batch, which the buckets do here.
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: sentence_config.max_seq_length, ..Default::default() }))
+            .map_err(|error| invalid(&tokenizer_path, error))?;
+        tokenizer.with_padding(None);
+
+        Ok(Self {
+            model,
+            tokenizer,
+            device,
+            dimensions: config.hidden_size,
+            max_seq_length: sentence_config.max_seq_length,
+            buckets: settings.buckets,
+        })
+    }
+
+    /// Length of the vectors this model produces (384 for all-MiniLM-L6-v2).
+    pub fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    /// Tokens (special tokens included) past which a text is truncated.
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    /// Token counts of `texts` after truncation, special tokens included.
+    pub fn token_lengths(&self, texts: &[String]) -> Result<Vec<usize>, EmbedError> {
+        Ok(self.tokenize(texts)?.iter().map(Vec::len).collect())
+    }
+
+    /// Embeds `texts`: one unit-length vector per text, in order.
+    pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let token_ids = self.tokenize(texts)?;
+        let lengths: Vec<usize> = token_ids.iter().map(Vec::len).collect();
+        let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for bucket in plan_buckets(&lengths, self.buckets) {
+            let sequences: Vec<&[u32]> = bucket.iter().map(|&index| token_ids[index].as_slice()).collect();
+            let pooled = self.forward(&sequences)?;
+            for (index, vector) in bucket.into_iter().zip(pooled) {
+                vectors[index] = vector;
+            }
+        }
+        Ok(vectors)
+    }
+
+    /// Token ids per text, truncated, with `[CLS]` and `[SEP]`.
+    fn tokenize(&self, texts: &[String]) -> Result<Vec<Vec<u32>>, EmbedError> {
+        let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|error| EmbedError::Inference(format!("tokenizer: {error}")))?;
+        Ok(encodings.into_iter().map(|encoding| encoding.get_ids().to_vec()).collect())
+    }
+
+    /// One forward pass over `sequences`, padded to the longest, then pooled and normalised.
+    fn forward(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let count = sequences.len();
+        let padded_length = sequences.iter().map(|sequence| sequence.len()).max().unwrap_or(0);
+        if count == 0 || padded_length == 0 {
+            return Ok(vec![vec![0.0; self.dimensions]; count]);
+        }
+        let mut ids = Vec::with_capacity(count * padded_length);
+        let mut mask = Vec::with_capacity(count * padded_length);
+        for sequence in sequences {
+            ids.extend_from_slice(sequence);
+            ids.resize(ids.len() + padded_length - sequence.len(), 0);
+            mask.extend(std::iter::repeat_n(1_u32, sequence.len()));
+            mask.resize(mask.len() + padded_length - sequence.len(), 0);
+        }
+        let hidden = (|| {
+            let ids = Tensor::from_vec(ids, (count, padded_length), &self.device)?;
+            let token_types = ids.zeros_like()?;
+            let mask = Tensor::from_vec(mask, (count, padded_length), &self.device)?;
+            self.model.forward(&ids, &token_types, Some(&mask))?.flatten_all()?.to_vec1::<f32>()
+        })()
+        .map_err(|error| EmbedError::Inference(format!("model: {error}")))?;
+
+        let per_sequence = padded_length * self.dimensions;
+        Ok(sequences
+            .iter()
+            .zip(hidden.chunks_exact(per_sequence))
+            .map(|(sequence, tokens)| {
+                let mut vector = mean_pool(tokens, sequence.len(), self.dimensions);
+                l2_normalize(&mut vector);
+                vector
+            })
+            .collect())
+    }
+}
+
+/// `dir/name`, or [`EmbedError::ModelMissing`] naming it.
+fn required_file(dir: &Path, name: &str) -> Result<PathBuf, EmbedError> {
+    let path = dir.join(name);
+    if path.is_file() { Ok(path) } else { Err(EmbedError::ModelMissing { path }) }
+}
+
+/// Parses a JSON file of the model directory.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, EmbedError> {
+    let text = std::fs::read_to_string(path).map_err(|error| invalid(path, error))?;
+    serde_json::from_str(&text).map_err(|error| invalid(path, error))
+}
+
+/// [`EmbedError::ModelInvalid`] for `path`.
+fn invalid(path: &Path, error: impl std::fmt::Display) -> EmbedError {
+    EmbedError::ModelInvalid { path: path.to_path_buf(), reason: error.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted(mut buckets: Vec<Vec<usize>>) -> Vec<usize> {
+        let mut all: Vec<usize> = buckets.iter_mut().flat_map(|bucket| bucket.drain(..)).collect();
+        all.sort_unstable();
+        all
+    }
+
+    #[test]
+    fn equal_lengths_share_one_bucket() {
+        let buckets = plan_buckets(&[10; 8], BucketSettings::default());
+        assert_eq!(buckets.len(), 1);
+        assert_eq!(buckets[0].len(), 8);
+    }
+
+    #[test]
+    fn short_and_long_texts_are_not_padded_together() {
+        let lengths = [8, 200, 9, 10, 210, 8];
+        let buckets = plan_buckets(&lengths, BucketSettings::default());
+        assert_eq!(buckets, vec![vec![0, 5, 2, 3], vec![1, 4]]);
+    }
+
+    #[test]
+    fn padding_stays_within_the_bound() {
+        let lengths: Vec<usize> = (0..200).map(|index| 3 + (index * 37) % 120).collect();
+        let settings = BucketSettings { max_tokens: usize::MAX, max_padding: 0.25 };
+        let buckets = plan_buckets(&lengths, settings);
+        for bucket in &buckets {
+            let real: usize = bucket.iter().map(|&index| lengths[index]).sum();
+            let longest = bucket.iter().map(|&index| lengths[index]).max().unwrap();
+            assert!((longest * bucket.len()) as f64 <= real as f64 * 1.25 + 1e-9);
+        }
+        assert_eq!(sorted(buckets), (0..200).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn token_budget_splits_large_buckets() {
+        let settings = BucketSettings { max_tokens: 100, max_padding: 0.25 };
+        let buckets = plan_buckets(&[10; 25], settings);
+        assert_eq!(buckets.iter().map(Vec::len).collect::<Vec<_>>(), vec![10, 10, 5]);
+    }
+
+    #[test]
+    fn one_sequence_over_the_budget_gets_its_own_bucket() {
+        let settings = BucketSettings { max_tokens: 100, max_padding: 0.25 };
+        assert_eq!(plan_buckets(&[256, 256], settings), vec![vec![0], vec![1]]);
+    }
+
+    #[test]
+    fn single_pass_keeps_everything_together() {
+        let buckets = plan_buckets(&[3, 250, 17], BucketSettings::single_pass());
+        assert_eq!(buckets.len(), 1);
+        assert_eq!(sorted(buckets), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn nothing_to_plan() {
+        assert!(plan_buckets(&[], BucketSettings::default()).is_empty());
+    }
+
+    #[test]
+    fn missing_directory_names_it_and_the_fetch_command() {
+        let error = LocalEncoder::open(&LocalSettings::new("/nonexistent/model-dir")).unwrap_err();
+        assert_eq!(error, EmbedError::ModelMissing { path: PathBuf::from("/nonexistent/model-dir") });
+        let message = error.to_string();
+        assert!(message.contains("/nonexistent/model-dir"), "{message}");
+        assert!(message.contains("run scripts/fetch-model"), "{message}");
+    }
+}

@@ -1,0 +1,89 @@
+//! Sentence embeddings for the semantic cache.
+//!
+//! - [`embedder`]: the `Embedder` actor, one per node, and the [`EmbedderHandle`] callers use.
+//! - [`batch`]: the actor's batching (max batch, max wait, batches in flight) as plain state.
+//! - [`backend`]: the local model or a remote server behind one call.
+//! - [`local`]: all-MiniLM-L6-v2 on the CPU (candle), with length-bucketed forward passes.
+//! - [`remote`]: a client of OpenAI-compatible `/v1/embeddings` servers.
+//! - [`pooling`]: masked mean pooling, L2 normalisation and cosine on plain slices.
+//! - [`error`]: what embedding can fail with, [`EmbedError`].
+
+pub mod backend;
+pub mod batch;
+pub mod embedder;
+pub mod error;
+pub mod local;
+pub mod pooling;
+pub mod remote;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use backend::{BackendSettings, EmbedBackend};
+pub use batch::BatchSettings;
+pub use embedder::{Embedder, EmbedderHandle, EmbedderMessage};
+pub use error::EmbedError;
+pub use local::{BucketSettings, LocalEncoder, LocalSettings};
+pub use remote::{RemoteEncoder, RemoteSettings};
+
+/// Where `scripts/fetch-model` puts the local model, relative to the repository root.
+pub const DEFAULT_MODEL_DIR: &str = ".models/all-MiniLM-L6-v2";
+
+/// Environment variable naming another local model directory (tests and benchmarks). Not
+/// `SWITCHYARD_`-prefixed: those are config overrides, and an unknown one stops the node.
+pub const MODEL_DIR_ENV: &str = "EMBEDDING_MODEL_DIR";
+
+/// The embedder's validated settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EmbedderSettings {
+    /// Which backend computes the vectors.
+    pub backend: BackendSettings,
+    /// How concurrent requests are batched.
+    pub batch: BatchSettings,
+}
+
+impl EmbedderSettings {
+    /// The local model in `model_dir`: batches of up to 64 texts, 2 ms of waiting for
+    /// companions, one batch at a time (a forward pass uses every core).
+    pub fn local(model_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            backend: BackendSettings::Local(LocalSettings::new(model_dir)),
+            batch: BatchSettings { max_batch: 64, max_wait: Duration::from_millis(2), max_in_flight: 1 },
+        }
+    }
+
+    /// A remote server: batches of up to 64 texts, 5 ms of waiting, four requests in flight.
+    pub fn remote(remote: RemoteSettings) -> Self {
+        Self {
+            backend: BackendSettings::Remote(remote),
+            batch: BatchSettings { max_batch: 64, max_wait: Duration::from_millis(5), max_in_flight: 4 },
+        }
+    }
+
+    /// Checks the batching limits.
+    pub fn validate(&self) -> Result<(), EmbedError> {
+        if self.batch.max_batch == 0 {
+            return Err(EmbedError::InvalidSettings("max_batch must be at least 1".into()));
+        }
+        if self.batch.max_in_flight == 0 {
+            return Err(EmbedError::InvalidSettings("max_in_flight must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_limits_are_refused() {
+        let mut settings = EmbedderSettings::local(DEFAULT_MODEL_DIR);
+        assert!(settings.validate().is_ok());
+        settings.batch.max_batch = 0;
+        assert!(settings.validate().unwrap_err().to_string().contains("max_batch"));
+        settings.batch.max_batch = 1;
+        settings.batch.max_in_flight = 0;
+        assert!(settings.validate().unwrap_err().to_string().contains("max_in_flight"));
+    }
+}
