@@ -165,22 +165,6 @@ impl SpendBook {
         Ok(id)
     }
 
-    /// Whether `lines` are exhausted at `unix_ms` (spent + reserved at or over a limit).
-    pub fn exhausted(&self, lines: &[BudgetLine], unix_ms: i64) -> Option<Exhausted> {
-        lines.iter().find_map(|line| {
-            let limit = line.limit?;
-            let counter = self.counters.get(&(line.scope.clone(), line.period, line.period.key(unix_ms))).cloned().unwrap_or_default();
-            (counter.spent.plus(counter.reserved) >= limit).then(|| Exhausted {
-                scope: line.scope.clone(),
-                period: line.period,
-                spent: counter.spent,
-                reserved: counter.reserved,
-                limit,
-                resets_at_ms: line.period.resets_at(unix_ms).timestamp_millis(),
-            })
-        })
-    }
-
     /// Settles reservation `id` with the real `cost`: the reservation is released and the cost
     /// is added to the same periods. Returns the alerts this crossing fires.
     pub fn settle(&mut self, id: u64, cost: NanoUsd) -> Vec<Alert> {
