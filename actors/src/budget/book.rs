@@ -114,6 +114,18 @@ pub struct LineState {
     pub resets_at_ms: i64,
 }
 
+impl LineState {
+    /// What is left of the limit after spend and reservations (negative when overspent).
+    pub fn remaining(&self) -> Option<NanoUsd> {
+        self.limit.map(|limit| limit.minus(self.spent).minus(self.reserved))
+    }
+
+    /// True when spend plus reservations reach the limit.
+    pub fn exhausted(&self) -> bool {
+        self.limit.is_some_and(|limit| self.spent.plus(self.reserved) >= limit)
+    }
+}
+
 /// Spent and reserved amounts, reservations and fired alerts.
 #[derive(Debug)]
 pub struct SpendBook {

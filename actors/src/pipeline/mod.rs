@@ -489,7 +489,7 @@ impl Gateway {
             return Ok(replay);
         }
         let cache_key = key.clone();
-        let store = match (&self.exact, key) {
+        let mut store = match (&self.exact, key) {
             (Some(cache), Some(key)) if !request.cache.no_store => Some(stream::Store {
                 cache: cache.clone(),
                 key,
@@ -499,7 +499,6 @@ impl Gateway {
             }),
             _ => None,
         };
-        let mut store = store;
         let mut failures = Vec::new();
         for target in selection.chain() {
             let provider = self.provider(target)?;

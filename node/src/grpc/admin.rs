@@ -8,6 +8,7 @@ use switchyard_actors::error::GatewayError;
 use switchyard_actors::pipeline::Gateway;
 use switchyard_proto::v1;
 use switchyard_proto::v1::admin_server::AdminServer;
+use switchyard_proto::v1::invalidate_cache_request::Target;
 use tonic::{Request, Response, Status};
 
 use crate::admin;
@@ -119,7 +120,6 @@ impl v1::admin_server::Admin for AdminService {
     async fn invalidate_cache(&self, request: Request<v1::InvalidateCacheRequest>) -> Result<Response<v1::InvalidateCacheResponse>, Status> {
         let headers = request.metadata().clone().into_headers();
         self.gateway.authenticate_admin(bearer_of(&headers)).map_err(|error| to_status(&error))?;
-        use v1::invalidate_cache_request::Target;
         let what = match request.into_inner().target {
             Some(Target::Key(key)) => admin::invalidation(Some(&key), None, None, false),
             Some(Target::Tenant(tenant)) => admin::invalidation(None, Some(&tenant), None, false),
@@ -141,12 +141,12 @@ impl v1::admin_server::Admin for AdminService {
                     .map(|line| v1::BudgetState {
                         scope: line.scope.to_string(),
                         period: line.period.as_str().to_owned(),
-                        period_key: line.period_key,
+                        period_key: line.period_key.clone(),
                         spent: money(line.spent),
                         reserved: money(line.reserved),
                         limit: line.limit.and_then(money),
-                        remaining: line.limit.and_then(|limit| money(limit.minus(line.spent).minus(line.reserved))),
-                        exhausted: line.limit.is_some_and(|limit| line.spent.plus(line.reserved) >= limit),
+                        remaining: line.remaining().and_then(money),
+                        exhausted: line.exhausted(),
                         resets_at: chrono::DateTime::<chrono::Utc>::from_timestamp_millis(line.resets_at_ms)
                             .map(|at| at.to_rfc3339())
                             .unwrap_or_default(),

@@ -9,6 +9,7 @@ use switchyard_actors::model::{
     CacheControl, CacheLayer, ChatRequest, Message, Quality, Role, RoutingHints, Sampling, Tier, Usage,
 };
 use switchyard_actors::pipeline::{Answer, Gateway, StreamItem};
+use switchyard_actors::tenancy::Principal;
 use switchyard_proto::v1;
 use switchyard_proto::v1::gateway_server::GatewayServer;
 use tokio_stream::wrappers::ReceiverStream;
@@ -30,6 +31,18 @@ impl GatewayService {
     /// The tonic server for `gateway`.
     pub fn server(gateway: Arc<Gateway>) -> GatewayServer<Self> {
         GatewayServer::new(Self { gateway })
+    }
+
+    /// The route label of `request`, and its principal and pipeline request (authentication
+    /// first, so an unauthenticated caller learns nothing about its request's validity).
+    fn accept(
+        &self,
+        headers: &http::HeaderMap,
+        request: v1::GenerateRequest,
+    ) -> (String, Result<(Arc<Principal>, ChatRequest), GatewayError>) {
+        let route = if request.model.is_empty() { "auto".to_owned() } else { request.model.clone() };
+        let accepted = self.gateway.authenticate(bearer_of(headers)).and_then(|principal| Ok((principal, to_chat_request(request)?)));
+        (route, accepted)
     }
 
     fn finish<T>(&self, route: &str, result: &Result<T, GatewayError>, model: &str, provider: &str) {
@@ -122,12 +135,10 @@ impl v1::gateway_server::Gateway for GatewayService {
         let headers = request.metadata().clone().into_headers();
         let span = request_span("Generate", &headers);
         async move {
-            let principal = self.gateway.authenticate(bearer_of(&headers));
-            let request = request.into_inner();
-            let route = if request.model.is_empty() { "auto".to_owned() } else { request.model.clone() };
-            let result = match (principal, to_chat_request(request)) {
-                (Ok(principal), Ok(request)) => self.gateway.generate(&principal, request).await,
-                (Err(error), _) | (_, Err(error)) => Err(error),
+            let (route, accepted) = self.accept(&headers, request.into_inner());
+            let result = match accepted {
+                Ok((principal, request)) => self.gateway.generate(&principal, request).await,
+                Err(error) => Err(error),
             };
             let (model, provider) = match &result {
                 Ok(answer) => (answer.target.model.as_str(), answer.target.provider.as_str()),
@@ -153,12 +164,10 @@ impl v1::gateway_server::Gateway for GatewayService {
         let headers = request.metadata().clone().into_headers();
         let span = request_span("GenerateStream", &headers);
         async move {
-            let principal = self.gateway.authenticate(bearer_of(&headers));
-            let request = request.into_inner();
-            let route = if request.model.is_empty() { "auto".to_owned() } else { request.model.clone() };
-            let result = match (principal, to_chat_request(request)) {
-                (Ok(principal), Ok(request)) => self.gateway.generate_stream(&principal, request).await,
-                (Err(error), _) | (_, Err(error)) => Err(error),
+            let (route, accepted) = self.accept(&headers, request.into_inner());
+            let result = match accepted {
+                Ok((principal, request)) => self.gateway.generate_stream(&principal, request).await,
+                Err(error) => Err(error),
             };
             let answer = match result {
                 Ok(answer) => answer,

@@ -68,8 +68,8 @@ fn report_json(report: CostReport) -> Value {
                 "spent": money(line.spent),
                 "reserved": money(line.reserved),
                 "limit": line.limit.map(money),
-                "remaining": line.limit.map(|limit| money(limit.minus(line.spent).minus(line.reserved))),
-                "exhausted": line.limit.is_some_and(|limit| line.spent.plus(line.reserved) >= limit),
+                "remaining": line.remaining().map(money),
+                "exhausted": line.exhausted(),
                 "resets_at": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(line.resets_at_ms).map(|at| at.to_rfc3339()),
             }))
             .collect::<Vec<_>>()}),
