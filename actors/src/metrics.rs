@@ -65,6 +65,14 @@ pub struct Metrics {
     pub cache_entries: IntGaugeVec,
     /// Entries evicted for space, by layer.
     pub cache_evictions: IntCounterVec,
+    /// Hits over hits and misses since start, by layer.
+    pub cache_hit_ratio: GaugeVec,
+    /// Cosine similarity of the semantic hits served.
+    pub semantic_similarity: Histogram,
+    /// Time to embed one lookup's user turn, as the request waits for it.
+    pub embedding_duration: Histogram,
+    /// Texts per forward pass of the embedder.
+    pub embedding_batch_size: Histogram,
 }
 
 impl Metrics {
@@ -96,6 +104,11 @@ impl Metrics {
                 .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
         registry.register(Box::new(gateway_overhead.clone()))?;
+        let plain_histogram = |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
+            let metric = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
         let in_flight = IntGauge::new("in_flight_requests", "Requests being served")?;
         registry.register(Box::new(in_flight.clone()))?;
         Ok(Self {
@@ -147,8 +160,34 @@ impl Metrics {
             cache_lookups: counter("cache_lookups_total", "Cache lookups by layer and result", &["layer", "result"])?,
             cache_entries: int_gauge("cache_entries", "Entries held by each cache layer", &["layer"])?,
             cache_evictions: counter("cache_evictions_total", "Entries evicted for space", &["layer"])?,
+            cache_hit_ratio: gauge("cache_hit_ratio", "Hits over hits and misses since start", &["layer"])?,
+            semantic_similarity: plain_histogram(
+                "semantic_cache_similarity",
+                "Cosine similarity of the semantic hits served",
+                vec![0.80, 0.85, 0.88, 0.90, 0.92, 0.94, 0.96, 0.98, 0.99, 1.0],
+            )?,
+            embedding_duration: plain_histogram(
+                "embedding_duration_seconds",
+                "Time to embed one lookup's user turn",
+                LATENCY_BUCKETS.to_vec(),
+            )?,
+            embedding_batch_size: plain_histogram(
+                "embedding_batch_size",
+                "Texts per forward pass of the embedder",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
+            )?,
             registry,
         })
+    }
+
+    /// Counts one cache lookup and refreshes the layer's hit ratio.
+    pub fn record_lookup(&self, layer: &str, result: &str) {
+        self.cache_lookups.with_label_values(&[layer, result]).inc();
+        if result == "hit" || result == "miss" {
+            let hits = self.cache_lookups.with_label_values(&[layer, "hit"]).get();
+            let misses = self.cache_lookups.with_label_values(&[layer, "miss"]).get();
+            self.cache_hit_ratio.with_label_values(&[layer]).set(hits as f64 / (hits + misses).max(1) as f64);
+        }
     }
 
     /// Counts the input and output tokens of one answer.

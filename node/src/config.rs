@@ -21,6 +21,8 @@ use switchyard_actors::router::{ModelSettings, Price, RoutingPolicy, RoutingRule
 
 use crate::env;
 
+mod semantic;
+
 /// The config `switchyard serve` runs without `--config`: the bundled simulator as upstream on
 /// 127.0.0.1:9100, served by all three provider kinds.
 pub const EMBEDDED_DEFAULTS: &str = include_str!("../../deploy/examples/single-node.toml");
@@ -67,6 +69,10 @@ pub struct RawConfig {
     cache: RawCache,
     #[serde(default)]
     redis: RawRedis,
+    #[serde(default)]
+    semantic_cache: semantic::RawSemanticCache,
+    #[serde(default)]
+    embedding: semantic::RawEmbedding,
 }
 
 #[derive(Debug, Deserialize)]
@@ -624,6 +630,8 @@ impl RawConfig {
         let model_names: HashSet<&str> = models.iter().map(|model| model.name.as_str()).collect();
         let policy = self.validate_routing(models.clone(), &model_names, self_hosted)?;
         let tenancy = self.tenancy.validate(&model_names, &self.routing.routes)?;
+        let route_names: HashSet<&str> = model_names.iter().copied().chain(self.routing.routes.keys().map(String::as_str)).collect();
+        let semantic_cache = self.semantic_cache.validate(&self.embedding, &route_names)?;
         let redis_ledger = self.redis_ledger()?;
 
         Ok(NodeConfig {
@@ -658,6 +666,7 @@ impl RawConfig {
                         timeout: self.cache.redis_timeout,
                     }),
                 }),
+                semantic_cache,
             },
         })
     }

@@ -111,6 +111,9 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
     if let Err(error) = gateway.sync_ledger().await {
         warn!(%error, "failed to sync the cost ledger at shutdown");
     }
+    if let Err(error) = gateway.snapshot_caches().await {
+        warn!(%error, "failed to snapshot the semantic cache at shutdown");
+    }
     gateway.stop_actors();
     telemetry.shutdown();
     Ok(())

@@ -74,6 +74,8 @@ pub enum CacheLayer {
     None,
     /// The exact cache answered.
     Exact,
+    /// The semantic cache answered.
+    Semantic,
 }
 
 impl CacheLayer {
@@ -82,6 +84,7 @@ impl CacheLayer {
         match self {
             Self::None => "none",
             Self::Exact => "exact",
+            Self::Semantic => "semantic",
         }
     }
 }

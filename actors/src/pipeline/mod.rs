@@ -6,11 +6,13 @@
 //!
 //! - [`Gateway`]: starts the node's actors and serves requests from both front doors.
 //! - [`accounting`]: rate limits and the budget reservation before the call, settlement after.
+//! - [`caching`]: both cache layers as steps: exact, then semantic, and storing the answer.
 //! - [`attempt`]: one provider with its retries, unary or up to the first token of a stream.
 //! - [`stream`]: forwarding a streamed answer as it arrives.
 
 pub mod accounting;
 pub mod attempt;
+mod caching;
 pub mod stream;
 
 use std::collections::HashMap;
@@ -26,8 +28,9 @@ use crate::budget::period::now_ms;
 use crate::budget::{BudgetHandle, BudgetPolicy, CostQuery, CostReport, NanoUsd};
 use crate::error::{AttemptFailure, GatewayError};
 use crate::metrics::Metrics;
-use crate::cache::key::exact_key;
-use crate::cache::{CachedAnswer, ExactCache, Invalidation, Lookup, RedisCacheSettings};
+use crate::cache::semantic::{HitPolicy, SemanticCache, SemanticMatch, SemanticSettings};
+use crate::cache::{CachedAnswer, ExactCache, Invalidation, RedisCacheSettings};
+use crate::pipeline::caching::{CacheHit, Caches};
 use crate::model::{CacheLayer, ChatRequest, Completion, FinishReason, ModelSelection, RequestLimits, RoutingContext, Target, Tier, Usage};
 use crate::pipeline::accounting::{Admission, Outcome};
 use crate::provider::{ErrorClass, ProviderHandle, ProviderSettings};
@@ -61,6 +64,8 @@ pub struct GatewaySettings {
     pub audit_text: bool,
     /// The exact cache, when enabled.
     pub exact_cache: Option<ExactCacheSettings>,
+    /// The semantic cache, when enabled.
+    pub semantic_cache: Option<SemanticSettings>,
     /// Redis for the cost ledger, when configured.
     pub redis_ledger: Option<crate::budget::redis_sink::RedisLedgerSettings>,
 }
@@ -101,6 +106,8 @@ pub struct Answer {
     pub cache_layer: CacheLayer,
     /// The exact-cache key of the request (for invalidation), when the cache is on.
     pub cache_key: Option<String>,
+    /// For a semantic hit: its similarity and entry.
+    pub cache_match: Option<SemanticMatch>,
 }
 
 /// The node's request pipeline. Cheap to share behind an `Arc`.
@@ -115,7 +122,7 @@ pub struct Gateway {
     keys: KeyRing,
     budget: BudgetHandle,
     audit_text: bool,
-    exact: Option<ExactCache>,
+    caches: Caches,
 }
 
 impl Gateway {
@@ -134,6 +141,19 @@ impl Gateway {
         }
         let keys = KeyRing::new(settings.keys, settings.admin_key, settings.anonymous_tier);
         let metrics_for_cache = Arc::clone(&metrics);
+        let exact = match settings.exact_cache {
+            None => None,
+            Some(ExactCacheSettings { redis: Some(redis), ttl, .. }) => Some(ExactCache::redis(&redis, ttl, Arc::clone(&metrics_for_cache))?),
+            Some(exact) => Some(ExactCache::in_memory(exact.max_entries, exact.ttl, Arc::clone(&metrics_for_cache))),
+        };
+        let semantic = match settings.semantic_cache {
+            None => None,
+            Some(semantic) => {
+                let (cache, cells) = SemanticCache::start(semantic, HitPolicy::shipped(), Arc::clone(&metrics)).await?;
+                actors.extend(cells);
+                Some(cache)
+            }
+        };
         Ok(Self {
             providers,
             router,
@@ -144,11 +164,7 @@ impl Gateway {
             keys,
             budget,
             audit_text: settings.audit_text,
-            exact: match settings.exact_cache {
-                None => None,
-                Some(ExactCacheSettings { redis: Some(redis), ttl, .. }) => Some(ExactCache::redis(&redis, ttl, metrics_for_cache)?),
-                Some(exact) => Some(ExactCache::in_memory(exact.max_entries, exact.ttl, metrics_for_cache)),
-            },
+            caches: Caches { exact, semantic, metrics: metrics_for_cache },
         })
     }
 
@@ -173,11 +189,24 @@ impl Gateway {
             .map_err(|error| GatewayError::Internal(format!("budget actor: {error}")))
     }
 
-    /// Drops exact-cache entries. Without an exact cache there is nothing to drop.
+    /// Drops entries from both cache layers (either may be off).
     pub async fn invalidate(&self, what: &Invalidation) -> Result<(), GatewayError> {
-        match &self.exact {
-            Some(cache) => cache.invalidate(what).await.map_err(|error| GatewayError::Internal(format!("cache invalidation failed: {error}"))),
+        self.caches.invalidate(what).await
+    }
+
+    /// Writes the semantic cache's snapshots (shutdown; the layer also does so on a timer).
+    pub async fn snapshot_caches(&self) -> Result<(), String> {
+        match &self.caches.semantic {
+            Some(semantic) => semantic.snapshot().await,
             None => Ok(()),
+        }
+    }
+
+    /// Entries the semantic cache holds on this node (0 when it is off).
+    pub async fn semantic_entries(&self) -> usize {
+        match &self.caches.semantic {
+            Some(semantic) => semantic.entries().await,
+            None => 0,
         }
     }
 
@@ -315,35 +344,23 @@ impl Gateway {
         let started = Instant::now();
         let _in_flight = self.admit()?;
         let (selection, admission) = self.prepare(principal, &request).await?;
-        let key = self.exact_key(principal, &request);
-        if let Some(cached) = self.lookup(key.as_deref()).await {
-            let mut answer = self.answer_from_cache(&cached, admission, &request, started).await?;
-            answer.cache_key = key;
+        let (probe, hit) = self.caches.lookup(principal, &request).await;
+        if let Some(hit) = hit {
+            let mut answer = self.answer_from_cache(hit, admission, &request, started).await?;
+            answer.cache_key = probe.exact_key;
             return Ok(answer);
         }
         let result = self.call_chain(&request, &selection, started).await.map(|mut answer| {
-            answer.cache_key.clone_from(&key);
+            answer.cache_key.clone_from(&probe.exact_key);
             answer
         });
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match result {
             Ok(answer) => {
-                if let (Some(cache), Some(key)) = (&self.exact, key)
-                    && !request.cache.no_store
-                {
-                    let stored = CachedAnswer {
-                        tenant: principal.tenant.clone(),
-                        route: request.model.clone().unwrap_or_else(|| "auto".into()),
-                        text: answer.completion.text.clone(),
-                        model: answer.target.model.clone(),
-                        provider: answer.target.provider.clone(),
-                        input_tokens: answer.completion.usage.input_tokens,
-                        output_tokens: answer.completion.usage.output_tokens,
-                        finish_reason: answer.completion.finish_reason.as_str().to_owned(),
-                        cost_nano_usd: answer.cost.map(|cost| cost.0),
-                        created_ms: admission.unix_ms,
-                    };
-                    cache.put(key, stored, request.cache.ttl_seconds.map(|seconds| Duration::from_secs(u64::from(seconds)))).await;
+                if probe.stores(&self.caches) {
+                    let completion = &answer.completion;
+                    let stored = probe.entry(completion.text.clone(), &answer.target, completion.usage, completion.finish_reason, answer.cost);
+                    self.caches.store(probe, stored).await;
                 }
                 let outcome = Outcome {
                     id: &answer.id,
@@ -367,37 +384,8 @@ impl Gateway {
         }
     }
 
-    /// The exact-cache key of `request`, or `None` when the cache is off or bypassed.
-    fn exact_key(&self, principal: &Principal, request: &ChatRequest) -> Option<String> {
-        let _cache = self.exact.as_ref()?;
-        if request.cache.bypass {
-            self.metrics.cache_lookups.with_label_values(&["exact", "bypass"]).inc();
-            return None;
-        }
-        Some(exact_key(&principal.tenant, request))
-    }
-
-    #[instrument(name = "exact_cache", skip_all)]
-    async fn lookup(&self, key: Option<&str>) -> Option<Arc<CachedAnswer>> {
-        let (cache, key) = (self.exact.as_ref()?, key?);
-        match cache.get(key).await {
-            Lookup::Hit(cached) => {
-                self.metrics.cache_lookups.with_label_values(&["exact", "hit"]).inc();
-                Some(cached)
-            }
-            Lookup::Miss => {
-                self.metrics.cache_lookups.with_label_values(&["exact", "miss"]).inc();
-                None
-            }
-            Lookup::Unavailable => {
-                self.metrics.cache_lookups.with_label_values(&["exact", "error"]).inc();
-                None
-            }
-        }
-    }
-
     /// Settles a cache hit: nothing charged, the original cost recorded as saved.
-    async fn settle_hit(&self, cached: &CachedAnswer, admission: Admission, id: &str, request: &ChatRequest, started: Instant) -> Result<(), GatewayError> {
+    async fn settle_hit(&self, cached: &CachedAnswer, layer: CacheLayer, admission: Admission, id: &str, request: &ChatRequest, started: Instant) -> Result<(), GatewayError> {
         let outcome = Outcome {
             id,
             model: &cached.model,
@@ -406,16 +394,17 @@ impl Gateway {
             cost: Some(NanoUsd::ZERO),
             latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             status: "ok",
-            cache_layer: CacheLayer::Exact,
+            cache_layer: layer,
             saved: NanoUsd(cached.cost_nano_usd.unwrap_or(0)),
         };
         let text = self.audit_text.then_some((request, cached.text.as_str()));
         accounting::settle(admission, outcome, text).await
     }
 
-    async fn answer_from_cache(&self, cached: &CachedAnswer, admission: Admission, request: &ChatRequest, started: Instant) -> Result<Answer, GatewayError> {
+    async fn answer_from_cache(&self, hit: CacheHit, admission: Admission, request: &ChatRequest, started: Instant) -> Result<Answer, GatewayError> {
         let id = new_id();
-        self.settle_hit(cached, admission, &id, request, started).await?;
+        let cached = &hit.answer;
+        self.settle_hit(cached, hit.layer, admission, &id, request, started).await?;
         let latency = started.elapsed();
         Ok(Answer {
             id,
@@ -425,14 +414,15 @@ impl Gateway {
                 usage: Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0 },
             },
             target: Target { model: cached.model.clone(), provider: cached.provider.clone(), upstream_model: cached.model.clone() },
-            routing_reason: "exact cache hit".into(),
+            routing_reason: hit.reason(),
             fallback: false,
             failed_attempts: Vec::new(),
             cost: Some(NanoUsd::ZERO),
             latency,
             gateway_overhead: latency,
-            cache_layer: CacheLayer::Exact,
+            cache_layer: hit.layer,
             cache_key: None,
+            cache_match: hit.semantic,
         })
     }
 
@@ -462,6 +452,7 @@ impl Gateway {
                         gateway_overhead,
                         cache_layer: CacheLayer::None,
                         cache_key: None,
+                        cache_match: None,
                     });
                 }
                 Err(error) if error.class() == ErrorClass::Final => {
@@ -480,25 +471,16 @@ impl Gateway {
         let started = Instant::now();
         let in_flight = self.admit()?;
         let (selection, admission) = self.prepare(principal, &request).await?;
-        let key = self.exact_key(principal, &request);
-        if let Some(cached) = self.lookup(key.as_deref()).await {
+        let (probe, hit) = self.caches.lookup(principal, &request).await;
+        if let Some(hit) = hit {
             let id = new_id();
-            self.settle_hit(&cached, admission, &id, &request, started).await?;
-            let mut replay = stream::replay(id, &cached, NanoUsd::ZERO, started, in_flight);
-            replay.cache_key = key;
+            self.settle_hit(&hit.answer, hit.layer, admission, &id, &request, started).await?;
+            let mut replay = stream::replay(id, hit, NanoUsd::ZERO, started, in_flight);
+            replay.cache_key = probe.exact_key;
             return Ok(replay);
         }
-        let cache_key = key.clone();
-        let mut store = match (&self.exact, key) {
-            (Some(cache), Some(key)) if !request.cache.no_store => Some(stream::Store {
-                cache: cache.clone(),
-                key,
-                tenant: principal.tenant.clone(),
-                route: request.model.clone().unwrap_or_else(|| "auto".into()),
-                ttl: request.cache.ttl_seconds.map(|seconds| Duration::from_secs(u64::from(seconds))),
-            }),
-            _ => None,
-        };
+        let cache_key = probe.exact_key.clone();
+        let mut store = probe.stores(&self.caches).then(|| stream::Store { caches: self.caches.clone(), probe });
         let mut failures = Vec::new();
         for target in selection.chain() {
             let provider = self.provider(target)?;

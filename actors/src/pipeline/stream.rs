@@ -14,7 +14,8 @@ use tracing::{Instrument as _, Span, warn};
 
 use crate::budget::NanoUsd;
 use crate::error::{AttemptFailure, GatewayError};
-use crate::cache::{CachedAnswer, ExactCache};
+use crate::cache::semantic::SemanticMatch;
+use crate::pipeline::caching::{CacheHit, CacheProbe, Caches};
 use crate::model::{CacheLayer, ChatRequest};
 use crate::pipeline::accounting::{self, Admission, Outcome};
 use crate::metrics::Metrics;
@@ -65,6 +66,8 @@ pub struct AnswerStream {
     pub cache_layer: CacheLayer,
     /// The exact-cache key of the request (for invalidation), when the cache is on.
     pub cache_key: Option<String>,
+    /// For a semantic hit: its similarity and entry.
+    pub cache_match: Option<SemanticMatch>,
     /// The items, as they arrive.
     pub items: mpsc::Receiver<Result<StreamItem, GatewayError>>,
 }
@@ -88,11 +91,8 @@ pub(crate) struct StreamStart {
 
 /// Where a complete stream is stored.
 pub(crate) struct Store {
-    pub cache: ExactCache,
-    pub key: String,
-    pub tenant: String,
-    pub route: String,
-    pub ttl: Option<Duration>,
+    pub caches: Caches,
+    pub probe: CacheProbe,
 }
 
 /// Spawns the task that reads the upstream and forwards each event.
@@ -109,6 +109,7 @@ pub(crate) fn forward(start: StreamStart) -> AnswerStream {
         failed_attempts: start.failed_attempts,
         cache_layer: CacheLayer::None,
         cache_key: None,
+        cache_match: None,
         items,
     };
     let task = pump(start.opened, target, start.price, start.started, start.metrics, sender, start.in_flight, accounting);
@@ -211,20 +212,9 @@ async fn pump(
         warn!(request_id = %accounting.id, %error, "failed to record the cost of a stream");
     }
     // Only a complete stream is stored.
-    if let (Ok((finish_reason, Some(usage))), Some(store), Some(text)) = (&outcome, &accounting.store, &answer_text) {
-        let answer = CachedAnswer {
-            tenant: store.tenant.clone(),
-            route: store.route.clone(),
-            text: text.clone(),
-            model: target.model.clone(),
-            provider: target.provider.clone(),
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            finish_reason: finish_reason.as_str().to_owned(),
-            cost_nano_usd: cost.map(|cost| cost.0),
-            created_ms: crate::budget::period::now_ms(),
-        };
-        store.cache.put(store.key.clone(), answer, store.ttl).await;
+    if let (Ok((finish_reason, Some(usage))), Some(store), Some(text)) = (&outcome, accounting.store, &answer_text) {
+        let answer = store.probe.entry(text.clone(), &target, *usage, *finish_reason, cost);
+        store.caches.store(store.probe, answer).await;
     }
     let item = match outcome {
         Ok((finish_reason, usage)) => {
@@ -246,12 +236,13 @@ async fn pump(
 /// same items a live stream sends.
 pub(crate) fn replay(
     id: String,
-    cached: &CachedAnswer,
+    hit: CacheHit,
     cost: NanoUsd,
     started: Instant,
     in_flight: TaskTrackerToken,
 ) -> AnswerStream {
     let (sender, items) = mpsc::channel(CHANNEL_CAPACITY);
+    let cached = &hit.answer;
     let chunks: Vec<String> = cached.text.split_inclusive(' ').map(str::to_owned).collect();
     let finish_reason = FinishReason::parse(&cached.finish_reason);
     let usage = Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0 };
@@ -269,11 +260,12 @@ pub(crate) fn replay(
     AnswerStream {
         id,
         target: Target { model: cached.model.clone(), provider: cached.provider.clone(), upstream_model: cached.model.clone() },
-        routing_reason: "exact cache hit".into(),
+        routing_reason: hit.reason(),
         fallback: false,
         failed_attempts: Vec::new(),
-        cache_layer: CacheLayer::Exact,
+        cache_layer: hit.layer,
         cache_key: None,
+        cache_match: hit.semantic,
         items,
     }
 }

@@ -102,6 +102,7 @@ fn cache_layer(layer: CacheLayer) -> v1::CacheLayer {
     match layer {
         CacheLayer::None => v1::CacheLayer::None,
         CacheLayer::Exact => v1::CacheLayer::Exact,
+        CacheLayer::Semantic => v1::CacheLayer::Semantic,
     }
 }
 
@@ -120,6 +121,8 @@ fn to_response(answer: Answer) -> v1::GenerateResponse {
         latency_us: u64::try_from(answer.latency.as_micros()).unwrap_or(u64::MAX),
         gateway_overhead_us: u64::try_from(answer.gateway_overhead.as_micros()).unwrap_or(u64::MAX),
         failed_attempts: answer.failed_attempts.iter().map(ToString::to_string).collect(),
+        cache_similarity: answer.cache_match.as_ref().map(|found| found.similarity),
+        cache_entry: answer.cache_match.map(|found| found.entry).unwrap_or_default(),
     }
 }
 
@@ -183,6 +186,8 @@ impl v1::gateway_server::Gateway for GatewayService {
                 routing_reason: answer.routing_reason.clone(),
                 fallback: answer.fallback,
                 cache_layer: cache_layer(answer.cache_layer).into(),
+                cache_similarity: answer.cache_match.as_ref().map(|found| found.similarity),
+                cache_entry: answer.cache_match.as_ref().map(|found| found.entry.clone()).unwrap_or_default(),
                 ..v1::GenerateChunk::default()
             };
             let id = answer.id.clone();

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchyard_actors::error::GatewayError;
+use switchyard_actors::cache::semantic::SemanticMatch;
 use switchyard_actors::model::{CacheControl, ChatRequest, Message, Quality, Role, RoutingHints, Sampling, Target, Tier, Usage, CacheLayer};
 use switchyard_actors::pipeline::{AnswerStream, StreamItem};
 use tokio_stream::StreamExt as _;
@@ -225,25 +226,35 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-/// The headers that say who served an answer and why.
-fn answer_headers(
-    headers: &mut HeaderMap,
-    id: &str,
-    target: &Target,
-    routing_reason: &str,
+/// Who served an answer and why, as the headers tell it.
+struct Served<'a> {
+    id: &'a str,
+    target: &'a Target,
+    routing_reason: &'a str,
     fallback: bool,
     cache: CacheLayer,
-    cache_key: Option<&str>,
-) {
+    cache_key: Option<&'a str>,
+    cache_match: Option<&'a SemanticMatch>,
+}
+
+/// The headers that say who served an answer and why.
+fn answer_headers(headers: &mut HeaderMap, served: Served<'_>) {
+    let Served { id, target, routing_reason, fallback, cache, cache_key, cache_match } = served;
     if let Some(key) = cache_key {
         set_header(headers, "x-switchyard-cache-key", key);
+    }
+    match cache_match {
+        Some(found) => {
+            set_header(headers, "x-switchyard-cache", &format!("semantic; similarity={:.3}", found.similarity));
+            set_header(headers, "x-switchyard-cache-entry", &found.entry);
+        }
+        None => set_header(headers, "x-switchyard-cache", cache.as_str()),
     }
     set_header(headers, "x-switchyard-request-id", id);
     set_header(headers, "x-switchyard-provider", &target.provider);
     set_header(headers, "x-switchyard-model", &target.model);
     set_header(headers, "x-switchyard-routing-reason", routing_reason);
     set_header(headers, "x-switchyard-fallback", if fallback { "true" } else { "false" });
-    set_header(headers, "x-switchyard-cache", cache.as_str());
 }
 
 fn usage_json(usage: Usage) -> serde_json::Value {
@@ -306,7 +317,18 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
         });
         let mut response = axum::Json(body).into_response();
         let headers = response.headers_mut();
-        answer_headers(headers, &answer.id, target, &answer.routing_reason, answer.fallback, answer.cache_layer, answer.cache_key.as_deref());
+        answer_headers(
+            headers,
+            Served {
+                id: &answer.id,
+                target,
+                routing_reason: &answer.routing_reason,
+                fallback: answer.fallback,
+                cache: answer.cache_layer,
+                cache_key: answer.cache_key.as_deref(),
+                cache_match: answer.cache_match.as_ref(),
+            },
+        );
         set_header(headers, "x-switchyard-latency-us", &answer.latency.as_micros().to_string());
         if let Some(cost) = answer.cost {
             set_header(headers, "x-switchyard-cost-usd", &format!("{:.9}", cost.as_usd()));
@@ -339,9 +361,18 @@ fn sse(value: &impl Serialize) -> Bytes {
 
 fn stream_response(answer: AnswerStream, route: String, include_usage: bool, state: AppState) -> Response {
     let created = unix_now();
-    let AnswerStream { id, target, routing_reason, fallback, items, cache_layer, cache_key, .. } = answer;
+    let AnswerStream { id, target, routing_reason, fallback, items, cache_layer, cache_key, cache_match, .. } = answer;
     let mut headers = HeaderMap::new();
-    answer_headers(&mut headers, &id, &target, &routing_reason, fallback, cache_layer, cache_key.as_deref());
+    let served = Served {
+        id: &id,
+        target: &target,
+        routing_reason: &routing_reason,
+        fallback,
+        cache: cache_layer,
+        cache_key: cache_key.as_deref(),
+        cache_match: cache_match.as_ref(),
+    };
+    answer_headers(&mut headers, served);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 

@@ -58,8 +58,16 @@ pub fn config_for(sim: SocketAddr, tweak: impl Fn(String) -> String) -> String {
         .replace("http_listen = \"127.0.0.1:8080\"", "http_listen = \"127.0.0.1:0\"")
         .replace("drain_timeout = \"30s\"", "drain_timeout = \"10s\"")
         // Tests repeat prompts on purpose; the cache tests turn it back on.
-        .replace("exact = true ", "exact = false ");
+        .replace("exact = true ", "exact = false ")
+        .replace("[semantic_cache]\nenabled = true ", "[semantic_cache]\nenabled = false ");
     tweak(config)
+}
+
+/// The local embedding model: `EMBEDDING_MODEL_DIR`, or where `scripts/fetch-model` puts it.
+pub fn model_dir() -> PathBuf {
+    std::env::var_os("EMBEDDING_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.models/all-MiniLM-L6-v2"))
 }
 
 /// A fresh directory for a node.
@@ -99,6 +107,8 @@ impl Node {
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .env("SWITCHYARD_TENANCY__LEDGER_PATH", dir.join("ledger.jsonl"))
+            .env("SWITCHYARD_SEMANTIC_CACHE__DATA_DIR", dir.join("semantic"))
+            .env("SWITCHYARD_EMBEDDING__MODEL_DIR", model_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

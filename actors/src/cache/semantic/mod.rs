@@ -6,7 +6,16 @@
 //! - [`index`]: a USearch HNSW index made safe for concurrent use (slots and a lock, per DESIGN §5).
 //! - [`shard`]: the `CacheShard` actor holding one partition's index and entries, with capacity
 //!   eviction, TTL expiry and snapshots.
+//! - [`policy`]: the hit decision, [`HitPolicy`]: a candidate's score and the threshold a
+//!   route's target precision asks for.
+//! - [`layer`]: [`SemanticCache`], the layer as the request path uses it: embed, ask the
+//!   partition's shard, decide, store.
 
 pub mod index;
+pub mod layer;
 pub mod partition;
+pub mod policy;
 pub mod shard;
+
+pub use layer::{SemanticCache, SemanticLookup, SemanticMatch, SemanticProbe, SemanticSettings};
+pub use policy::{HitPolicy, PolicyError};

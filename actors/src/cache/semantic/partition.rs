@@ -1,5 +1,6 @@
 //! Partitions and their owners. The context key is what must match for a cached answer to be
-//! reusable at all: tenant, model or route, system prompt and sampling class. Its hash picks one
+//! reusable at all: tenant, model or route, earlier turns (the system prompt among them), stop
+//! sequences and sampling class. Its hash picks one
 //! of a fixed number of partitions, so ownership moves in whole units; a partition's owners are the
 //! top-R members by rendezvous hashing. All hashes are fixed and seedless (xxh3), never
 //! `RandomState`, so every node computes the same map from the same member list.
@@ -22,18 +23,35 @@ fn sampling_class(request: &ChatRequest) -> &'static str {
     }
 }
 
-/// The context key of `request` for `tenant`, as 16 hex digits.
+/// The user turn the semantic cache matches by meaning: the last message, when it is the
+/// user's. Anything else (an assistant prefill, a conversation ending in a tool or system turn)
+/// is not looked up.
+pub fn semantic_prompt(request: &ChatRequest) -> Option<&str> {
+    let last = request.messages.last()?;
+    (last.role == Role::User).then_some(last.content.as_str())
+}
+
+/// The context key of `request` for `tenant`, as 16 hex digits: tenant, model or route, every
+/// message before the last user turn (the system prompt and any earlier turns, whitespace
+/// normalised, with their roles), the stop sequences and the sampling class. Only the last user
+/// turn is matched by meaning; everything else must be identical.
 pub fn context_key(tenant: &str, request: &ChatRequest) -> String {
     let mut hasher = Xxh3::new();
     let mut field = |bytes: &[u8]| {
         hasher.update(&(bytes.len() as u64).to_le_bytes());
         hasher.update(bytes);
     };
-    field(b"semantic-context-v1");
+    field(b"semantic-context-v2");
     field(tenant.as_bytes());
     field(request.model.as_deref().unwrap_or("auto").as_bytes());
-    for message in request.messages.iter().filter(|message| message.role == Role::System || message.role == Role::Developer) {
+    let earlier = request.messages.len().saturating_sub(1);
+    for message in &request.messages[..earlier] {
+        field(message.role.as_str().as_bytes());
         field(normalise(&message.content).as_bytes());
+    }
+    field(b"stop");
+    for stop in &request.sampling.stop {
+        field(stop.as_bytes());
     }
     field(sampling_class(request).as_bytes());
     format!("{:016x}", hasher.digest())
@@ -81,7 +99,7 @@ mod tests {
     }
 
     #[test]
-    fn the_context_is_tenant_model_system_prompt_and_sampling_class() {
+    fn the_context_is_tenant_model_earlier_turns_stops_and_sampling_class() {
         let base = context_key("acme", &request("be brief", None));
         let mut other_question = request("be  brief", None);
         other_question.messages[1].content = "a different question".into();
@@ -90,6 +108,23 @@ mod tests {
         assert_ne!(base, context_key("acme", &request("be verbose", None)));
         assert_ne!(base, context_key("acme", &request("be brief", Some(1.5))));
         assert_eq!(context_key("acme", &request("x", Some(0.1))), context_key("acme", &request("x", Some(0.2))));
+        let mut with_stop = request("be brief", None);
+        with_stop.sampling.stop = vec!["\n".into()];
+        assert_ne!(base, context_key("acme", &with_stop));
+    }
+
+    #[test]
+    fn earlier_turns_are_context_and_only_a_final_user_turn_is_matched() {
+        let mut follow_up = request("be brief", None);
+        follow_up.messages.push(Message { role: Role::Assistant, content: "an answer".into() });
+        follow_up.messages.push(Message { role: Role::User, content: "and then?".into() });
+        let mut other_history = follow_up.clone();
+        other_history.messages[1].content = "another question".into();
+        assert_ne!(context_key("acme", &follow_up), context_key("acme", &other_history), "\"and then?\" depends on what came before");
+        assert_eq!(semantic_prompt(&follow_up), Some("and then?"));
+        let mut prefill = follow_up.clone();
+        prefill.messages.push(Message { role: Role::Assistant, content: "Sure,".into() });
+        assert_eq!(semantic_prompt(&prefill), None);
     }
 
     fn members(count: usize) -> Vec<String> {

@@ -25,6 +25,9 @@ pub struct SemanticEntry {
     pub context_key: String,
     /// The user turn that was embedded.
     pub prompt: String,
+    /// The exact-cache key of the request that stored it, so invalidating that key drops it too.
+    #[serde(default)]
+    pub exact_key: Option<String>,
     /// The answer.
     pub answer: CachedAnswer,
     /// When it was stored, in milliseconds since the epoch.
@@ -52,6 +55,8 @@ pub struct Candidate {
     pub similarity: f32,
     /// The entry.
     pub entry: SemanticEntry,
+    /// The entry's embedded user turn, for the hit policy.
+    pub vector: Vec<f32>,
 }
 
 /// Settings of one shard.
@@ -65,6 +70,17 @@ pub struct ShardSettings {
     pub capacity: usize,
     /// Where snapshots go; `None` keeps the shard in memory only.
     pub data_dir: Option<PathBuf>,
+    /// The layer's entry gauge and eviction counter, shared by its shards.
+    pub metrics: Option<ShardMetrics>,
+}
+
+/// The metrics a shard keeps up to date.
+#[derive(Clone, Debug)]
+pub struct ShardMetrics {
+    /// Entries held by every shard of the layer.
+    pub entries: prometheus::IntGauge,
+    /// Entries evicted for space by every shard of the layer.
+    pub evictions: prometheus::IntCounter,
 }
 
 /// The actor; its state is [`ShardState`].
@@ -79,6 +95,8 @@ pub struct ShardState {
     entries: HashMap<u64, SemanticEntry>,
     vectors: HashMap<u64, Vec<f32>>,
     next_id: u64,
+    /// Changed since the last snapshot.
+    dirty: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -133,7 +151,12 @@ impl ShardState {
     }
 
     fn remove(&mut self, id: u64) {
-        self.entries.remove(&id);
+        self.dirty = true;
+        if self.entries.remove(&id).is_some()
+            && let Some(metrics) = &self.settings.metrics
+        {
+            metrics.entries.dec();
+        }
         self.vectors.remove(&id);
         if let Err(error) = self.index.remove(id) {
             warn!(partition = self.settings.partition, %error, "failed to remove a vector");
@@ -151,6 +174,9 @@ impl ShardState {
         let excess = self.entries.len() - target;
         for (_, id) in by_age.into_iter().take(excess) {
             self.remove(id);
+        }
+        if let Some(metrics) = &self.settings.metrics {
+            metrics.evictions.inc_by(excess as u64);
         }
     }
 
@@ -172,8 +198,11 @@ impl ShardState {
                 expired.push(id);
                 continue;
             }
-            if entry.context_key == context_key && similarity >= min_similarity {
-                candidates.push(Candidate { id, similarity, entry: entry.clone() });
+            if entry.context_key == context_key
+                && similarity >= min_similarity
+                && let Some(stored) = self.vectors.get(&id)
+            {
+                candidates.push(Candidate { id, similarity, entry: entry.clone(), vector: stored.clone() });
             }
         }
         for id in expired {
@@ -183,7 +212,10 @@ impl ShardState {
         candidates
     }
 
-    fn save(&self) -> Result<(), String> {
+    fn save(&mut self) -> Result<(), String> {
+        if !self.dirty {
+            return Ok(());
+        }
         let Some(entries_path) = self.snapshot_path() else { return Ok(()) };
         let snapshot = Snapshot {
             next_id: self.next_id,
@@ -196,7 +228,9 @@ impl ShardState {
         let json = serde_json::to_vec(&snapshot).map_err(|error| error.to_string())?;
         let temporary = entries_path.with_extension("json.tmp");
         std::fs::write(&temporary, json).map_err(|error| format!("{}: {error}", temporary.display()))?;
-        std::fs::rename(&temporary, &entries_path).map_err(|error| format!("{}: {error}", entries_path.display()))
+        std::fs::rename(&temporary, &entries_path).map_err(|error| format!("{}: {error}", entries_path.display()))?;
+        self.dirty = false;
+        Ok(())
     }
 }
 
@@ -224,6 +258,7 @@ impl Actor for CacheShard {
             entries: HashMap::new(),
             vectors: HashMap::new(),
             next_id: 1,
+            dirty: false,
             settings,
         };
         // The snapshot holds entries with their vectors (written whole, then renamed into place);
@@ -236,6 +271,9 @@ impl Actor for CacheShard {
                     state.index.add(id, &vector)?;
                     state.entries.insert(id, entry);
                     state.vectors.insert(id, vector);
+                }
+                if let Some(metrics) = &state.settings.metrics {
+                    metrics.entries.add(i64::try_from(state.entries.len()).unwrap_or(i64::MAX));
                 }
                 info!(partition = state.settings.partition, entries = state.entries.len(), "semantic shard restored");
             }
@@ -257,6 +295,10 @@ impl Actor for CacheShard {
                     Ok(()) => {
                         state.entries.insert(id, entry);
                         state.vectors.insert(id, vector);
+                        state.dirty = true;
+                        if let Some(metrics) = &state.settings.metrics {
+                            metrics.entries.inc();
+                        }
                         state.evict();
                     }
                     Err(error) => warn!(partition = state.settings.partition, %error, "semantic insert failed"),
@@ -266,6 +308,7 @@ impl Actor for CacheShard {
                 if let Some(entry) = state.entries.get_mut(&id) {
                     entry.hits += 1;
                     entry.last_used_ms = now_ms();
+                    state.dirty = true;
                 }
             }
             ShardMessage::Invalidate(what) => {
@@ -277,7 +320,7 @@ impl Actor for CacheShard {
                         Invalidation::All => true,
                         Invalidation::Tenant(tenant) => entry.answer.tenant == *tenant,
                         Invalidation::Model(model) => entry.answer.model == *model || entry.answer.route == *model,
-                        Invalidation::Key(_) => false,
+                        Invalidation::Key(key) => entry.exact_key.as_deref() == Some(key.as_str()),
                     })
                     .map(|(id, _)| *id)
                     .collect();
@@ -298,6 +341,9 @@ impl Actor for CacheShard {
     async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut ShardState) -> Result<(), ActorProcessingErr> {
         if let Err(error) = state.save() {
             warn!(partition = state.settings.partition, %error, "failed to snapshot the semantic shard at stop");
+        }
+        if let Some(metrics) = &state.settings.metrics {
+            metrics.entries.sub(i64::try_from(state.entries.len()).unwrap_or(i64::MAX));
         }
         Ok(())
     }

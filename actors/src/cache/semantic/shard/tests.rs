@@ -17,6 +17,7 @@ fn entry(context: &str, tenant: &str, prompt: &str, ttl_ms: i64) -> SemanticEntr
     SemanticEntry {
         context_key: context.into(),
         prompt: prompt.into(),
+        exact_key: Some(format!("key-{prompt}")),
         answer: CachedAnswer {
             tenant: tenant.into(),
             route: "auto".into(),
@@ -37,7 +38,7 @@ fn entry(context: &str, tenant: &str, prompt: &str, ttl_ms: i64) -> SemanticEntr
 }
 
 async fn start(capacity: usize, data_dir: Option<PathBuf>) -> ActorRef<ShardMessage> {
-    let settings = ShardSettings { partition: 7, dimensions: 4, capacity, data_dir };
+    let settings = ShardSettings { partition: 7, dimensions: 4, capacity, data_dir, metrics: None };
     Actor::spawn(None, CacheShard, settings).await.expect("shard starts").0
 }
 

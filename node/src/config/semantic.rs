@@ -1,0 +1,176 @@
+//! The `[semantic_cache]` and `[embedding]` sections: the semantic layer and the model that embeds
+//! its lookups, validated into [`SemanticSettings`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchyard_actors::cache::semantic::layer::DEFAULT_MAX_PROMPT_CHARS;
+use switchyard_actors::cache::semantic::{HitPolicy, SemanticCache, SemanticSettings};
+use switchyard_actors::embed::{BatchSettings, EmbedderSettings, RemoteSettings, DEFAULT_MODEL_DIR};
+
+use super::{ConfigError, invalid, positive};
+
+/// `[semantic_cache]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawSemanticCache {
+    enabled: bool,
+    #[serde(with = "humantime_serde")]
+    ttl: Duration,
+    max_entries: usize,
+    precision: f32,
+    route_precision: BTreeMap<String, f32>,
+    candidates: usize,
+    max_prompt_chars: usize,
+    data_dir: PathBuf,
+    #[serde(with = "humantime_serde")]
+    snapshot_interval: Duration,
+}
+
+impl Default for RawSemanticCache {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: Duration::from_secs(3600),
+            max_entries: 100_000,
+            precision: 0.9,
+            route_precision: BTreeMap::new(),
+            candidates: 4,
+            max_prompt_chars: DEFAULT_MAX_PROMPT_CHARS,
+            data_dir: PathBuf::from("data/semantic"),
+            snapshot_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Which embedding backend.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum RawBackend {
+    /// all-MiniLM-L6-v2 on this node's CPU.
+    #[default]
+    Local,
+    /// An OpenAI-compatible `/v1/embeddings` server.
+    Remote,
+}
+
+/// `[embedding]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawEmbedding {
+    backend: RawBackend,
+    model_dir: PathBuf,
+    base_url: String,
+    model: String,
+    api_key_env: Option<String>,
+    #[serde(with = "humantime_serde")]
+    request_timeout: Duration,
+    max_batch: Option<usize>,
+    #[serde(with = "humantime_serde")]
+    max_wait: Option<Duration>,
+    max_in_flight: Option<usize>,
+}
+
+impl Default for RawEmbedding {
+    fn default() -> Self {
+        Self {
+            backend: RawBackend::Local,
+            model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
+            base_url: String::new(),
+            model: String::new(),
+            api_key_env: None,
+            request_timeout: Duration::from_secs(5),
+            max_batch: None,
+            max_wait: None,
+            max_in_flight: None,
+        }
+    }
+}
+
+impl RawEmbedding {
+    fn validate(&self) -> Result<EmbedderSettings, ConfigError> {
+        let mut settings = match self.backend {
+            RawBackend::Local => {
+                if !self.base_url.is_empty() || !self.model.is_empty() {
+                    return Err(invalid("embedding.base_url", "is for backend = \"remote\"; the local backend reads embedding.model_dir"));
+                }
+                EmbedderSettings::local(self.model_dir.clone())
+            }
+            RawBackend::Remote => {
+                if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+                    return Err(invalid("embedding.base_url", format!("\"{}\" is not an http(s) URL", self.base_url)));
+                }
+                if self.model.trim().is_empty() {
+                    return Err(invalid("embedding.model", "name the embedding model to ask the server for"));
+                }
+                let api_key = match &self.api_key_env {
+                    None => None,
+                    Some(variable) => match std::env::var(variable) {
+                        Ok(value) if !value.trim().is_empty() => Some(value.trim().to_owned()),
+                        _ => return Err(invalid("embedding.api_key_env", format!("environment variable {variable} is not set or empty"))),
+                    },
+                };
+                EmbedderSettings::remote(RemoteSettings {
+                    base_url: self.base_url.trim_end_matches('/').to_owned(),
+                    model: self.model.clone(),
+                    api_key,
+                    request_timeout: positive("embedding.request_timeout", self.request_timeout)?,
+                })
+            }
+        };
+        let batch: &mut BatchSettings = &mut settings.batch;
+        if let Some(max_batch) = self.max_batch {
+            batch.max_batch = max_batch;
+        }
+        if let Some(max_wait) = self.max_wait {
+            batch.max_wait = max_wait;
+        }
+        if let Some(max_in_flight) = self.max_in_flight {
+            batch.max_in_flight = max_in_flight;
+        }
+        settings.validate().map_err(|error| invalid("embedding", error.to_string()))?;
+        Ok(settings)
+    }
+}
+
+impl RawSemanticCache {
+    /// The layer's settings, or `None` when it is off. `names` are the models and routes a
+    /// `route_precision` entry may name.
+    pub(super) fn validate(&self, embedding: &RawEmbedding, names: &HashSet<&str>) -> Result<Option<SemanticSettings>, ConfigError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        if self.max_entries == 0 {
+            return Err(invalid("semantic_cache.max_entries", "must be at least 1"));
+        }
+        if self.candidates == 0 {
+            return Err(invalid("semantic_cache.candidates", "must be at least 1"));
+        }
+        if self.max_prompt_chars == 0 {
+            return Err(invalid("semantic_cache.max_prompt_chars", "must be at least 1"));
+        }
+        for route in self.route_precision.keys() {
+            if !names.contains(route.as_str()) {
+                return Err(invalid(format!("semantic_cache.route_precision.{route}"), format!("unknown model or route \"{route}\"")));
+            }
+        }
+        let settings = SemanticSettings {
+            embedder: embedding.validate()?,
+            max_entries: self.max_entries,
+            ttl: positive("semantic_cache.ttl", self.ttl)?,
+            precision: self.precision,
+            route_precision: self.route_precision.clone().into_iter().collect(),
+            candidates: self.candidates,
+            max_prompt_chars: self.max_prompt_chars,
+            data_dir: (!self.data_dir.as_os_str().is_empty()).then(|| self.data_dir.clone()),
+            snapshot_interval: positive("semantic_cache.snapshot_interval", self.snapshot_interval)?,
+        };
+        SemanticCache::check(&HitPolicy::shipped(), &settings).map_err(|wrong| {
+            let key = wrong.route.map_or_else(|| "semantic_cache.precision".to_owned(), |route| format!("semantic_cache.route_precision.{route}"));
+            invalid(key, wrong.error.to_string())
+        })?;
+        Ok(Some(settings))
+    }
+}

@@ -1,0 +1,204 @@
+//! The semantic cache end to end, with the local embedding model: a paraphrase is answered from
+//! the cache and a near-miss is not, over both front doors; streaming replay; tenant and
+//! conversation isolation; invalidation; and snapshots surviving a restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Node, chat_body, config_for, grpc_request, sim_calls, start_sim};
+use serde_json::{Value, json};
+use switchyard_proto::v1;
+
+/// The example config with the semantic layer on and the exact layer off, so every hit here is
+/// the semantic layer's.
+fn semantic_config(sim: std::net::SocketAddr) -> String {
+    config_for(sim, |c| c.replace("[semantic_cache]\nenabled = false ", "[semantic_cache]\nenabled = true "))
+}
+
+async fn ask(node: &Node, body: &Value, bearer: Option<&str>) -> reqwest::Response {
+    let mut request = reqwest::Client::new().post(format!("{}/v1/chat/completions", node.http)).json(body);
+    if let Some(key) = bearer {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.unwrap()
+}
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response.headers().get(name).map(|value| value.to_str().unwrap().to_owned()).unwrap_or_default()
+}
+
+async fn text(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.unwrap();
+    body["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
+}
+
+/// The labelled pair of `../shared/data/qqp-dev.jsonl` whose first question is `a`.
+fn qqp_pair(a: &str) -> (String, String, bool) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/qqp-dev.jsonl");
+    let file = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let pair: Value = file
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|pair| pair["a"] == a)
+        .unwrap_or_else(|| panic!("no pair starting {a:?} in {}", path.display()));
+    (pair["a"].as_str().unwrap().to_owned(), pair["b"].as_str().unwrap().to_owned(), pair["duplicate"].as_bool().unwrap())
+}
+
+#[tokio::test]
+async fn a_paraphrase_hits_and_a_different_question_calls_the_upstream() {
+    let sim = start_sim().await;
+    let node = Node::start(&semantic_config(sim.addr));
+    let first = ask(&node, &chat_body("gpt-4o-mini", "How do I learn Python quickly?"), None).await;
+    assert_eq!(header(&first, "x-switchyard-cache"), "none");
+    let first_text = text(first).await;
+    assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 1);
+
+    let paraphrase = ask(&node, &chat_body("gpt-4o-mini", "How can I learn Python fast?"), None).await;
+    let layer = header(&paraphrase, "x-switchyard-cache");
+    assert!(layer.starts_with("semantic; similarity=0."), "{layer}");
+    assert!(!header(&paraphrase, "x-switchyard-cache-entry").is_empty());
+    assert_eq!(header(&paraphrase, "x-switchyard-cost-usd"), "0.000000000");
+    assert_eq!(text(paraphrase).await, first_text, "the cached answer, not a new one");
+    assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 1, "the hit never reached the upstream");
+
+    // The gRPC front door reports the similarity and the entry.
+    let mut client = node.grpc_client().await;
+    let request = v1::GenerateRequest { model: "gpt-4o-mini".into(), ..grpc_request("What's the fastest way to learn Python?") };
+    let answer = client.generate(request).await.unwrap().into_inner();
+    assert_eq!(answer.cache_layer(), v1::CacheLayer::Semantic);
+    assert!(answer.cache_similarity.unwrap() > 0.8, "{:?}", answer.cache_similarity);
+    assert!(!answer.cache_entry.is_empty());
+    assert_eq!(answer.text, first_text);
+
+    // A different question in the same context is a miss: the upstream answers it.
+    let other = ask(&node, &chat_body("gpt-4o-mini", "How do I learn Java quickly?"), None).await;
+    assert_eq!(header(&other, "x-switchyard-cache"), "none", "learning Java is not learning Python");
+    assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 2);
+
+    let metrics = reqwest::get(format!("{}/metrics", node.http)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchyard_cache_lookups_total{layer=\"semantic\",result=\"hit\"} 2"), "{metrics}");
+    assert!(metrics.contains("switchyard_cache_lookups_total{layer=\"semantic\",result=\"miss\"} 2"), "{metrics}");
+    assert!(metrics.contains("switchyard_cache_entries{layer=\"semantic\"} 2"), "{metrics}");
+    assert!(metrics.contains("switchyard_semantic_cache_similarity_count 2"), "{metrics}");
+    assert!(metrics.contains("switchyard_cache_hit_ratio{layer=\"semantic\"} 0.5"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_near_miss_pair_from_qqp_does_not_hit() {
+    let sim = start_sim().await;
+    let node = Node::start(&semantic_config(sim.addr));
+    let (stored, near_miss, duplicate) = qqp_pair(NEAR_MISS_A);
+    assert!(!duplicate, "the pair is labelled as different questions");
+    ask(&node, &chat_body("gpt-4o-mini", &stored), None).await;
+    let response = ask(&node, &chat_body("gpt-4o-mini", &near_miss), None).await;
+    assert_eq!(header(&response, "x-switchyard-cache"), "none", "{stored:?} must not answer {near_miss:?}");
+    assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 2);
+}
+
+/// A labelled non-duplicate of qqp-dev whose two questions are close in embedding space.
+const NEAR_MISS_A: &str = "How do I run Java in Sublime Text 2/3 in windows 7?";
+
+#[tokio::test]
+async fn a_semantic_hit_is_replayed_as_a_stream() {
+    let sim = start_sim().await;
+    let node = Node::start(&semantic_config(sim.addr));
+    let mut body = chat_body("claude-haiku", "What is the boiling point of water at sea level?");
+    body["stream"] = json!(true);
+    let live = ask(&node, &body, None).await.text().await.unwrap();
+    body["messages"][0]["content"] = json!("At sea level, what is the boiling point of water?");
+    let replay = ask(&node, &body, None).await;
+    assert!(header(&replay, "x-switchyard-cache").starts_with("semantic"), "{}", header(&replay, "x-switchyard-cache"));
+    assert_eq!(header(&replay, "content-type"), "text/event-stream");
+    let replayed = replay.text().await.unwrap();
+    assert!(replayed.ends_with("data: [DONE]\n\n"), "{replayed}");
+    let content = |body: &str| -> String {
+        body.lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+            .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(content(&replayed), content(&live));
+    assert_eq!(sim_calls(&sim, "claude-haiku").await, 1);
+}
+
+#[tokio::test]
+async fn tenants_and_conversations_never_share_entries() {
+    let sim = start_sim().await;
+    let keys = r#"
+[tenancy]
+[[tenancy.keys]]
+id = "alice"
+key_sha256 = "099295a3784e1bd368dc348843a7398c1931b6b8ec2504c73e91ed2040bdc46c"
+tenant = "acme"
+user = "alice"
+
+[[tenancy.keys]]
+id = "carol"
+key_sha256 = "1d0e7afc963efdf084924177294d02cc02800e540bf46e7b846529396be4eddf"
+tenant = "globex"
+user = "carol"
+"#;
+    let node = Node::start(&(semantic_config(sim.addr) + keys));
+    let question = chat_body("gpt-4o-mini", "What were our quarterly revenue numbers?");
+    let paraphrase = chat_body("gpt-4o-mini", "What were our revenue numbers for the quarter?");
+    assert_eq!(header(&ask(&node, &question, Some("sk-alice")).await, "x-switchyard-cache"), "none");
+    assert!(header(&ask(&node, &paraphrase, Some("sk-alice")).await, "x-switchyard-cache").starts_with("semantic"));
+    assert_eq!(header(&ask(&node, &question, Some("sk-carol")).await, "x-switchyard-cache"), "none", "another tenant's entry is never served");
+
+    // The same last turn after a different conversation is a different question.
+    let follow_up = |earlier: &str| {
+        json!({"model": "gpt-4o-mini", "messages": [
+            {"role": "user", "content": earlier},
+            {"role": "assistant", "content": "Here it is."},
+            {"role": "user", "content": "Can you explain that in more detail?"}
+        ]})
+    };
+    assert_eq!(header(&ask(&node, &follow_up("Tell me about tax law."), Some("sk-alice")).await, "x-switchyard-cache"), "none");
+    assert_eq!(header(&ask(&node, &follow_up("Tell me about photosynthesis."), Some("sk-alice")).await, "x-switchyard-cache"), "none");
+    assert!(header(&ask(&node, &follow_up("Tell me about tax law."), Some("sk-alice")).await, "x-switchyard-cache").starts_with("semantic"));
+}
+
+async fn invalidate(node: &Node, body: Value) {
+    let status = reqwest::Client::new().post(format!("{}/admin/v1/cache/invalidate", node.http)).json(&body).send().await.unwrap().status();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn invalidation_reaches_the_semantic_layer() {
+    let sim = start_sim().await;
+    let node = Node::start(&semantic_config(sim.addr));
+    let question = chat_body("gpt-4o-mini", "How tall is Mount Everest?");
+    let paraphrase = chat_body("gpt-4o-mini", "What is the height of Mount Everest?");
+    let layer = |body: &Value| {
+        let (node, body) = (&node, body.clone());
+        async move { header(&ask(node, &body, None).await, "x-switchyard-cache") }
+    };
+    let key = header(&ask(&node, &question, None).await, "x-switchyard-cache-key");
+    assert!(layer(&paraphrase).await.starts_with("semantic"));
+    invalidate(&node, json!({"key": key})).await;
+    assert_eq!(layer(&paraphrase).await, "none", "the stored request's key drops its semantic entry");
+    assert!(layer(&question).await.starts_with("semantic"), "the paraphrase's answer was stored in turn");
+    invalidate(&node, json!({"model": "gpt-4o-mini"})).await;
+    assert_eq!(layer(&question).await, "none");
+    invalidate(&node, json!({"tenant": "anonymous"})).await;
+    assert_eq!(layer(&paraphrase).await, "none");
+    invalidate(&node, json!({"all": true})).await;
+    assert_eq!(layer(&question).await, "none");
+}
+
+#[tokio::test]
+async fn semantic_entries_survive_a_restart() {
+    let sim = start_sim().await;
+    let config = semantic_config(sim.addr);
+    let mut node = Node::start(&config);
+    ask(&node, &chat_body("gpt-4o-mini", "How many moons does Jupiter have?"), None).await;
+    assert!(node.terminate().success());
+    let dir = node.dir().to_owned();
+    assert!(std::fs::read_dir(dir.join("semantic")).unwrap().count() > 0, "snapshots written at shutdown");
+    let node = Node::start_in(&dir, &config);
+    let response = ask(&node, &chat_body("gpt-4o-mini", "How many moons orbit Jupiter?"), None).await;
+    assert!(header(&response, "x-switchyard-cache").starts_with("semantic"), "restored from the snapshot: {}", header(&response, "x-switchyard-cache"));
+    assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 1);
+}
