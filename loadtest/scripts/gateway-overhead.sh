@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Measures the latency the gateway adds over calling the simulator directly, unary, at 1 and 16
 # concurrent clients, and the throughput at which the gateway's p99 stays under 10 ms (exact cache
-# off, so every request goes upstream; cost accounting and the file ledger on, as shipped); then
-# exact-cache hits over gRPC at 16 clients on a second node with the cache on.
+# and semantic cache off, so every request goes upstream; cost accounting and the file ledger on, as shipped); then
+# exact-cache hits over gRPC at 16 clients on a second node with the cache in process, and on a
+# third with the cache in Redis (a redis-server started here).
 # Usage: loadtest/scripts/gateway-overhead.sh [SECONDS_PER_RUN] [RUNS]
 # Prints each run's JSON line and, per case, the median of the runs.
 set -euo pipefail
@@ -21,17 +22,28 @@ sed -e "s/127.0.0.1:9100/127.0.0.1:$sim_port/" \
     -e 's/http_listen = "127.0.0.1:8080"/http_listen = "127.0.0.1:19080"/' \
     -e 's/log_level = "info"/log_level = "warn"/' \
     -e 's/^exact = true /exact = false /' \
+    -e '/^\[semantic_cache\]/,/^enabled/s/^enabled = true /enabled = false /' \
     deploy/examples/single-node.toml >"$work/pass-through.toml"
 sed -e "s/127.0.0.1:9100/127.0.0.1:$sim_port/" \
     -e 's/grpc_listen = "127.0.0.1:50051"/grpc_listen = "127.0.0.1:19052"/' \
     -e 's/http_listen = "127.0.0.1:8080"/http_listen = "127.0.0.1:19081"/' \
     -e 's/log_level = "info"/log_level = "warn"/' \
+    -e '/^\[semantic_cache\]/,/^enabled/s/^enabled = true /enabled = false /' \
     deploy/examples/single-node.toml >"$work/cached.toml"
+redis_port=16379
+redis-server --port $redis_port --save "" --appendonly no >/dev/null 2>&1 &
+redis=$!
+sed -e 's/grpc_listen = "127.0.0.1:19052"/grpc_listen = "127.0.0.1:19053"/' \
+    -e 's/http_listen = "127.0.0.1:19081"/http_listen = "127.0.0.1:19082"/' \
+    -e "s|^url = \"\"|url = \"redis://127.0.0.1:$redis_port\"|" \
+    "$work/cached.toml" >"$work/cached-redis.toml"
 SWITCHYARD_TENANCY__LEDGER_PATH="$work/ledger-1.jsonl" "$bin/switchyard" serve --config "$work/pass-through.toml" >/dev/null 2>&1 &
 node=$!
 SWITCHYARD_TENANCY__LEDGER_PATH="$work/ledger-2.jsonl" "$bin/switchyard" serve --config "$work/cached.toml" >/dev/null 2>&1 &
 cached=$!
-trap 'kill $sim $node $cached 2>/dev/null; rm -rf "$work"' EXIT
+SWITCHYARD_TENANCY__LEDGER_PATH="$work/ledger-3.jsonl" "$bin/switchyard" serve --config "$work/cached-redis.toml" >/dev/null 2>&1 &
+cached_redis=$!
+trap 'kill $sim $node $cached $cached_redis $redis 2>/dev/null; rm -rf "$work"' EXIT
 sleep 1
 
 results=$(mktemp)
@@ -46,6 +58,7 @@ for run in $(seq "$runs"); do
     bench "gateway-grpc-c$concurrency" "grpc://127.0.0.1:19051" "$concurrency"
   done
   bench "exact-hit-grpc-c16" "grpc://127.0.0.1:19052" 16
+  bench "exact-hit-redis-grpc-c16" "grpc://127.0.0.1:19053" 16
 done
 "$bin/switchyard-loadtest" ramp --target http://127.0.0.1:19080 --model gpt-4o-mini \
   --duration "$seconds" --levels 1,2,4,8,16,32,64 --p99-budget-us 10000 | tail -n 1 | sed 's/^/ramp-gateway-http /'

@@ -87,9 +87,29 @@ pub struct ShardMetrics {
 #[derive(Debug, Default)]
 pub struct CacheShard;
 
+/// The shard's clock: wall time at start plus tokio's monotonic time since, so TTLs follow
+/// tokio's clock (and paused time in tests) while entries keep wall-clock stamps that mean the
+/// same after a restart.
+#[derive(Debug)]
+struct ShardClock {
+    epoch_ms_at_start: i64,
+    started: tokio::time::Instant,
+}
+
+impl ShardClock {
+    fn new() -> Self {
+        Self { epoch_ms_at_start: now_ms(), started: tokio::time::Instant::now() }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.epoch_ms_at_start.saturating_add(i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
 /// The shard's state.
 #[derive(Debug)]
 pub struct ShardState {
+    clock: ShardClock,
     settings: ShardSettings,
     index: VectorIndex,
     entries: HashMap<u64, SemanticEntry>,
@@ -181,7 +201,7 @@ impl ShardState {
     }
 
     fn lookup(&mut self, context_key: &str, vector: &[f32], count: usize, min_similarity: f32) -> Vec<Candidate> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         // The partition is shared by many contexts: search wider, then keep this context's.
         let found = match self.index.search(vector, (count * 8).max(16)) {
             Ok(found) => found,
@@ -254,6 +274,7 @@ impl Actor for CacheShard {
             std::fs::create_dir_all(dir)?;
         }
         let mut state = ShardState {
+            clock: ShardClock::new(),
             index: VectorIndex::new(settings.dimensions)?,
             entries: HashMap::new(),
             vectors: HashMap::new(),
@@ -265,7 +286,7 @@ impl Actor for CacheShard {
         // the index is rebuilt from them.
         match load(&state.settings) {
             Ok(Some(snapshot)) => {
-                let now = now_ms();
+                let now = state.clock.now_ms();
                 state.next_id = snapshot.next_id;
                 for (id, entry, vector) in snapshot.entries.into_iter().filter(|(_, entry, _)| !entry.expired(now)) {
                     state.index.add(id, &vector)?;
@@ -307,7 +328,7 @@ impl Actor for CacheShard {
             ShardMessage::Hit(id) => {
                 if let Some(entry) = state.entries.get_mut(&id) {
                     entry.hits += 1;
-                    entry.last_used_ms = now_ms();
+                    entry.last_used_ms = state.clock.now_ms();
                     state.dirty = true;
                 }
             }

@@ -61,12 +61,18 @@ async fn only_the_same_context_above_the_threshold_is_a_candidate() {
     shard.stop(None);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn expired_entries_are_never_returned_and_capacity_evicts_the_least_recently_used() {
     let shard = start(10, None).await;
-    shard.cast(ShardMessage::Insert { entry: entry("c", "t", "short-lived", 30), vector: unit(0.0) }).expect("insert");
-    tokio::time::sleep(Duration::from_millis(60)).await;
-    assert!(lookup(&shard, "c", unit(0.0), 0.5).await.is_empty());
+    shard.cast(ShardMessage::Insert { entry: entry("c", "t", "short-lived", 30_000), vector: unit(0.0) }).expect("insert");
+    shard.cast(ShardMessage::Insert { entry: entry("c", "t", "long-lived", 120_000), vector: unit(0.001) }).expect("insert");
+    tokio::time::advance(Duration::from_secs(29)).await;
+    assert_eq!(lookup(&shard, "c", unit(0.0), 0.5).await.len(), 2, "both alive before the first TTL");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let alive = lookup(&shard, "c", unit(0.0), 0.5).await;
+    assert_eq!(alive.len(), 1, "the 30 s entry expired");
+    assert_eq!(alive[0].entry.prompt, "long-lived");
+    shard.cast(ShardMessage::Invalidate(Invalidation::All)).expect("invalidate");
     for n in 0..12 {
         let mut stored = entry("c", "t", &format!("q{n}"), 60_000);
         stored.last_used_ms += n;
