@@ -220,7 +220,7 @@ async fn search_bench(options: &Options) -> anyhow::Result<()> {
             hits: 0,
             last_used_ms: 0,
         };
-        shard.cast(ShardMessage::Insert { entry, vector })?;
+        shard.cast(ShardMessage::Insert { entry: Box::new(entry), vector })?;
     }
     let held = ractor::call!(shard, ShardMessage::Len)?;
     let mut through_actor = Vec::with_capacity(queries.len());

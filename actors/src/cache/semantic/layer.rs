@@ -275,7 +275,7 @@ impl SemanticCache {
             hits: 0,
             last_used_ms: now,
         };
-        if let Err(error) = shard.cast(ShardMessage::Insert { entry, vector: probe.vector }) {
+        if let Err(error) = shard.cast(ShardMessage::Insert { entry: Box::new(entry), vector: probe.vector }) {
             warn!(partition = probe.partition, %error, "failed to store a semantic entry");
         }
     }

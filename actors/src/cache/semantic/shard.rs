@@ -143,8 +143,8 @@ pub enum ShardMessage {
     },
     /// Stores an entry.
     Insert {
-        /// The entry.
-        entry: SemanticEntry,
+        /// The entry (boxed: it is most of the message's size).
+        entry: Box<SemanticEntry>,
         /// Its embedded user turn.
         vector: Vec<f32>,
     },
@@ -314,7 +314,7 @@ impl Actor for CacheShard {
                 state.next_id += 1;
                 match state.index.add(id, &vector) {
                     Ok(()) => {
-                        state.entries.insert(id, entry);
+                        state.entries.insert(id, *entry);
                         state.vectors.insert(id, vector);
                         state.dirty = true;
                         if let Some(metrics) = &state.settings.metrics {

@@ -50,8 +50,8 @@ async fn lookup(shard: &ActorRef<ShardMessage>, context: &str, vector: Vec<f32>,
 #[tokio::test]
 async fn only_the_same_context_above_the_threshold_is_a_candidate() {
     let shard = start(100, None).await;
-    shard.cast(ShardMessage::Insert { entry: entry("ctx-a", "acme", "q1", 60_000), vector: unit(0.0) }).expect("insert");
-    shard.cast(ShardMessage::Insert { entry: entry("ctx-b", "globex", "q1", 60_000), vector: unit(0.0) }).expect("insert");
+    shard.cast(ShardMessage::Insert { entry: Box::new(entry("ctx-a", "acme", "q1", 60_000)), vector: unit(0.0) }).expect("insert");
+    shard.cast(ShardMessage::Insert { entry: Box::new(entry("ctx-b", "globex", "q1", 60_000)), vector: unit(0.0) }).expect("insert");
     let found = lookup(&shard, "ctx-a", unit(0.01), 0.9).await;
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].entry.answer.tenant, "acme", "never another context's entry");
@@ -64,8 +64,8 @@ async fn only_the_same_context_above_the_threshold_is_a_candidate() {
 #[tokio::test(start_paused = true)]
 async fn expired_entries_are_never_returned_and_capacity_evicts_the_least_recently_used() {
     let shard = start(10, None).await;
-    shard.cast(ShardMessage::Insert { entry: entry("c", "t", "short-lived", 30_000), vector: unit(0.0) }).expect("insert");
-    shard.cast(ShardMessage::Insert { entry: entry("c", "t", "long-lived", 120_000), vector: unit(0.001) }).expect("insert");
+    shard.cast(ShardMessage::Insert { entry: Box::new(entry("c", "t", "short-lived", 30_000)), vector: unit(0.0) }).expect("insert");
+    shard.cast(ShardMessage::Insert { entry: Box::new(entry("c", "t", "long-lived", 120_000)), vector: unit(0.001) }).expect("insert");
     tokio::time::advance(Duration::from_secs(29)).await;
     assert_eq!(lookup(&shard, "c", unit(0.0), 0.5).await.len(), 2, "both alive before the first TTL");
     tokio::time::advance(Duration::from_secs(2)).await;
@@ -76,7 +76,7 @@ async fn expired_entries_are_never_returned_and_capacity_evicts_the_least_recent
     for n in 0..12 {
         let mut stored = entry("c", "t", &format!("q{n}"), 60_000);
         stored.last_used_ms += n;
-        shard.cast(ShardMessage::Insert { entry: stored, vector: unit(n as f32 * 0.2) }).expect("insert");
+        shard.cast(ShardMessage::Insert { entry: Box::new(stored), vector: unit(n as f32 * 0.2) }).expect("insert");
     }
     let held = ractor::call!(shard, ShardMessage::Len).expect("len");
     assert!(held <= 10, "held {held}");
@@ -90,8 +90,8 @@ async fn invalidation_and_a_snapshot_that_survives_a_restart() {
     let dir = std::env::temp_dir().join(format!("switchyard-shard-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let shard = start(100, Some(dir.clone())).await;
-    shard.cast(ShardMessage::Insert { entry: entry("c", "acme", "keep", 60_000), vector: unit(0.0) }).expect("insert");
-    shard.cast(ShardMessage::Insert { entry: entry("c", "globex", "drop", 60_000), vector: unit(2.0) }).expect("insert");
+    shard.cast(ShardMessage::Insert { entry: Box::new(entry("c", "acme", "keep", 60_000)), vector: unit(0.0) }).expect("insert");
+    shard.cast(ShardMessage::Insert { entry: Box::new(entry("c", "globex", "drop", 60_000)), vector: unit(2.0) }).expect("insert");
     shard.cast(ShardMessage::Invalidate(Invalidation::Tenant("globex".into()))).expect("invalidate");
     assert!(lookup(&shard, "c", unit(2.0), 0.99).await.is_empty());
     assert_eq!(ractor::call!(shard, ShardMessage::Snapshot).expect("snapshot"), Ok(()));
@@ -103,7 +103,7 @@ async fn invalidation_and_a_snapshot_that_survives_a_restart() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].entry.prompt, "keep");
     // New entries after a restart get fresh ids.
-    restored.cast(ShardMessage::Insert { entry: entry("c", "acme", "new", 60_000), vector: unit(1.0) }).expect("insert");
+    restored.cast(ShardMessage::Insert { entry: Box::new(entry("c", "acme", "new", 60_000)), vector: unit(1.0) }).expect("insert");
     assert_eq!(ractor::call!(restored, ShardMessage::Len).expect("len"), 2);
     restored.stop(None);
     let _ = std::fs::remove_dir_all(&dir);
