@@ -94,6 +94,23 @@ impl VectorIndex {
         Ok(matches.keys.into_iter().zip(matches.distances).map(|(key, distance)| (key, 1.0 - distance)).collect())
     }
 
+    /// The vector stored under `key`, if any.
+    pub fn get(&self, key: u64) -> Option<Vec<f32>> {
+        if !self.index.contains(key) {
+            return None;
+        }
+        let mut vector = vec![0.0; self.dimensions];
+        match self.index.get(key, &mut vector) {
+            Ok(found) if found > 0 => Some(vector),
+            _ => None,
+        }
+    }
+
+    /// True when `key` is held.
+    pub fn contains(&self, key: u64) -> bool {
+        self.index.contains(key)
+    }
+
     /// Writes the index to `path`.
     pub fn save(&self, path: &Path) -> Result<(), IndexError> {
         self.index.save(&path.to_string_lossy()).map_err(|cause| error("save", cause))
@@ -120,6 +137,10 @@ mod tests {
         let found = index.search(&unit(&[1.0, 0.0, 0.1]), 3).expect("search");
         assert_eq!(found[0].0, 0);
         assert!(found[0].1 > 0.999, "{found:?}");
+        let stored = index.get(5).expect("key 5 is held");
+        let angle = 5.0f32 / 200.0;
+        assert!((stored[0] - unit(&[angle.cos(), angle.sin(), 0.1])[0]).abs() < 1e-6);
+        assert!(index.get(5000).is_none());
         index.remove(0).expect("remove");
         assert_ne!(index.search(&unit(&[1.0, 0.0, 0.1]), 1).expect("search")[0].0, 0);
         assert!(index.add(7, &[1.0, 0.0]).is_err(), "wrong dimensions");

@@ -113,16 +113,16 @@ pub struct ShardState {
     settings: ShardSettings,
     index: VectorIndex,
     entries: HashMap<u64, SemanticEntry>,
-    vectors: HashMap<u64, Vec<f32>>,
     next_id: u64,
     /// Changed since the last snapshot.
     dirty: bool,
 }
 
+/// The entries half of a snapshot; the vectors are in the index file beside it.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Snapshot {
     next_id: u64,
-    entries: Vec<(u64, SemanticEntry, Vec<f32>)>,
+    entries: Vec<(u64, SemanticEntry)>,
 }
 
 /// Messages to a shard.
@@ -165,9 +165,9 @@ pub enum ShardMessage {
 }
 
 impl ShardState {
-    fn snapshot_path(&self) -> Option<PathBuf> {
+    fn snapshot_paths(&self) -> Option<(PathBuf, PathBuf)> {
         let dir = self.settings.data_dir.as_ref()?;
-        Some(dir.join(format!("semantic-{:03}.json", self.settings.partition)))
+        Some(snapshot_paths(dir, self.settings.partition))
     }
 
     fn remove(&mut self, id: u64) {
@@ -177,7 +177,6 @@ impl ShardState {
         {
             metrics.entries.dec();
         }
-        self.vectors.remove(&id);
         if let Err(error) = self.index.remove(id) {
             warn!(partition = self.settings.partition, %error, "failed to remove a vector");
         }
@@ -220,9 +219,9 @@ impl ShardState {
             }
             if entry.context_key == context_key
                 && similarity >= min_similarity
-                && let Some(stored) = self.vectors.get(&id)
+                && let Some(stored) = self.index.get(id)
             {
-                candidates.push(Candidate { id, similarity, entry: entry.clone(), vector: stored.clone() });
+                candidates.push(Candidate { id, similarity, entry: entry.clone(), vector: stored });
             }
         }
         for id in expired {
@@ -232,19 +231,18 @@ impl ShardState {
         candidates
     }
 
+    /// Writes the index, then the entries, each to a temporary file renamed into place. A crash
+    /// between the two leaves a newer index beside older entries; loading keeps only the entries
+    /// whose vectors the index holds.
     fn save(&mut self) -> Result<(), String> {
         if !self.dirty {
             return Ok(());
         }
-        let Some(entries_path) = self.snapshot_path() else { return Ok(()) };
-        let snapshot = Snapshot {
-            next_id: self.next_id,
-            entries: self
-                .entries
-                .iter()
-                .filter_map(|(id, entry)| Some((*id, entry.clone(), self.vectors.get(id)?.clone())))
-                .collect(),
-        };
+        let Some((entries_path, index_path)) = self.snapshot_paths() else { return Ok(()) };
+        let temporary_index = index_path.with_extension("usearch.tmp");
+        self.index.save(&temporary_index).map_err(|error| format!("{}: {error}", temporary_index.display()))?;
+        std::fs::rename(&temporary_index, &index_path).map_err(|error| format!("{}: {error}", index_path.display()))?;
+        let snapshot = Snapshot { next_id: self.next_id, entries: self.entries.iter().map(|(id, entry)| (*id, entry.clone())).collect() };
         let json = serde_json::to_vec(&snapshot).map_err(|error| error.to_string())?;
         let temporary = entries_path.with_extension("json.tmp");
         std::fs::write(&temporary, json).map_err(|error| format!("{}: {error}", temporary.display()))?;
@@ -254,14 +252,23 @@ impl ShardState {
     }
 }
 
-fn load(settings: &ShardSettings) -> Result<Option<Snapshot>, String> {
+/// Where partition `partition`'s snapshot lives in `dir`: its entries and its index.
+fn snapshot_paths(dir: &std::path::Path, partition: u32) -> (PathBuf, PathBuf) {
+    (dir.join(format!("semantic-{partition:03}.json")), dir.join(format!("semantic-{partition:03}.usearch")))
+}
+
+/// Reads a snapshot: the entries and the index they were saved with.
+fn load(settings: &ShardSettings) -> Result<Option<(Snapshot, VectorIndex)>, String> {
     let Some(dir) = &settings.data_dir else { return Ok(None) };
-    let path = dir.join(format!("semantic-{:03}.json", settings.partition));
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|error| format!("{}: {error}", path.display())),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(format!("{}: {error}", path.display())),
-    }
+    let (entries_path, index_path) = snapshot_paths(dir, settings.partition);
+    let bytes = match std::fs::read(&entries_path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(format!("{}: {error}", entries_path.display())),
+    };
+    let snapshot: Snapshot = serde_json::from_slice(&bytes).map_err(|error| format!("{}: {error}", entries_path.display()))?;
+    let index = VectorIndex::load(&index_path, settings.dimensions).map_err(|error| error.to_string())?;
+    Ok(Some((snapshot, index)))
 }
 
 impl Actor for CacheShard {
@@ -277,21 +284,27 @@ impl Actor for CacheShard {
             clock: ShardClock::new(),
             index: VectorIndex::new(settings.dimensions)?,
             entries: HashMap::new(),
-            vectors: HashMap::new(),
             next_id: 1,
             dirty: false,
             settings,
         };
-        // The snapshot holds entries with their vectors (written whole, then renamed into place);
-        // the index is rebuilt from them.
+        // The index is loaded as saved, never rebuilt; entries without a vector in it (a crash
+        // between the two writes) and expired ones are dropped.
         match load(&state.settings) {
-            Ok(Some(snapshot)) => {
+            Ok(Some((snapshot, index))) => {
                 let now = state.clock.now_ms();
                 state.next_id = snapshot.next_id;
-                for (id, entry, vector) in snapshot.entries.into_iter().filter(|(_, entry, _)| !entry.expired(now)) {
-                    state.index.add(id, &vector)?;
-                    state.entries.insert(id, entry);
-                    state.vectors.insert(id, vector);
+                state.index = index;
+                for (id, entry) in snapshot.entries {
+                    if !entry.expired(now) && state.index.contains(id) {
+                        state.entries.insert(id, entry);
+                    }
+                }
+                let stale: Vec<u64> = (0..state.next_id).filter(|id| state.index.contains(*id) && !state.entries.contains_key(id)).collect();
+                for id in stale {
+                    if let Err(error) = state.index.remove(id) {
+                        warn!(partition = state.settings.partition, %error, "failed to drop a stale vector");
+                    }
                 }
                 if let Some(metrics) = &state.settings.metrics {
                     metrics.entries.add(i64::try_from(state.entries.len()).unwrap_or(i64::MAX));
@@ -315,7 +328,6 @@ impl Actor for CacheShard {
                 match state.index.add(id, &vector) {
                     Ok(()) => {
                         state.entries.insert(id, *entry);
-                        state.vectors.insert(id, vector);
                         state.dirty = true;
                         if let Some(metrics) = &state.settings.metrics {
                             metrics.entries.inc();
