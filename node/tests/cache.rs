@@ -76,21 +76,7 @@ async fn bypass_no_store_and_ttl_are_honoured() {
 #[tokio::test]
 async fn tenants_never_share_entries() {
     let sim = start_sim().await;
-    let keys = r#"
-[tenancy]
-[[tenancy.keys]]
-id = "alice"
-key_sha256 = "099295a3784e1bd368dc348843a7398c1931b6b8ec2504c73e91ed2040bdc46c"
-tenant = "acme"
-user = "alice"
-
-[[tenancy.keys]]
-id = "carol"
-key_sha256 = "1d0e7afc963efdf084924177294d02cc02800e540bf46e7b846529396be4eddf"
-tenant = "globex"
-user = "carol"
-"#;
-    let node = Node::start(&(cached_config(sim.addr) + keys));
+    let node = Node::start(&(cached_config(sim.addr) + common::TWO_TENANTS));
     let body = chat_body("gpt-4o-mini", "our quarterly numbers");
     let as_user = |key: &'static str| {
         let (node, body) = (&node, &body);
@@ -114,16 +100,8 @@ async fn complete_streams_are_stored_and_replayed_as_streams() {
     assert_eq!(replay.headers()["content-type"], "text/event-stream");
     let replay_body = replay.text().await.unwrap();
     assert!(replay_body.ends_with("data: [DONE]\n\n"), "{replay_body}");
-    let content = |body: &str| -> String {
-        body.lines()
-            .filter_map(|line| line.strip_prefix("data: "))
-            .filter(|data| *data != "[DONE]")
-            .filter_map(|data| serde_json::from_str::<Value>(data).ok())
-            .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
-            .collect()
-    };
-    assert_eq!(content(&replay_body), content(&live_body));
-    assert!(!content(&live_body).is_empty());
+    assert_eq!(common::sse_content(&replay_body), common::sse_content(&live_body));
+    assert!(!common::sse_content(&live_body).is_empty());
     assert_eq!(sim_calls(&sim, "claude-haiku").await, 1);
 
     // A stream cut midway is never stored.

@@ -112,35 +112,14 @@ async fn a_semantic_hit_is_replayed_as_a_stream() {
     assert_eq!(header(&replay, "content-type"), "text/event-stream");
     let replayed = replay.text().await.unwrap();
     assert!(replayed.ends_with("data: [DONE]\n\n"), "{replayed}");
-    let content = |body: &str| -> String {
-        body.lines()
-            .filter_map(|line| line.strip_prefix("data: "))
-            .filter_map(|data| serde_json::from_str::<Value>(data).ok())
-            .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
-            .collect()
-    };
-    assert_eq!(content(&replayed), content(&live));
+    assert_eq!(common::sse_content(&replayed), common::sse_content(&live));
     assert_eq!(sim_calls(&sim, "claude-haiku").await, 1);
 }
 
 #[tokio::test]
 async fn tenants_and_conversations_never_share_entries() {
     let sim = start_sim().await;
-    let keys = r#"
-[tenancy]
-[[tenancy.keys]]
-id = "alice"
-key_sha256 = "099295a3784e1bd368dc348843a7398c1931b6b8ec2504c73e91ed2040bdc46c"
-tenant = "acme"
-user = "alice"
-
-[[tenancy.keys]]
-id = "carol"
-key_sha256 = "1d0e7afc963efdf084924177294d02cc02800e540bf46e7b846529396be4eddf"
-tenant = "globex"
-user = "carol"
-"#;
-    let node = Node::start(&(semantic_config(sim.addr) + keys));
+    let node = Node::start(&(semantic_config(sim.addr) + common::TWO_TENANTS));
     let question = chat_body("gpt-4o-mini", "What were our quarterly revenue numbers?");
     let paraphrase = chat_body("gpt-4o-mini", "What were our revenue numbers for the quarter?");
     assert_eq!(header(&ask(&node, &question, Some("sk-alice")).await, "x-switchyard-cache"), "none");

@@ -251,3 +251,29 @@ impl Drop for Redis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Two keys of two tenants: `sk-alice` (tenant `acme`) and `sk-carol` (tenant `globex`).
+pub const TWO_TENANTS: &str = r#"
+[tenancy]
+[[tenancy.keys]]
+id = "alice"
+key_sha256 = "099295a3784e1bd368dc348843a7398c1931b6b8ec2504c73e91ed2040bdc46c"
+tenant = "acme"
+user = "alice"
+
+[[tenancy.keys]]
+id = "carol"
+key_sha256 = "1d0e7afc963efdf084924177294d02cc02800e540bf46e7b846529396be4eddf"
+tenant = "globex"
+user = "carol"
+"#;
+
+/// The text of an OpenAI SSE body: every chunk's delta content, in order.
+pub fn sse_content(body: &str) -> String {
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect()
+}
