@@ -82,6 +82,8 @@ async fn a_paraphrase_hits_and_a_different_question_calls_the_upstream() {
     assert!(metrics.contains("switchyard_cache_entries{layer=\"semantic\"} 2"), "{metrics}");
     assert!(metrics.contains("switchyard_semantic_cache_similarity_count 2"), "{metrics}");
     assert!(metrics.contains("switchyard_cache_hit_ratio{layer=\"semantic\"} 0.5"), "{metrics}");
+    assert!(metrics.contains("switchyard_embedding_duration_seconds_count 4"), "{metrics}");
+    assert!(!metrics.contains("switchyard_embedding_batch_size_count 0"), "{metrics}");
 }
 
 #[tokio::test]

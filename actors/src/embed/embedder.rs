@@ -28,6 +28,8 @@ pub struct EmbedderArgs {
     pub backend: EmbedBackend,
     /// How requests are batched.
     pub batch: BatchSettings,
+    /// Observes the texts of every batch sent to the backend.
+    pub batch_sizes: Option<prometheus::Histogram>,
 }
 
 /// One caller's text and where its vector goes.
@@ -44,6 +46,7 @@ pub struct EmbedRequest {
 pub struct EmbedderState {
     backend: EmbedBackend,
     batcher: Batcher<EmbedRequest>,
+    batch_sizes: Option<prometheus::Histogram>,
 }
 
 /// Messages to the embedder.
@@ -67,7 +70,7 @@ impl Actor for Embedder {
     type Arguments = EmbedderArgs;
 
     async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: EmbedderArgs) -> Result<EmbedderState, ActorProcessingErr> {
-        Ok(EmbedderState { backend: args.backend, batcher: Batcher::new(args.batch) })
+        Ok(EmbedderState { backend: args.backend, batcher: Batcher::new(args.batch), batch_sizes: args.batch_sizes })
     }
 
     async fn handle(&self, myself: ActorRef<Self::Msg>, message: EmbedderMessage, state: &mut EmbedderState) -> Result<(), ActorProcessingErr> {
@@ -79,6 +82,9 @@ impl Actor for Embedder {
         };
         let Plan { run, timer } = plan;
         for batch in run {
+            if let Some(sizes) = &state.batch_sizes {
+                sizes.observe(batch.len() as f64);
+            }
             start_batch(&myself, &state.backend, batch);
         }
         if let Some(deadline) = timer {
@@ -126,12 +132,17 @@ impl EmbedderHandle {
     /// Opens the backend (loading the local model on a blocking thread) and spawns the embedder.
     /// A missing model directory fails here, with [`EmbedError::ModelMissing`].
     pub async fn start(settings: EmbedderSettings) -> Result<(Self, ractor::ActorCell), EmbedError> {
+        Self::start_observed(settings, None).await
+    }
+
+    /// [`EmbedderHandle::start`], observing every batch's size in `batch_sizes`.
+    pub async fn start_observed(settings: EmbedderSettings, batch_sizes: Option<prometheus::Histogram>) -> Result<(Self, ractor::ActorCell), EmbedError> {
         settings.validate()?;
         let backend_settings = settings.backend;
         let backend = tokio::task::spawn_blocking(move || EmbedBackend::open(&backend_settings))
             .await
             .map_err(|error| EmbedError::Unavailable(format!("loading the backend failed: {error}")))??;
-        let (actor, _join) = Actor::spawn(None, Embedder, EmbedderArgs { backend, batch: settings.batch })
+        let (actor, _join) = Actor::spawn(None, Embedder, EmbedderArgs { backend, batch: settings.batch, batch_sizes })
             .await
             .map_err(|error| EmbedError::Unavailable(format!("failed to start the embedder: {error}")))?;
         let cell = actor.get_cell();

@@ -130,7 +130,7 @@ impl SemanticCache {
     pub async fn start(settings: SemanticSettings, policy: HitPolicy, metrics: Arc<Metrics>) -> anyhow::Result<(Self, Vec<ActorCell>)> {
         let (default_threshold, route_thresholds) =
             thresholds(&policy, &settings).map_err(|wrong| anyhow::anyhow!("semantic cache precision for {}: {}", wrong.route.as_deref().unwrap_or("every route"), wrong.error))?;
-        let (embedder, embedder_cell) = EmbedderHandle::start(settings.embedder.clone()).await?;
+        let (embedder, embedder_cell) = EmbedderHandle::start_observed(settings.embedder.clone(), Some(metrics.embedding_batch_size.clone())).await?;
         // One embedding up front: it tells the dimensions (a remote model's are not known before)
         // and takes the first-call cost off the first request.
         let dimensions = embedder.embed("warm up".into()).await?.len();
