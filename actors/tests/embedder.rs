@@ -57,7 +57,7 @@ fn model_dir() -> PathBuf {
 }
 
 fn open_local(buckets: BucketSettings) -> LocalEncoder {
-    LocalEncoder::open(&LocalSettings { model_dir: model_dir(), buckets }).unwrap_or_else(|error| panic!("{error}"))
+    LocalEncoder::open(&LocalSettings { buckets, ..LocalSettings::new(model_dir()) }).unwrap_or_else(|error| panic!("{error}"))
 }
 
 fn max_difference(left: &[f32], right: &[f32]) -> f32 {
