@@ -13,7 +13,7 @@
 //! How many threads a matrix product uses is up to the caller: candle's gemm runs on the rayon
 //! pool it is called from (see `local`, which gives each pass a pool of its own).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Storage, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 
@@ -147,108 +147,268 @@ impl Bert {
         if total == 0 {
             return Ok(vec![vec![0.0; hidden]; sequences.len()]);
         }
-        let mut states = self.embed_tokens(sequences, total)?;
-        let mut attention = vec![0.0_f32; total * hidden];
+        let mut states = packed(self.embed_tokens(sequences, total)?, total, hidden)?;
         for layer in &self.layers {
-            let mut qkv = layer.qkv.matmul(&states, total)?;
-            self.arch.dispatch(|| add_bias(&mut qkv, &layer.qkv.bias));
-            self.attend(&qkv, sequences, &mut attention);
-            let projected = layer.attention_output.matmul(&attention, total)?;
-            self.add_and_norm(&mut states, &projected, &layer.attention_output.bias, &layer.attention_norm);
-            let mut intermediate = layer.intermediate.matmul(&states, total)?;
-            self.arch.dispatch(|| gelu_with_bias(&mut intermediate, &layer.intermediate.bias));
-            let output = layer.output.matmul(&intermediate, total)?;
-            self.add_and_norm(&mut states, &output, &layer.output.bias, &layer.output_norm);
+            let qkv = with_slice(&layer.qkv.matmul(&states)?, |product| {
+                let mut qkv = vec![0.0_f32; product.len()];
+                self.run(AddBias { source: product, bias: &layer.qkv.bias, target: &mut qkv });
+                qkv
+            })?;
+            let mut attention = vec![0.0_f32; total * hidden];
+            self.run(Attend { qkv: &qkv, sequences, heads: self.heads, hidden, output: &mut attention });
+            let projected = layer.attention_output.matmul(&packed(attention, total, hidden)?)?;
+            states = packed(self.add_and_norm(&states, &projected, &layer.attention_output.bias, &layer.attention_norm)?, total, hidden)?;
+            let intermediate = layer.intermediate.matmul(&states)?;
+            let activated = with_slice(&intermediate, |product| {
+                let mut activated = vec![0.0_f32; product.len()];
+                self.run(GeluWithBias { source: product, bias: &layer.intermediate.bias, target: &mut activated });
+                activated
+            })?;
+            let output = layer.output.matmul(&packed(activated, total, layer.output.inputs)?)?;
+            states = packed(self.add_and_norm(&states, &output, &layer.output.bias, &layer.output_norm)?, total, hidden)?;
         }
-        let mut offset = 0;
-        Ok(sequences
-            .iter()
-            .map(|sequence| {
-                let rows = &states[offset * hidden..(offset + sequence.len()) * hidden];
-                offset += sequence.len();
-                let mut vector = mean_pool(rows, sequence.len(), hidden);
-                l2_normalize(&mut vector);
-                vector
-            })
-            .collect())
+        with_slice(&states, |states| {
+            let mut offset = 0;
+            sequences
+                .iter()
+                .map(|sequence| {
+                    let rows = &states[offset * hidden..(offset + sequence.len()) * hidden];
+                    offset += sequence.len();
+                    let mut vector = mean_pool(rows, sequence.len(), hidden);
+                    l2_normalize(&mut vector);
+                    vector
+                })
+                .collect()
+        })
+    }
+
+    /// Runs `kernel` with the CPU's SIMD extensions enabled.
+    fn run<K: Kernel>(&self, kernel: K) -> K::Output {
+        self.arch.dispatch(OnSimd(kernel))
     }
 
     /// Word + position + token-type embedding of every token, layer-normed, packed.
     fn embed_tokens(&self, sequences: &[&[u32]], total: usize) -> candle_core::Result<Vec<f32>> {
         let hidden = self.hidden;
         let table = &self.embeddings;
-        let mut states = vec![0.0_f32; total * hidden];
-        let mut rows = states.chunks_exact_mut(hidden);
+        let (words, positions) = (table.words.len() / hidden, table.positions.len() / hidden);
         for sequence in sequences {
-            for (position, &token) in sequence.iter().enumerate() {
-                let start = token as usize * hidden;
-                let (Some(word), Some(place), Some(row)) = (
-                    table.words.get(start..start + hidden),
-                    table.positions.get(position * hidden..(position + 1) * hidden),
-                    rows.next(),
-                ) else {
-                    candle_core::bail!("token {token} at position {position} is outside the embedding tables");
-                };
-                self.arch.dispatch(|| {
-                    for (((out, word), place), kind) in row.iter_mut().zip(word).zip(place).zip(&table.token_type) {
-                        *out = word + place + kind;
-                    }
-                    layer_norm(row, &table.norm, self.eps);
-                });
+            if sequence.len() > positions {
+                candle_core::bail!("a sequence of {} tokens is longer than the {positions} positions", sequence.len());
+            }
+            if let Some(token) = sequence.iter().find(|&&token| token as usize >= words) {
+                candle_core::bail!("token {token} is outside the vocabulary of {words}");
             }
         }
+        let mut states = vec![0.0_f32; total * hidden];
+        self.run(EmbedTokens { sequences, table, hidden, eps: self.eps, states: &mut states });
         Ok(states)
     }
 
-    /// Self-attention of each sequence with itself, head by head, into `output` (packed rows of
-    /// `hidden`). `qkv` holds each token's scaled query, key and value, one row of `3·hidden`.
-    fn attend(&self, qkv: &[f32], sequences: &[&[u32]], output: &mut [f32]) {
+    /// `layer_norm(states + update + bias)`, row by row, as a new buffer.
+    fn add_and_norm(&self, states: &Tensor, update: &Tensor, bias: &[f32], norm: &LayerNorm) -> candle_core::Result<Vec<f32>> {
+        with_slice(states, |states| {
+            with_slice(update, |update| {
+                let mut output = vec![0.0_f32; states.len()];
+                self.run(AddAndNorm { residual: states, update, bias, norm, eps: self.eps, output: &mut output });
+                output
+            })
+        })?
+    }
+}
+
+/// A loop nest to compile for the CPU's SIMD extensions. `run` and everything it calls must be
+/// `#[inline(always)]`: that is what puts their code inside pulp's `#[target_feature]` function
+/// (a closure would be compiled on its own, for the baseline CPU).
+trait Kernel {
+    type Output;
+    fn run(self) -> Self::Output;
+}
+
+/// Adapts a [`Kernel`] to [`pulp::WithSimd`].
+struct OnSimd<K>(K);
+
+impl<K: Kernel> pulp::WithSimd for OnSimd<K> {
+    type Output = K::Output;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> K::Output {
+        self.0.run()
+    }
+}
+
+/// Word + position + token-type embeddings of packed sequences, layer-normed. Ids and lengths
+/// are checked by the caller; out-of-range ones leave their rows zero.
+struct EmbedTokens<'a> {
+    sequences: &'a [&'a [u32]],
+    table: &'a Embeddings,
+    hidden: usize,
+    eps: f32,
+    states: &'a mut [f32],
+}
+
+impl Kernel for EmbedTokens<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
         let hidden = self.hidden;
+        let mut rows = self.states.chunks_exact_mut(hidden);
+        for sequence in self.sequences {
+            for (position, &token) in sequence.iter().enumerate() {
+                let start = token as usize * hidden;
+                let (Some(row), Some(word), Some(place)) = (
+                    rows.next(),
+                    self.table.words.get(start..start + hidden),
+                    self.table.positions.get(position * hidden..(position + 1) * hidden),
+                ) else {
+                    continue;
+                };
+                for (((out, word), place), kind) in row.iter_mut().zip(word).zip(place).zip(&self.table.token_type) {
+                    *out = word + place + kind;
+                }
+                layer_norm(row, self.table.norm.weight.as_slice(), self.table.norm.bias.as_slice(), self.eps);
+            }
+        }
+    }
+}
+
+/// `target = source + bias` for every row.
+struct AddBias<'a> {
+    source: &'a [f32],
+    bias: &'a [f32],
+    target: &'a mut [f32],
+}
+
+impl Kernel for AddBias<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let width = self.bias.len();
+        for (target, source) in self.target.chunks_exact_mut(width).zip(self.source.chunks_exact(width)) {
+            for ((target, source), bias) in target.iter_mut().zip(source).zip(self.bias) {
+                *target = source + bias;
+            }
+        }
+    }
+}
+
+/// `target = gelu(source + bias)` for every row.
+struct GeluWithBias<'a> {
+    source: &'a [f32],
+    bias: &'a [f32],
+    target: &'a mut [f32],
+}
+
+impl Kernel for GeluWithBias<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let width = self.bias.len();
+        for (target, source) in self.target.chunks_exact_mut(width).zip(self.source.chunks_exact(width)) {
+            for ((target, source), bias) in target.iter_mut().zip(source).zip(self.bias) {
+                *target = gelu(source + bias);
+            }
+        }
+    }
+}
+
+/// `output = layer_norm(residual + update + bias)` for every row.
+struct AddAndNorm<'a> {
+    residual: &'a [f32],
+    update: &'a [f32],
+    bias: &'a [f32],
+    norm: &'a LayerNorm,
+    eps: f32,
+    output: &'a mut [f32],
+}
+
+impl Kernel for AddAndNorm<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let width = self.bias.len();
+        let rows = self.output.chunks_exact_mut(width).zip(self.residual.chunks_exact(width)).zip(self.update.chunks_exact(width));
+        for ((output, residual), update) in rows {
+            for (((output, residual), update), bias) in output.iter_mut().zip(residual).zip(update).zip(self.bias) {
+                *output = residual + update + bias;
+            }
+            layer_norm(output, &self.norm.weight, &self.norm.bias, self.eps);
+        }
+    }
+}
+
+/// Self-attention of each packed sequence with itself, head by head, into `output` (rows of
+/// `hidden`). `qkv` holds each token's scaled query, key and value, rows of `3·hidden`.
+struct Attend<'a> {
+    qkv: &'a [f32],
+    sequences: &'a [&'a [u32]],
+    heads: usize,
+    hidden: usize,
+    output: &'a mut [f32],
+}
+
+impl Kernel for Attend<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let hidden = self.hidden;
+        let width = 3 * hidden;
         let head_size = hidden / self.heads;
-        let longest = sequences.iter().map(|sequence| sequence.len()).max().unwrap_or(0);
+        let longest = self.sequences.iter().map(|sequence| sequence.len()).max().unwrap_or(0);
         let mut scores = vec![0.0_f32; longest];
         let mut offset = 0;
-        for sequence in sequences {
+        for sequence in self.sequences {
             let length = sequence.len();
-            let rows = &qkv[offset * 3 * hidden..(offset + length) * 3 * hidden];
-            let out_rows = &mut output[offset * hidden..(offset + length) * hidden];
+            let rows = &self.qkv[offset * width..(offset + length) * width];
+            let out_rows = &mut self.output[offset * hidden..(offset + length) * hidden];
             offset += length;
-            self.arch.dispatch(|| {
-                for head in 0..self.heads {
-                    let query_at = head * head_size;
-                    let key_at = hidden + head * head_size;
-                    let value_at = 2 * hidden + head * head_size;
-                    for (query_row, out_row) in rows.chunks_exact(3 * hidden).zip(out_rows.chunks_exact_mut(hidden)) {
-                        let query = &query_row[query_at..query_at + head_size];
-                        let scores = &mut scores[..length];
-                        for (score, key_row) in scores.iter_mut().zip(rows.chunks_exact(3 * hidden)) {
-                            *score = dot(query, &key_row[key_at..key_at + head_size]);
-                        }
-                        softmax(scores);
-                        let out = &mut out_row[query_at..query_at + head_size];
-                        out.fill(0.0);
-                        for (&weight, value_row) in scores.iter().zip(rows.chunks_exact(3 * hidden)) {
-                            for (out, value) in out.iter_mut().zip(&value_row[value_at..value_at + head_size]) {
-                                *out += weight * value;
-                            }
+            let scores = &mut scores[..length];
+            for head in 0..self.heads {
+                let query_at = head * head_size;
+                let key_at = hidden + query_at;
+                let value_at = 2 * hidden + query_at;
+                for (query_row, out_row) in rows.chunks_exact(width).zip(out_rows.chunks_exact_mut(hidden)) {
+                    let query = &query_row[query_at..query_at + head_size];
+                    for (score, key_row) in scores.iter_mut().zip(rows.chunks_exact(width)) {
+                        *score = dot(query, &key_row[key_at..key_at + head_size]);
+                    }
+                    softmax(scores);
+                    let out = &mut out_row[query_at..query_at + head_size];
+                    out.fill(0.0);
+                    for (&weight, value_row) in scores.iter().zip(rows.chunks_exact(width)) {
+                        for (out, value) in out.iter_mut().zip(&value_row[value_at..value_at + head_size]) {
+                            *out += weight * value;
                         }
                     }
                 }
-            });
+            }
         }
     }
+}
 
-    /// `states = layer_norm(states + update + bias)`, row by row.
-    fn add_and_norm(&self, states: &mut [f32], update: &[f32], bias: &[f32], norm: &LayerNorm) {
-        let hidden = self.hidden;
-        self.arch.dispatch(|| {
-            for (row, update) in states.chunks_exact_mut(hidden).zip(update.chunks_exact(hidden)) {
-                for ((value, update), bias) in row.iter_mut().zip(update).zip(bias) {
-                    *value += update + bias;
-                }
-                layer_norm(row, norm, self.eps);
-            }
-        });
+/// `values` as a `rows × width` tensor, without copying.
+fn packed(values: Vec<f32>, rows: usize, width: usize) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(values, (rows, width), &Device::Cpu)
+}
+
+/// Calls `f` with the values of a contiguous f32 CPU tensor, without copying them.
+fn with_slice<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = tensor.storage_and_layout();
+    let Storage::Cpu(storage) = &*storage else {
+        candle_core::bail!("expected a CPU tensor");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("expected a contiguous tensor");
+    };
+    let values = storage.as_slice::<f32>()?;
+    match values.get(start..end) {
+        Some(values) => Ok(f(values)),
+        None => candle_core::bail!("tensor layout outside its storage"),
     }
 }
 
@@ -264,10 +424,9 @@ impl Dense {
         Ok(Self { weight_t: weight.t()?, bias: to_vec(bias)?, inputs })
     }
 
-    /// `input · weightᵀ` for `rows` packed rows, without the bias.
-    fn matmul(&self, input: &[f32], rows: usize) -> candle_core::Result<Vec<f32>> {
-        let input = Tensor::from_slice(input, (rows, self.inputs), &Device::Cpu)?;
-        input.matmul(&self.weight_t)?.flatten_all()?.to_vec1::<f32>()
+    /// `input · weightᵀ` (rows of `inputs` in, rows of outputs out), without the bias.
+    fn matmul(&self, input: &Tensor) -> candle_core::Result<Tensor> {
+        input.matmul(&self.weight_t)
     }
 }
 
@@ -285,26 +444,6 @@ fn dense_parts(variables: VarBuilder, inputs: usize, outputs: usize) -> candle_c
 /// A tensor's values in row-major order, as f32.
 fn to_vec(tensor: &Tensor) -> candle_core::Result<Vec<f32>> {
     tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
-}
-
-/// Adds `bias` to every row of `rows`.
-#[inline(always)]
-fn add_bias(rows: &mut [f32], bias: &[f32]) {
-    for row in rows.chunks_exact_mut(bias.len()) {
-        for (value, bias) in row.iter_mut().zip(bias) {
-            *value += bias;
-        }
-    }
-}
-
-/// `gelu(x + bias)` over every row of `rows`, in place.
-#[inline(always)]
-fn gelu_with_bias(rows: &mut [f32], bias: &[f32]) {
-    for row in rows.chunks_exact_mut(bias.len()) {
-        for (value, bias) in row.iter_mut().zip(bias) {
-            *value = gelu(*value + bias);
-        }
-    }
 }
 
 /// The exact GELU, `x·Φ(x) = ½·x·(1 + erf(x/√2))`.
@@ -397,14 +536,14 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 }
 
 /// BERT's layer norm of one row in place: zero mean, unit variance (biased, plus `eps`), then
-/// scale and shift.
+/// scale by `weight` and shift by `bias`.
 #[inline(always)]
-fn layer_norm(row: &mut [f32], norm: &LayerNorm, eps: f32) {
+fn layer_norm(row: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
     let count = row.len() as f32;
     let mean = lane_sum(row, |value| value) / count;
     let variance = lane_sum(row, |value| (value - mean) * (value - mean)) / count;
     let scale = 1.0 / (variance + eps).sqrt();
-    for ((value, weight), bias) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
+    for ((value, weight), bias) in row.iter_mut().zip(weight).zip(bias) {
         *value = (*value - mean) * scale * weight + bias;
     }
 }
@@ -466,9 +605,8 @@ mod tests {
 
     #[test]
     fn layer_norm_normalises_then_scales_and_shifts() {
-        let norm = LayerNorm { weight: vec![2.0; 10], bias: vec![1.0; 10] };
         let mut row: Vec<f32> = (0..10).map(|index| index as f32 * 3.0 + 7.0).collect();
-        layer_norm(&mut row, &norm, 1e-12);
+        layer_norm(&mut row, &[2.0; 10], &[1.0; 10], 1e-12);
         let normalised: Vec<f32> = row.iter().map(|value| (value - 1.0) / 2.0).collect();
         let mean = normalised.iter().sum::<f32>() / 10.0;
         let variance = normalised.iter().map(|value| (value - mean) * (value - mean)).sum::<f32>() / 10.0;
