@@ -7,8 +7,9 @@
 //! cargo run --release -p switchyard-actors --example embed-bench -- --sentences 2000 --concurrency 32
 //! ```
 //!
-//! Options: `--single-pass` (no length buckets: one forward pass per batch, padded to its longest
-//! text), `--max-padding F` (bucket padding bound, a fraction of real tokens), `--max-batch N`, `--max-wait-ms N`, `--max-in-flight N`, `--passes N` (forward passes at once, each on its own
+//! Options: `--single-pass` (one forward pass per batch, no token budget), `--max-padding F`
+//! (cut passes by length spread: a bound on padding, a fraction of real tokens), `--max-batch N`,
+//! `--max-wait-ms N`, `--max-in-flight N`, `--passes N` (forward passes at once, each on its own
 //! thread pool; also sets `--max-in-flight` unless given), `--threads-per-pass N`, `--data PATH`,
 //! `--model-dir PATH`.
 

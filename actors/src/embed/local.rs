@@ -5,7 +5,9 @@
 //! Texts are truncated at the model's `max_seq_length`, run through the encoder ([`Bert`]:
 //! sequences packed without padding), mean-pooled over their tokens and L2-normalised, as
 //! sentence-transformers does. A batch is sorted by token length and cut into passes
-//! ([`plan_buckets`]) no larger than a token budget.
+//! ([`plan_buckets`]) no larger than a token budget. Passes are packed, so padding costs nothing
+//! and by default only the budget cuts them: one larger matrix product is cheaper than several
+//! small ones.
 //!
 //! Each forward pass runs on a thread pool of its own ([`LocalSettings::passes`] pools of
 //! [`LocalSettings::threads_per_pass`] threads): by default one single-threaded pool per core, so
@@ -63,14 +65,14 @@ pub struct BucketSettings {
 }
 
 impl Default for BucketSettings {
+    /// Passes of at most 2,048 tokens, whatever the spread of lengths.
     fn default() -> Self {
-        Self { max_tokens: 2048, max_padding: 0.25 }
+        Self { max_tokens: 2048, max_padding: f32::INFINITY }
     }
 }
 
 impl BucketSettings {
-    /// One forward pass for the whole batch, padded to its longest text (the naive way; for
-    /// comparisons).
+    /// One forward pass for the whole batch, however many tokens it has (for comparisons).
     pub fn single_pass() -> Self {
         Self { max_tokens: usize::MAX, max_padding: f32::INFINITY }
     }
@@ -302,8 +304,16 @@ mod tests {
     #[test]
     fn short_and_long_texts_are_not_padded_together() {
         let lengths = [8, 200, 9, 10, 210, 8];
-        let buckets = plan_buckets(&lengths, BucketSettings::default());
+        let buckets = plan_buckets(&lengths, BucketSettings { max_tokens: 2048, max_padding: 0.25 });
         assert_eq!(buckets, vec![vec![0, 5, 2, 3], vec![1, 4]]);
+    }
+
+    #[test]
+    fn by_default_only_the_token_budget_cuts() {
+        let lengths = [8, 200, 9, 10, 210, 8];
+        assert_eq!(plan_buckets(&lengths, BucketSettings::default()), vec![vec![0, 5, 2, 3, 1, 4]]);
+        let long = vec![300; 10];
+        assert_eq!(plan_buckets(&long, BucketSettings::default()).len(), 2);
     }
 
     #[test]
