@@ -128,16 +128,6 @@ impl Bert {
         Ok(Self { embeddings, layers, hidden, heads, eps: config.layer_norm_eps as f32, arch: pulp::Arch::new() })
     }
 
-    /// Length of the hidden states and of the pooled vectors.
-    pub fn hidden_size(&self) -> usize {
-        self.hidden
-    }
-
-    /// Longest sequence the position table covers.
-    pub fn max_positions(&self) -> usize {
-        self.embeddings.positions.len() / self.hidden
-    }
-
     /// Runs `sequences` (token ids, special tokens included) through the encoder in one packed
     /// pass and returns each one's mean-pooled, L2-normalised last hidden state. An empty
     /// sequence gets the zero vector; a token id or length the tables do not cover is an error.
