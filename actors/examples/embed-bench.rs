@@ -7,8 +7,11 @@
 //! cargo run --release -p switchyard-actors --example embed-bench -- --sentences 2000 --concurrency 32
 //! ```
 //!
-//! Options: `--single-pass` (no length buckets: one forward pass per batch, padded to its longest
-//! text), `--max-padding F` (bucket padding bound, a fraction of real tokens), `--max-batch N`, `--max-wait-ms N`, `--max-in-flight N`, `--data PATH`, `--model-dir PATH`.
+//! Options: `--single-pass` (one forward pass per batch, no token budget), `--max-padding F`
+//! (cut passes by length spread: a bound on padding, a fraction of real tokens), `--max-batch N`,
+//! `--max-wait-ms N`, `--max-in-flight N`, `--passes N` (forward passes at once, each on its own
+//! thread pool; also sets `--max-in-flight` unless given), `--threads-per-pass N`, `--data PATH`,
+//! `--model-dir PATH`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +30,8 @@ struct Options {
     max_batch: Option<usize>,
     max_wait: Option<Duration>,
     max_in_flight: Option<usize>,
+    passes: Option<usize>,
+    threads_per_pass: Option<usize>,
     data: PathBuf,
     model_dir: PathBuf,
 }
@@ -41,6 +46,8 @@ fn parse_options() -> anyhow::Result<Options> {
         max_batch: None,
         max_wait: None,
         max_in_flight: None,
+        passes: None,
+        threads_per_pass: None,
         data: root.join("../shared/data/qqp-dev.jsonl"),
         model_dir: std::env::var_os(MODEL_DIR_ENV).map_or_else(|| root.join(DEFAULT_MODEL_DIR), PathBuf::from),
     };
@@ -55,6 +62,8 @@ fn parse_options() -> anyhow::Result<Options> {
             "--max-batch" => options.max_batch = Some(value()?.parse().context("--max-batch")?),
             "--max-wait-ms" => options.max_wait = Some(Duration::from_millis(value()?.parse().context("--max-wait-ms")?)),
             "--max-in-flight" => options.max_in_flight = Some(value()?.parse().context("--max-in-flight")?),
+            "--passes" => options.passes = Some(value()?.parse().context("--passes")?),
+            "--threads-per-pass" => options.threads_per_pass = Some(value()?.parse().context("--threads-per-pass")?),
             "--data" => options.data = value()?.into(),
             "--model-dir" => options.model_dir = value()?.into(),
             other => bail!("unknown option {other}"),
@@ -94,6 +103,13 @@ async fn main() -> anyhow::Result<()> {
         if let Some(max_padding) = options.max_padding {
             local.buckets.max_padding = max_padding;
         }
+        if let Some(passes) = options.passes {
+            local.passes = passes;
+            settings.batch.max_in_flight = passes;
+        }
+        if let Some(threads_per_pass) = options.threads_per_pass {
+            local.threads_per_pass = threads_per_pass;
+        }
     }
     if let Some(max_batch) = options.max_batch {
         settings.batch.max_batch = max_batch;
@@ -105,6 +121,10 @@ async fn main() -> anyhow::Result<()> {
         settings.batch.max_in_flight = max_in_flight;
     }
     let batch = settings.batch;
+    let (passes, threads_per_pass) = match &settings.backend {
+        BackendSettings::Local(local) => (local.passes, local.threads_per_pass),
+        BackendSettings::Remote(_) => (0, 0),
+    };
     let (embedder, _cell) = EmbedderHandle::start(settings).await?;
     for sentence in sentences.iter().take(8) {
         embedder.embed(sentence.clone()).await?;
@@ -137,13 +157,15 @@ async fn main() -> anyhow::Result<()> {
     let throughput = latencies.len() as f64 / elapsed.as_secs_f64();
     let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
     println!(
-        "{{\"sentences\":{},\"concurrency\":{},\"buckets\":{},\"max_batch\":{},\"max_wait_ms\":{},\"max_in_flight\":{},\"seconds\":{:.2},\"sentences_per_s\":{:.1},\"p50_ms\":{:.1},\"p99_ms\":{:.1}}}",
+        "{{\"sentences\":{},\"concurrency\":{},\"buckets\":{},\"max_batch\":{},\"max_wait_ms\":{},\"max_in_flight\":{},\"passes\":{},\"threads_per_pass\":{},\"seconds\":{:.2},\"sentences_per_s\":{:.1},\"p50_ms\":{:.1},\"p99_ms\":{:.1}}}",
         latencies.len(),
         options.concurrency,
         !options.single_pass,
         batch.max_batch,
         batch.max_wait.as_millis(),
         batch.max_in_flight,
+        passes,
+        threads_per_pass,
         elapsed.as_secs_f64(),
         throughput,
         p50.as_secs_f64() * 1e3,

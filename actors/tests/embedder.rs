@@ -57,7 +57,7 @@ fn model_dir() -> PathBuf {
 }
 
 fn open_local(buckets: BucketSettings) -> LocalEncoder {
-    LocalEncoder::open(&LocalSettings { model_dir: model_dir(), buckets }).unwrap_or_else(|error| panic!("{error}"))
+    LocalEncoder::open(&LocalSettings { buckets, ..LocalSettings::new(model_dir()) }).unwrap_or_else(|error| panic!("{error}"))
 }
 
 fn max_difference(left: &[f32], right: &[f32]) -> f32 {
@@ -101,6 +101,47 @@ fn bucketing_does_not_change_the_vectors() {
     }
     for (index, vector) in one_by_one.iter().enumerate() {
         assert!(max_difference(&bucketed[index], vector) < 1e-5, "{:?}", texts[index]);
+    }
+}
+
+/// The packed forward pass against candle-transformers' `BertModel` (padded batch, attention
+/// mask, then masked mean pooling): the same vectors, to float rounding.
+#[test]
+fn packed_forward_pass_matches_candle_transformers() {
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::VarBuilder;
+    use candle_transformers::models::bert::{BertModel, Config};
+    use switchyard_actors::embed::bert::Bert;
+    use switchyard_actors::embed::pooling::{l2_normalize, mean_pool};
+
+    let dir = model_dir();
+    let config: Config = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let variables = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu).unwrap();
+    let packed = Bert::load(variables.clone(), &config).unwrap();
+    let reference = BertModel::load(variables, &config).unwrap();
+
+    let sequences: Vec<Vec<u32>> =
+        [3_usize, 17, 1, 40, 9].iter().map(|&length| (0..length).map(|index| (101 + index * 37 % 2000) as u32).collect()).collect();
+    let slices: Vec<&[u32]> = sequences.iter().map(Vec::as_slice).collect();
+    let ours = packed.embed(&slices).unwrap();
+
+    let longest = sequences.iter().map(Vec::len).max().unwrap();
+    let mut ids = Vec::new();
+    let mut mask = Vec::new();
+    for sequence in &sequences {
+        ids.extend(sequence.iter().copied().chain(std::iter::repeat(0)).take(longest));
+        mask.extend((0..longest).map(|index| u32::from(index < sequence.len())));
+    }
+    let ids = Tensor::from_vec(ids, (sequences.len(), longest), &Device::Cpu).unwrap();
+    let mask = Tensor::from_vec(mask, (sequences.len(), longest), &Device::Cpu).unwrap();
+    let hidden = reference.forward(&ids, &ids.zeros_like().unwrap(), Some(&mask)).unwrap();
+    let hidden: Vec<Vec<Vec<f32>>> = hidden.to_vec3().unwrap();
+    for ((sequence, states), vector) in sequences.iter().zip(hidden).zip(&ours) {
+        let rows: Vec<f32> = states.into_iter().flatten().collect();
+        let mut expected = mean_pool(&rows, sequence.len(), 384);
+        l2_normalize(&mut expected);
+        assert!(max_difference(vector, &expected) < 1e-5, "a sequence of {} tokens", sequence.len());
     }
 }
 

@@ -15,7 +15,7 @@ pub struct BatchSettings {
     pub max_batch: usize,
     /// Longest a request waits for companions before its batch goes out anyway.
     pub max_wait: Duration,
-    /// Most batches running at once (1 for the local model, which uses every core by itself).
+    /// Most batches running at once (for the local model, one per pass it runs at once).
     pub max_in_flight: usize,
 }
 

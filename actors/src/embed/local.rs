@@ -1,21 +1,29 @@
-//! The local backend: all-MiniLM-L6-v2 (a 6-layer BERT) on the CPU with candle, read from a model
+//! The local backend: all-MiniLM-L6-v2 (a 6-layer BERT) on the CPU, read from a model
 //! directory holding `config.json`, `model.safetensors`, `tokenizer.json` and
 //! `sentence_bert_config.json` (see `scripts/fetch-model`).
 //!
-//! Texts are truncated at the model's `max_seq_length`, run through BERT, mean-pooled over their
-//! real tokens and L2-normalised, as sentence-transformers does. A batch is sorted by token length
-//! and cut into length buckets ([`plan_buckets`]) so that short texts are not padded to the longest
-//! one: on short prompts most of a naive batch's work is padding.
+//! Texts are truncated at the model's `max_seq_length`, run through the encoder ([`Bert`]:
+//! sequences packed without padding), mean-pooled over their tokens and L2-normalised, as
+//! sentence-transformers does. A batch is sorted by token length and cut into passes
+//! ([`plan_buckets`]) no larger than a token budget. Passes are packed, so padding costs nothing
+//! and by default only the budget cuts them: one larger matrix product is cheaper than several
+//! small ones.
+//!
+//! Each forward pass runs on a thread pool of its own ([`LocalSettings::passes`] pools of
+//! [`LocalSettings::threads_per_pass`] threads): by default one single-threaded pool per core, so
+//! that two batches in flight run side by side without the per-operation thread barriers that a
+//! pass split over both cores pays on matrices this small.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use tokenizers::{Tokenizer, TruncationParams};
 
+use crate::embed::bert::Bert;
 use crate::embed::error::EmbedError;
-use crate::embed::pooling::{l2_normalize, mean_pool};
 
 /// What the local backend is started with.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,33 +32,47 @@ pub struct LocalSettings {
     pub model_dir: PathBuf,
     /// How the texts of one batch are grouped into forward passes.
     pub buckets: BucketSettings,
+    /// Forward passes that may run at once, each on a thread pool of its own (default: one per
+    /// core). Batches beyond this many share a pool and take turns.
+    pub passes: usize,
+    /// Threads each pass's matrix products are split over (default 1: on small matrices the
+    /// split costs more in synchronisation than it gains).
+    pub threads_per_pass: usize,
 }
 
 impl LocalSettings {
-    /// Settings for the model in `model_dir`, with default bucketing.
+    /// Settings for the model in `model_dir`: default bucketing, one single-threaded pass per
+    /// core.
     pub fn new(model_dir: impl Into<PathBuf>) -> Self {
-        Self { model_dir: model_dir.into(), buckets: BucketSettings::default() }
+        Self {
+            model_dir: model_dir.into(),
+            buckets: BucketSettings::default(),
+            passes: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            threads_per_pass: 1,
+        }
     }
 }
 
-/// How a batch is cut into forward passes of similar length.
+/// How a batch is cut into forward passes. Passes are packed (no padding is computed); a
+/// bucket's "padding" is the difference between its longest text, times its size, and its real
+/// tokens, which bounds how unlike each other the lengths of one pass are.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BucketSettings {
-    /// Most tokens (padding included) in one forward pass; a longer bucket is split.
+    /// Most tokens (counted as if padded) in one forward pass; a longer bucket is split.
     pub max_tokens: usize,
     /// Most padding a bucket may carry, as a fraction of its real tokens (0.25: a quarter).
     pub max_padding: f32,
 }
 
 impl Default for BucketSettings {
+    /// Passes of at most 2,048 tokens, whatever the spread of lengths.
     fn default() -> Self {
-        Self { max_tokens: 2048, max_padding: 0.25 }
+        Self { max_tokens: 2048, max_padding: f32::INFINITY }
     }
 }
 
 impl BucketSettings {
-    /// One forward pass for the whole batch, padded to its longest text (the naive way; for
-    /// comparisons).
+    /// One forward pass for the whole batch, however many tokens it has (for comparisons).
     pub fn single_pass() -> Self {
         Self { max_tokens: usize::MAX, max_padding: f32::INFINITY }
     }
@@ -85,12 +107,15 @@ pub fn plan_buckets(lengths: &[usize], settings: BucketSettings) -> Vec<Vec<usiz
 
 /// The loaded model and tokenizer. Synchronous and CPU-bound: call it from a blocking thread.
 pub struct LocalEncoder {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
-    device: Device,
     dimensions: usize,
     max_seq_length: usize,
     buckets: BucketSettings,
+    /// One thread pool per pass that may run at once.
+    pools: Vec<rayon::ThreadPool>,
+    /// Indices of the pools no pass is running on.
+    idle_pools: Mutex<Vec<usize>>,
 }
 
 impl std::fmt::Debug for LocalEncoder {
@@ -99,6 +124,7 @@ impl std::fmt::Debug for LocalEncoder {
             .field("dimensions", &self.dimensions)
             .field("max_seq_length", &self.max_seq_length)
             .field("buckets", &self.buckets)
+            .field("passes", &self.pools.len())
             .finish_non_exhaustive()
     }
 }
@@ -134,10 +160,9 @@ impl LocalEncoder {
             });
         }
 
-        let device = Device::Cpu;
         let weights = std::fs::read(&weights_path).map_err(|error| invalid(&weights_path, error))?;
-        let model = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
-            .and_then(|variables| BertModel::load(variables, &config))
+        let model = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)
+            .and_then(|variables| Bert::load(variables, &config))
             .map_err(|error| invalid(&weights_path, error))?;
 
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|error| invalid(&tokenizer_path, error))?;
@@ -148,13 +173,23 @@ impl LocalEncoder {
             .map_err(|error| invalid(&tokenizer_path, error))?;
         tokenizer.with_padding(None);
 
+        let pools = (0..settings.passes.max(1))
+            .map(|index| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(settings.threads_per_pass.max(1))
+                    .thread_name(move |thread| format!("embed-pass-{index}-{thread}"))
+                    .build()
+                    .map_err(|error| EmbedError::Unavailable(format!("failed to start the embedding threads: {error}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             model,
             tokenizer,
-            device,
             dimensions: config.hidden_size,
             max_seq_length: sentence_config.max_seq_length,
             buckets: settings.buckets,
+            idle_pools: Mutex::new((0..pools.len()).rev().collect()),
+            pools,
         })
     }
 
@@ -173,14 +208,25 @@ impl LocalEncoder {
         Ok(self.tokenize(texts)?.iter().map(Vec::len).collect())
     }
 
-    /// Embeds `texts`: one unit-length vector per text, in order.
+    /// Embeds `texts`: one unit-length vector per text, in order. Runs on an idle pass pool (the
+    /// calling thread waits); when every pool is busy, it queues on the first.
     pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let lease = PoolLease::take(&self.idle_pools);
+        let pool = lease.index.and_then(|index| self.pools.get(index)).or(self.pools.first());
+        match pool {
+            Some(pool) => pool.install(|| self.embed_on_this_thread(texts)),
+            None => self.embed_on_this_thread(texts),
+        }
+    }
+
+    /// [`Self::embed`] on the calling thread (matrix products use its rayon pool, if any).
+    fn embed_on_this_thread(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let token_ids = self.tokenize(texts)?;
         let lengths: Vec<usize> = token_ids.iter().map(Vec::len).collect();
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         for bucket in plan_buckets(&lengths, self.buckets) {
             let sequences: Vec<&[u32]> = bucket.iter().map(|&index| token_ids[index].as_slice()).collect();
-            let pooled = self.forward(&sequences)?;
+            let pooled = self.model.embed(&sequences).map_err(|error| EmbedError::Inference(format!("model: {error}")))?;
             for (index, vector) in bucket.into_iter().zip(pooled) {
                 vectors[index] = vector;
             }
@@ -197,40 +243,27 @@ impl LocalEncoder {
             .map_err(|error| EmbedError::Inference(format!("tokenizer: {error}")))?;
         Ok(encodings.into_iter().map(|encoding| encoding.get_ids().to_vec()).collect())
     }
+}
 
-    /// One forward pass over `sequences`, padded to the longest, then pooled and normalised.
-    fn forward(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let count = sequences.len();
-        let padded_length = sequences.iter().map(|sequence| sequence.len()).max().unwrap_or(0);
-        if count == 0 || padded_length == 0 {
-            return Ok(vec![vec![0.0; self.dimensions]; count]);
-        }
-        let mut ids = Vec::with_capacity(count * padded_length);
-        let mut mask = Vec::with_capacity(count * padded_length);
-        for sequence in sequences {
-            ids.extend_from_slice(sequence);
-            ids.resize(ids.len() + padded_length - sequence.len(), 0);
-            mask.extend(std::iter::repeat_n(1_u32, sequence.len()));
-            mask.resize(mask.len() + padded_length - sequence.len(), 0);
-        }
-        let hidden = (|| {
-            let ids = Tensor::from_vec(ids, (count, padded_length), &self.device)?;
-            let token_types = ids.zeros_like()?;
-            let mask = Tensor::from_vec(mask, (count, padded_length), &self.device)?;
-            self.model.forward(&ids, &token_types, Some(&mask))?.flatten_all()?.to_vec1::<f32>()
-        })()
-        .map_err(|error| EmbedError::Inference(format!("model: {error}")))?;
+/// A pass pool taken from the idle list for one call, put back when dropped.
+struct PoolLease<'a> {
+    idle: &'a Mutex<Vec<usize>>,
+    /// The pool taken; `None` when none was idle.
+    index: Option<usize>,
+}
 
-        let per_sequence = padded_length * self.dimensions;
-        Ok(sequences
-            .iter()
-            .zip(hidden.chunks_exact(per_sequence))
-            .map(|(sequence, tokens)| {
-                let mut vector = mean_pool(tokens, sequence.len(), self.dimensions);
-                l2_normalize(&mut vector);
-                vector
-            })
-            .collect())
+impl<'a> PoolLease<'a> {
+    fn take(idle: &'a Mutex<Vec<usize>>) -> Self {
+        let index = idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        Self { idle, index }
+    }
+}
+
+impl Drop for PoolLease<'_> {
+    fn drop(&mut self) {
+        if let Some(index) = self.index {
+            self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(index);
+        }
     }
 }
 
@@ -271,8 +304,16 @@ mod tests {
     #[test]
     fn short_and_long_texts_are_not_padded_together() {
         let lengths = [8, 200, 9, 10, 210, 8];
-        let buckets = plan_buckets(&lengths, BucketSettings::default());
+        let buckets = plan_buckets(&lengths, BucketSettings { max_tokens: 2048, max_padding: 0.25 });
         assert_eq!(buckets, vec![vec![0, 5, 2, 3], vec![1, 4]]);
+    }
+
+    #[test]
+    fn by_default_only_the_token_budget_cuts() {
+        let lengths = [8, 200, 9, 10, 210, 8];
+        assert_eq!(plan_buckets(&lengths, BucketSettings::default()), vec![vec![0, 5, 2, 3, 1, 4]]);
+        let long = vec![300; 10];
+        assert_eq!(plan_buckets(&long, BucketSettings::default()).len(), 2);
     }
 
     #[test]

@@ -3,13 +3,15 @@
 //! - [`embedder`]: the `Embedder` actor, one per node, and the [`EmbedderHandle`] callers use.
 //! - [`batch`]: the actor's batching (max batch, max wait, batches in flight) as plain state.
 //! - [`backend`]: the local model or a remote server behind one call.
-//! - [`local`]: all-MiniLM-L6-v2 on the CPU (candle), with length-bucketed forward passes.
+//! - [`local`]: all-MiniLM-L6-v2 on the CPU, with length-bucketed passes on per-pass thread pools.
+//! - [`bert`]: the BERT encoder forward pass the local backend runs (packed, no padding).
 //! - [`remote`]: a client of OpenAI-compatible `/v1/embeddings` servers.
 //! - [`pooling`]: masked mean pooling, L2 normalisation and cosine on plain slices.
 //! - [`error`]: what embedding can fail with, [`EmbedError`].
 
 pub mod backend;
 pub mod batch;
+pub mod bert;
 pub mod embedder;
 pub mod error;
 pub mod local;
@@ -44,11 +46,14 @@ pub struct EmbedderSettings {
 
 impl EmbedderSettings {
     /// The local model in `model_dir`: batches of up to 64 texts, 2 ms of waiting for
-    /// companions, one batch at a time (a forward pass uses every core).
+    /// companions, as many batches at once as the model runs passes (one per core, each on one
+    /// thread).
     pub fn local(model_dir: impl Into<PathBuf>) -> Self {
+        let local = LocalSettings::new(model_dir);
+        let max_in_flight = local.passes.max(1);
         Self {
-            backend: BackendSettings::Local(LocalSettings::new(model_dir)),
-            batch: BatchSettings { max_batch: 64, max_wait: Duration::from_millis(2), max_in_flight: 1 },
+            backend: BackendSettings::Local(local),
+            batch: BatchSettings { max_batch: 64, max_wait: Duration::from_millis(2), max_in_flight },
         }
     }
 
