@@ -207,7 +207,7 @@ async fn search_bench(options: &Options) -> anyhow::Result<()> {
     bare.sort_unstable();
     drop(index);
 
-    let settings = ShardSettings { partition: 0, dimensions: DIMENSIONS, capacity: options.entries * 2, data_dir: None, metrics: None };
+    let settings = ShardSettings { partition: 0, dimensions: DIMENSIONS, capacity: options.entries * 2, held: Default::default(), data_dir: None, metrics: None };
     let (shard, _join) = Actor::spawn(None, CacheShard, settings).await?;
     for (position, vector) in vectors.into_iter().enumerate() {
         let entry = SemanticEntry {

@@ -135,7 +135,7 @@ impl SemanticCache {
         // and takes the first-call cost off the first request.
         let dimensions = embedder.embed("warm up".into()).await?.len();
         let mut cells = vec![embedder_cell];
-        let per_shard = settings.max_entries.div_ceil(PARTITIONS as usize).max(1);
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let shard_metrics = ShardMetrics {
             entries: metrics.cache_entries.with_label_values(&["semantic"]),
             evictions: metrics.cache_evictions.with_label_values(&["semantic"]),
@@ -145,7 +145,8 @@ impl SemanticCache {
             let shard_settings = ShardSettings {
                 partition,
                 dimensions,
-                capacity: per_shard,
+                capacity: settings.max_entries,
+                held: Arc::clone(&held),
                 data_dir: settings.data_dir.clone(),
                 metrics: Some(shard_metrics.clone()),
             };
@@ -153,7 +154,7 @@ impl SemanticCache {
             cells.push(shard.get_cell());
             shards.push(shard);
         }
-        info!(partitions = PARTITIONS, entries_per_partition = per_shard, default_threshold, "semantic cache ready");
+        info!(partitions = PARTITIONS, max_entries = settings.max_entries, default_threshold, "semantic cache ready");
         let cache = Self {
             embedder,
             shards: Arc::new(shards),

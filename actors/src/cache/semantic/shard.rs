@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
@@ -66,8 +68,11 @@ pub struct ShardSettings {
     pub partition: u32,
     /// Embedding dimensions.
     pub dimensions: usize,
-    /// Most entries; the least recently used go beyond it.
+    /// Most entries held by all the layer's shards together. One context (one tenant and model,
+    /// no system prompt) may fill most of it: capacity is not split per partition.
     pub capacity: usize,
+    /// Entries held by all the layer's shards together, kept by the shards.
+    pub held: Arc<AtomicUsize>,
     /// Where snapshots go; `None` keeps the shard in memory only.
     pub data_dir: Option<PathBuf>,
     /// The layer's entry gauge and eviction counter, shared by its shards.
@@ -172,25 +177,28 @@ impl ShardState {
 
     fn remove(&mut self, id: u64) {
         self.dirty = true;
-        if self.entries.remove(&id).is_some()
-            && let Some(metrics) = &self.settings.metrics
-        {
-            metrics.entries.dec();
+        if self.entries.remove(&id).is_some() {
+            self.settings.held.fetch_sub(1, Ordering::Relaxed);
+            if let Some(metrics) = &self.settings.metrics {
+                metrics.entries.dec();
+            }
         }
         if let Err(error) = self.index.remove(id) {
             warn!(partition = self.settings.partition, %error, "failed to remove a vector");
         }
     }
 
+    /// Past the layer's capacity, the shard that grew it evicts its own least recently used,
+    /// down to 90 % of capacity at once so eviction is amortised (never its newest entry).
     fn evict(&mut self) {
-        if self.entries.len() <= self.settings.capacity {
+        let held = self.settings.held.load(Ordering::Relaxed);
+        if held <= self.settings.capacity {
             return;
         }
-        // Evict down to 90% of capacity at once, so eviction is amortised.
         let target = self.settings.capacity * 9 / 10;
+        let excess = (held - target).min(self.entries.len().saturating_sub(1));
         let mut by_age: Vec<(i64, u64)> = self.entries.iter().map(|(id, entry)| (entry.last_used_ms, *id)).collect();
         by_age.sort_unstable();
-        let excess = self.entries.len() - target;
         for (_, id) in by_age.into_iter().take(excess) {
             self.remove(id);
         }
@@ -306,6 +314,7 @@ impl Actor for CacheShard {
                         warn!(partition = state.settings.partition, %error, "failed to drop a stale vector");
                     }
                 }
+                state.settings.held.fetch_add(state.entries.len(), Ordering::Relaxed);
                 if let Some(metrics) = &state.settings.metrics {
                     metrics.entries.add(i64::try_from(state.entries.len()).unwrap_or(i64::MAX));
                 }
@@ -328,6 +337,7 @@ impl Actor for CacheShard {
                 match state.index.add(id, &vector) {
                     Ok(()) => {
                         state.entries.insert(id, *entry);
+                        state.settings.held.fetch_add(1, Ordering::Relaxed);
                         state.dirty = true;
                         if let Some(metrics) = &state.settings.metrics {
                             metrics.entries.inc();
@@ -375,6 +385,7 @@ impl Actor for CacheShard {
         if let Err(error) = state.save() {
             warn!(partition = state.settings.partition, %error, "failed to snapshot the semantic shard at stop");
         }
+        state.settings.held.fetch_sub(state.entries.len(), Ordering::Relaxed);
         if let Some(metrics) = &state.settings.metrics {
             metrics.entries.sub(i64::try_from(state.entries.len()).unwrap_or(i64::MAX));
         }

@@ -38,7 +38,7 @@ fn entry(context: &str, tenant: &str, prompt: &str, ttl_ms: i64) -> SemanticEntr
 }
 
 async fn start(capacity: usize, data_dir: Option<PathBuf>) -> ActorRef<ShardMessage> {
-    let settings = ShardSettings { partition: 7, dimensions: 4, capacity, data_dir, metrics: None };
+    let settings = ShardSettings { partition: 7, dimensions: 4, capacity, held: Default::default(), data_dir, metrics: None };
     Actor::spawn(None, CacheShard, settings).await.expect("shard starts").0
 }
 
@@ -107,4 +107,28 @@ async fn invalidation_and_a_snapshot_that_survives_a_restart() {
     assert_eq!(ractor::call!(restored, ShardMessage::Len).expect("len"), 2);
     restored.stop(None);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn capacity_is_shared_by_the_shards_of_a_layer() {
+    let held = Arc::new(AtomicUsize::new(0));
+    let shard = |partition| {
+        let settings = ShardSettings { partition, dimensions: 4, capacity: 10, held: Arc::clone(&held), data_dir: None, metrics: None };
+        async move { Actor::spawn(None, CacheShard, settings).await.expect("shard starts").0 }
+    };
+    let (busy, quiet) = (shard(1).await, shard(2).await);
+    quiet.cast(ShardMessage::Insert { entry: Box::new(entry("q", "t", "quiet", 60_000)), vector: unit(0.0) }).expect("insert");
+    for n in 0..9 {
+        let mut stored = entry("b", "t", &format!("b{n}"), 60_000);
+        stored.last_used_ms += n;
+        busy.cast(ShardMessage::Insert { entry: Box::new(stored), vector: unit(n as f32 * 0.2) }).expect("insert");
+    }
+    assert_eq!(ractor::call!(busy, ShardMessage::Len).expect("len"), 9, "one context may use almost all of the capacity");
+    assert_eq!(held.load(Ordering::Relaxed), 10);
+    busy.cast(ShardMessage::Insert { entry: Box::new(entry("b", "t", "b9", 60_000)), vector: unit(3.0) }).expect("insert");
+    assert_eq!(ractor::call!(busy, ShardMessage::Len).expect("len"), 8, "the growing shard evicted its own, down to 90 %");
+    assert_eq!(ractor::call!(quiet, ShardMessage::Len).expect("len"), 1, "the other shard kept its entry");
+    assert_eq!(held.load(Ordering::Relaxed), 9);
+    busy.stop(None);
+    quiet.stop(None);
 }
