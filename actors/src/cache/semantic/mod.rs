@@ -6,7 +6,10 @@
 //! - [`index`]: a USearch HNSW index made safe for concurrent use (slots and a lock, per DESIGN §5).
 //! - [`shard`]: the `CacheShard` actor holding one partition's index and entries, with capacity
 //!   eviction, TTL expiry and snapshots.
+//! - [`policy`]: the hit decision: a verifier fitted on labelled question pairs that scores each
+//!   candidate above a loose cosine floor, and the threshold for a target precision.
 
 pub mod index;
 pub mod partition;
+pub mod policy;
 pub mod shard;
