@@ -2,8 +2,6 @@
 //! real binary, the real local model (`.models/all-MiniLM-L6-v2` or `EMBEDDING_MODEL_DIR`), and
 //! the shipped hit policy. Checks the human lines and the keys of the JSON last line.
 
-#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
-
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -21,7 +21,7 @@ use switchyard_loadtest::bench::{
     RampConfig, StopCondition, Target,
 };
 use switchyard_actors::embed::{DEFAULT_MODEL_DIR, MODEL_DIR_ENV};
-use switchyard_actors::cache::semantic::policy::HitPolicy;
+use switchyard_actors::cache::semantic::policy::{CalibrationPoint, HitPolicy};
 use switchyard_loadtest::semantic::embeddings::{self, EmbeddingSource};
 use switchyard_loadtest::semantic::fit::{self, FitSettings};
 use switchyard_loadtest::semantic::eval;
@@ -90,6 +90,9 @@ struct SemanticFitArgs {
     /// Seed of the initial weights and batch order.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Networks trained from seeds `seed`, `seed + 1`, … whose mean logit is the score.
+    #[arg(long, default_value_t = 1)]
+    ensemble: usize,
 }
 
 /// Flags of `semantic-eval`.
@@ -291,6 +294,7 @@ fn semantic_fit(args: &SemanticFitArgs) -> anyhow::Result<()> {
         learning_rate: args.learning_rate,
         weight_decay: args.weight_decay,
         seed: args.seed,
+        ensemble: args.ensemble,
         ..FitSettings::default()
     };
     let outcome = fit::fit(&set, &vectors, &settings)?;
@@ -317,14 +321,25 @@ fn semantic_fit(args: &SemanticFitArgs) -> anyhow::Result<()> {
         "validation_cosine_recall_at_p80": outcome.validation_cosine_recall_at_p80,
         "validation_cosine_recall_at_p90": outcome.validation_cosine_recall_at_p90,
         "loose_similarity": outcome.parameters.loose_similarity,
-        "calibration": outcome.parameters.calibration.iter().map(|point| serde_json::json!({
-            "precision": rounded(point.precision),
-            "threshold": rounded(point.threshold),
-            "recall": rounded(point.recall),
-        })).collect::<Vec<_>>(),
+        "calibration": calibration_json(&outcome.parameters.calibration),
+        "cosine_calibration": calibration_json(&outcome.cosine_calibration),
     });
     println!("{summary}");
     Ok(())
+}
+
+/// A calibration table as JSON, values to four decimals.
+fn calibration_json(table: &[CalibrationPoint]) -> Vec<serde_json::Value> {
+    table
+        .iter()
+        .map(|point| {
+            serde_json::json!({
+                "precision": rounded(point.precision),
+                "threshold": rounded(point.threshold),
+                "recall": rounded(point.recall),
+            })
+        })
+        .collect()
 }
 
 /// `value` to four decimals, as an `f64` that prints short.

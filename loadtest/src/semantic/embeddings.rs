@@ -62,13 +62,13 @@ pub fn text_vectors(set: &PairSet, needed_texts: Option<&[usize]>, source: &Embe
         None => 0,
     };
     let needs_all = needed_texts.is_none();
-    if cached_count == set.texts.len() || needs_all {
-        if let Some(path) = &cache_path {
-            if cached_count < set.texts.len() {
-                fill_cache(&encoder, set, path, cached_count)?;
-            }
-            return read_cache(path, dimensions, set.texts.len());
+    if let Some(path) = &cache_path
+        && (cached_count == set.texts.len() || needs_all)
+    {
+        if cached_count < set.texts.len() {
+            fill_cache(&encoder, set, path, cached_count)?;
         }
+        return read_cache(path, dimensions, set.texts.len());
     }
     let indices: Vec<usize> = match needed_texts {
         Some(indices) => indices.to_vec(),

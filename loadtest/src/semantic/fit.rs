@@ -47,8 +47,10 @@ pub struct FitSettings {
     pub learning_rate: f64,
     /// AdamW weight decay.
     pub weight_decay: f64,
-    /// Seed of the initial weights and batch order.
+    /// Seed of the initial weights and batch order (member `k` of an ensemble uses `seed + k`).
     pub seed: u64,
+    /// Networks trained from different seeds whose mean logit is the score (merged into one).
+    pub ensemble: usize,
     /// Name of the embedding model, recorded in the parameters.
     pub embedding_model: String,
 }
@@ -63,6 +65,7 @@ impl Default for FitSettings {
             learning_rate: 1e-3,
             weight_decay: 1e-2,
             seed: 7,
+            ensemble: 1,
             embedding_model: "sentence-transformers/all-MiniLM-L6-v2".into(),
         }
     }
@@ -89,6 +92,8 @@ pub struct FitOutcome {
     pub validation_cosine_recall_at_p80: f64,
     /// See `validation_cosine_recall_at_p80`.
     pub validation_cosine_recall_at_p90: f64,
+    /// Plain cosine's calibration table on the same validation pairs (for `HitPolicy::cosine`).
+    pub cosine_calibration: Vec<switchyard_actors::cache::semantic::policy::CalibrationPoint>,
 }
 
 /// Features and labels of a set of pairs, row after row.
@@ -144,50 +149,34 @@ pub fn fit(set: &PairSet, vectors: &TextVectors, settings: &FitSettings) -> anyh
     let validation_floor_mask: Vec<bool> =
         validation.iter().map(|&index| cosine_of(index) >= loose_similarity).collect();
 
-    let mut random = StdRng::seed_from_u64(settings.seed);
-    let network = Network::initialise(fit_matrix.columns, &settings.hidden_layers, &mut random, &device)?;
-    let mut optimiser = AdamW::new(
-        network.variables(),
-        ParamsAdamW { lr: settings.learning_rate, weight_decay: settings.weight_decay, ..Default::default() },
-    )?;
-    let mut order: Vec<u32> = (0..u32::try_from(fit_matrix.rows).context("too many fit pairs")?).collect();
-    let mut best: Option<(f64, usize, Vec<(Vec<f32>, Vec<f32>)>)> = None;
-    for epoch in 1..=settings.epochs {
-        order.shuffle(&mut random);
-        let mut loss_sum = 0.0;
-        let mut batches = 0;
-        for batch in order.chunks(settings.batch_size.max(1)) {
-            let batch_indices = Tensor::from_slice(batch, batch.len(), &device)?;
-            let inputs = fit_inputs.index_select(&batch_indices, 0)?;
-            let labels = fit_labels.index_select(&batch_indices, 0)?;
-            let loss = candle_nn::loss::binary_cross_entropy_with_logit(&network.forward(&inputs)?, &labels)?;
-            optimiser.backward_step(&loss)?;
-            loss_sum += f64::from(loss.to_scalar::<f32>()?);
-            batches += 1;
-        }
-        let logits = network.forward(&validation_inputs)?.flatten_all()?.to_vec1::<f32>()?;
-        let scored: Vec<(f32, bool)> = logits
-            .iter()
-            .zip(&validation_matrix.labels)
-            .zip(&validation_floor_mask)
-            .map(|((&logit, &label), &above)| (if above { logit } else { f32::MIN }, label > 0.5))
-            .collect();
-        let average_precision = metrics::average_precision(&metrics::operating_points(&scored));
-        eprintln!("epoch {epoch}: fit loss {:.4}, validation average precision {average_precision:.4}", loss_sum / f64::from(batches.max(1)));
-        if best.as_ref().is_none_or(|(best_score, _, _)| average_precision > *best_score) {
-            best = Some((average_precision, epoch, network.snapshot()?));
-        } else if best.as_ref().is_some_and(|(_, best_epoch, _)| epoch >= best_epoch + settings.patience) {
-            break;
-        }
+    let data = TrainingData {
+        fit_inputs: &fit_inputs,
+        fit_labels: &fit_labels,
+        fit_rows: fit_matrix.rows,
+        columns: fit_matrix.columns,
+        validation_inputs: &validation_inputs,
+        validation_labels: &validation_matrix.labels,
+        validation_floor_mask: &validation_floor_mask,
+    };
+    let mut members = Vec::new();
+    for member in 0..settings.ensemble.max(1) {
+        let seed = settings.seed.wrapping_add(member as u64);
+        let trained = train_member(&data, settings, seed, &device)?;
+        eprintln!("member {member} (seed {seed}): best epoch {}, validation average precision {:.4}", trained.best_epoch, trained.average_precision);
+        members.push(trained);
     }
-    let Some((validation_average_precision, best_epoch, weights)) = best else { bail!("no epoch was run") };
+    let best_epoch = members.iter().map(|member| member.best_epoch).max().unwrap_or(0);
+    let validation_average_precision =
+        members.iter().map(|member| member.average_precision).sum::<f64>() / members.len().max(1) as f64;
+    let weights = merge_members(members.into_iter().map(|member| member.weights).collect())?;
 
     let mut parameters = PolicyParameters {
         format: PARAMETERS_FORMAT,
         embedding_model: settings.embedding_model.clone(),
         dimensions: vectors.dimensions,
         description: format!(
-            "MLP verifier, hidden layers {:?}, on [u*v, |u-v|, cosine, lexical features]; fitted by `switchyard-loadtest semantic-fit` on {} fit pairs (epoch {best_epoch} of early stopping on {} validation pairs), seed {}",
+            "verifier: {}, hidden layers {:?}, on [u*v, |u-v|, cosine, lexical features]; fitted by `switchyard-loadtest semantic-fit` on {} fit pairs (early stopping on {} validation pairs; latest best epoch {best_epoch}), seed {}",
+            if settings.ensemble > 1 { format!("mean logit of {} MLPs merged into one", settings.ensemble) } else { "one MLP".to_owned() },
             settings.hidden_layers,
             fit_indices.len(),
             validation.len(),
@@ -232,6 +221,7 @@ pub fn fit(set: &PairSet, vectors: &TextVectors, settings: &FitSettings) -> anyh
         validation_recall_at_p90: metrics::recall_at_precision(&validation_points, 0.9),
         validation_cosine_recall_at_p80: metrics::recall_at_precision(&cosine_points, 0.8),
         validation_cosine_recall_at_p90: metrics::recall_at_precision(&cosine_points, 0.9),
+        cosine_calibration: metrics::calibrate(&cosine_points, &targets, positives, CALIBRATION_MIN_DUPLICATES),
     })
 }
 
@@ -273,6 +263,107 @@ pub fn parameters_json(parameters: &PolicyParameters) -> anyhow::Result<String> 
 /// One piece of [`parameters_json`] as compact JSON.
 fn value<T: serde::Serialize + ?Sized>(piece: &T) -> anyhow::Result<String> {
     serde_json::to_string(piece).context("failed to encode the parameters")
+}
+
+/// The standardised fit and validation features one training run reads.
+struct TrainingData<'data> {
+    fit_inputs: &'data Tensor,
+    fit_labels: &'data Tensor,
+    fit_rows: usize,
+    columns: usize,
+    validation_inputs: &'data Tensor,
+    validation_labels: &'data [f32],
+    validation_floor_mask: &'data [bool],
+}
+
+/// One trained network: the weights of its best validation epoch.
+struct TrainedMember {
+    weights: Vec<(Vec<f32>, Vec<f32>)>,
+    best_epoch: usize,
+    average_precision: f64,
+}
+
+/// Trains one network from `seed`, keeping the epoch with the best validation average precision
+/// and stopping after `patience` epochs without a better one.
+fn train_member(data: &TrainingData<'_>, settings: &FitSettings, seed: u64, device: &Device) -> anyhow::Result<TrainedMember> {
+    let mut random = StdRng::seed_from_u64(seed);
+    let network = Network::initialise(data.columns, &settings.hidden_layers, &mut random, device)?;
+    let mut optimiser = AdamW::new(
+        network.variables(),
+        ParamsAdamW { lr: settings.learning_rate, weight_decay: settings.weight_decay, ..Default::default() },
+    )?;
+    let mut order: Vec<u32> = (0..u32::try_from(data.fit_rows).context("too many fit pairs")?).collect();
+    let mut best: Option<TrainedMember> = None;
+    for epoch in 1..=settings.epochs {
+        order.shuffle(&mut random);
+        let mut loss_sum = 0.0;
+        let mut batches = 0;
+        for batch in order.chunks(settings.batch_size.max(1)) {
+            let batch_indices = Tensor::from_slice(batch, batch.len(), device)?;
+            let inputs = data.fit_inputs.index_select(&batch_indices, 0)?;
+            let labels = data.fit_labels.index_select(&batch_indices, 0)?;
+            let loss = candle_nn::loss::binary_cross_entropy_with_logit(&network.forward(&inputs)?, &labels)?;
+            optimiser.backward_step(&loss)?;
+            loss_sum += f64::from(loss.to_scalar::<f32>()?);
+            batches += 1;
+        }
+        let logits = network.forward(data.validation_inputs)?.flatten_all()?.to_vec1::<f32>()?;
+        let scored: Vec<(f32, bool)> = logits
+            .iter()
+            .zip(data.validation_labels)
+            .zip(data.validation_floor_mask)
+            .map(|((&logit, &label), &above)| (if above { logit } else { f32::MIN }, label > 0.5))
+            .collect();
+        let average_precision = metrics::average_precision(&metrics::operating_points(&scored));
+        eprintln!(
+            "epoch {epoch}: fit loss {:.4}, validation average precision {average_precision:.4}",
+            loss_sum / f64::from(batches.max(1))
+        );
+        if best.as_ref().is_none_or(|best| average_precision > best.average_precision) {
+            best = Some(TrainedMember { weights: network.snapshot()?, best_epoch: epoch, average_precision });
+        } else if best.as_ref().is_some_and(|best| epoch >= best.best_epoch + settings.patience) {
+            break;
+        }
+    }
+    best.context("no epoch was run")
+}
+
+/// One network computing the mean logit of `members` (same shapes, at most one hidden layer):
+/// hidden units side by side, output weights divided by the member count; without a hidden
+/// layer, the mean of the weights.
+fn merge_members(mut members: Vec<Vec<(Vec<f32>, Vec<f32>)>>) -> anyhow::Result<Vec<(Vec<f32>, Vec<f32>)>> {
+    if members.len() == 1 {
+        return Ok(members.remove(0));
+    }
+    let count = members.len() as f32;
+    let layer_count = members.first().map_or(0, Vec::len);
+    match layer_count {
+        1 => {
+            let mut weights = vec![0.0_f32; members[0][0].0.len()];
+            let mut bias = vec![0.0_f32; members[0][0].1.len()];
+            for member in &members {
+                for (total, value) in weights.iter_mut().zip(&member[0].0) {
+                    *total += value / count;
+                }
+                for (total, value) in bias.iter_mut().zip(&member[0].1) {
+                    *total += value / count;
+                }
+            }
+            Ok(vec![(weights, bias)])
+        }
+        2 => {
+            let (mut hidden_weights, mut hidden_bias, mut output_weights, mut output_bias) =
+                (Vec::new(), Vec::new(), Vec::new(), 0.0_f32);
+            for member in &members {
+                hidden_weights.extend_from_slice(&member[0].0);
+                hidden_bias.extend_from_slice(&member[0].1);
+                output_weights.extend(member[1].0.iter().map(|value| value / count));
+                output_bias += member[1].1.first().copied().unwrap_or(0.0) / count;
+            }
+            Ok(vec![(hidden_weights, hidden_bias), (output_weights, vec![output_bias])])
+        }
+        other => bail!("an ensemble needs at most one hidden layer, not {}", other.saturating_sub(1)),
+    }
 }
 
 /// The cosine below which at most [`DUPLICATES_BELOW_FLOOR`] of the duplicates lie, rounded down to
@@ -438,6 +529,25 @@ mod tests {
         assert!(text.contains("\n        0.3,0.4\n"), "{text}");
         let read: PolicyParameters = serde_json::from_str(&text).unwrap();
         assert_eq!(read, parameters);
+    }
+
+    #[test]
+    fn merged_members_compute_the_mean_logit() {
+        let first = vec![(vec![1.0, 0.0, 0.0, 1.0], vec![0.0, 0.0]), (vec![1.0, 2.0], vec![0.5])];
+        let second = vec![(vec![0.0, 1.0, 1.0, 1.0], vec![1.0, -5.0]), (vec![-1.0, 3.0], vec![-0.5])];
+        let merged = merge_members(vec![first.clone(), second.clone()]).unwrap();
+        let logit = |layers: &[(Vec<f32>, Vec<f32>)], input: [f32; 2]| {
+            let hidden_count = layers[0].1.len();
+            let hidden: Vec<f32> = (0..hidden_count)
+                .map(|row| {
+                    (layers[0].1[row] + layers[0].0[2 * row] * input[0] + layers[0].0[2 * row + 1] * input[1]).max(0.0)
+                })
+                .collect();
+            layers[1].1[0] + layers[1].0.iter().zip(&hidden).map(|(weight, value)| weight * value).sum::<f32>()
+        };
+        let input = [0.7, -0.3];
+        let expected = (logit(&first, input) + logit(&second, input)) / 2.0;
+        assert!((logit(&merged, input) - expected).abs() < 1e-6);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! against "How do I learn Java?": cosine 0.8). The [`HitPolicy`] instead scores each candidate
 //! above a loose cosine floor with a small verifier fitted on labelled question pairs: a
 //! multilayer perceptron over the two sentence vectors (their element-wise product and absolute
-//! difference, and the cosine) and a few lexical features of the two texts (word overlap, numbers,
-//! negations, entity-like words, question word, length) computed by [`lexical_features`].
+//! difference, and the cosine) and a few lexical features of the two texts (word, word-pair and
+//! character overlap, numbers, negations, entity-like words, question word, length) computed by
+//! [`lexical_features`].
 //!
 //! The score is a probability-like value in `[0, 1]`. An operator asks for a target precision; the
 //! policy maps it to a score threshold with the calibration table measured when it was fitted, on
@@ -14,8 +15,6 @@
 //!
 //! The shipped parameters are `policy-params.json` beside this file, written by
 //! `switchyard-loadtest semantic-fit` (see BENCHMARKS.md, "Semantic cache quality").
-
-use std::collections::HashSet;
 
 /// The fitted parameters that ship, written by `switchyard-loadtest semantic-fit`.
 const SHIPPED_PARAMETERS: &str = include_str!("policy-params.json");
@@ -28,6 +27,8 @@ pub const LEXICAL_FEATURE_NAMES: [&str; LEXICAL_FEATURES] = [
     "word_jaccard",
     "content_word_jaccard",
     "character_trigram_jaccard",
+    "word_bigram_jaccard",
+    "same_normalised_text",
     "number_mismatch",
     "number_on_one_side",
     "negation_mismatch",
@@ -40,16 +41,17 @@ pub const LEXICAL_FEATURE_NAMES: [&str; LEXICAL_FEATURES] = [
 ];
 
 /// How many lexical features [`lexical_features`] computes.
-pub const LEXICAL_FEATURES: usize = 12;
+pub const LEXICAL_FEATURES: usize = 14;
 
-/// Words that carry little of a question's meaning; ignored by the content-word features.
+/// Words that carry little of a question's meaning; ignored by the content-word features. Sorted,
+/// for [`is_stop_word`].
 const STOP_WORDS: &[&str] = &[
-    "a", "about", "after", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "been", "being", "but",
-    "by", "can", "could", "did", "do", "does", "doing", "for", "from", "get", "had", "has", "have", "i", "if", "in",
-    "into", "is", "it", "its", "me", "my", "of", "on", "one", "or", "our", "should", "so", "some", "than", "that",
-    "the", "their", "them", "then", "there", "these", "they", "this", "those", "to", "us", "was", "we", "were", "what",
-    "when", "where", "which", "who", "whom", "why", "how", "will", "with", "would", "you", "your", "best", "way",
-    "ways", "good", "really", "much", "many", "more", "most", "quora", "someone", "people", "anyone",
+    "a", "about", "after", "all", "also", "am", "an", "and", "any", "anyone", "are", "as", "at", "be", "been",
+    "being", "best", "but", "by", "can", "could", "did", "do", "does", "doing", "for", "from", "get", "good", "had",
+    "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "many", "me", "more", "most", "much", "my",
+    "of", "on", "one", "or", "our", "people", "quora", "really", "should", "so", "some", "someone", "than", "that",
+    "the", "their", "them", "then", "there", "these", "they", "this", "those", "to", "us", "was", "way", "ways", "we",
+    "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you", "your",
 ];
 
 /// Words that negate.
@@ -99,9 +101,25 @@ impl DenseLayer {
     fn apply(&self, input: &[f32], output: &mut Vec<f32>) {
         output.clear();
         for (row, bias) in self.weights.chunks_exact(self.inputs).zip(&self.bias) {
-            output.push(bias + row.iter().zip(input).map(|(weight, value)| weight * value).sum::<f32>());
+            output.push(bias + dot(row, input));
         }
     }
+}
+
+/// Lanes of [`dot`]'s accumulator: independent sums the compiler keeps in SIMD registers.
+const DOT_LANES: usize = 8;
+
+/// `Σ left[i] · right[i]`, summed in [`DOT_LANES`] interleaved lanes so that it vectorises.
+fn dot(left: &[f32], right: &[f32]) -> f32 {
+    let mut lanes = [0.0_f32; DOT_LANES];
+    let (left_chunks, right_chunks) = (left.chunks_exact(DOT_LANES), right.chunks_exact(DOT_LANES));
+    let tail: f32 = left_chunks.remainder().iter().zip(right_chunks.remainder()).map(|(a, b)| a * b).sum();
+    for (left_chunk, right_chunk) in left_chunks.zip(right_chunks) {
+        for lane in 0..DOT_LANES {
+            lanes[lane] += left_chunk[lane] * right_chunk[lane];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// One point of the calibration table: the lowest score threshold at which the validation pairs
@@ -207,14 +225,20 @@ pub struct HitPolicy {
 /// The cosine baseline's first-stage floor (every candidate is scored).
 const COSINE_LOOSE_SIMILARITY: f32 = -1.0;
 
-/// The cosine baseline's calibration on the validation pairs of `qqp-dev.jsonl` (see
-/// BENCHMARKS.md), so that `threshold_for` works for it too.
+/// The cosine baseline's calibration (precision, cosine threshold, recall), measured by
+/// `switchyard-loadtest semantic-fit` on the same validation pairs of `qqp-dev.jsonl` as the
+/// verifier's (see BENCHMARKS.md), so that `threshold_for` works for it too.
 const COSINE_CALIBRATION: &[(f32, f32, f32)] = &[
-    (0.5, 0.819, 0.840),
-    (0.6, 0.862, 0.689),
-    (0.7, 0.894, 0.519),
-    (0.8, 0.918, 0.319),
-    (0.9, 0.950, 0.125),
+    (0.5, 0.5881, 0.9905),
+    (0.55, 0.6606, 0.9661),
+    (0.6, 0.7256, 0.9203),
+    (0.65, 0.78, 0.8367),
+    (0.7, 0.8257, 0.731),
+    (0.75, 0.868, 0.5992),
+    (0.8, 0.9089, 0.4181),
+    (0.85, 0.9374, 0.2864),
+    (0.9, 0.964, 0.1566),
+    (0.95, 0.9882, 0.0489),
 ];
 
 impl HitPolicy {
@@ -350,28 +374,35 @@ fn forward(layers: &[DenseLayer], features: &[f32]) -> f32 {
 }
 
 /// A text cut into words: lowercased, split at anything but letters, digits and inner apostrophes,
-/// and the words that looked like names (capitalised, not the first word).
+/// and the words that looked like names (capitalised, not the first word), sorted and distinct.
 #[derive(Debug, Default)]
 struct Words {
     lowercase: Vec<String>,
-    capitalised: HashSet<String>,
+    capitalised: Vec<String>,
 }
 
 fn words(text: &str) -> Words {
     let mut result = Words::default();
-    for (position, raw) in text.split(|character: char| !(character.is_alphanumeric() || character == '\'')).enumerate() {
+    let pieces = text.split(|character: char| !(character.is_alphanumeric() || character == '\''));
+    for raw in pieces {
         let word = raw.trim_matches('\'');
         if word.is_empty() {
             continue;
         }
         let lowercase = word.to_lowercase();
         let starts_upper = word.chars().next().is_some_and(char::is_uppercase);
-        if position > 0 && starts_upper && !STOP_WORDS.contains(&lowercase.as_str()) && lowercase != "i" {
-            result.capitalised.insert(lowercase.clone());
+        if !result.lowercase.is_empty() && starts_upper && !is_stop_word(&lowercase) {
+            result.capitalised.push(lowercase.clone());
         }
         result.lowercase.push(lowercase);
     }
+    result.capitalised.sort_unstable();
+    result.capitalised.dedup();
     result
+}
+
+fn is_stop_word(word: &str) -> bool {
+    STOP_WORDS.binary_search(&word).is_ok()
 }
 
 fn is_number(word: &str) -> bool {
@@ -382,52 +413,90 @@ fn is_negation(word: &str) -> bool {
     NEGATIONS.contains(&word) || word.ends_with("n't")
 }
 
-/// `|A ∩ B| / |A ∪ B|`, 1 when both are empty.
-fn jaccard<T: Eq + std::hash::Hash>(left: &HashSet<T>, right: &HashSet<T>) -> f32 {
-    let union = left.union(right).count();
-    if union == 0 {
-        return 1.0;
-    }
-    left.intersection(right).count() as f32 / union as f32
+/// The distinct items, sorted: a set that [`overlap`] walks without hashing.
+fn sorted_set<T: Ord>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut set: Vec<T> = items.into_iter().collect();
+    set.sort_unstable();
+    set.dedup();
+    set
 }
 
-fn character_trigrams(text: &str) -> HashSet<[char; 3]> {
-    let characters: Vec<char> = text.to_lowercase().chars().filter(|character| !character.is_whitespace()).collect();
-    characters.windows(3).map(|window| [window[0], window[1], window[2]]).collect()
+/// `|A ∩ B|` of two sorted sets.
+fn overlap<T: Ord>(left: &[T], right: &[T]) -> usize {
+    let (mut left_position, mut right_position, mut shared) = (0, 0, 0);
+    while let (Some(left_item), Some(right_item)) = (left.get(left_position), right.get(right_position)) {
+        match left_item.cmp(right_item) {
+            std::cmp::Ordering::Less => left_position += 1,
+            std::cmp::Ordering::Greater => right_position += 1,
+            std::cmp::Ordering::Equal => {
+                shared += 1;
+                left_position += 1;
+                right_position += 1;
+            }
+        }
+    }
+    shared
+}
+
+/// `|A ∩ B| / |A ∪ B|` of two sorted sets, 1 when both are empty.
+fn jaccard<T: Ord>(left: &[T], right: &[T]) -> f32 {
+    let shared = overlap(left, right);
+    let union = left.len() + right.len() - shared;
+    if union == 0 { 1.0 } else { shared as f32 / union as f32 }
+}
+
+/// Character trigrams of the lowercased text without whitespace, as a sorted set.
+fn character_trigrams(text: &str) -> Vec<[char; 3]> {
+    let characters: Vec<char> = text.chars().filter(|character| !character.is_whitespace()).flat_map(char::to_lowercase).collect();
+    sorted_set(characters.windows(3).map(|window| [window[0], window[1], window[2]]))
+}
+
+/// Adjacent word pairs: sensitive to order ("benzene into toluene" against "toluene into benzene").
+fn word_bigrams(words: &Words) -> Vec<(&str, &str)> {
+    sorted_set(words.lowercase.windows(2).map(|window| (window[0].as_str(), window[1].as_str())))
+}
+
+/// The words of a sorted set that are neither stop words nor negations.
+fn content_words<'text>(set: &[&'text str]) -> Vec<&'text str> {
+    set.iter().copied().filter(|word| !is_stop_word(word) && !is_negation(word)).collect()
+}
+
+/// The first question word of a text ("" without one).
+fn question_word(words: &Words) -> &str {
+    words.lowercase.iter().find(|word| QUESTION_WORDS.contains(&word.as_str())).map_or("", String::as_str)
+}
+
+/// The words of a sorted set holding a digit.
+fn number_words<'text>(set: &[&'text str]) -> Vec<&'text str> {
+    set.iter().copied().filter(|word| is_number(word)).collect()
 }
 
 /// The lexical features of a pair of questions, named by [`LEXICAL_FEATURE_NAMES`]; symmetric in
 /// the two sides, each in `[0, 1]`.
 pub fn lexical_features(left_text: &str, right_text: &str) -> [f32; LEXICAL_FEATURES] {
     let (left, right) = (words(left_text), words(right_text));
-    let left_set: HashSet<&str> = left.lowercase.iter().map(String::as_str).collect();
-    let right_set: HashSet<&str> = right.lowercase.iter().map(String::as_str).collect();
-    let content = |set: &HashSet<&'_ str>| -> HashSet<String> {
-        set.iter().filter(|word| !STOP_WORDS.contains(word) && !is_negation(word)).map(|word| (*word).to_owned()).collect()
-    };
-    let (left_content, right_content) = (content(&left_set), content(&right_set));
-    let numbers = |set: &HashSet<&'_ str>| -> HashSet<String> {
-        set.iter().filter(|word| is_number(word)).map(|word| (*word).to_owned()).collect()
-    };
-    let (left_numbers, right_numbers) = (numbers(&left_set), numbers(&right_set));
+    let left_set = sorted_set(left.lowercase.iter().map(String::as_str));
+    let right_set = sorted_set(right.lowercase.iter().map(String::as_str));
+    let (left_content, right_content) = (content_words(&left_set), content_words(&right_set));
+    let (left_numbers, right_numbers) = (number_words(&left_set), number_words(&right_set));
     let negations = |words: &Words| words.lowercase.iter().filter(|word| is_negation(word)).count() % 2;
-    let question_word = |words: &Words| {
-        words.lowercase.iter().find(|word| QUESTION_WORDS.contains(&word.as_str())).cloned().unwrap_or_default()
-    };
-    let left_only = left_content.difference(&right_content).count();
-    let right_only = right_content.difference(&left_content).count();
+    let shared_content = overlap(&left_content, &right_content);
+    let left_only = left_content.len() - shared_content;
+    let right_only = right_content.len() - shared_content;
     let (left_length, right_length) = (left.lowercase.len() as f32, right.lowercase.len() as f32);
     let flag = |condition: bool| if condition { 1.0 } else { 0.0 };
     [
         jaccard(&left_set, &right_set),
         jaccard(&left_content, &right_content),
         jaccard(&character_trigrams(left_text), &character_trigrams(right_text)),
+        jaccard(&word_bigrams(&left), &word_bigrams(&right)),
+        flag(left.lowercase == right.lowercase),
         flag(!left_numbers.is_empty() && !right_numbers.is_empty() && left_numbers != right_numbers),
         flag(left_numbers.is_empty() != right_numbers.is_empty()),
         flag(negations(&left) != negations(&right)),
         left_only.min(right_only).min(8) as f32 / 8.0,
         left_only.max(right_only).min(8) as f32 / 8.0,
-        flag(left.capitalised.symmetric_difference(&right.capitalised).next().is_some()),
+        flag(left.capitalised != right.capitalised),
         if left_length.max(right_length) > 0.0 { left_length.min(right_length) / left_length.max(right_length) } else { 1.0 },
         flag(question_word(&left) != question_word(&right)),
         ((left_length + right_length) / 2.0).min(40.0) / 40.0,
@@ -470,6 +539,21 @@ mod tests {
     }
 
     #[test]
+    fn stop_words_are_sorted_for_binary_search() {
+        assert!(STOP_WORDS.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(is_stop_word("the") && is_stop_word("why") && !is_stop_word("python"));
+    }
+
+    #[test]
+    fn word_order_and_identical_wording_are_seen() {
+        let (left, right) = ("How do you convert benzene into toluene?", "How do you convert toluene into benzene?");
+        assert_eq!(feature("word_jaccard", left, right), 1.0);
+        assert!(feature("word_bigram_jaccard", left, right) < 0.5);
+        assert_eq!(feature("same_normalised_text", "What is love?", "what is love"), 1.0);
+        assert_eq!(feature("same_normalised_text", "What is love?", "What was love?"), 0.0);
+    }
+
+    #[test]
     fn lexical_features_are_symmetric_and_bounded() {
         let (left, right) = ("What's the 2nd-best way to learn C++ in 2024?", "Why shouldn't I learn Rust?");
         let forward = lexical_features(left, right);
@@ -496,6 +580,14 @@ mod tests {
             let at_85 = policy.threshold_for(0.85).unwrap();
             assert!(at_80 <= at_85 && at_85 <= at_90);
         }
+    }
+
+    #[test]
+    fn the_lane_dot_product_matches_the_plain_sum() {
+        let left: Vec<f32> = (0..781).map(|index| (index as f32 * 0.37).sin()).collect();
+        let right: Vec<f32> = (0..781).map(|index| (index as f32 * 0.11).cos()).collect();
+        let plain: f64 = left.iter().zip(&right).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+        assert!((f64::from(dot(&left, &right)) - plain).abs() < 1e-3);
     }
 
     #[test]
