@@ -132,7 +132,7 @@ async fn lookup_bench(options: &Options) -> anyhow::Result<()> {
         snapshot_interval: Duration::from_secs(3600),
     };
     let metrics = Arc::new(Metrics::new()?);
-    let (cache, _cells) = SemanticCache::start(settings, HitPolicy::shipped(), metrics).await?;
+    let (cache, _cells) = SemanticCache::start(settings, HitPolicy::shipped()?, metrics).await?;
     for (question, _) in pairs.iter() {
         if let SemanticLookup::Miss(probe) = cache.lookup("bench", &request(question)).await {
             cache.store(probe, answer(question), None, None);

@@ -7,8 +7,11 @@
 //!   faults.
 //! - [`bench`](mod@bench): the load generator behind `switchyard-loadtest bench` and `ramp`,
 //!   calling a target over HTTP (OpenAI format) or gRPC (`switchyard.v1.Gateway`).
+//! - [`semantic`](mod@semantic): the semantic cache's quality benchmark behind
+//!   `switchyard-loadtest semantic-eval` and `semantic-fit`.
 //! - `src/bin/switchyard-sim.rs`: runs the simulator.
 //! - `src/bin/switchyard-loadtest.rs`: runs benchmarks and ramps from the command line.
 
 pub mod bench;
+pub mod semantic;
 pub mod sim;

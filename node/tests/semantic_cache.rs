@@ -64,7 +64,7 @@ async fn a_paraphrase_hits_and_a_different_question_calls_the_upstream() {
 
     // The gRPC front door reports the similarity and the entry.
     let mut client = node.grpc_client().await;
-    let request = v1::GenerateRequest { model: "gpt-4o-mini".into(), ..grpc_request("What's the fastest way to learn Python?") };
+    let request = v1::GenerateRequest { model: "gpt-4o-mini".into(), ..grpc_request("How do I quickly learn Python?") };
     let answer = client.generate(request).await.unwrap().into_inner();
     assert_eq!(answer.cache_layer(), v1::CacheLayer::Semantic);
     assert!(answer.cache_similarity.unwrap() > 0.8, "{:?}", answer.cache_similarity);
@@ -98,8 +98,10 @@ async fn a_near_miss_pair_from_qqp_does_not_hit() {
     assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 2);
 }
 
-/// A labelled non-duplicate of qqp-dev whose two questions are close in embedding space.
-const NEAR_MISS_A: &str = "How do I run Java in Sublime Text 2/3 in windows 7?";
+/// A labelled non-duplicate of qqp-dev whose two questions differ in one place name: their
+/// MiniLM cosine is 0.94, above the plain-cosine threshold for precision 0.80 (0.91), so a
+/// cosine-only cache would serve one for the other; the shipped policy scores the pair 0.39.
+const NEAR_MISS_A: &str = "Is there a Drug and Alcohol Rehab Center in Denali County AK?";
 
 #[tokio::test]
 async fn a_semantic_hit_is_replayed_as_a_stream() {
@@ -179,7 +181,7 @@ async fn semantic_entries_survive_a_restart() {
     let dir = node.dir().to_owned();
     assert!(std::fs::read_dir(dir.join("semantic")).unwrap().count() > 0, "snapshots written at shutdown");
     let node = Node::start_in(&dir, &config);
-    let response = ask(&node, &chat_body("gpt-4o-mini", "How many moons orbit Jupiter?"), None).await;
+    let response = ask(&node, &chat_body("gpt-4o-mini", "How many moons does the planet Jupiter have?"), None).await;
     assert!(header(&response, "x-switchyard-cache").starts_with("semantic"), "restored from the snapshot: {}", header(&response, "x-switchyard-cache"));
     assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 1);
 }

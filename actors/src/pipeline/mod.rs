@@ -149,7 +149,7 @@ impl Gateway {
         let semantic = match settings.semantic_cache {
             None => None,
             Some(semantic) => {
-                let (cache, cells) = SemanticCache::start(semantic, HitPolicy::shipped(), Arc::clone(&metrics)).await?;
+                let (cache, cells) = SemanticCache::start(semantic, HitPolicy::shipped()?, Arc::clone(&metrics)).await?;
                 actors.extend(cells);
                 Some(cache)
             }

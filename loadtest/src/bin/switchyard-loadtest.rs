@@ -3,11 +3,15 @@
 //! - `bench` runs one benchmark and prints a summary, then one JSON line with the figures.
 //! - `ramp` runs one benchmark per concurrency level, prints a line per level, then one JSON
 //!   line with every level and the best throughput within a p99 budget.
+//! - `semantic-embed`, `semantic-fit` and `semantic-eval`: the semantic cache's quality benchmark
+//!   on labelled question pairs (embed them once, fit the hit policy on the train split, measure
+//!   it against plain cosine on the test split; the last line is JSON).
 //!
 //! Targets are `http://host:port` (OpenAI `POST /v1/chat/completions`, unary) or
 //! `grpc://host:port` (`switchyard.v1.Gateway/Generate`). The tool shares the machine with the
 //! server under test, so it runs on a small runtime (`--threads`, default 2).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -16,6 +20,12 @@ use switchyard_loadtest::bench::{
     self, BenchConfig, DEFAULT_MAX_TOKENS, DEFAULT_MODEL, DEFAULT_P99_BUDGET_US, DEFAULT_PROMPT,
     RampConfig, StopCondition, Target,
 };
+use switchyard_actors::embed::{DEFAULT_MODEL_DIR, MODEL_DIR_ENV};
+use switchyard_actors::cache::semantic::policy::{CalibrationPoint, HitPolicy};
+use switchyard_loadtest::semantic::embeddings::{self, EmbeddingSource};
+use switchyard_loadtest::semantic::fit::{self, FitSettings};
+use switchyard_loadtest::semantic::eval;
+use switchyard_loadtest::semantic::pairs::{PairSet, SplitPart};
 use tracing_subscriber::EnvFilter;
 
 /// Command-line flags.
@@ -41,6 +51,103 @@ enum Command {
     Bench(BenchArgs),
     /// Run a benchmark at each of several concurrency levels.
     Ramp(RampArgs),
+    /// Embed every distinct text of a labelled pairs file into the on-disk embedding cache.
+    SemanticEmbed(SemanticDataArgs),
+    /// Fit the semantic cache's hit policy on the train split and write its parameters file.
+    SemanticFit(SemanticFitArgs),
+    /// Measure a hit policy against plain cosine on the test split of labelled pairs.
+    SemanticEval(SemanticEvalArgs),
+}
+
+/// Flags of `semantic-fit`.
+#[derive(Debug, Args)]
+struct SemanticFitArgs {
+    /// The pairs and their vectors.
+    #[command(flatten)]
+    data: SemanticDataArgs,
+    /// Where to write the parameters (the shipped file is
+    /// `actors/src/cache/semantic/policy-params.json`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Widths of the hidden layers, comma-separated; `0` fits a logistic regression.
+    #[arg(long, value_delimiter = ',', default_value = "32")]
+    hidden: Vec<usize>,
+    /// Most passes over the fit pairs.
+    #[arg(long, default_value_t = 60)]
+    epochs: usize,
+    /// Epochs without a better validation score before stopping.
+    #[arg(long, default_value_t = 8)]
+    patience: usize,
+    /// Pairs per optimiser step.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    learning_rate: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 1e-2)]
+    weight_decay: f64,
+    /// Seed of the initial weights and batch order.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Networks trained from seeds `seed`, `seed + 1`, … whose mean logit is the score.
+    #[arg(long, default_value_t = 1)]
+    ensemble: usize,
+}
+
+/// Flags of `semantic-eval`.
+#[derive(Debug, Args)]
+struct SemanticEvalArgs {
+    /// The pairs and their vectors.
+    #[command(flatten)]
+    data: SemanticDataArgs,
+    /// Evaluate only the first N test pairs.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// A parameters file to evaluate instead of the shipped policy.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+}
+
+/// Flags shared by the semantic cache quality commands.
+#[derive(Debug, Args)]
+struct SemanticDataArgs {
+    /// JSON-lines file of `{"a": str, "b": str, "duplicate": bool}`.
+    #[arg(long)]
+    pairs: PathBuf,
+    /// The local embedding model directory.
+    #[arg(long, env = MODEL_DIR_ENV, default_value = DEFAULT_MODEL_DIR)]
+    model_dir: PathBuf,
+    /// Where sentence vectors are cached (default: `semantic-eval` beside the binary's directory,
+    /// i.e. `target/semantic-eval`).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Embed without reading or writing the cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl SemanticDataArgs {
+    /// Where the vectors come from.
+    fn embedding_source(&self) -> anyhow::Result<EmbeddingSource> {
+        let cache_dir = if self.no_cache {
+            None
+        } else {
+            match &self.cache_dir {
+                Some(dir) => Some(dir.clone()),
+                None => Some(default_cache_dir()?),
+            }
+        };
+        Ok(EmbeddingSource { model_dir: self.model_dir.clone(), cache_dir })
+    }
+}
+
+/// `target/semantic-eval` when the binary runs from `target/<profile>/`.
+fn default_cache_dir() -> anyhow::Result<PathBuf> {
+    let executable = std::env::current_exe().context("failed to locate the running binary")?;
+    let profile_dir = executable.parent().context("the binary has no parent directory")?;
+    let target_dir = profile_dir.parent().unwrap_or(profile_dir);
+    Ok(target_dir.join("semantic-eval"))
 }
 
 /// Flags shared by `bench` and `ramp`.
@@ -108,6 +215,18 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .init();
+    // The semantic commands are CPU work on the calling thread: no runtime.
+    match &cli.command {
+        Command::SemanticEmbed(args) => {
+            let set = PairSet::read(&args.pairs)?;
+            embeddings::text_vectors(&set, None, &args.embedding_source()?)?;
+            println!("{} texts of {} pairs embedded", set.texts.len(), set.pairs.len());
+            return Ok(());
+        }
+        Command::SemanticFit(args) => return semantic_fit(args),
+        Command::SemanticEval(args) => return semantic_eval(args),
+        Command::Bench(_) | Command::Ramp(_) => {}
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
         .enable_all()
@@ -133,6 +252,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 serde_json::to_string(&report).context("failed to encode the report")?
             );
         }
+        Command::SemanticEmbed(_) | Command::SemanticFit(_) | Command::SemanticEval(_) => {
+            bail!("semantic commands run without a runtime")
+        }
         Command::Ramp(args) => {
             let mut bench = bench_config(&args.target)?;
             bench.stop = StopCondition::Duration(seconds("--duration", args.duration)?);
@@ -156,6 +278,107 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `semantic-fit`: fits on the train split, writes the parameters, prints the validation figures
+/// and then one JSON line of them.
+fn semantic_fit(args: &SemanticFitArgs) -> anyhow::Result<()> {
+    let set = PairSet::read(&args.data.pairs)?;
+    let vectors = embeddings::text_vectors(&set, None, &args.data.embedding_source()?)?;
+    let settings = FitSettings {
+        hidden_layers: args.hidden.iter().copied().filter(|width| *width > 0).collect(),
+        epochs: args.epochs,
+        patience: args.patience,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        weight_decay: args.weight_decay,
+        seed: args.seed,
+        ensemble: args.ensemble,
+        ..FitSettings::default()
+    };
+    let outcome = fit::fit(&set, &vectors, &settings)?;
+    let json = fit::parameters_json(&outcome.parameters)?;
+    std::fs::write(&args.out, json).with_context(|| format!("failed to write {}", args.out.display()))?;
+    println!(
+        "fitted on {} pairs, best epoch {}; validation ({} pairs): recall@p0.80 {:.3} (cosine {:.3}), recall@p0.90 {:.3} (cosine {:.3})",
+        outcome.fit_pairs,
+        outcome.best_epoch,
+        outcome.validation_pairs,
+        outcome.validation_recall_at_p80,
+        outcome.validation_cosine_recall_at_p80,
+        outcome.validation_recall_at_p90,
+        outcome.validation_cosine_recall_at_p90
+    );
+    println!("wrote {}", args.out.display());
+    let summary = serde_json::json!({
+        "fit_pairs": outcome.fit_pairs,
+        "validation_pairs": outcome.validation_pairs,
+        "best_epoch": outcome.best_epoch,
+        "validation_average_precision": outcome.validation_average_precision,
+        "validation_recall_at_p80": outcome.validation_recall_at_p80,
+        "validation_recall_at_p90": outcome.validation_recall_at_p90,
+        "validation_cosine_recall_at_p80": outcome.validation_cosine_recall_at_p80,
+        "validation_cosine_recall_at_p90": outcome.validation_cosine_recall_at_p90,
+        "loose_similarity": outcome.parameters.loose_similarity,
+        "calibration": calibration_json(&outcome.parameters.calibration),
+        "cosine_calibration": calibration_json(&outcome.cosine_calibration),
+    });
+    println!("{summary}");
+    Ok(())
+}
+
+/// A calibration table as JSON, values to four decimals.
+fn calibration_json(table: &[CalibrationPoint]) -> Vec<serde_json::Value> {
+    table
+        .iter()
+        .map(|point| {
+            serde_json::json!({
+                "precision": rounded(point.precision),
+                "threshold": rounded(point.threshold),
+                "recall": rounded(point.recall),
+            })
+        })
+        .collect()
+}
+
+/// `value` to four decimals, as an `f64` that prints short.
+fn rounded(value: f32) -> f64 {
+    (f64::from(value) * 1e4).round() / 1e4
+}
+
+/// `semantic-eval`: scores the test split with the policy and plain cosine, prints a summary and
+/// then one JSON line of the figures.
+fn semantic_eval(args: &SemanticEvalArgs) -> anyhow::Result<()> {
+    let policy = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+            HitPolicy::from_json(&text).with_context(|| format!("failed to load the policy in {}", path.display()))?
+        }
+        None => HitPolicy::shipped().context("failed to load the shipped hit policy")?,
+    };
+    let set = PairSet::read(&args.data.pairs)?;
+    let mut test = set.indices_of(SplitPart::Test);
+    if let Some(limit) = args.limit {
+        test.truncate(limit);
+    }
+    if test.is_empty() {
+        bail!("{} has no test pairs", args.data.pairs.display());
+    }
+    let needed: Vec<usize> = test
+        .iter()
+        .flat_map(|&index| {
+            let (a, b) = set.text_indices[index];
+            [a, b]
+        })
+        .collect();
+    let needed_opt = args.limit.map(|_| needed.as_slice());
+    let vectors = embeddings::text_vectors(&set, needed_opt, &args.data.embedding_source()?)?;
+    let report = eval::evaluate(&set, &vectors, &test, &policy)?;
+    for line in report.summary_lines() {
+        println!("{line}");
+    }
+    println!("{}", serde_json::to_string(&report).context("failed to encode the report")?);
     Ok(())
 }
 

@@ -167,7 +167,8 @@ impl RawSemanticCache {
             data_dir: (!self.data_dir.as_os_str().is_empty()).then(|| self.data_dir.clone()),
             snapshot_interval: positive("semantic_cache.snapshot_interval", self.snapshot_interval)?,
         };
-        SemanticCache::check(&HitPolicy::shipped(), &settings).map_err(|wrong| {
+        let policy = HitPolicy::shipped().map_err(|error| invalid("semantic_cache", format!("the shipped hit policy: {error}")))?;
+        SemanticCache::check(&policy, &settings).map_err(|wrong| {
             let key = wrong.route.map_or_else(|| "semantic_cache.precision".to_owned(), |route| format!("semantic_cache.route_precision.{route}"));
             invalid(key, wrong.error.to_string())
         })?;

@@ -6,8 +6,9 @@
 //! - [`index`]: a USearch HNSW index made safe for concurrent use (slots and a lock, per DESIGN §5).
 //! - [`shard`]: the `CacheShard` actor holding one partition's index and entries, with capacity
 //!   eviction, TTL expiry and snapshots.
-//! - [`policy`]: the hit decision, [`HitPolicy`]: a candidate's score and the threshold a
-//!   route's target precision asks for.
+//! - [`policy`]: the hit decision, [`HitPolicy`]: a verifier fitted on labelled question pairs
+//!   that scores each candidate above a loose cosine floor, and the threshold for a route's
+//!   target precision.
 //! - [`layer`]: [`SemanticCache`], the layer as the request path uses it: embed, ask the
 //!   partition's shard, decide, store.
 
