@@ -9,9 +9,36 @@ use switchyard_actors::embed::{DEFAULT_MODEL_DIR, MODEL_DIR_ENV};
 
 /// Topics for the fixture's questions; each pair gets its own so components stay small.
 const TOPICS: &[&str] = &[
-    "Python", "Java", "Rust", "guitar", "piano", "French", "German", "chess", "swimming", "cooking", "painting",
-    "calculus", "physics", "chemistry", "investing", "photography", "drawing", "knitting", "running", "yoga",
-    "Spanish", "Japanese", "poker", "salsa", "welding", "gardening", "baking", "sailing", "surfing", "skiing",
+    "Python",
+    "Java",
+    "Rust",
+    "guitar",
+    "piano",
+    "French",
+    "German",
+    "chess",
+    "swimming",
+    "cooking",
+    "painting",
+    "calculus",
+    "physics",
+    "chemistry",
+    "investing",
+    "photography",
+    "drawing",
+    "knitting",
+    "running",
+    "yoga",
+    "Spanish",
+    "Japanese",
+    "poker",
+    "salsa",
+    "welding",
+    "gardening",
+    "baking",
+    "sailing",
+    "surfing",
+    "skiing",
 ];
 
 /// Duplicates ("how do I learn X" / "what is the best way to learn X") and near-misses ("how do I
@@ -37,13 +64,18 @@ fn fixture_lines() -> String {
 
 #[test]
 fn semantic_eval_prints_figures_then_one_json_line() {
-    let directory = std::env::temp_dir().join(format!("switchyard-semantic-eval-{}", std::process::id()));
+    let directory =
+        std::env::temp_dir().join(format!("switchyard-semantic-eval-{}", std::process::id()));
     std::fs::create_dir_all(&directory).unwrap();
     let pairs = directory.join("pairs.jsonl");
     std::fs::write(&pairs, fixture_lines()).unwrap();
     let model_dir = std::env::var_os(MODEL_DIR_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(DEFAULT_MODEL_DIR));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(DEFAULT_MODEL_DIR)
+        });
 
     let output = Command::new(env!("CARGO_BIN_EXE_switchyard-loadtest"))
         .args(["semantic-eval", "--limit", "200", "--pairs"])
@@ -55,7 +87,11 @@ fn semantic_eval_prints_figures_then_one_json_line() {
         .output()
         .unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("baseline: recall@p0.80"), "{stdout}");
 
     let last_line = stdout.lines().last().unwrap();
@@ -74,7 +110,10 @@ fn semantic_eval_prints_figures_then_one_json_line() {
         assert!(report[key].is_number(), "{key} missing from {last_line}");
     }
     let evaluated = report["pairs"].as_u64().unwrap();
-    assert!(evaluated > 0 && evaluated < 2 * TOPICS.len() as u64, "only the test split is evaluated: {evaluated}");
+    assert!(
+        evaluated > 0 && evaluated < 2 * TOPICS.len() as u64,
+        "only the test split is evaluated: {evaluated}"
+    );
     for key in ["recall_at_p80", "best_f1", "baseline_best_f1"] {
         let value = report[key].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&value), "{key} = {value}");

@@ -16,15 +16,15 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use switchyard_actors::cache::semantic::policy::{CalibrationPoint, HitPolicy};
+use switchyard_actors::embed::{DEFAULT_MODEL_DIR, MODEL_DIR_ENV};
 use switchyard_loadtest::bench::{
     self, BenchConfig, DEFAULT_MAX_TOKENS, DEFAULT_MODEL, DEFAULT_P99_BUDGET_US, DEFAULT_PROMPT,
     RampConfig, StopCondition, Target,
 };
-use switchyard_actors::embed::{DEFAULT_MODEL_DIR, MODEL_DIR_ENV};
-use switchyard_actors::cache::semantic::policy::{CalibrationPoint, HitPolicy};
 use switchyard_loadtest::semantic::embeddings::{self, EmbeddingSource};
-use switchyard_loadtest::semantic::fit::{self, FitSettings};
 use switchyard_loadtest::semantic::eval;
+use switchyard_loadtest::semantic::fit::{self, FitSettings};
 use switchyard_loadtest::semantic::pairs::{PairSet, SplitPart};
 use tracing_subscriber::EnvFilter;
 
@@ -138,14 +138,19 @@ impl SemanticDataArgs {
                 None => Some(default_cache_dir()?),
             }
         };
-        Ok(EmbeddingSource { model_dir: self.model_dir.clone(), cache_dir })
+        Ok(EmbeddingSource {
+            model_dir: self.model_dir.clone(),
+            cache_dir,
+        })
     }
 }
 
 /// `target/semantic-eval` when the binary runs from `target/<profile>/`.
 fn default_cache_dir() -> anyhow::Result<PathBuf> {
     let executable = std::env::current_exe().context("failed to locate the running binary")?;
-    let profile_dir = executable.parent().context("the binary has no parent directory")?;
+    let profile_dir = executable
+        .parent()
+        .context("the binary has no parent directory")?;
     let target_dir = profile_dir.parent().unwrap_or(profile_dir);
     Ok(target_dir.join("semantic-eval"))
 }
@@ -220,7 +225,11 @@ fn main() -> anyhow::Result<()> {
         Command::SemanticEmbed(args) => {
             let set = PairSet::read(&args.pairs)?;
             embeddings::text_vectors(&set, None, &args.embedding_source()?)?;
-            println!("{} texts of {} pairs embedded", set.texts.len(), set.pairs.len());
+            println!(
+                "{} texts of {} pairs embedded",
+                set.texts.len(),
+                set.pairs.len()
+            );
             return Ok(());
         }
         Command::SemanticFit(args) => return semantic_fit(args),
@@ -287,7 +296,12 @@ fn semantic_fit(args: &SemanticFitArgs) -> anyhow::Result<()> {
     let set = PairSet::read(&args.data.pairs)?;
     let vectors = embeddings::text_vectors(&set, None, &args.data.embedding_source()?)?;
     let settings = FitSettings {
-        hidden_layers: args.hidden.iter().copied().filter(|width| *width > 0).collect(),
+        hidden_layers: args
+            .hidden
+            .iter()
+            .copied()
+            .filter(|width| *width > 0)
+            .collect(),
         epochs: args.epochs,
         patience: args.patience,
         batch_size: args.batch_size,
@@ -299,7 +313,8 @@ fn semantic_fit(args: &SemanticFitArgs) -> anyhow::Result<()> {
     };
     let outcome = fit::fit(&set, &vectors, &settings)?;
     let json = fit::parameters_json(&outcome.parameters)?;
-    std::fs::write(&args.out, json).with_context(|| format!("failed to write {}", args.out.display()))?;
+    std::fs::write(&args.out, json)
+        .with_context(|| format!("failed to write {}", args.out.display()))?;
     println!(
         "fitted on {} pairs, best epoch {}; validation ({} pairs): recall@p0.80 {:.3} (cosine {:.3}), recall@p0.90 {:.3} (cosine {:.3})",
         outcome.fit_pairs,
@@ -352,8 +367,10 @@ fn rounded(value: f32) -> f64 {
 fn semantic_eval(args: &SemanticEvalArgs) -> anyhow::Result<()> {
     let policy = match &args.policy {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
-            HitPolicy::from_json(&text).with_context(|| format!("failed to load the policy in {}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read {}", path.display()))?;
+            HitPolicy::from_json(&text)
+                .with_context(|| format!("failed to load the policy in {}", path.display()))?
         }
         None => HitPolicy::shipped().context("failed to load the shipped hit policy")?,
     };
@@ -378,7 +395,10 @@ fn semantic_eval(args: &SemanticEvalArgs) -> anyhow::Result<()> {
     for line in report.summary_lines() {
         println!("{line}");
     }
-    println!("{}", serde_json::to_string(&report).context("failed to encode the report")?);
+    println!(
+        "{}",
+        serde_json::to_string(&report).context("failed to encode the report")?
+    );
     Ok(())
 }
 

@@ -49,12 +49,25 @@ pub struct EmbeddingSource {
 /// Vectors of `set`'s texts. With `needed_texts` = `None` every text is embedded and the result
 /// cached; with a subset, a complete cache is used if there is one, and otherwise only the subset
 /// is embedded, in memory (quick runs on a few pairs).
-pub fn text_vectors(set: &PairSet, needed_texts: Option<&[usize]>, source: &EmbeddingSource) -> anyhow::Result<TextVectors> {
-    let encoder = LocalEncoder::open(&LocalSettings::new(&source.model_dir))
-        .with_context(|| format!("failed to open the embedding model in {}", source.model_dir.display()))?;
+pub fn text_vectors(
+    set: &PairSet,
+    needed_texts: Option<&[usize]>,
+    source: &EmbeddingSource,
+) -> anyhow::Result<TextVectors> {
+    let encoder =
+        LocalEncoder::open(&LocalSettings::new(&source.model_dir)).with_context(|| {
+            format!(
+                "failed to open the embedding model in {}",
+                source.model_dir.display()
+            )
+        })?;
     let dimensions = encoder.dimensions();
     let cache_path = match &source.cache_dir {
-        Some(cache_dir) => Some(cache_dir.join(format!("{:016x}", cache_key(set, &source.model_dir)?)).join(VECTORS_FILE)),
+        Some(cache_dir) => Some(
+            cache_dir
+                .join(format!("{:016x}", cache_key(set, &source.model_dir)?))
+                .join(VECTORS_FILE),
+        ),
         None => None,
     };
     let cached_count = match &cache_path {
@@ -76,7 +89,10 @@ pub fn text_vectors(set: &PairSet, needed_texts: Option<&[usize]>, source: &Embe
     };
     let mut values = vec![0.0_f32; set.texts.len() * dimensions];
     for chunk in indices.chunks(CHUNK_TEXTS) {
-        let texts: Vec<String> = chunk.iter().map(|&index| set.texts[index].clone()).collect();
+        let texts: Vec<String> = chunk
+            .iter()
+            .map(|&index| set.texts[index].clone())
+            .collect();
         let vectors = encoder.embed(&texts).context("failed to embed texts")?;
         for (&index, vector) in chunk.iter().zip(vectors) {
             values[index * dimensions..(index + 1) * dimensions].copy_from_slice(&vector);
@@ -89,9 +105,15 @@ pub fn text_vectors(set: &PairSet, needed_texts: Option<&[usize]>, source: &Embe
 fn cache_key(set: &PairSet, model_dir: &Path) -> anyhow::Result<u64> {
     let mut hasher = Xxh3::new();
     hasher.update(&set.content_hash.to_le_bytes());
-    for name in ["model.safetensors", "config.json", "tokenizer.json", "sentence_bert_config.json"] {
+    for name in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "sentence_bert_config.json",
+    ] {
         let path = model_dir.join(name);
-        let bytes = std::fs::read(&path).with_context(|| format!("failed to read {}", path.display()))?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("failed to read {}", path.display()))?;
         hasher.update(name.as_bytes());
         hasher.update(&bytes);
     }
@@ -101,17 +123,25 @@ fn cache_key(set: &PairSet, model_dir: &Path) -> anyhow::Result<u64> {
 /// Whole vectors already in the cache file (0 if it does not exist).
 fn complete_vectors(path: &Path, dimensions: usize) -> anyhow::Result<usize> {
     match std::fs::metadata(path) {
-        Ok(metadata) => Ok(usize::try_from(metadata.len()).context("cache file too large")? / (dimensions * 4)),
+        Ok(metadata) => {
+            Ok(usize::try_from(metadata.len()).context("cache file too large")? / (dimensions * 4))
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(error) => Err(error).with_context(|| format!("failed to inspect {}", path.display())),
     }
 }
 
 /// Embeds the texts from `start` on and appends them to the cache file, a chunk at a time.
-fn fill_cache(encoder: &LocalEncoder, set: &PairSet, path: &Path, start: usize) -> anyhow::Result<()> {
+fn fill_cache(
+    encoder: &LocalEncoder,
+    set: &PairSet,
+    path: &Path,
+    start: usize,
+) -> anyhow::Result<()> {
     let dimensions = encoder.dimensions();
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("failed to create {}", parent.display()))?;
     }
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -119,25 +149,37 @@ fn fill_cache(encoder: &LocalEncoder, set: &PairSet, path: &Path, start: usize) 
         .open(path)
         .with_context(|| format!("failed to open {}", path.display()))?;
     // Drop a partly written vector left by an interrupted run.
-    file.set_len((start * dimensions * 4) as u64).with_context(|| format!("failed to truncate {}", path.display()))?;
+    file.set_len((start * dimensions * 4) as u64)
+        .with_context(|| format!("failed to truncate {}", path.display()))?;
     let total = set.texts.len();
-    eprintln!("embedding {} of {total} texts into {}", total - start, path.display());
+    eprintln!(
+        "embedding {} of {total} texts into {}",
+        total - start,
+        path.display()
+    );
     let started = Instant::now();
     let mut done = start;
     while done < total {
         let end = (done + CHUNK_TEXTS).min(total);
-        let vectors = encoder.embed(&set.texts[done..end]).context("failed to embed texts")?;
+        let vectors = encoder
+            .embed(&set.texts[done..end])
+            .context("failed to embed texts")?;
         let mut bytes = Vec::with_capacity((end - done) * dimensions * 4);
         for vector in &vectors {
             if vector.len() != dimensions {
-                bail!("the encoder returned a vector of {} values, not {dimensions}", vector.len());
+                bail!(
+                    "the encoder returned a vector of {} values, not {dimensions}",
+                    vector.len()
+                );
             }
             for value in vector {
                 bytes.extend_from_slice(&value.to_le_bytes());
             }
         }
-        file.write_all(&bytes).with_context(|| format!("failed to write {}", path.display()))?;
-        file.flush().with_context(|| format!("failed to write {}", path.display()))?;
+        file.write_all(&bytes)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+        file.flush()
+            .with_context(|| format!("failed to write {}", path.display()))?;
         done = end;
         let rate = (done - start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         eprintln!("embedded {done}/{total} ({rate:.0} texts/s)");
@@ -147,9 +189,14 @@ fn fill_cache(encoder: &LocalEncoder, set: &PairSet, path: &Path, start: usize) 
 
 /// Reads a complete cache file of `count` vectors.
 fn read_cache(path: &Path, dimensions: usize, count: usize) -> anyhow::Result<TextVectors> {
-    let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
     if bytes.len() < count * dimensions * 4 {
-        bail!("embedding cache {} holds {} bytes, fewer than {count} vectors", path.display(), bytes.len());
+        bail!(
+            "embedding cache {} holds {} bytes, fewer than {count} vectors",
+            path.display(),
+            bytes.len()
+        );
     }
     let values = bytes
         .chunks_exact(4)

@@ -93,10 +93,17 @@ impl EvalReport {
     /// Human-readable lines, before the JSON line.
     pub fn summary_lines(&self) -> Vec<String> {
         let mut lines = vec![
-            format!("test pairs: {} ({} duplicates)", self.pairs, self.duplicates),
+            format!(
+                "test pairs: {} ({} duplicates)",
+                self.pairs, self.duplicates
+            ),
             format!(
                 "policy:   recall@p0.80 {:.3}  recall@p0.90 {:.3}  recall@p0.95 {:.3}  best F1 {:.3}  AP {:.3}",
-                self.recall_at_p80, self.recall_at_p90, self.recall_at_p95, self.best_f1, self.average_precision
+                self.recall_at_p80,
+                self.recall_at_p90,
+                self.recall_at_p95,
+                self.best_f1,
+                self.average_precision
             ),
             format!(
                 "baseline: recall@p0.80 {:.3}  recall@p0.90 {:.3}  recall@p0.95 {:.3}  best F1 {:.3}  AP {:.3}  (plain cosine)",
@@ -106,12 +113,18 @@ impl EvalReport {
                 self.baseline_best_f1,
                 self.baseline_average_precision
             ),
-            format!("duplicates below the loose cosine floor: {}", self.duplicates_below_loose_similarity),
+            format!(
+                "duplicates below the loose cosine floor: {}",
+                self.duplicates_below_loose_similarity
+            ),
         ];
         for calibrated in &self.calibrated {
             lines.push(format!(
                 "threshold_for({:.2}) = {:.4}: test precision {:.3}, recall {:.3}",
-                calibrated.target_precision, calibrated.threshold, calibrated.precision, calibrated.recall
+                calibrated.target_precision,
+                calibrated.threshold,
+                calibrated.precision,
+                calibrated.recall
             ));
         }
         lines.push(format!("score: {:.1} µs a call", self.score_microseconds));
@@ -121,8 +134,14 @@ impl EvalReport {
 
 /// Scores every pair of `indices` (each on its own: `a` stored, `b` looked up) with `policy` and
 /// with the index's cosine, and measures both.
-pub fn evaluate(set: &PairSet, vectors: &TextVectors, indices: &[usize], policy: &HitPolicy) -> anyhow::Result<EvalReport> {
-    let mut index = VectorIndex::new(vectors.dimensions).context("failed to create a vector index")?;
+pub fn evaluate(
+    set: &PairSet,
+    vectors: &TextVectors,
+    indices: &[usize],
+    policy: &HitPolicy,
+) -> anyhow::Result<EvalReport> {
+    let mut index =
+        VectorIndex::new(vectors.dimensions).context("failed to create a vector index")?;
     let mut policy_scored = Vec::with_capacity(indices.len());
     let mut cosine_scored = Vec::with_capacity(indices.len());
     let mut duplicates_below_loose_similarity = 0;
@@ -131,8 +150,12 @@ pub fn evaluate(set: &PairSet, vectors: &TextVectors, indices: &[usize], policy:
         let pair = &set.pairs[pair_index];
         let (a, b) = set.text_indices[pair_index];
         let key = key as u64;
-        index.add(key, vectors.vector(a)).context("failed to store a question")?;
-        let found = index.search(vectors.vector(b), 1).context("failed to look a question up")?;
+        index
+            .add(key, vectors.vector(a))
+            .context("failed to store a question")?;
+        let found = index
+            .search(vectors.vector(b), 1)
+            .context("failed to look a question up")?;
         index.remove(key).context("failed to remove a question")?;
         let similarity = found.first().map_or(-1.0, |(_, similarity)| *similarity);
         let started = std::time::Instant::now();
@@ -150,13 +173,23 @@ pub fn evaluate(set: &PairSet, vectors: &TextVectors, indices: &[usize], policy:
         .into_iter()
         .filter_map(|target| {
             let threshold = policy.threshold_for(target).ok()?;
-            let OperatingPoint { precision, recall, .. } = metrics::at_threshold(&policy_scored, threshold);
-            Some(CalibratedFigures { target_precision: f64::from(target), threshold, precision, recall })
+            let OperatingPoint {
+                precision, recall, ..
+            } = metrics::at_threshold(&policy_scored, threshold);
+            Some(CalibratedFigures {
+                target_precision: f64::from(target),
+                threshold,
+                precision,
+                recall,
+            })
         })
         .collect();
     Ok(EvalReport {
         pairs: indices.len(),
-        duplicates: policy_scored.iter().filter(|(_, duplicate)| *duplicate).count(),
+        duplicates: policy_scored
+            .iter()
+            .filter(|(_, duplicate)| *duplicate)
+            .count(),
         recall_at_p80: policy_figures.recall_at_p80,
         recall_at_p90: policy_figures.recall_at_p90,
         recall_at_p95: policy_figures.recall_at_p95,

@@ -14,7 +14,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 use switchyard_actors::cache::semantic::policy::{
-    DenseLayer, HitPolicy, LEXICAL_FEATURE_NAMES, PARAMETERS_FORMAT, PolicyParameters, feature_count, pair_features,
+    DenseLayer, HitPolicy, LEXICAL_FEATURE_NAMES, PARAMETERS_FORMAT, PolicyParameters,
+    feature_count, pair_features,
 };
 
 use crate::semantic::embeddings::TextVectors;
@@ -112,16 +113,30 @@ impl FeatureMatrix {
         for &index in indices {
             let pair = &set.pairs[index];
             let (a, b) = set.text_indices[index];
-            values.extend(pair_features(&pair.b, vectors.vector(b), &pair.a, vectors.vector(a)));
+            values.extend(pair_features(
+                &pair.b,
+                vectors.vector(b),
+                &pair.a,
+                vectors.vector(a),
+            ));
             labels.push(if pair.duplicate { 1.0 } else { 0.0 });
         }
-        Self { rows: indices.len(), columns, values, labels }
+        Self {
+            rows: indices.len(),
+            columns,
+            values,
+            labels,
+        }
     }
 }
 
 /// Fits the verifier on the fit part of `set` and calibrates it on the validation part. The test
 /// part is not read.
-pub fn fit(set: &PairSet, vectors: &TextVectors, settings: &FitSettings) -> anyhow::Result<FitOutcome> {
+pub fn fit(
+    set: &PairSet,
+    vectors: &TextVectors,
+    settings: &FitSettings,
+) -> anyhow::Result<FitOutcome> {
     let cosine_of = |index: usize| {
         let (a, b) = set.text_indices[index];
         switchyard_actors::embed::pooling::cosine(vectors.vector(a), vectors.vector(b))
@@ -129,10 +144,23 @@ pub fn fit(set: &PairSet, vectors: &TextVectors, settings: &FitSettings) -> anyh
     let fit_all = set.indices_of(SplitPart::Fit);
     let validation = set.indices_of(SplitPart::Validation);
     if fit_all.is_empty() || validation.is_empty() {
-        bail!("the pairs file has {} fit and {} validation pairs: too few to fit", fit_all.len(), validation.len());
+        bail!(
+            "the pairs file has {} fit and {} validation pairs: too few to fit",
+            fit_all.len(),
+            validation.len()
+        );
     }
-    let loose_similarity = loose_floor(fit_all.iter().filter(|&&index| set.pairs[index].duplicate).map(|&index| cosine_of(index)).collect());
-    let fit_indices: Vec<usize> = fit_all.into_iter().filter(|&index| cosine_of(index) >= loose_similarity).collect();
+    let loose_similarity = loose_floor(
+        fit_all
+            .iter()
+            .filter(|&&index| set.pairs[index].duplicate)
+            .map(|&index| cosine_of(index))
+            .collect(),
+    );
+    let fit_indices: Vec<usize> = fit_all
+        .into_iter()
+        .filter(|&index| cosine_of(index) >= loose_similarity)
+        .collect();
     eprintln!(
         "loose cosine floor {loose_similarity:.2}: {} fit pairs above it, {} validation pairs",
         fit_indices.len(),
@@ -146,8 +174,10 @@ pub fn fit(set: &PairSet, vectors: &TextVectors, settings: &FitSettings) -> anyh
     let fit_inputs = standardised_tensor(&fit_matrix, &means, &scales, &device)?;
     let fit_labels = Tensor::from_vec(fit_matrix.labels.clone(), (fit_matrix.rows, 1), &device)?;
     let validation_inputs = standardised_tensor(&validation_matrix, &means, &scales, &device)?;
-    let validation_floor_mask: Vec<bool> =
-        validation.iter().map(|&index| cosine_of(index) >= loose_similarity).collect();
+    let validation_floor_mask: Vec<bool> = validation
+        .iter()
+        .map(|&index| cosine_of(index) >= loose_similarity)
+        .collect();
 
     let data = TrainingData {
         fit_inputs: &fit_inputs,
@@ -162,12 +192,22 @@ pub fn fit(set: &PairSet, vectors: &TextVectors, settings: &FitSettings) -> anyh
     for member in 0..settings.ensemble.max(1) {
         let seed = settings.seed.wrapping_add(member as u64);
         let trained = train_member(&data, settings, seed, &device)?;
-        eprintln!("member {member} (seed {seed}): best epoch {}, validation average precision {:.4}", trained.best_epoch, trained.average_precision);
+        eprintln!(
+            "member {member} (seed {seed}): best epoch {}, validation average precision {:.4}",
+            trained.best_epoch, trained.average_precision
+        );
         members.push(trained);
     }
-    let best_epoch = members.iter().map(|member| member.best_epoch).max().unwrap_or(0);
-    let validation_average_precision =
-        members.iter().map(|member| member.average_precision).sum::<f64>() / members.len().max(1) as f64;
+    let best_epoch = members
+        .iter()
+        .map(|member| member.best_epoch)
+        .max()
+        .unwrap_or(0);
+    let validation_average_precision = members
+        .iter()
+        .map(|member| member.average_precision)
+        .sum::<f64>()
+        / members.len().max(1) as f64;
     let weights = merge_members(members.into_iter().map(|member| member.weights).collect())?;
 
     let mut parameters = PolicyParameters {
@@ -176,14 +216,21 @@ pub fn fit(set: &PairSet, vectors: &TextVectors, settings: &FitSettings) -> anyh
         dimensions: vectors.dimensions,
         description: format!(
             "verifier: {}, hidden layers {:?}, on [u*v, |u-v|, cosine, lexical features]; fitted by `switchyard-loadtest semantic-fit` on {} fit pairs (early stopping on {} validation pairs; latest best epoch {best_epoch}), seed {}",
-            if settings.ensemble > 1 { format!("mean logit of {} MLPs merged into one", settings.ensemble) } else { "one MLP".to_owned() },
+            if settings.ensemble > 1 {
+                format!("mean logit of {} MLPs merged into one", settings.ensemble)
+            } else {
+                "one MLP".to_owned()
+            },
             settings.hidden_layers,
             fit_indices.len(),
             validation.len(),
             settings.seed
         ),
         loose_similarity,
-        lexical_features: LEXICAL_FEATURE_NAMES.iter().map(|name| (*name).to_owned()).collect(),
+        lexical_features: LEXICAL_FEATURE_NAMES
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect(),
         layers: shipped_layers(weights, &means, &scales),
         calibration: Vec::new(),
     };
@@ -195,21 +242,35 @@ pub fn fit(set: &PairSet, vectors: &TextVectors, settings: &FitSettings) -> anyh
         .map(|&index| {
             let pair = &set.pairs[index];
             let (a, b) = set.text_indices[index];
-            (provisional.score(&pair.b, vectors.vector(b), &pair.a, vectors.vector(a)), pair.duplicate)
+            (
+                provisional.score(&pair.b, vectors.vector(b), &pair.a, vectors.vector(a)),
+                pair.duplicate,
+            )
         })
         .collect();
     let validation_points = metrics::operating_points(&validation_scored);
-    let positives = validation_scored.iter().filter(|(_, duplicate)| *duplicate).count();
+    let positives = validation_scored
+        .iter()
+        .filter(|(_, duplicate)| *duplicate)
+        .count();
     let targets: Vec<f64> = (0..)
         .map(|step| CALIBRATION_LOWEST + f64::from(step) * CALIBRATION_STEP)
         .take_while(|target| *target <= 0.995)
         .map(|target| (target * 100.0).round() / 100.0)
         .collect();
-    parameters.calibration = metrics::calibrate(&validation_points, &targets, positives, CALIBRATION_MIN_DUPLICATES);
-    HitPolicy::from_parameters(parameters.clone()).context("the fitted parameters do not validate")?;
+    parameters.calibration = metrics::calibrate(
+        &validation_points,
+        &targets,
+        positives,
+        CALIBRATION_MIN_DUPLICATES,
+    );
+    HitPolicy::from_parameters(parameters.clone())
+        .context("the fitted parameters do not validate")?;
 
-    let cosine_scored: Vec<(f32, bool)> =
-        validation.iter().map(|&index| (cosine_of(index), set.pairs[index].duplicate)).collect();
+    let cosine_scored: Vec<(f32, bool)> = validation
+        .iter()
+        .map(|&index| (cosine_of(index), set.pairs[index].duplicate))
+        .collect();
     let cosine_points: Vec<OperatingPoint> = metrics::operating_points(&cosine_scored);
     Ok(FitOutcome {
         parameters,
@@ -221,7 +282,12 @@ pub fn fit(set: &PairSet, vectors: &TextVectors, settings: &FitSettings) -> anyh
         validation_recall_at_p90: metrics::recall_at_precision(&validation_points, 0.9),
         validation_cosine_recall_at_p80: metrics::recall_at_precision(&cosine_points, 0.8),
         validation_cosine_recall_at_p90: metrics::recall_at_precision(&cosine_points, 0.9),
-        cosine_calibration: metrics::calibrate(&cosine_points, &targets, positives, CALIBRATION_MIN_DUPLICATES),
+        cosine_calibration: metrics::calibrate(
+            &cosine_points,
+            &targets,
+            positives,
+            CALIBRATION_MIN_DUPLICATES,
+        ),
     })
 }
 
@@ -230,14 +296,29 @@ pub fn fit(set: &PairSet, vectors: &TextVectors, settings: &FitSettings) -> anyh
 pub fn parameters_json(parameters: &PolicyParameters) -> anyhow::Result<String> {
     let mut out = String::from("{\n");
     out.push_str(&format!("  \"format\": {},\n", parameters.format));
-    out.push_str(&format!("  \"embedding_model\": {},\n", value(&parameters.embedding_model)?));
+    out.push_str(&format!(
+        "  \"embedding_model\": {},\n",
+        value(&parameters.embedding_model)?
+    ));
     out.push_str(&format!("  \"dimensions\": {},\n", parameters.dimensions));
-    out.push_str(&format!("  \"description\": {},\n", value(&parameters.description)?));
-    out.push_str(&format!("  \"loose_similarity\": {},\n", value(&parameters.loose_similarity)?));
-    out.push_str(&format!("  \"lexical_features\": {},\n", value(&parameters.lexical_features)?));
+    out.push_str(&format!(
+        "  \"description\": {},\n",
+        value(&parameters.description)?
+    ));
+    out.push_str(&format!(
+        "  \"loose_similarity\": {},\n",
+        value(&parameters.loose_similarity)?
+    ));
+    out.push_str(&format!(
+        "  \"lexical_features\": {},\n",
+        value(&parameters.lexical_features)?
+    ));
     out.push_str("  \"calibration\": [\n");
-    let points: Vec<String> =
-        parameters.calibration.iter().map(|point| Ok(format!("    {}", value(point)?))).collect::<anyhow::Result<_>>()?;
+    let points: Vec<String> = parameters
+        .calibration
+        .iter()
+        .map(|point| Ok(format!("    {}", value(point)?)))
+        .collect::<anyhow::Result<_>>()?;
     out.push_str(&points.join(",\n"));
     out.push_str("\n  ],\n  \"layers\": [\n");
     let mut layers = Vec::new();
@@ -245,7 +326,12 @@ pub fn parameters_json(parameters: &PolicyParameters) -> anyhow::Result<String> 
         let rows: Vec<String> = layer
             .weights
             .chunks(layer.inputs.max(1))
-            .map(|row| Ok(value(row)?.trim_start_matches('[').trim_end_matches(']').to_owned()))
+            .map(|row| {
+                Ok(value(row)?
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned())
+            })
             .collect::<anyhow::Result<_>>()?;
         layers.push(format!(
             "    {{\n      \"inputs\": {},\n      \"outputs\": {},\n      \"bias\": {},\n      \"weights\": [\n        {}\n      ]\n    }}",
@@ -285,14 +371,24 @@ struct TrainedMember {
 
 /// Trains one network from `seed`, keeping the epoch with the best validation average precision
 /// and stopping after `patience` epochs without a better one.
-fn train_member(data: &TrainingData<'_>, settings: &FitSettings, seed: u64, device: &Device) -> anyhow::Result<TrainedMember> {
+fn train_member(
+    data: &TrainingData<'_>,
+    settings: &FitSettings,
+    seed: u64,
+    device: &Device,
+) -> anyhow::Result<TrainedMember> {
     let mut random = StdRng::seed_from_u64(seed);
     let network = Network::initialise(data.columns, &settings.hidden_layers, &mut random, device)?;
     let mut optimiser = AdamW::new(
         network.variables(),
-        ParamsAdamW { lr: settings.learning_rate, weight_decay: settings.weight_decay, ..Default::default() },
+        ParamsAdamW {
+            lr: settings.learning_rate,
+            weight_decay: settings.weight_decay,
+            ..Default::default()
+        },
     )?;
-    let mut order: Vec<u32> = (0..u32::try_from(data.fit_rows).context("too many fit pairs")?).collect();
+    let mut order: Vec<u32> =
+        (0..u32::try_from(data.fit_rows).context("too many fit pairs")?).collect();
     let mut best: Option<TrainedMember> = None;
     for epoch in 1..=settings.epochs {
         order.shuffle(&mut random);
@@ -302,12 +398,18 @@ fn train_member(data: &TrainingData<'_>, settings: &FitSettings, seed: u64, devi
             let batch_indices = Tensor::from_slice(batch, batch.len(), device)?;
             let inputs = data.fit_inputs.index_select(&batch_indices, 0)?;
             let labels = data.fit_labels.index_select(&batch_indices, 0)?;
-            let loss = candle_nn::loss::binary_cross_entropy_with_logit(&network.forward(&inputs)?, &labels)?;
+            let loss = candle_nn::loss::binary_cross_entropy_with_logit(
+                &network.forward(&inputs)?,
+                &labels,
+            )?;
             optimiser.backward_step(&loss)?;
             loss_sum += f64::from(loss.to_scalar::<f32>()?);
             batches += 1;
         }
-        let logits = network.forward(data.validation_inputs)?.flatten_all()?.to_vec1::<f32>()?;
+        let logits = network
+            .forward(data.validation_inputs)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let scored: Vec<(f32, bool)> = logits
             .iter()
             .zip(data.validation_labels)
@@ -319,9 +421,19 @@ fn train_member(data: &TrainingData<'_>, settings: &FitSettings, seed: u64, devi
             "epoch {epoch}: fit loss {:.4}, validation average precision {average_precision:.4}",
             loss_sum / f64::from(batches.max(1))
         );
-        if best.as_ref().is_none_or(|best| average_precision > best.average_precision) {
-            best = Some(TrainedMember { weights: network.snapshot()?, best_epoch: epoch, average_precision });
-        } else if best.as_ref().is_some_and(|best| epoch >= best.best_epoch + settings.patience) {
+        if best
+            .as_ref()
+            .is_none_or(|best| average_precision > best.average_precision)
+        {
+            best = Some(TrainedMember {
+                weights: network.snapshot()?,
+                best_epoch: epoch,
+                average_precision,
+            });
+        } else if best
+            .as_ref()
+            .is_some_and(|best| epoch >= best.best_epoch + settings.patience)
+        {
             break;
         }
     }
@@ -331,7 +443,9 @@ fn train_member(data: &TrainingData<'_>, settings: &FitSettings, seed: u64, devi
 /// One network computing the mean logit of `members` (same shapes, at most one hidden layer):
 /// hidden units side by side, output weights divided by the member count; without a hidden
 /// layer, the mean of the weights.
-fn merge_members(mut members: Vec<Vec<(Vec<f32>, Vec<f32>)>>) -> anyhow::Result<Vec<(Vec<f32>, Vec<f32>)>> {
+fn merge_members(
+    mut members: Vec<Vec<(Vec<f32>, Vec<f32>)>>,
+) -> anyhow::Result<Vec<(Vec<f32>, Vec<f32>)>> {
     if members.len() == 1 {
         return Ok(members.remove(0));
     }
@@ -360,9 +474,15 @@ fn merge_members(mut members: Vec<Vec<(Vec<f32>, Vec<f32>)>>) -> anyhow::Result<
                 output_weights.extend(member[1].0.iter().map(|value| value / count));
                 output_bias += member[1].1.first().copied().unwrap_or(0.0) / count;
             }
-            Ok(vec![(hidden_weights, hidden_bias), (output_weights, vec![output_bias])])
+            Ok(vec![
+                (hidden_weights, hidden_bias),
+                (output_weights, vec![output_bias]),
+            ])
         }
-        other => bail!("an ensemble needs at most one hidden layer, not {}", other.saturating_sub(1)),
+        other => bail!(
+            "an ensemble needs at most one hidden layer, not {}",
+            other.saturating_sub(1)
+        ),
     }
 }
 
@@ -392,19 +512,37 @@ fn standardisation(matrix: &FeatureMatrix) -> (Vec<f32>, Vec<f32>) {
         .zip(&squares)
         .map(|(sum, square)| {
             let variance = (square / count - (sum / count).powi(2)).max(0.0);
-            if variance > 1e-12 { variance.sqrt() as f32 } else { 1.0 }
+            if variance > 1e-12 {
+                variance.sqrt() as f32
+            } else {
+                1.0
+            }
         })
         .collect();
     (means, scales)
 }
 
-fn standardised_tensor(matrix: &FeatureMatrix, means: &[f32], scales: &[f32], device: &Device) -> anyhow::Result<Tensor> {
+fn standardised_tensor(
+    matrix: &FeatureMatrix,
+    means: &[f32],
+    scales: &[f32],
+    device: &Device,
+) -> anyhow::Result<Tensor> {
     let values: Vec<f32> = matrix
         .values
         .chunks_exact(matrix.columns)
-        .flat_map(|row| row.iter().zip(means).zip(scales).map(|((value, mean), scale)| (value - mean) / scale))
+        .flat_map(|row| {
+            row.iter()
+                .zip(means)
+                .zip(scales)
+                .map(|((value, mean), scale)| (value - mean) / scale)
+        })
         .collect();
-    Ok(Tensor::from_vec(values, (matrix.rows, matrix.columns), device)?)
+    Ok(Tensor::from_vec(
+        values,
+        (matrix.rows, matrix.columns),
+        device,
+    )?)
 }
 
 /// The trainable layers: weights `outputs × inputs` and biases, ReLU between.
@@ -414,14 +552,25 @@ struct Network {
 
 impl Network {
     /// He-uniform weights for the hidden layers, Glorot-like for the output, zero biases.
-    fn initialise(inputs: usize, hidden_layers: &[usize], random: &mut StdRng, device: &Device) -> anyhow::Result<Self> {
+    fn initialise(
+        inputs: usize,
+        hidden_layers: &[usize],
+        random: &mut StdRng,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
         let mut layers = Vec::new();
         let mut fan_in = inputs;
         let widths: Vec<usize> = hidden_layers.iter().copied().chain([1]).collect();
         for (position, &width) in widths.iter().enumerate() {
-            let gain = if position + 1 < widths.len() { 6.0 } else { 1.0 };
+            let gain = if position + 1 < widths.len() {
+                6.0
+            } else {
+                1.0
+            };
             let bound = (gain / fan_in as f64).sqrt() as f32;
-            let weights: Vec<f32> = (0..width * fan_in).map(|_| random.random_range(-bound..bound)).collect();
+            let weights: Vec<f32> = (0..width * fan_in)
+                .map(|_| random.random_range(-bound..bound))
+                .collect();
             layers.push((
                 Var::from_tensor(&Tensor::from_vec(weights, (width, fan_in), device)?)?,
                 Var::from_tensor(&Tensor::zeros(width, DType::F32, device)?)?,
@@ -432,14 +581,19 @@ impl Network {
     }
 
     fn variables(&self) -> Vec<Var> {
-        self.layers.iter().flat_map(|(weights, bias)| [weights.clone(), bias.clone()]).collect()
+        self.layers
+            .iter()
+            .flat_map(|(weights, bias)| [weights.clone(), bias.clone()])
+            .collect()
     }
 
     /// Logits, one per row of `inputs`.
     fn forward(&self, inputs: &Tensor) -> candle_core::Result<Tensor> {
         let mut activations = inputs.clone();
         for (position, (weights, bias)) in self.layers.iter().enumerate() {
-            activations = activations.matmul(&weights.as_tensor().t()?)?.broadcast_add(bias.as_tensor())?;
+            activations = activations
+                .matmul(&weights.as_tensor().t()?)?
+                .broadcast_add(bias.as_tensor())?;
             if position + 1 < self.layers.len() {
                 activations = activations.relu()?;
             }
@@ -451,14 +605,23 @@ impl Network {
     fn snapshot(&self) -> anyhow::Result<Vec<(Vec<f32>, Vec<f32>)>> {
         self.layers
             .iter()
-            .map(|(weights, bias)| Ok((weights.as_tensor().flatten_all()?.to_vec1()?, bias.as_tensor().to_vec1()?)))
+            .map(|(weights, bias)| {
+                Ok((
+                    weights.as_tensor().flatten_all()?.to_vec1()?,
+                    bias.as_tensor().to_vec1()?,
+                ))
+            })
             .collect()
     }
 }
 
 /// The layers as they ship: the standardisation folded into the first layer
 /// (`w' = w / scale`, `b' = b − Σ w · mean / scale`) and every value rounded.
-fn shipped_layers(weights: Vec<(Vec<f32>, Vec<f32>)>, means: &[f32], scales: &[f32]) -> Vec<DenseLayer> {
+fn shipped_layers(
+    weights: Vec<(Vec<f32>, Vec<f32>)>,
+    means: &[f32],
+    scales: &[f32],
+) -> Vec<DenseLayer> {
     let mut layers = Vec::new();
     let mut inputs = means.len();
     for (position, (mut layer_weights, mut bias)) in weights.into_iter().enumerate() {
@@ -497,8 +660,13 @@ fn round_significant(value: f32) -> f32 {
 /// The parameters as a policy before their calibration is known (one placeholder point).
 fn provisional_policy(parameters: &PolicyParameters) -> anyhow::Result<HitPolicy> {
     let mut provisional = parameters.clone();
-    provisional.calibration =
-        vec![switchyard_actors::cache::semantic::policy::CalibrationPoint { precision: 0.5, threshold: 0.5, recall: 0.0 }];
+    provisional.calibration = vec![
+        switchyard_actors::cache::semantic::policy::CalibrationPoint {
+            precision: 0.5,
+            threshold: 0.5,
+            recall: 0.0,
+        },
+    ];
     HitPolicy::from_parameters(provisional).context("the fitted layers do not validate")
 }
 
@@ -514,16 +682,31 @@ mod tests {
             dimensions: 1,
             description: "a \"quoted\" description".into(),
             loose_similarity: 0.5,
-            lexical_features: LEXICAL_FEATURE_NAMES.iter().map(|name| (*name).to_owned()).collect(),
+            lexical_features: LEXICAL_FEATURE_NAMES
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect(),
             layers: vec![
-                DenseLayer { inputs: 2, outputs: 2, weights: vec![0.1, -0.2, 0.3, 0.4], bias: vec![0.0, 1.0] },
-                DenseLayer { inputs: 2, outputs: 1, weights: vec![1.5, -2.5], bias: vec![0.25] },
+                DenseLayer {
+                    inputs: 2,
+                    outputs: 2,
+                    weights: vec![0.1, -0.2, 0.3, 0.4],
+                    bias: vec![0.0, 1.0],
+                },
+                DenseLayer {
+                    inputs: 2,
+                    outputs: 1,
+                    weights: vec![1.5, -2.5],
+                    bias: vec![0.25],
+                },
             ],
-            calibration: vec![switchyard_actors::cache::semantic::policy::CalibrationPoint {
-                precision: 0.8,
-                threshold: 0.6,
-                recall: 0.4,
-            }],
+            calibration: vec![
+                switchyard_actors::cache::semantic::policy::CalibrationPoint {
+                    precision: 0.8,
+                    threshold: 0.6,
+                    recall: 0.4,
+                },
+            ],
         };
         let text = parameters_json(&parameters).unwrap();
         assert!(text.contains("\n        0.3,0.4\n"), "{text}");
@@ -533,17 +716,32 @@ mod tests {
 
     #[test]
     fn merged_members_compute_the_mean_logit() {
-        let first = vec![(vec![1.0, 0.0, 0.0, 1.0], vec![0.0, 0.0]), (vec![1.0, 2.0], vec![0.5])];
-        let second = vec![(vec![0.0, 1.0, 1.0, 1.0], vec![1.0, -5.0]), (vec![-1.0, 3.0], vec![-0.5])];
+        let first = vec![
+            (vec![1.0, 0.0, 0.0, 1.0], vec![0.0, 0.0]),
+            (vec![1.0, 2.0], vec![0.5]),
+        ];
+        let second = vec![
+            (vec![0.0, 1.0, 1.0, 1.0], vec![1.0, -5.0]),
+            (vec![-1.0, 3.0], vec![-0.5]),
+        ];
         let merged = merge_members(vec![first.clone(), second.clone()]).unwrap();
         let logit = |layers: &[(Vec<f32>, Vec<f32>)], input: [f32; 2]| {
             let hidden_count = layers[0].1.len();
             let hidden: Vec<f32> = (0..hidden_count)
                 .map(|row| {
-                    (layers[0].1[row] + layers[0].0[2 * row] * input[0] + layers[0].0[2 * row + 1] * input[1]).max(0.0)
+                    (layers[0].1[row]
+                        + layers[0].0[2 * row] * input[0]
+                        + layers[0].0[2 * row + 1] * input[1])
+                        .max(0.0)
                 })
                 .collect();
-            layers[1].1[0] + layers[1].0.iter().zip(&hidden).map(|(weight, value)| weight * value).sum::<f32>()
+            layers[1].1[0]
+                + layers[1]
+                    .0
+                    .iter()
+                    .zip(&hidden)
+                    .map(|(weight, value)| weight * value)
+                    .sum::<f32>()
         };
         let input = [0.7, -0.3];
         let expected = (logit(&first, input) + logit(&second, input)) / 2.0;
@@ -572,7 +770,8 @@ mod tests {
         let input = [3.0_f32, 1.0];
         let standardised = [(3.0 - 1.0) / 2.0, (1.0 + 2.0) / 0.5];
         let expected = 0.1 + 0.5 * standardised[0] + 0.25 * standardised[1];
-        let folded = layers[0].bias[0] + layers[0].weights[0] * input[0] + layers[0].weights[1] * input[1];
+        let folded =
+            layers[0].bias[0] + layers[0].weights[0] * input[0] + layers[0].weights[1] * input[1];
         assert!((expected - folded).abs() < 1e-3, "{expected} vs {folded}");
     }
 }

@@ -21,7 +21,11 @@ pub fn operating_points(scored: &[(f32, bool)]) -> Vec<OperatingPoint> {
     if positives == 0 {
         return Vec::new();
     }
-    let mut ranked: Vec<(f32, bool)> = scored.iter().copied().filter(|(score, _)| !score.is_nan()).collect();
+    let mut ranked: Vec<(f32, bool)> = scored
+        .iter()
+        .copied()
+        .filter(|(score, _)| !score.is_nan())
+        .collect();
     ranked.sort_by(|left, right| right.0.total_cmp(&left.0));
     let mut points = Vec::new();
     let (mut served, mut served_duplicates) = (0_usize, 0_usize);
@@ -48,11 +52,18 @@ pub fn recall_at_precision(points: &[OperatingPoint], precision: f64) -> f64 {
 
 /// The point with the highest recall among those with precision at least `precision`; among
 /// equal recalls, the highest threshold (the most precise).
-pub fn best_point_at_precision(points: &[OperatingPoint], precision: f64) -> Option<OperatingPoint> {
+pub fn best_point_at_precision(
+    points: &[OperatingPoint],
+    precision: f64,
+) -> Option<OperatingPoint> {
     points
         .iter()
         .filter(|point| point.precision >= precision)
-        .max_by(|left, right| left.recall.total_cmp(&right.recall).then(left.threshold.total_cmp(&right.threshold)))
+        .max_by(|left, right| {
+            left.recall
+                .total_cmp(&right.recall)
+                .then(left.threshold.total_cmp(&right.threshold))
+        })
         .copied()
 }
 
@@ -62,9 +73,22 @@ pub fn best_f1(points: &[OperatingPoint]) -> (f64, f32) {
         .iter()
         .map(|point| {
             let sum = point.precision + point.recall;
-            (if sum > 0.0 { 2.0 * point.precision * point.recall / sum } else { 0.0 }, point.threshold)
+            (
+                if sum > 0.0 {
+                    2.0 * point.precision * point.recall / sum
+                } else {
+                    0.0
+                },
+                point.threshold,
+            )
         })
-        .fold((0.0, f32::NAN), |best, candidate| if candidate.0 > best.0 { candidate } else { best })
+        .fold((0.0, f32::NAN), |best, candidate| {
+            if candidate.0 > best.0 {
+                candidate
+            } else {
+                best
+            }
+        })
 }
 
 /// Area under the precision-recall curve (average precision), for choosing between fits.
@@ -81,27 +105,52 @@ pub fn average_precision(points: &[OperatingPoint]) -> f64 {
 /// Precision and recall when serving every pair scored at or above `threshold`.
 pub fn at_threshold(scored: &[(f32, bool)], threshold: f32) -> OperatingPoint {
     let positives = scored.iter().filter(|(_, duplicate)| *duplicate).count();
-    let served: Vec<bool> = scored.iter().filter(|(score, _)| *score >= threshold).map(|(_, duplicate)| *duplicate).collect();
+    let served: Vec<bool> = scored
+        .iter()
+        .filter(|(score, _)| *score >= threshold)
+        .map(|(_, duplicate)| *duplicate)
+        .collect();
     let served_duplicates = served.iter().filter(|duplicate| **duplicate).count();
     OperatingPoint {
         threshold,
-        precision: if served.is_empty() { 1.0 } else { served_duplicates as f64 / served.len() as f64 },
-        recall: if positives == 0 { 0.0 } else { served_duplicates as f64 / positives as f64 },
+        precision: if served.is_empty() {
+            1.0
+        } else {
+            served_duplicates as f64 / served.len() as f64
+        },
+        recall: if positives == 0 {
+            0.0
+        } else {
+            served_duplicates as f64 / positives as f64
+        },
     }
 }
 
 /// The calibration table: for each target precision (ascending), the lowest threshold reaching it,
 /// made ascending (a higher precision never gets a lower threshold). Targets that no threshold
 /// reaches with at least `min_served_duplicates` duplicates served end the table.
-pub fn calibrate(points: &[OperatingPoint], targets: &[f64], positives: usize, min_served_duplicates: usize) -> Vec<CalibrationPoint> {
+pub fn calibrate(
+    points: &[OperatingPoint],
+    targets: &[f64],
+    positives: usize,
+    min_served_duplicates: usize,
+) -> Vec<CalibrationPoint> {
     let mut table: Vec<CalibrationPoint> = Vec::new();
     for &target in targets {
-        let Some(point) = best_point_at_precision(points, target) else { break };
+        let Some(point) = best_point_at_precision(points, target) else {
+            break;
+        };
         if (point.recall * positives as f64).round() < min_served_duplicates as f64 {
             break;
         }
-        let threshold = table.last().map_or(point.threshold, |last| last.threshold.max(point.threshold));
-        table.push(CalibrationPoint { precision: target as f32, threshold, recall: point.recall as f32 });
+        let threshold = table
+            .last()
+            .map_or(point.threshold, |last| last.threshold.max(point.threshold));
+        table.push(CalibrationPoint {
+            precision: target as f32,
+            threshold,
+            recall: point.recall as f32,
+        });
     }
     table
 }
@@ -111,7 +160,14 @@ mod tests {
     use super::*;
 
     fn scored() -> Vec<(f32, bool)> {
-        vec![(0.9, true), (0.8, true), (0.7, false), (0.6, true), (0.5, false), (0.4, false)]
+        vec![
+            (0.9, true),
+            (0.8, true),
+            (0.7, false),
+            (0.6, true),
+            (0.5, false),
+            (0.4, false),
+        ]
     }
 
     #[test]

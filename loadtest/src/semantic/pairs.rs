@@ -64,15 +64,22 @@ pub struct PairSet {
 impl PairSet {
     /// Reads and splits a JSON-lines file of labelled pairs (blank lines are skipped).
     pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("failed to read pairs file {}", path.display()))?;
-        let text = std::str::from_utf8(&bytes).with_context(|| format!("pairs file {} is not UTF-8", path.display()))?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("failed to read pairs file {}", path.display()))?;
+        let text = std::str::from_utf8(&bytes)
+            .with_context(|| format!("pairs file {} is not UTF-8", path.display()))?;
         let mut pairs = Vec::new();
         for (line_number, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let pair: LabelledPair = serde_json::from_str(line)
-                .with_context(|| format!("line {} of {} is not a labelled pair", line_number + 1, path.display()))?;
+            let pair: LabelledPair = serde_json::from_str(line).with_context(|| {
+                format!(
+                    "line {} of {} is not a labelled pair",
+                    line_number + 1,
+                    path.display()
+                )
+            })?;
             pairs.push(pair);
         }
         if pairs.is_empty() {
@@ -115,21 +122,33 @@ impl PairSet {
             .iter()
             .map(|&(a, _)| {
                 let root = components.find(a);
-                let name = smallest.get(&root).map_or("", |&index| texts[index].as_str());
+                let name = smallest
+                    .get(&root)
+                    .map_or("", |&index| texts[index].as_str());
                 part_of(name)
             })
             .collect();
-        Self { pairs, parts, texts, text_indices, content_hash }
+        Self {
+            pairs,
+            parts,
+            texts,
+            text_indices,
+            content_hash,
+        }
     }
 
     /// Indices of the pairs in `part`, in file order.
     pub fn indices_of(&self, part: SplitPart) -> Vec<usize> {
-        (0..self.pairs.len()).filter(|&index| self.parts[index] == part).collect()
+        (0..self.pairs.len())
+            .filter(|&index| self.parts[index] == part)
+            .collect()
     }
 
     /// Indices of the train pairs (fit and validation), in file order.
     pub fn train_indices(&self) -> Vec<usize> {
-        (0..self.pairs.len()).filter(|&index| self.parts[index].is_train()).collect()
+        (0..self.pairs.len())
+            .filter(|&index| self.parts[index].is_train())
+            .collect()
     }
 }
 
@@ -153,7 +172,10 @@ struct UnionFind {
 
 impl UnionFind {
     fn new(count: usize) -> Self {
-        Self { parents: (0..count).collect(), sizes: vec![1; count] }
+        Self {
+            parents: (0..count).collect(),
+            sizes: vec![1; count],
+        }
     }
 
     fn find(&mut self, mut index: usize) -> usize {
@@ -182,15 +204,27 @@ mod tests {
     use super::*;
 
     fn pair(a: &str, b: &str, duplicate: bool) -> LabelledPair {
-        LabelledPair { a: a.into(), b: b.into(), duplicate }
+        LabelledPair {
+            a: a.into(),
+            b: b.into(),
+            duplicate,
+        }
     }
 
     #[test]
     fn pairs_sharing_a_question_share_a_part() {
         let mut pairs = Vec::new();
         for index in 0..200 {
-            pairs.push(pair(&format!("question {index}"), &format!("other {index}"), index % 2 == 0));
-            pairs.push(pair(&format!("other {index}"), &format!("third {index}"), false));
+            pairs.push(pair(
+                &format!("question {index}"),
+                &format!("other {index}"),
+                index % 2 == 0,
+            ));
+            pairs.push(pair(
+                &format!("other {index}"),
+                &format!("third {index}"),
+                false,
+            ));
         }
         let set = PairSet::from_pairs(pairs, 0);
         for index in 0..200 {
@@ -198,12 +232,17 @@ mod tests {
         }
         assert_eq!(set.texts.len(), 600);
         let test_count = set.indices_of(SplitPart::Test).len();
-        assert!(test_count > 80 && test_count < 240, "about 40% of components are test, got {test_count} of 400 pairs");
+        assert!(
+            test_count > 80 && test_count < 240,
+            "about 40% of components are test, got {test_count} of 400 pairs"
+        );
     }
 
     #[test]
     fn the_split_does_not_depend_on_line_order() {
-        let pairs: Vec<_> = (0..100).map(|index| pair(&format!("q{index}"), &format!("r{index}"), true)).collect();
+        let pairs: Vec<_> = (0..100)
+            .map(|index| pair(&format!("q{index}"), &format!("r{index}"), true))
+            .collect();
         let forward = PairSet::from_pairs(pairs.clone(), 0);
         let mut reversed_pairs = pairs;
         reversed_pairs.reverse();
