@@ -134,6 +134,16 @@ impl SemanticCache {
         // One embedding up front: it tells the dimensions (a remote model's are not known before)
         // and takes the first-call cost off the first request.
         let dimensions = embedder.embed("warm up".into()).await?.len();
+        if let Some(fitted) = policy.parameters()
+            && fitted.dimensions != dimensions
+        {
+            anyhow::bail!(
+                "the embedding model gives {dimensions}-dimensional vectors but the hit policy was fitted on {}-dimensional ones ({}); \
+                 use the model it was fitted for or refit it with `switchyard-loadtest semantic-fit`",
+                fitted.dimensions,
+                fitted.embedding_model
+            );
+        }
         let mut cells = vec![embedder_cell];
         let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let shard_metrics = ShardMetrics {
