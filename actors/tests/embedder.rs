@@ -12,6 +12,8 @@
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,8 +25,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use switchyard_actors::embed::pooling::cosine;
 use switchyard_actors::embed::{
-    BatchSettings, BucketSettings, DEFAULT_MODEL_DIR, EmbedError, EmbedderHandle, EmbedderSettings, LocalEncoder,
-    LocalSettings, MODEL_DIR_ENV, RemoteSettings,
+    BatchSettings, BucketSettings, EmbedError, EmbedderHandle, EmbedderSettings, LocalEncoder,
+    LocalSettings, RemoteSettings,
 };
 
 /// One reference sentence.
@@ -45,19 +47,9 @@ fn fixture() -> Fixture {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// The model directory. Missing, the test fails with the command that fetches it.
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os(MODEL_DIR_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(DEFAULT_MODEL_DIR));
-    if !dir.is_dir() {
-        panic!("{}", EmbedError::ModelMissing { path: dir });
-    }
-    dir
-}
 
 fn open_local(buckets: BucketSettings) -> LocalEncoder {
-    LocalEncoder::open(&LocalSettings { buckets, ..LocalSettings::new(model_dir()) }).unwrap_or_else(|error| panic!("{error}"))
+    LocalEncoder::open(&LocalSettings { buckets, ..LocalSettings::new(common::model_dir()) }).unwrap_or_else(|error| panic!("{error}"))
 }
 
 fn max_difference(left: &[f32], right: &[f32]) -> f32 {
@@ -114,7 +106,7 @@ fn packed_forward_pass_matches_candle_transformers() {
     use switchyard_actors::embed::bert::Bert;
     use switchyard_actors::embed::pooling::{l2_normalize, mean_pool};
 
-    let dir = model_dir();
+    let dir = common::model_dir();
     let config: Config = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
     let variables = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu).unwrap();
@@ -151,7 +143,7 @@ async fn concurrent_calls_are_batched_and_match_one_at_a_time() {
     let texts: Vec<String> = (0..64)
         .map(|index| format!("{} (variant {index})", fixture.sentences[index % fixture.sentences.len()].text))
         .collect();
-    let (embedder, _cell) = EmbedderHandle::start(EmbedderSettings::local(model_dir())).await.unwrap();
+    let (embedder, _cell) = EmbedderHandle::start(EmbedderSettings::local(common::model_dir())).await.unwrap();
 
     let mut one_at_a_time = Vec::new();
     for text in &texts {

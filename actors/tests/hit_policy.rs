@@ -5,25 +5,14 @@
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
-use std::path::PathBuf;
+mod common;
 
 use switchyard_actors::cache::semantic::policy::HitPolicy;
 use switchyard_actors::embed::pooling::cosine;
-use switchyard_actors::embed::{DEFAULT_MODEL_DIR, EmbedError, LocalEncoder, LocalSettings, MODEL_DIR_ENV};
-
-/// The model directory. Missing, the test fails with the command that fetches it.
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os(MODEL_DIR_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(DEFAULT_MODEL_DIR));
-    if !dir.is_dir() {
-        panic!("{}", EmbedError::ModelMissing { path: dir });
-    }
-    dir
-}
+use switchyard_actors::embed::{LocalEncoder, LocalSettings};
 
 fn vectors(texts: &[&str]) -> Vec<Vec<f32>> {
-    let encoder = LocalEncoder::open(&LocalSettings::new(model_dir())).unwrap_or_else(|error| panic!("{error}"));
+    let encoder = LocalEncoder::open(&LocalSettings::new(common::model_dir())).unwrap_or_else(|error| panic!("{error}"));
     encoder.embed(&texts.iter().map(|text| (*text).to_owned()).collect::<Vec<_>>()).unwrap()
 }
 

@@ -141,7 +141,7 @@ impl Bert {
         for layer in &self.layers {
             let qkv = with_slice(&layer.qkv.matmul(&states)?, |product| {
                 let mut qkv = vec![0.0_f32; product.len()];
-                self.run(AddBias { source: product, bias: &layer.qkv.bias, target: &mut qkv });
+                self.run(BiasThen { source: product, bias: &layer.qkv.bias, target: &mut qkv, then: |value| value });
                 qkv
             })?;
             let mut attention = vec![0.0_f32; total * hidden];
@@ -151,7 +151,7 @@ impl Bert {
             let intermediate = layer.intermediate.matmul(&states)?;
             let activated = with_slice(&intermediate, |product| {
                 let mut activated = vec![0.0_f32; product.len()];
-                self.run(GeluWithBias { source: product, bias: &layer.intermediate.bias, target: &mut activated });
+                self.run(BiasThen { source: product, bias: &layer.intermediate.bias, target: &mut activated, then: gelu });
                 activated
             })?;
             let output = layer.output.matmul(&packed(activated, total, layer.output.inputs)?)?;
@@ -263,14 +263,16 @@ impl Kernel for EmbedTokens<'_> {
     }
 }
 
-/// `target = source + bias` for every row.
-struct AddBias<'a> {
+/// `target = then(source + bias)` for every row: the bias alone (`then` the identity), or the
+/// bias and the activation in one pass.
+struct BiasThen<'a, F: Fn(f32) -> f32> {
     source: &'a [f32],
     bias: &'a [f32],
     target: &'a mut [f32],
+    then: F,
 }
 
-impl Kernel for AddBias<'_> {
+impl<F: Fn(f32) -> f32> Kernel for BiasThen<'_, F> {
     type Output = ();
 
     #[inline(always)]
@@ -278,28 +280,7 @@ impl Kernel for AddBias<'_> {
         let width = self.bias.len();
         for (target, source) in self.target.chunks_exact_mut(width).zip(self.source.chunks_exact(width)) {
             for ((target, source), bias) in target.iter_mut().zip(source).zip(self.bias) {
-                *target = source + bias;
-            }
-        }
-    }
-}
-
-/// `target = gelu(source + bias)` for every row.
-struct GeluWithBias<'a> {
-    source: &'a [f32],
-    bias: &'a [f32],
-    target: &'a mut [f32],
-}
-
-impl Kernel for GeluWithBias<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run(self) {
-        let width = self.bias.len();
-        for (target, source) in self.target.chunks_exact_mut(width).zip(self.source.chunks_exact(width)) {
-            for ((target, source), bias) in target.iter_mut().zip(source).zip(self.bias) {
-                *target = gelu(source + bias);
+                *target = (self.then)(source + bias);
             }
         }
     }
