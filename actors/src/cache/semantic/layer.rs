@@ -33,7 +33,7 @@ const SHARD_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct SemanticSettings {
     /// The embedding backend and its batching.
     pub embedder: EmbedderSettings,
-    /// Most entries on this node, spread over its shards.
+    /// Most entries on this node, over all its shards together.
     pub max_entries: usize,
     /// Lifetime of an entry unless the request sets one.
     pub ttl: Duration,
@@ -56,12 +56,8 @@ pub struct SemanticSettings {
 pub struct SemanticMatch {
     /// Cosine similarity of the two user turns.
     pub similarity: f32,
-    /// The policy's score, compared against the route's threshold.
-    pub score: f32,
     /// The entry: `<partition>-<id>`.
     pub entry: String,
-    /// The cached user turn that answered.
-    pub prompt: String,
 }
 
 /// A lookup that missed, kept to store the answer under the same vector.
@@ -196,7 +192,7 @@ impl SemanticCache {
     }
 
     /// Looks `request` up for `tenant`: a hit, or the probe to store its answer under.
-    #[instrument(name = "semantic_cache", skip_all, fields(partition = tracing::field::Empty, similarity = tracing::field::Empty))]
+    #[instrument(name = "semantic_cache", skip_all, fields(partition = tracing::field::Empty, similarity = tracing::field::Empty, score = tracing::field::Empty))]
     pub async fn lookup(&self, tenant: &str, request: &ChatRequest) -> SemanticLookup {
         let Some(prompt) = semantic_prompt(request) else {
             self.metrics.record_lookup("semantic", "skipped");
@@ -250,13 +246,10 @@ impl SemanticCache {
                 let _shard_gone = shard.cast(ShardMessage::Hit(candidate.id));
                 self.metrics.record_lookup("semantic", "hit");
                 self.metrics.semantic_similarity.observe(f64::from(candidate.similarity));
-                tracing::Span::current().record("similarity", candidate.similarity);
-                let found = SemanticMatch {
-                    similarity: candidate.similarity,
-                    score,
-                    entry: format!("{partition}-{}", candidate.id),
-                    prompt: candidate.entry.prompt,
-                };
+                let span = tracing::Span::current();
+                span.record("similarity", candidate.similarity);
+                span.record("score", score);
+                let found = SemanticMatch { similarity: candidate.similarity, entry: format!("{partition}-{}", candidate.id) };
                 SemanticLookup::Hit(Arc::new(candidate.entry.answer), found)
             }
             None => {
