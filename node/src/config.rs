@@ -574,13 +574,19 @@ fn positive(key: &str, value: Duration) -> Result<Duration, ConfigError> {
     if value.is_zero() { Err(invalid(key, "must be longer than zero")) } else { Ok(value) }
 }
 
+/// The trimmed value of environment variable `variable`, named by config key `key`; unset or
+/// empty is an error naming both.
+fn secret_from_env(key: &str, variable: &str) -> Result<String, ConfigError> {
+    match std::env::var(variable) {
+        Ok(value) if !value.trim().is_empty() => Ok(value.trim().to_owned()),
+        _ => Err(invalid(key, format!("environment variable {variable} is not set or empty"))),
+    }
+}
+
 fn read_api_key(key: &str, provider: &RawProvider) -> Result<Option<String>, ConfigError> {
     match (&provider.api_key_env, &provider.api_key_file) {
         (Some(_), Some(_)) => Err(invalid(key, "set api_key_env or api_key_file, not both")),
-        (Some(variable), None) => match std::env::var(variable) {
-            Ok(value) if !value.trim().is_empty() => Ok(Some(value.trim().to_owned())),
-            _ => Err(invalid(format!("{key}.api_key_env"), format!("environment variable {variable} is not set or empty"))),
-        },
+        (Some(variable), None) => secret_from_env(&format!("{key}.api_key_env"), variable).map(Some),
         (None, Some(path)) => match std::fs::read_to_string(path) {
             Ok(value) if !value.trim().is_empty() => Ok(Some(value.trim().to_owned())),
             Ok(_) => Err(invalid(format!("{key}.api_key_file"), format!("{} is empty", path.display()))),

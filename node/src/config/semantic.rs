@@ -10,7 +10,7 @@ use switchyard_actors::cache::semantic::layer::DEFAULT_MAX_PROMPT_CHARS;
 use switchyard_actors::cache::semantic::{HitPolicy, SemanticCache, SemanticSettings};
 use switchyard_actors::embed::{BatchSettings, EmbedderSettings, RemoteSettings, DEFAULT_MODEL_DIR};
 
-use super::{ConfigError, invalid, positive};
+use super::{ConfigError, invalid, positive, secret_from_env};
 
 /// `[semantic_cache]` as written.
 #[derive(Debug, Deserialize)]
@@ -105,13 +105,7 @@ impl RawEmbedding {
                 if self.model.trim().is_empty() {
                     return Err(invalid("embedding.model", "name the embedding model to ask the server for"));
                 }
-                let api_key = match &self.api_key_env {
-                    None => None,
-                    Some(variable) => match std::env::var(variable) {
-                        Ok(value) if !value.trim().is_empty() => Some(value.trim().to_owned()),
-                        _ => return Err(invalid("embedding.api_key_env", format!("environment variable {variable} is not set or empty"))),
-                    },
-                };
+                let api_key = self.api_key_env.as_deref().map(|variable| secret_from_env("embedding.api_key_env", variable)).transpose()?;
                 EmbedderSettings::remote(RemoteSettings {
                     base_url: self.base_url.trim_end_matches('/').to_owned(),
                     model: self.model.clone(),
