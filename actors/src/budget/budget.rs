@@ -1,24 +1,27 @@
-//! The `Budget` actor: one per node, the single writer of spend. It admits requests against
-//! their budgets (reservations), settles them with real costs, appends every cost event to the
-//! ledger, fires threshold alerts and answers cost queries. On start it replays the ledger.
+//! The `Budget` actor and its handle: one per node. Spend lives in the node's [`SpendBook`],
+//! rebuilt from the ledger at start. Request tasks reserve against it before the call and settle
+//! after through the [`BudgetHandle`], under the book's lock: one check-and-reserve or settle, a
+//! few hash-map updates held for microseconds and never across an `.await`, so admission is
+//! atomic (no burst slips past a limit) without a mailbox round trip on every request. The
+//! settling task writes its cost event to the ledger itself and returns once it is written.
 //!
-//! It never waits on I/O: ledger writes are handed to the ledger's writer thread, and the caller
-//! waits for the write acknowledgement itself.
+//! The actor gets every settled event afterwards, off the request's path: it keeps the per-day
+//! cost index, the cost and utilisation metrics, delivers threshold alerts, feeds the Redis side
+//! of the ledger, and answers cost queries.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::NaiveDate;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
-use tokio::sync::oneshot;
 use tracing::info;
 
 use crate::budget::alert::AlertNotifier;
-use crate::budget::book::{Exhausted, LineState, SpendBook};
+use crate::budget::book::{Alert, Exhausted, LineState, SpendBook};
 use crate::budget::event::CostEvent;
 use crate::budget::index::CostIndex;
-use crate::budget::ledger::FileLedger;
+use crate::budget::ledger::{FileLedger, LedgerError};
 use crate::budget::money::NanoUsd;
 use crate::budget::period::{date_of, now_ms};
 use crate::budget::BudgetPolicy;
@@ -104,6 +107,20 @@ pub enum CostReport {
     Budget(Vec<LineState>),
 }
 
+/// The node's spend, shared by the actor and the request tasks.
+#[derive(Debug)]
+struct Book {
+    spend: SpendBook,
+    /// The UTC day closed periods were last dropped.
+    pruned_on: NaiveDate,
+}
+
+type SharedBook = Arc<Mutex<Book>>;
+
+fn lock(book: &SharedBook) -> MutexGuard<'_, Book> {
+    book.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The actor; its state is [`BudgetState`].
 #[derive(Debug, Default)]
 pub struct Budget;
@@ -113,9 +130,9 @@ pub struct Budget;
 pub struct BudgetArgs {
     /// Budgets and thresholds.
     pub policy: Arc<BudgetPolicy>,
-    /// The ledger.
-    pub ledger: FileLedger,
-    /// Events replayed from the ledger.
+    /// The spend book, already holding the replayed events.
+    book: SharedBook,
+    /// Events replayed from the ledger, for the cost index.
     pub replayed: Vec<CostEvent>,
     /// Alert delivery.
     pub notifier: AlertNotifier,
@@ -129,9 +146,8 @@ pub struct BudgetArgs {
 #[derive(Debug)]
 pub struct BudgetState {
     policy: Arc<BudgetPolicy>,
-    book: SpendBook,
+    book: SharedBook,
     index: CostIndex,
-    ledger: FileLedger,
     notifier: AlertNotifier,
     metrics: Arc<Metrics>,
     pruned_on: NaiveDate,
@@ -141,32 +157,14 @@ pub struct BudgetState {
 /// Messages to the budget actor.
 #[derive(Debug, RactorMessage)]
 pub enum BudgetMessage {
-    /// Admits a request costing up to `amount`, reserving it, or refuses naming the budget.
-    Reserve {
-        /// The tenant.
-        tenant: String,
-        /// The user.
-        user: String,
-        /// The most the request can cost.
-        amount: NanoUsd,
-        /// When the request arrived.
-        unix_ms: i64,
-        /// False to reserve without checking limits (the downgrade policy's second try).
-        enforce: bool,
-        /// Reply channel for RPC: the reservation id, or the exhausted budget.
-        reply: RpcReplyPort<Result<u64, Exhausted>>,
-    },
-    /// Settles a reservation with the request's cost event and appends the event to the ledger.
-    Settle {
-        /// The reservation, if the request held one.
-        reservation: Option<u64>,
+    /// A request was settled and its event written to the ledger: index it, count it, deliver
+    /// the alerts its settlement fired.
+    Recorded {
         /// What the request cost.
-        event: CostEvent,
-        /// Reply channel for RPC: resolves once the event is written to the ledger.
-        reply: RpcReplyPort<oneshot::Receiver<Result<(), String>>>,
+        event: Box<CostEvent>,
+        /// Thresholds the settlement crossed.
+        alerts: Vec<Alert>,
     },
-    /// Releases a reservation without spending.
-    Release(u64),
     /// Answers a cost query.
     Query(
         CostQuery,
@@ -176,8 +174,15 @@ pub enum BudgetMessage {
 }
 
 impl BudgetState {
+    /// Sets the utilisation gauges of the request's limited budget lines (none on a node
+    /// without budgets, which then skips the book).
     fn utilisation(&self, tenant: &str, user: &str, unix_ms: i64) {
-        for line in self.book.state(&self.policy.lines(tenant, user), unix_ms) {
+        let limited: Vec<_> = self.policy.lines(tenant, user).into_iter().filter(|line| line.limit.is_some()).collect();
+        if limited.is_empty() {
+            return;
+        }
+        let lines = lock(&self.book).spend.state(&limited, unix_ms);
+        for line in lines {
             if let Some(limit) = line.limit.filter(|limit| limit.0 > 0) {
                 let used = line.spent.0 as f64 / limit.0 as f64;
                 self.metrics.budget_utilisation.with_label_values(&[&line.scope.to_string(), line.period.as_str()]).set(used);
@@ -185,6 +190,27 @@ impl BudgetState {
         }
     }
 
+    fn record(&mut self, event: &CostEvent, alerts: Vec<Alert>) {
+        for alert in alerts {
+            self.notifier.notify(alert);
+        }
+        self.index.add(event);
+        if let Some(cost) = event.cost {
+            self.metrics.cost_usd.with_label_values(&[&event.model, &event.tenant]).inc_by(cost.as_usd());
+        }
+        self.utilisation(&event.tenant, &event.user, event.unix_ms);
+        let today = date_of(event.unix_ms);
+        if today > self.pruned_on {
+            self.index.prune(today);
+            self.pruned_on = today;
+        }
+        for (direction, tokens) in [("input", event.input_tokens), ("output", event.output_tokens)] {
+            self.metrics.tenant_tokens.with_label_values(&[&event.model, &event.tenant, direction]).inc_by(u64::from(tokens));
+        }
+        if let Some(redis) = &self.redis {
+            redis.push(event.clone());
+        }
+    }
     fn query(&self, query: CostQuery) -> CostReport {
         match query {
             CostQuery::Daily(date) => {
@@ -206,7 +232,7 @@ impl BudgetState {
                 let (total, saved, requests) = self.index.totals(start, end);
                 CostReport::Savings { total, saved, requests }
             }
-            CostQuery::Budget { tenant, user } => CostReport::Budget(self.book.state(&self.policy.lines(&tenant, &user), now_ms())),
+            CostQuery::Budget { tenant, user } => CostReport::Budget(lock(&self.book).spend.state(&self.policy.lines(&tenant, &user), now_ms())),
         }
     }
 }
@@ -217,80 +243,29 @@ impl Actor for Budget {
     type Arguments = BudgetArgs;
 
     async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: BudgetArgs) -> Result<BudgetState, ActorProcessingErr> {
-        let mut book = SpendBook::new(args.policy.thresholds.clone());
         let mut index = CostIndex::new(args.policy.retention_days);
-        let now = now_ms();
         for event in &args.replayed {
-            book.record(&args.policy.lines(&event.tenant, &event.user), event.charged(), event.unix_ms);
             index.add(event);
         }
-        book.prune(now);
-        index.prune(date_of(now));
+        let today = date_of(now_ms());
+        index.prune(today);
         if !args.replayed.is_empty() {
             info!(events = args.replayed.len(), "cost ledger replayed");
         }
         Ok(BudgetState {
             policy: args.policy,
-            book,
+            book: args.book,
             index,
-            ledger: args.ledger,
             notifier: args.notifier,
             metrics: args.metrics,
-            pruned_on: date_of(now),
+            pruned_on: today,
             redis: args.redis,
         })
     }
 
     async fn handle(&self, _myself: ActorRef<Self::Msg>, message: BudgetMessage, state: &mut BudgetState) -> Result<(), ActorProcessingErr> {
         match message {
-            BudgetMessage::Reserve { tenant, user, amount, unix_ms, enforce, reply } => {
-                let lines = state.policy.lines(&tenant, &user);
-                let result = state.book.reserve(&lines, amount, unix_ms, enforce);
-                if let Err(exhausted) = &result {
-                    state
-                        .metrics
-                        .budget_rejections
-                        .with_label_values(&[&exhausted.scope.to_string(), exhausted.period.as_str()])
-                        .inc();
-                }
-                if reply.send(result.clone()).is_err()
-                    && let Ok(id) = result
-                {
-                    state.book.release(id);
-                }
-            }
-            BudgetMessage::Settle { reservation, event, reply } => {
-                let cost = event.charged();
-                let alerts = match reservation {
-                    Some(id) => state.book.settle(id, cost),
-                    None => {
-                        state.book.record(&state.policy.lines(&event.tenant, &event.user), cost, event.unix_ms);
-                        Vec::new()
-                    }
-                };
-                for alert in alerts {
-                    state.notifier.notify(alert);
-                }
-                state.index.add(&event);
-                if let Some(cost) = event.cost {
-                    state.metrics.cost_usd.with_label_values(&[&event.model, &event.tenant]).inc_by(cost.as_usd());
-                }
-                state.utilisation(&event.tenant, &event.user, event.unix_ms);
-                let today = date_of(event.unix_ms);
-                if today > state.pruned_on {
-                    state.book.prune(event.unix_ms);
-                    state.index.prune(today);
-                    state.pruned_on = today;
-                }
-                for (direction, tokens) in [("input", event.input_tokens), ("output", event.output_tokens)] {
-                    state.metrics.tenant_tokens.with_label_values(&[&event.model, &event.tenant, direction]).inc_by(u64::from(tokens));
-                }
-                if let Some(redis) = &state.redis {
-                    redis.push(event.clone());
-                }
-                let _caller_gone = reply.send(state.ledger.append(event));
-            }
-            BudgetMessage::Release(id) => state.book.release(id),
+            BudgetMessage::Recorded { event, alerts } => state.record(&event, alerts),
             BudgetMessage::Query(query, reply) => {
                 let _caller_gone = reply.send(state.query(query));
             }
@@ -299,19 +274,21 @@ impl Actor for Budget {
     }
 }
 
-/// The budget actor's address, what request tasks hold.
+/// What request tasks hold: the shared book, the ledger and the actor's address.
 #[derive(Clone, Debug)]
 pub struct BudgetHandle {
     /// The actor.
     pub actor: ActorRef<BudgetMessage>,
+    book: SharedBook,
     /// The ledger, for a final sync at shutdown.
     pub ledger: FileLedger,
     /// The policy.
     pub policy: Arc<BudgetPolicy>,
+    metrics: Arc<Metrics>,
 }
 
 impl BudgetHandle {
-    /// Opens the ledger at `ledger_path`, replays it, and starts the actor.
+    /// Opens the ledger at `ledger_path`, replays it into the book, and starts the actor.
     pub async fn start(
         policy: BudgetPolicy,
         ledger_path: &std::path::Path,
@@ -323,9 +300,66 @@ impl BudgetHandle {
         let (ledger, replay) = FileLedger::open(ledger_path)?;
         let redis = redis.map(|settings| RedisSink::start(settings, &replay.events)).transpose()?;
         let policy = Arc::new(policy);
-        let args = BudgetArgs { policy: Arc::clone(&policy), ledger: ledger.clone(), replayed: replay.events, notifier, metrics, redis };
+        let now = now_ms();
+        let mut spend = SpendBook::new(policy.thresholds.clone());
+        for event in &replay.events {
+            spend.record(&policy.lines(&event.tenant, &event.user), event.charged(), event.unix_ms);
+        }
+        spend.prune(now);
+        let book = Arc::new(Mutex::new(Book { spend, pruned_on: date_of(now) }));
+        let args = BudgetArgs {
+            policy: Arc::clone(&policy),
+            book: Arc::clone(&book),
+            replayed: replay.events,
+            notifier,
+            metrics: Arc::clone(&metrics),
+            redis,
+        };
         let (actor, _join) = Actor::spawn(None, Budget, args).await.context("failed to start the budget actor")?;
         let cell = actor.get_cell();
-        Ok((Self { actor, ledger, policy }, cell))
+        Ok((Self { actor, book, ledger, policy, metrics }, cell))
+    }
+
+    /// Reserves up to `amount` on every budget line of (`tenant`, `user`), or refuses naming
+    /// the line it would exhaust; `enforce: false` reserves without checking limits.
+    pub fn reserve(&self, tenant: &str, user: &str, amount: NanoUsd, unix_ms: i64, enforce: bool) -> Result<u64, Exhausted> {
+        let lines = self.policy.lines(tenant, user);
+        let result = lock(&self.book).spend.reserve(&lines, amount, unix_ms, enforce);
+        if let Err(exhausted) = &result {
+            self.metrics.budget_rejections.with_label_values(&[&exhausted.scope.to_string(), exhausted.period.as_str()]).inc();
+        }
+        result
+    }
+
+    /// Gives a reservation back without spending.
+    pub fn release(&self, reservation: u64) {
+        lock(&self.book).spend.release(reservation);
+    }
+
+    /// Settles `reservation` (or, without one, records) with `event`'s charge, writes the event
+    /// to the ledger and returns once it is written; the actor then indexes it and delivers any
+    /// threshold alerts.
+    pub fn settle(&self, reservation: Option<u64>, event: CostEvent) -> Result<(), LedgerError> {
+        let cost = event.charged();
+        let lines = if reservation.is_none() { self.policy.lines(&event.tenant, &event.user) } else { Vec::new() };
+        let alerts = {
+            let mut book = lock(&self.book);
+            let alerts = match reservation {
+                Some(id) => book.spend.settle(id, cost),
+                None => {
+                    book.spend.record(&lines, cost, event.unix_ms);
+                    Vec::new()
+                }
+            };
+            let today = date_of(event.unix_ms);
+            if today > book.pruned_on {
+                book.spend.prune(event.unix_ms);
+                book.pruned_on = today;
+            }
+            alerts
+        };
+        let written = self.ledger.append(&event);
+        let _gone = self.actor.cast(BudgetMessage::Recorded { event: Box::new(event), alerts });
+        written
     }
 }

@@ -1,27 +1,33 @@
 //! The durable cost ledger without Redis: an append-only file of JSON lines, one [`CostEvent`]
 //! each, replayed at start.
 //!
-//! A writer thread takes events in batches: each batch is written with one `write` and every
-//! event in it is acknowledged once written, so a process killed with SIGKILL loses no
-//! acknowledged event (the data is in the OS). `fsync` runs at most every
-//! [`SYNC_INTERVAL`] and on [`FileLedger::sync`], bounding what a power loss could take. A record
-//! torn by a kill mid-write was never acknowledged; it is cut off at the next start.
+//! The settling request writes its own event: it queues the line, then whoever holds the file
+//! writes every queued line with one `write` (group commit), so concurrent settlements share
+//! writes and a lone one pays one system call, with no thread hand-off on the request's path.
+//! [`FileLedger::append`] returns once the event is written, so a process killed with SIGKILL
+//! loses no acknowledged event (the data is in the OS). A syncing thread runs `fsync` at most
+//! every [`SYNC_INTERVAL`] while there are unsynced writes, and [`FileLedger::sync`] forces one,
+//! bounding what a power loss could take. A write that fails is cut back off the file and every
+//! event in it gets the error; a record torn by a kill mid-write was never acknowledged and is cut
+//! off at the next start.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Seek as _, SeekFrom, Write as _};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tracing::{error, warn};
 
 use crate::budget::event::CostEvent;
 
 /// Longest time an acknowledged event waits for `fsync`.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
-/// Most events written in one batch.
-const MAX_BATCH: usize = 1024;
+/// Failed writes remembered, so that every event of a failed batch learns of it.
+const FAILED_BATCHES_KEPT: usize = 64;
 
 /// A ledger failure.
 #[derive(Debug, thiserror::Error)]
@@ -34,14 +40,14 @@ pub enum LedgerError {
         /// What failed.
         error: std::io::Error,
     },
-    /// The writer thread is gone.
-    #[error("the ledger writer has stopped")]
-    Closed,
-}
-
-enum Command {
-    Append(Box<CostEvent>, oneshot::Sender<Result<(), String>>),
-    Sync(oneshot::Sender<Result<(), String>>),
+    /// A write of a batch of events failed; the batch was cut back off the file.
+    #[error("ledger {path}: {message}")]
+    Write {
+        /// The ledger file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
 }
 
 /// What replay found.
@@ -55,23 +61,60 @@ pub struct Replay {
     pub truncated_bytes: u64,
 }
 
-/// Handle to the ledger's writer thread. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct FileLedger {
-    commands: mpsc::Sender<Command>,
+/// Lines waiting for a write, numbered in the order they were queued.
+#[derive(Debug, Default)]
+struct Queue {
+    bytes: Vec<u8>,
+    /// Lines ever queued; the last queued line has this number.
+    queued: u64,
 }
 
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Append(event, _) => write!(f, "Append({})", event.id),
-            Self::Sync(_) => write!(f, "Sync"),
-        }
+/// The file and what has been written to it.
+#[derive(Debug)]
+struct Writer {
+    file: File,
+    /// The file's length: where the next batch starts.
+    len: u64,
+    /// Lines numbered up to this one have been written (or failed).
+    written: u64,
+    /// Line numbers of the most recent failed writes, with the error.
+    failed: VecDeque<(Range<u64>, String)>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    queue: Mutex<Queue>,
+    writer: Mutex<Writer>,
+    /// Written since the last `fsync`.
+    dirty: AtomicBool,
+    /// Set when the last handle is dropped: the syncing thread syncs once more and ends.
+    closed: AtomicBool,
+}
+
+/// Handle to the ledger. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct FileLedger {
+    shared: Arc<Shared>,
+    _syncer: Arc<SyncerGuard>,
+}
+
+/// Stops the syncing thread when the last handle goes.
+#[derive(Debug)]
+struct SyncerGuard(Arc<Shared>);
+
+impl Drop for SyncerGuard {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl FileLedger {
-    /// Opens (creating) the ledger at `path`, replays it, and starts the writer thread.
+    /// Opens (creating) the ledger at `path`, replays it, and starts the syncing thread.
     pub fn open(path: &Path) -> Result<(Self, Replay), LedgerError> {
         let io = |error| LedgerError::Io { path: path.to_owned(), error };
         if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
@@ -79,32 +122,98 @@ impl FileLedger {
         }
         let mut file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io)?;
         let replay = replay(&mut file, path).map_err(io)?;
-        let (commands, receiver) = mpsc::channel();
-        let writer_path = path.to_owned();
-        std::thread::Builder::new()
-            .name("cost-ledger".into())
-            .spawn(move || write_loop(file, &writer_path, receiver))
-            .map_err(io)?;
-        Ok((Self { commands }, replay))
+        let len = file.metadata().map_err(io)?.len();
+        let shared = Arc::new(Shared {
+            path: path.to_owned(),
+            queue: Mutex::new(Queue::default()),
+            writer: Mutex::new(Writer { file, len, written: 0, failed: VecDeque::new() }),
+            dirty: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
+        let syncing = Arc::clone(&shared);
+        std::thread::Builder::new().name("cost-ledger-sync".into()).spawn(move || sync_loop(&syncing)).map_err(io)?;
+        let guard = Arc::new(SyncerGuard(Arc::clone(&shared)));
+        Ok((Self { shared, _syncer: guard }, replay))
     }
 
-    /// Appends `event`; the returned receiver resolves once it is written.
-    pub fn append(&self, event: CostEvent) -> oneshot::Receiver<Result<(), String>> {
-        let (done, receiver) = oneshot::channel();
-        if let Err(mpsc::SendError(Command::Append(_, done))) = self.commands.send(Command::Append(Box::new(event), done)) {
-            let _ = done.send(Err(LedgerError::Closed.to_string()));
+    /// Appends `event` and returns once it is written (to the OS; `fsync` follows within
+    /// [`SYNC_INTERVAL`]). Blocks only for the length of one write of the queued lines.
+    pub fn append(&self, event: &CostEvent) -> Result<(), LedgerError> {
+        let shared = &*self.shared;
+        let mut line = serde_json::to_vec(event).map_err(|error| LedgerError::Write { path: shared.path.clone(), message: error.to_string() })?;
+        line.push(b'\n');
+        let number = {
+            let mut queue = lock(&shared.queue);
+            queue.bytes.extend_from_slice(&line);
+            queue.queued += 1;
+            queue.queued
+        };
+        let mut writer = lock(&shared.writer);
+        if writer.written < number {
+            let (bytes, last) = {
+                let mut queue = lock(&shared.queue);
+                (std::mem::take(&mut queue.bytes), queue.queued)
+            };
+            let first = writer.written + 1;
+            if let Err(error) = writer.write_batch(&bytes) {
+                error!(ledger = %shared.path.display(), %error, "failed to append cost events");
+                if writer.failed.len() == FAILED_BATCHES_KEPT {
+                    writer.failed.pop_front();
+                }
+                writer.failed.push_back((first..last + 1, error.to_string()));
+            }
+            writer.written = last;
+            shared.dirty.store(true, Ordering::Release);
         }
-        receiver
+        match writer.failed.iter().find(|(lines, _)| lines.contains(&number)) {
+            Some((_, message)) => Err(LedgerError::Write { path: shared.path.clone(), message: message.clone() }),
+            None => Ok(()),
+        }
     }
 
     /// Forces everything appended so far to stable storage.
     pub async fn sync(&self) -> Result<(), LedgerError> {
-        let (done, receiver) = oneshot::channel();
-        self.commands.send(Command::Sync(done)).map_err(|_| LedgerError::Closed)?;
-        match receiver.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(LedgerError::Io { path: PathBuf::new(), error: std::io::Error::other(message) }),
-            Err(_) => Err(LedgerError::Closed),
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || sync_now(&shared))
+            .await
+            .map_err(|error| LedgerError::Write { path: self.shared.path.clone(), message: error.to_string() })?
+    }
+}
+
+impl Writer {
+    /// Writes `bytes` at the end of the file; on failure cuts the file back to where it was, so
+    /// a partly written batch leaves no torn record for the next batch to run into.
+    fn write_batch(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self.file.write_all(bytes) {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(error) => {
+                let _ = self.file.set_len(self.len);
+                Err(error)
+            }
+        }
+    }
+}
+
+fn sync_now(shared: &Shared) -> Result<(), LedgerError> {
+    let file = lock(&shared.writer).file.try_clone().map_err(|error| LedgerError::Io { path: shared.path.clone(), error })?;
+    shared.dirty.store(false, Ordering::Release);
+    file.sync_data().map_err(|error| LedgerError::Io { path: shared.path.clone(), error })
+}
+
+fn sync_loop(shared: &Shared) {
+    loop {
+        std::thread::sleep(SYNC_INTERVAL);
+        let closed = shared.closed.load(Ordering::Acquire);
+        if shared.dirty.load(Ordering::Acquire)
+            && let Err(error) = sync_now(shared)
+        {
+            error!(ledger = %shared.path.display(), %error, "failed to sync the cost ledger");
+        }
+        if closed {
+            return;
         }
     }
 }
@@ -143,63 +252,6 @@ fn replay(file: &mut File, path: &Path) -> std::io::Result<Replay> {
     Ok(replay)
 }
 
-fn write_loop(mut file: File, path: &Path, commands: mpsc::Receiver<Command>) {
-    let mut dirty = false;
-    let mut last_sync = Instant::now();
-    let mut buffer = Vec::new();
-    loop {
-        let first = match commands.recv_timeout(SYNC_INTERVAL) {
-            Ok(command) => Some(command),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        let mut acks = Vec::new();
-        let mut syncs = Vec::new();
-        buffer.clear();
-        for command in first.into_iter().chain(std::iter::from_fn(|| commands.try_recv().ok()).take(MAX_BATCH)) {
-            match command {
-                Command::Append(event, done) => match serde_json::to_writer(&mut buffer, &event) {
-                    Ok(()) => {
-                        buffer.push(b'\n');
-                        acks.push(done);
-                    }
-                    Err(error) => {
-                        let _ = done.send(Err(error.to_string()));
-                    }
-                },
-                Command::Sync(done) => syncs.push(done),
-            }
-        }
-        if !buffer.is_empty() {
-            let written = file.write_all(&buffer).map_err(|error| error.to_string());
-            if let Err(error) = &written {
-                error!(ledger = %path.display(), %error, "failed to append cost events");
-            }
-            dirty = true;
-            for done in acks {
-                let _ = done.send(written.clone());
-            }
-        }
-        if dirty && (!syncs.is_empty() || last_sync.elapsed() >= SYNC_INTERVAL) {
-            let synced = file.sync_data().map_err(|error| error.to_string());
-            if let Err(error) = &synced {
-                error!(ledger = %path.display(), %error, "failed to sync the cost ledger");
-            }
-            dirty = false;
-            last_sync = Instant::now();
-            for done in syncs.drain(..) {
-                let _ = done.send(synced.clone());
-            }
-        }
-        for done in syncs {
-            let _ = done.send(Ok(()));
-        }
-    }
-    if dirty {
-        let _ = file.sync_data();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,15 +286,45 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let (ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("opens");
         assert!(replay.events.is_empty());
-        let acks: Vec<_> = (0..50).map(|n| ledger.append(event(&n.to_string()))).collect();
-        for ack in acks {
-            assert_eq!(ack.await.ok(), Some(Ok(())));
+        for n in 0..50 {
+            ledger.append(&event(&n.to_string())).map_err(|e| e.to_string()).expect("appends");
         }
         ledger.sync().await.map_err(|e| e.to_string()).expect("syncs");
         drop(ledger);
         let (_ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("reopens");
         let ids: Vec<_> = replay.events.iter().map(|e| e.id.clone()).collect();
         assert_eq!(ids, (0..50).map(|n| n.to_string()).collect::<Vec<_>>());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_all_land_once_each() {
+        let path = temp_path("concurrent");
+        let _ = std::fs::remove_file(&path);
+        let (ledger, _) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("opens");
+        let threads: Vec<_> = (0..8)
+            .map(|thread| {
+                let ledger = ledger.clone();
+                std::thread::spawn(move || {
+                    for n in 0..200 {
+                        ledger.append(&event(&format!("{thread}-{n}"))).map_err(|e| e.to_string()).expect("appends");
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("appending thread");
+        }
+        ledger.sync().await.map_err(|e| e.to_string()).expect("syncs");
+        drop(ledger);
+        let (_ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("reopens");
+        assert_eq!(replay.skipped_lines, 0);
+        let ids: std::collections::HashSet<_> = replay.events.iter().map(|e| e.id.clone()).collect();
+        assert_eq!((replay.events.len(), ids.len()), (1600, 1600));
+        for thread in 0..8 {
+            let mine: Vec<_> = replay.events.iter().filter(|e| e.id.starts_with(&format!("{thread}-"))).map(|e| e.id.clone()).collect();
+            assert_eq!(mine, (0..200).map(|n| format!("{thread}-{n}")).collect::<Vec<_>>(), "one appender's events stay in order");
+        }
         let _ = std::fs::remove_file(&path);
     }
 
@@ -255,7 +337,7 @@ mod tests {
         assert_eq!(replay.events.len(), 1);
         assert_eq!(replay.skipped_lines, 1);
         assert!(replay.truncated_bytes > 0);
-        assert_eq!(ledger.append(event("b")).await.ok(), Some(Ok(())));
+        ledger.append(&event("b")).map_err(|e| e.to_string()).expect("appends");
         drop(ledger);
         let (_ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("reopens");
         assert_eq!(replay.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);

@@ -23,12 +23,14 @@ impl Period {
         }
     }
 
-    /// The key of the period containing `unix_ms`: `2026-11-22` or `2026-11`.
+    /// The key of the period containing `unix_ms`: `2026-11-22` or `2026-11`. Formatted from
+    /// the date's numbers, not a `strftime` pattern: every reservation and settlement asks for
+    /// four keys, and parsing the pattern each time showed in profiles.
     pub fn key(self, unix_ms: i64) -> String {
         let date = date_of(unix_ms);
         match self {
-            Self::Daily => date.format("%Y-%m-%d").to_string(),
-            Self::Monthly => date.format("%Y-%m").to_string(),
+            Self::Daily => format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day()),
+            Self::Monthly => format!("{:04}-{:02}", date.year(), date.month()),
         }
     }
 

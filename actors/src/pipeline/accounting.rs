@@ -5,11 +5,9 @@
 
 use std::sync::Arc;
 
-use ractor::ActorRef;
 use tracing::{info, warn};
 
-use crate::budget::budget::BudgetMessage;
-use crate::budget::{CostEvent, Enforcement, Exhausted, NanoUsd};
+use crate::budget::{BudgetHandle, CostEvent, Enforcement, Exhausted, NanoUsd};
 use crate::error::GatewayError;
 use crate::model::{CacheLayer, ChatRequest, ModelSelection, Usage};
 use crate::router::RoutingPolicy;
@@ -29,14 +27,14 @@ pub struct Admission {
     pub reserved: NanoUsd,
     /// When the request arrived.
     pub unix_ms: i64,
-    budget: ActorRef<BudgetMessage>,
+    budget: BudgetHandle,
     reservation: Option<u64>,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         if let Some(id) = self.reservation.take() {
-            let _gone = self.budget.cast(BudgetMessage::Release(id));
+            self.budget.release(id);
         }
         if self.token_estimate > 0 {
             self.principal.limiter.settle(self.token_estimate, 0);
@@ -62,9 +60,9 @@ pub fn worst_case_cost(request: &ChatRequest, selection: &ModelSelection, policy
 /// Rate limits, then the budget reservation. Under the downgrade policy an exhausted budget
 /// re-routes to the cheapest allowed model (via `downgrade`) and reserves without the limit.
 #[expect(clippy::too_many_arguments, reason = "each argument is one input of the admission decision")]
-pub async fn admit(
+pub fn admit(
     principal: &Arc<Principal>,
-    budget: &ActorRef<BudgetMessage>,
+    budget: &BudgetHandle,
     enforcement: Enforcement,
     token_estimate: u64,
     unix_ms: i64,
@@ -87,21 +85,14 @@ pub async fn admit(
         budget: budget.clone(),
         reservation: None,
     };
-    let reserve = |amount: NanoUsd, enforce: bool| {
-        let (tenant, user) = (principal.tenant.clone(), principal.user.clone());
-        async move { ractor::call!(budget, |reply| BudgetMessage::Reserve { tenant, user, amount, unix_ms, enforce, reply }) }
-    };
-    let outcome = reserve(admission.reserved, true).await.map_err(|error| GatewayError::Internal(format!("budget actor: {error}")))?;
-    match outcome {
+    let reserve = |amount: NanoUsd, enforce: bool| budget.reserve(&principal.tenant, &principal.user, amount, unix_ms, enforce);
+    match reserve(admission.reserved, true) {
         Ok(id) => admission.reservation = Some(id),
         Err(exhausted) if enforcement == Enforcement::Downgrade => {
             let cheaper = downgrade().ok_or_else(|| exhausted_error(&exhausted))?;
             *selection = cheaper;
             admission.reserved = cost_of(selection);
-            let id = reserve(admission.reserved, false)
-                .await
-                .map_err(|error| GatewayError::Internal(format!("budget actor: {error}")))?
-                .map_err(|exhausted| exhausted_error(&exhausted))?;
+            let id = reserve(admission.reserved, false).map_err(|exhausted| exhausted_error(&exhausted))?;
             admission.reservation = Some(id);
         }
         Err(exhausted) => return Err(exhausted_error(&exhausted)),
@@ -149,7 +140,7 @@ pub struct Outcome<'a> {
 /// Settles `admission` with `outcome`: the reservation becomes the real cost (or, when usage
 /// never arrived, the reserved estimate, marked estimated), the event goes to the ledger, the
 /// token bucket is corrected, and the audit line is logged. Returns once the event is written.
-pub async fn settle(mut admission: Admission, outcome: Outcome<'_>, request_text: Option<(&ChatRequest, &str)>) -> Result<(), GatewayError> {
+pub fn settle(mut admission: Admission, outcome: Outcome<'_>, request_text: Option<(&ChatRequest, &str)>) -> Result<(), GatewayError> {
     let estimated = outcome.usage.is_none();
     if !estimated && outcome.cost.is_none() && !outcome.model.is_empty() {
         warn!(model = outcome.model, "model has no configured price: cost recorded as unknown");
@@ -177,13 +168,7 @@ pub async fn settle(mut admission: Admission, outcome: Outcome<'_>, request_text
     principal.limiter.settle(admission.token_estimate, u64::from(usage.total()));
     admission.token_estimate = 0;
     let reservation = admission.reservation.take();
-    let written = ractor::call!(admission.budget, |reply| BudgetMessage::Settle { reservation, event, reply })
-        .map_err(|error| GatewayError::Internal(format!("budget actor: {error}")))?;
-    match written.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(GatewayError::Internal(format!("cost ledger: {error}"))),
-        Err(_) => Err(GatewayError::Internal("cost ledger writer stopped".into())),
-    }
+    admission.budget.settle(reservation, event).map_err(|error| GatewayError::Internal(format!("cost ledger: {error}")))
 }
 
 /// Logs a request that failed before any provider served it.

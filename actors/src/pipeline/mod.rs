@@ -279,7 +279,7 @@ impl Gateway {
     /// Validates, routes and admits a request: its key may use the model, its rate limits and
     /// budgets allow it.
     #[instrument(skip_all, fields(model = request.model.as_deref().unwrap_or("auto")))]
-    async fn prepare(&self, principal: &Arc<Principal>, request: &ChatRequest) -> Result<(ModelSelection, Admission), GatewayError> {
+    fn prepare(&self, principal: &Arc<Principal>, request: &ChatRequest) -> Result<(ModelSelection, Admission), GatewayError> {
         request.validate(&self.limits)?;
         if let Some(model) = &request.model
             && !principal.may_use(model)
@@ -295,18 +295,17 @@ impl Gateway {
         let policy = &self.budget.policy;
         let reserve_output = policy.reserve_output_tokens;
         let token_estimate = request.estimated_tokens(&self.limits);
+        let _span = info_span!("admission").entered();
         let admission = accounting::admit(
             principal,
-            &self.budget.actor,
+            &self.budget,
             policy.enforcement,
             token_estimate,
             now_ms(),
             &mut selection,
             |selection| accounting::worst_case_cost(request, selection, &snapshot.policy, reserve_output),
             || snapshot.policy.cheapest(&context, &snapshot.health),
-        )
-        .instrument(info_span!("admission"))
-        .await;
+        );
         match admission {
             Ok(admission) => Ok((selection, admission)),
             Err(error) => {
@@ -343,10 +342,10 @@ impl Gateway {
     pub async fn generate(&self, principal: &Arc<Principal>, request: ChatRequest) -> Result<Answer, GatewayError> {
         let started = Instant::now();
         let _in_flight = self.admit()?;
-        let (selection, admission) = self.prepare(principal, &request).await?;
+        let (selection, admission) = self.prepare(principal, &request)?;
         let (probe, hit) = self.caches.lookup(principal, &request).await;
         if let Some(hit) = hit {
-            let mut answer = self.answer_from_cache(hit, admission, &request, started).await?;
+            let mut answer = self.answer_from_cache(hit, admission, &request, started)?;
             answer.cache_key = probe.exact_key;
             return Ok(answer);
         }
@@ -374,7 +373,7 @@ impl Gateway {
                     saved: NanoUsd::ZERO,
                 };
                 let text = self.audit_text.then_some((&request, answer.completion.text.as_str()));
-                accounting::settle(admission, outcome, text).instrument(info_span!("settle")).await?;
+                info_span!("settle").in_scope(|| accounting::settle(admission, outcome, text))?;
                 Ok(answer)
             }
             Err(error) => {
@@ -385,7 +384,7 @@ impl Gateway {
     }
 
     /// Settles a cache hit: nothing charged, the original cost recorded as saved.
-    async fn settle_hit(&self, cached: &CachedAnswer, layer: CacheLayer, admission: Admission, id: &str, request: &ChatRequest, started: Instant) -> Result<(), GatewayError> {
+    fn settle_hit(&self, cached: &CachedAnswer, layer: CacheLayer, admission: Admission, id: &str, request: &ChatRequest, started: Instant) -> Result<(), GatewayError> {
         let outcome = Outcome {
             id,
             model: &cached.model,
@@ -398,13 +397,13 @@ impl Gateway {
             saved: NanoUsd(cached.cost_nano_usd.unwrap_or(0)),
         };
         let text = self.audit_text.then_some((request, cached.text.as_str()));
-        accounting::settle(admission, outcome, text).await
+        accounting::settle(admission, outcome, text)
     }
 
-    async fn answer_from_cache(&self, hit: CacheHit, admission: Admission, request: &ChatRequest, started: Instant) -> Result<Answer, GatewayError> {
+    fn answer_from_cache(&self, hit: CacheHit, admission: Admission, request: &ChatRequest, started: Instant) -> Result<Answer, GatewayError> {
         let id = new_id();
         let cached = &hit.answer;
-        self.settle_hit(cached, hit.layer, admission, &id, request, started).await?;
+        self.settle_hit(cached, hit.layer, admission, &id, request, started)?;
         let latency = started.elapsed();
         Ok(Answer {
             id,
@@ -470,11 +469,11 @@ impl Gateway {
     pub async fn generate_stream(&self, principal: &Arc<Principal>, request: ChatRequest) -> Result<AnswerStream, GatewayError> {
         let started = Instant::now();
         let in_flight = self.admit()?;
-        let (selection, admission) = self.prepare(principal, &request).await?;
+        let (selection, admission) = self.prepare(principal, &request)?;
         let (probe, hit) = self.caches.lookup(principal, &request).await;
         if let Some(hit) = hit {
             let id = new_id();
-            self.settle_hit(&hit.answer, hit.layer, admission, &id, &request, started).await?;
+            self.settle_hit(&hit.answer, hit.layer, admission, &id, &request, started)?;
             let mut replay = stream::replay(id, hit, NanoUsd::ZERO, started, in_flight);
             replay.cache_key = probe.exact_key;
             return Ok(replay);
