@@ -3,7 +3,9 @@
 # concurrent clients, and the throughput at which the gateway's p99 stays under 10 ms (exact cache
 # and semantic cache off, so every request goes upstream; cost accounting and the file ledger on, as shipped); then
 # exact-cache hits over gRPC at 16 clients on a second node with the cache in process, and on a
-# third with the cache in Redis (a redis-server started here).
+# third with the cache in Redis (a redis-server started here). Each case also reports the CPU time
+# the server under test (the simulator for "direct", else the node) spent per request, a capacity
+# figure less sensitive to the machine's noise than throughput.
 # Usage: loadtest/scripts/gateway-overhead.sh [SECONDS_PER_RUN] [RUNS]
 # Prints each run's JSON line and, per case, the median of the runs.
 set -euo pipefail
@@ -47,18 +49,32 @@ trap 'kill $sim $node $cached $cached_redis $redis 2>/dev/null; rm -rf "$work"' 
 sleep 1
 
 results=$(mktemp)
-bench() { # name target concurrency
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+bench() { # name target concurrency pid-of-the-server-under-test
+  local out load before after
+  out=$(mktemp)
   "$bin/switchyard-loadtest" bench --target "$2" --model gpt-4o-mini --concurrency "$3" \
-    --duration "$seconds" --warmup 1 | tail -n 1 | sed "s/^/$1 /" | tee -a "$results"
+    --duration "$seconds" --warmup 1 >"$out" &
+  load=$!
+  sleep 1 # the warm-up second: the server's CPU is counted over the measured seconds only
+  before=$(cpu_ticks "$4")
+  wait "$load"
+  after=$(cpu_ticks "$4")
+  python3 -c 'import json, sys
+row = json.loads(sys.argv[1])
+row["server_cpu_us_per_request"] = round((int(sys.argv[3]) - int(sys.argv[2])) * 1e6 / int(sys.argv[4]) / row["requests"], 1)
+print(json.dumps(row))' "$(tail -n 1 "$out")" "$before" "$after" "$(getconf CLK_TCK)" | sed "s/^/$1 /" | tee -a "$results"
+  rm -f "$out"
 }
 for run in $(seq "$runs"); do
   for concurrency in 1 16; do
-    bench "direct-c$concurrency" "http://127.0.0.1:$sim_port" "$concurrency"
-    bench "gateway-http-c$concurrency" "http://127.0.0.1:19080" "$concurrency"
-    bench "gateway-grpc-c$concurrency" "grpc://127.0.0.1:19051" "$concurrency"
+    bench "direct-c$concurrency" "http://127.0.0.1:$sim_port" "$concurrency" "$sim"
+    bench "gateway-http-c$concurrency" "http://127.0.0.1:19080" "$concurrency" "$node"
+    bench "gateway-grpc-c$concurrency" "grpc://127.0.0.1:19051" "$concurrency" "$node"
   done
-  bench "exact-hit-grpc-c16" "grpc://127.0.0.1:19052" 16
-  bench "exact-hit-redis-grpc-c16" "grpc://127.0.0.1:19053" 16
+  bench "exact-hit-grpc-c16" "grpc://127.0.0.1:19052" 16 "$cached"
+  bench "exact-hit-redis-grpc-c16" "grpc://127.0.0.1:19053" 16 "$cached_redis"
 done
 "$bin/switchyard-loadtest" ramp --target http://127.0.0.1:19080 --model gpt-4o-mini \
   --duration "$seconds" --levels 1,2,4,8,16,32,64 --p99-budget-us 10000 | tail -n 1 | sed 's/^/ramp-gateway-http /'
@@ -73,9 +89,9 @@ rows = {}
 for line in open(sys.argv[1]):
     name, payload = line.split(" ", 1)
     rows.setdefault(name, []).append(json.loads(payload))
-print(f"{'case':24} {'p50_us':>8} {'p99_us':>8} {'rps':>9}")
+print(f"{'case':24} {'p50_us':>8} {'p99_us':>8} {'rps':>9} {'cpu_us/req':>10}")
 for name, items in rows.items():
     med = lambda key: statistics.median(item[key] for item in items)
-    print(f"{name:24} {med('p50_us'):8.0f} {med('p99_us'):8.0f} {med('rps'):9.0f}")
+    print(f"{name:24} {med('p50_us'):8.0f} {med('p99_us'):8.0f} {med('rps'):9.0f} {med('server_cpu_us_per_request'):10.1f}")
 PY
 rm -f "$results"
