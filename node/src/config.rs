@@ -219,7 +219,13 @@ struct RawServer {
     http_listen: SocketAddr,
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     drain_timeout: Duration,
+    /// Threads serving requests; 0 = one per core.
+    #[serde(default)]
+    worker_threads: usize,
 }
+
+/// Most `server.worker_threads` accepted.
+const MAX_WORKER_THREADS: usize = 1024;
 
 fn default_grpc_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 50051))
@@ -233,7 +239,7 @@ fn default_drain_timeout() -> Duration {
 
 impl Default for RawServer {
     fn default() -> Self {
-        Self { grpc_listen: default_grpc_listen(), http_listen: default_http_listen(), drain_timeout: default_drain_timeout() }
+        Self { grpc_listen: default_grpc_listen(), http_listen: default_http_listen(), drain_timeout: default_drain_timeout(), worker_threads: 0 }
     }
 }
 
@@ -535,6 +541,8 @@ pub struct NodeConfig {
     pub http_listen: SocketAddr,
     /// Bound on finishing in-flight requests at shutdown.
     pub drain_timeout: Duration,
+    /// Threads serving requests; `None` = one per core.
+    pub worker_threads: Option<usize>,
     /// Telemetry.
     pub telemetry: TelemetryConfig,
     /// The pipeline's settings.
@@ -639,11 +647,15 @@ impl RawConfig {
         let route_names: HashSet<&str> = model_names.iter().copied().chain(self.routing.routes.keys().map(String::as_str)).collect();
         let semantic_cache = self.semantic_cache.validate(&self.embedding, &route_names)?;
         let redis_ledger = self.redis_ledger()?;
+        if self.server.worker_threads > MAX_WORKER_THREADS {
+            return Err(invalid("server.worker_threads", format!("{} is more than {MAX_WORKER_THREADS}; 0 means one per core", self.server.worker_threads)));
+        }
 
         Ok(NodeConfig {
             grpc_listen: self.server.grpc_listen,
             http_listen: self.server.http_listen,
             drain_timeout: self.server.drain_timeout,
+            worker_threads: (self.server.worker_threads > 0).then_some(self.server.worker_threads),
             telemetry: TelemetryConfig {
                 log_format: self.telemetry.log_format,
                 log_level: self.telemetry.log_level,

@@ -100,7 +100,11 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: config::NodeConfig, embedded: bool) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.worker_threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async {
         let telemetry = telemetry::init(&config.telemetry)?;
         if embedded {

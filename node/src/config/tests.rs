@@ -41,6 +41,17 @@ fn a_minimal_config_takes_defaults() {
     let config = parse(MINIMAL).map_err(|error| error.to_string());
     assert_eq!(config.as_ref().map(|config| config.http_listen.port()).ok(), Some(8080));
     assert_eq!(config.as_ref().map(|config| config.drain_timeout).ok(), Some(Duration::from_secs(30)));
+    assert_eq!(config.as_ref().map(|config| config.worker_threads).ok(), Some(None), "0 workers = one per core");
+}
+
+#[test]
+fn worker_threads_are_taken_up_to_a_bound() {
+    let config = parse(&format!("[server]\nworker_threads = 1\n{MINIMAL}")).map_err(|error| error.to_string());
+    assert_eq!(config.map(|config| config.worker_threads).ok(), Some(Some(1)));
+    let error = error_of(&format!("[server]\nworker_threads = 5000\n{MINIMAL}"));
+    assert!(error.contains("server.worker_threads") && error.contains("5000"), "{error}");
+    let error = error_of(&format!("[server]\nworker_threads = -1\n{MINIMAL}"));
+    assert!(error.contains("worker_threads"), "{error}");
 }
 
 #[test]
