@@ -11,7 +11,6 @@
 //! event in it gets the error; a record torn by a kill mid-write was never acknowledged and is cut
 //! off at the next start.
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Seek as _, SeekFrom, Write as _};
 use std::ops::Range;
@@ -26,8 +25,6 @@ use crate::budget::event::CostEvent;
 
 /// Longest time an acknowledged event waits for `fsync`.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
-/// Failed writes remembered, so that every event of a failed batch learns of it.
-const FAILED_BATCHES_KEPT: usize = 64;
 
 /// A ledger failure.
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +74,17 @@ struct Writer {
     len: u64,
     /// Lines numbered up to this one have been written (or failed).
     written: u64,
-    /// Line numbers of the most recent failed writes, with the error.
-    failed: VecDeque<(Range<u64>, String)>,
+    /// Failed writes whose appenders have not all learnt of the failure yet.
+    failed: Vec<FailedBatch>,
+}
+
+/// A write that failed: its lines' numbers, how many of their appenders still have to be told,
+/// and the error.
+#[derive(Debug)]
+struct FailedBatch {
+    lines: Range<u64>,
+    untold: u64,
+    message: String,
 }
 
 #[derive(Debug)]
@@ -126,7 +132,7 @@ impl FileLedger {
         let shared = Arc::new(Shared {
             path: path.to_owned(),
             queue: Mutex::new(Queue::default()),
-            writer: Mutex::new(Writer { file, len, written: 0, failed: VecDeque::new() }),
+            writer: Mutex::new(Writer { file, len, written: 0, failed: Vec::new() }),
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         });
@@ -157,18 +163,19 @@ impl FileLedger {
             let first = writer.written + 1;
             if let Err(error) = writer.write_batch(&bytes) {
                 error!(ledger = %shared.path.display(), %error, "failed to append cost events");
-                if writer.failed.len() == FAILED_BATCHES_KEPT {
-                    writer.failed.pop_front();
-                }
-                writer.failed.push_back((first..last + 1, error.to_string()));
+                writer.failed.push(FailedBatch { lines: first..last + 1, untold: last + 1 - first, message: error.to_string() });
             }
             writer.written = last;
             shared.dirty.store(true, Ordering::Release);
         }
-        match writer.failed.iter().find(|(lines, _)| lines.contains(&number)) {
-            Some((_, message)) => Err(LedgerError::Write { path: shared.path.clone(), message: message.clone() }),
-            None => Ok(()),
+        let Some(index) = writer.failed.iter().position(|batch| batch.lines.contains(&number)) else { return Ok(()) };
+        let batch = &mut writer.failed[index];
+        batch.untold -= 1;
+        let error = LedgerError::Write { path: shared.path.clone(), message: batch.message.clone() };
+        if batch.untold == 0 {
+            writer.failed.swap_remove(index);
         }
+        Err(error)
     }
 
     /// Forces everything appended so far to stable storage.
@@ -325,6 +332,35 @@ mod tests {
             let mine: Vec<_> = replay.events.iter().filter(|e| e.id.starts_with(&format!("{thread}-"))).map(|e| e.id.clone()).collect();
             assert_eq!(mine, (0..200).map(|n| format!("{thread}-{n}")).collect::<Vec<_>>(), "one appender's events stay in order");
         }
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_reported_to_every_event_in_it_and_the_next_write_succeeds() {
+        let path = temp_path("failing");
+        let _ = std::fs::remove_file(&path);
+        let (ledger, _) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("opens");
+        ledger.append(&event("before")).map_err(|e| e.to_string()).expect("appends");
+        let writable = {
+            let mut writer = lock(&ledger.shared.writer);
+            let read_only = File::open(&path).expect("opens read-only");
+            std::mem::replace(&mut writer.file, read_only)
+        };
+        let failed: Vec<_> = (0..4)
+            .map(|n| {
+                let ledger = ledger.clone();
+                std::thread::spawn(move || ledger.append(&event(&format!("lost-{n}"))).is_err())
+            })
+            .map(|thread| thread.join().expect("appending thread"))
+            .collect();
+        assert_eq!(failed, vec![true; 4], "every event of a failed write hears of it");
+        assert!(lock(&ledger.shared.writer).failed.is_empty(), "failures are forgotten once told");
+        lock(&ledger.shared.writer).file = writable;
+        ledger.append(&event("after")).map_err(|e| e.to_string()).expect("appends again");
+        drop(ledger);
+        let (_ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("reopens");
+        assert_eq!(replay.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["before", "after"]);
+        assert_eq!((replay.skipped_lines, replay.truncated_bytes), (0, 0));
         let _ = std::fs::remove_file(&path);
     }
 
