@@ -1,6 +1,6 @@
 //! The spend book: spent and reserved amounts per (scope, period), admission against limits, and
-//! threshold alerts. A plain struct owned by the `Budget` actor, so its arithmetic is tested
-//! without a mailbox.
+//! threshold alerts. A plain struct, kept behind the budget handle's lock (see `budget`), so its
+//! arithmetic is tested on its own.
 //!
 //! Admission is decided from spent + reserved + the request's reservation, all in one step; the
 //! reservation is settled with the real cost afterwards or released if the request fails. So a

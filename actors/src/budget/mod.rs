@@ -1,6 +1,7 @@
 //! Cost tracking and budgets: what each request cost, to whom, against which limits.
 //!
-//! - [`budget`]: the `Budget` actor, single writer of spend, reservations, the ledger and alerts.
+//! - [`budget`]: the handle request tasks reserve and settle through (the book under a lock, the
+//!   ledger written by the settling task) and the `Budget` actor: index, alerts, Redis, queries.
 //! - [`book`]: spend and reservations per (scope, period), admission and thresholds (plain struct).
 //! - [`index`]: totals per day by model, user and tenant for the admin queries.
 //! - [`ledger`]: the append-only file ledger replayed at start.
