@@ -287,12 +287,29 @@ mod tests {
         std::env::temp_dir().join(format!("switchyard-ledger-{}-{name}.jsonl", std::process::id()))
     }
 
-    #[tokio::test]
-    async fn appended_events_replay_in_order() {
-        let path = temp_path("order");
+    /// A ledger in a new file named after `name`.
+    fn fresh(name: &str) -> (FileLedger, PathBuf) {
+        let path = temp_path(name);
         let _ = std::fs::remove_file(&path);
         let (ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("opens");
         assert!(replay.events.is_empty());
+        (ledger, path)
+    }
+
+    /// Appends from `threads` threads at once, each calling `append_one(ledger, thread)`.
+    fn from_threads<T: Send + 'static>(ledger: &FileLedger, threads: usize, append_one: fn(&FileLedger, usize) -> T) -> Vec<T> {
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let ledger = ledger.clone();
+                std::thread::spawn(move || append_one(&ledger, thread))
+            })
+            .collect();
+        handles.into_iter().map(|handle| handle.join().expect("appending thread")).collect()
+    }
+
+    #[tokio::test]
+    async fn appended_events_replay_in_order() {
+        let (ledger, path) = fresh("order");
         for n in 0..50 {
             ledger.append(&event(&n.to_string())).map_err(|e| e.to_string()).expect("appends");
         }
@@ -306,22 +323,12 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_appends_all_land_once_each() {
-        let path = temp_path("concurrent");
-        let _ = std::fs::remove_file(&path);
-        let (ledger, _) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("opens");
-        let threads: Vec<_> = (0..8)
-            .map(|thread| {
-                let ledger = ledger.clone();
-                std::thread::spawn(move || {
-                    for n in 0..200 {
-                        ledger.append(&event(&format!("{thread}-{n}"))).map_err(|e| e.to_string()).expect("appends");
-                    }
-                })
-            })
-            .collect();
-        for thread in threads {
-            thread.join().expect("appending thread");
-        }
+        let (ledger, path) = fresh("concurrent");
+        from_threads(&ledger, 8, |ledger, thread| {
+            for n in 0..200 {
+                ledger.append(&event(&format!("{thread}-{n}"))).map_err(|e| e.to_string()).expect("appends");
+            }
+        });
         ledger.sync().await.map_err(|e| e.to_string()).expect("syncs");
         drop(ledger);
         let (_ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("reopens");
@@ -337,22 +344,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_is_reported_to_every_event_in_it_and_the_next_write_succeeds() {
-        let path = temp_path("failing");
-        let _ = std::fs::remove_file(&path);
-        let (ledger, _) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("opens");
+        let (ledger, path) = fresh("failing");
         ledger.append(&event("before")).map_err(|e| e.to_string()).expect("appends");
         let writable = {
             let mut writer = lock(&ledger.shared.writer);
             let read_only = File::open(&path).expect("opens read-only");
             std::mem::replace(&mut writer.file, read_only)
         };
-        let failed: Vec<_> = (0..4)
-            .map(|n| {
-                let ledger = ledger.clone();
-                std::thread::spawn(move || ledger.append(&event(&format!("lost-{n}"))).is_err())
-            })
-            .map(|thread| thread.join().expect("appending thread"))
-            .collect();
+        let failed = from_threads(&ledger, 4, |ledger, thread| ledger.append(&event(&format!("lost-{thread}"))).is_err());
         assert_eq!(failed, vec![true; 4], "every event of a failed write hears of it");
         assert!(lock(&ledger.shared.writer).failed.is_empty(), "failures are forgotten once told");
         lock(&ledger.shared.writer).file = writable;
