@@ -126,6 +126,7 @@ async fn lookup_bench(options: &Options) -> anyhow::Result<()> {
         ttl: Duration::from_secs(3600),
         precision: 0.9,
         route_precision: Default::default(),
+        skip_routes: Default::default(),
         candidates: 4,
         max_prompt_chars: DEFAULT_MAX_PROMPT_CHARS,
         data_dir: None,

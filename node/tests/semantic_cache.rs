@@ -87,6 +87,27 @@ async fn a_paraphrase_hits_and_a_different_question_calls_the_upstream() {
 }
 
 #[tokio::test]
+async fn a_route_that_skips_the_layer_is_neither_looked_up_nor_stored() {
+    let sim = start_sim().await;
+    let config = semantic_config(sim.addr).replace("skip_routes = []", "skip_routes = [\"gpt-4o-mini\"]");
+    let node = Node::start(&config);
+    for prompt in ["How do I learn Python quickly?", "How can I learn Python fast?"] {
+        let response = ask(&node, &chat_body("gpt-4o-mini", prompt), None).await;
+        assert_eq!(header(&response, "x-switchyard-cache"), "none", "{prompt}");
+    }
+    assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 2, "the paraphrase went upstream");
+    // Another model in the same node still goes through the layer.
+    for prompt in ["How do I learn Python quickly?", "How can I learn Python fast?"] {
+        ask(&node, &chat_body("gpt-4o", prompt), None).await;
+    }
+    assert_eq!(sim_calls(&sim, "gpt-4o").await, 1, "the paraphrase hit for gpt-4o");
+    let metrics = reqwest::get(format!("{}/metrics", node.http)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchyard_cache_lookups_total{layer=\"semantic\",result=\"skipped\"} 2"), "{metrics}");
+    assert!(metrics.contains("switchyard_cache_entries{layer=\"semantic\"} 1"), "only gpt-4o's answer is stored: {metrics}");
+    assert!(metrics.contains("switchyard_embedding_duration_seconds_count 2"), "the skipped route embedded nothing: {metrics}");
+}
+
+#[tokio::test]
 async fn a_near_miss_pair_from_qqp_does_not_hit() {
     let sim = start_sim().await;
     let node = Node::start(&semantic_config(sim.addr));

@@ -22,6 +22,7 @@ pub(super) struct RawSemanticCache {
     max_entries: usize,
     precision: f32,
     route_precision: BTreeMap<String, f32>,
+    skip_routes: Vec<String>,
     candidates: usize,
     max_prompt_chars: usize,
     data_dir: PathBuf,
@@ -37,6 +38,7 @@ impl Default for RawSemanticCache {
             max_entries: 100_000,
             precision: 0.9,
             route_precision: BTreeMap::new(),
+            skip_routes: Vec::new(),
             candidates: 4,
             max_prompt_chars: DEFAULT_MAX_PROMPT_CHARS,
             data_dir: PathBuf::from("data/semantic"),
@@ -131,7 +133,7 @@ impl RawEmbedding {
 
 impl RawSemanticCache {
     /// The layer's settings, or `None` when it is off. `names` are the models and routes a
-    /// `route_precision` entry may name.
+    /// `route_precision` or `skip_routes` entry may name.
     pub(super) fn validate(&self, embedding: &RawEmbedding, names: &HashSet<&str>) -> Result<Option<SemanticSettings>, ConfigError> {
         if !self.enabled {
             return Ok(None);
@@ -150,12 +152,21 @@ impl RawSemanticCache {
                 return Err(invalid(format!("semantic_cache.route_precision.{route}"), format!("unknown model or route \"{route}\"")));
             }
         }
+        for route in &self.skip_routes {
+            if !names.contains(route.as_str()) {
+                return Err(invalid("semantic_cache.skip_routes", format!("unknown model or route \"{route}\"")));
+            }
+            if self.route_precision.contains_key(route) {
+                return Err(invalid("semantic_cache.skip_routes", format!("\"{route}\" skips the layer but also has a route_precision")));
+            }
+        }
         let settings = SemanticSettings {
             embedder: embedding.validate()?,
             max_entries: self.max_entries,
             ttl: positive("semantic_cache.ttl", self.ttl)?,
             precision: self.precision,
             route_precision: self.route_precision.clone().into_iter().collect(),
+            skip_routes: self.skip_routes.iter().cloned().collect(),
             candidates: self.candidates,
             max_prompt_chars: self.max_prompt_chars,
             data_dir: (!self.data_dir.as_os_str().is_empty()).then(|| self.data_dir.clone()),

@@ -68,6 +68,8 @@ fn bad_values_name_their_key() {
         (MINIMAL.replace("preference = [\"m\"]", "preference = [\"x\"]"), "routing.preference[0]"),
         (format!("{MINIMAL}\n[[routing.rules]]\nname = \"r\"\nmodel = \"ghost\"\n"), "routing.rules[0].model"),
         (format!("{MINIMAL}\n[limits]\nmax_messages = 0\n"), "limits.max_messages"),
+        (format!("{MINIMAL}\n[semantic_cache]\nskip_routes = [\"ghost\"]\n"), "semantic_cache.skip_routes"),
+        (format!("{MINIMAL}\n[semantic_cache]\nskip_routes = [\"m\"]\n[semantic_cache.route_precision]\nm = 0.9\n"), "semantic_cache.skip_routes"),
         (MINIMAL.replace("kind = \"openai_compatible\"", "kind = \"openai_compatible\"\napi_key_env = \"SWITCHYARD_TEST_SURELY_UNSET\""), "providers[0].api_key_env"),
     ];
     for (toml, key) in cases {

@@ -3,7 +3,7 @@
 //! complete answers. Every shard is reached through an actor message, so a partition can live on
 //! another node without this code changing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +41,9 @@ pub struct SemanticSettings {
     pub precision: f32,
     /// Target precision per model or route name.
     pub route_precision: HashMap<String, f32>,
+    /// Models and routes whose requests skip the semantic layer (no embedding, no lookup, no
+    /// store); the exact layer still serves them.
+    pub skip_routes: HashSet<String>,
     /// Candidates the shard returns for the policy to score.
     pub candidates: usize,
     /// Longest user turn looked up, in characters.
@@ -76,7 +79,8 @@ pub enum SemanticLookup {
     Hit(Arc<CachedAnswer>, SemanticMatch),
     /// Nothing good enough; the probe stores the answer once it is known.
     Miss(SemanticProbe),
-    /// Not looked up (not a user turn, too long) or the layer failed: nothing to store either.
+    /// Not looked up (not a user turn, too long, a route that skips the layer) or the layer
+    /// failed: nothing to store either.
     Skipped,
 }
 
@@ -194,7 +198,8 @@ impl SemanticCache {
     /// Looks `request` up for `tenant`: a hit, or the probe to store its answer under.
     #[instrument(name = "semantic_cache", skip_all, fields(partition = tracing::field::Empty, similarity = tracing::field::Empty, score = tracing::field::Empty))]
     pub async fn lookup(&self, tenant: &str, request: &ChatRequest) -> SemanticLookup {
-        let Some(prompt) = semantic_prompt(request) else {
+        let skipped_route = request.model.as_deref().is_some_and(|route| self.settings.skip_routes.contains(route));
+        let Some(prompt) = semantic_prompt(request).filter(|_| !skipped_route) else {
             self.metrics.record_lookup("semantic", "skipped");
             return SemanticLookup::Skipped;
         };
