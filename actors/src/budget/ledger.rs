@@ -10,6 +10,11 @@
 //! bounding what a power loss could take. A write that fails is cut back off the file and every
 //! event in it gets the error; a record torn by a kill mid-write was never acknowledged and is cut
 //! off at the next start.
+//!
+//! The trade-off: the write runs on the settling request's runtime thread. A write to the page
+//! cache takes microseconds, but one the kernel stalls (dirty-page throttling on a saturated
+//! disk) stalls that thread's other requests with it, where a writer thread of its own would
+//! have stalled only the requests waiting for their acknowledgement.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Seek as _, SeekFrom, Write as _};
