@@ -22,7 +22,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{error, warn};
 
@@ -30,6 +30,8 @@ use crate::budget::event::CostEvent;
 
 /// Longest time an acknowledged event waits for `fsync`.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// A write slower than this is logged: the thread that made it held up its other requests.
+const SLOW_WRITE: Duration = Duration::from_millis(10);
 
 /// A ledger failure.
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +168,13 @@ impl FileLedger {
                 (std::mem::take(&mut queue.bytes), queue.queued)
             };
             let first = writer.written + 1;
-            if let Err(error) = writer.write_batch(&bytes) {
+            let started = Instant::now();
+            let written = writer.write_batch(&bytes);
+            let took = started.elapsed();
+            if took > SLOW_WRITE {
+                warn!(ledger = %shared.path.display(), took_ms = took.as_millis() as u64, events = last + 1 - first, "slow cost-ledger write: requests on this thread waited for it");
+            }
+            if let Err(error) = written {
                 error!(ledger = %shared.path.display(), %error, "failed to append cost events");
                 writer.failed.push(FailedBatch { lines: first..last + 1, untold: last + 1 - first, message: error.to_string() });
             }
