@@ -6,8 +6,9 @@
 //! settling task writes its cost event to the ledger itself and returns once it is written.
 //!
 //! The actor gets every settled event afterwards, off the request's path: it keeps the per-day
-//! cost index, the cost and utilisation metrics, delivers threshold alerts, feeds the Redis side
-//! of the ledger, and answers cost queries.
+//! cost index, the cost and utilisation metrics, drops closed periods from the book and the index
+//! at the turn of the UTC day, delivers threshold alerts, feeds the Redis side of the ledger, and
+//! answers cost queries.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -108,16 +109,9 @@ pub enum CostReport {
 }
 
 /// The node's spend, shared by the actor and the request tasks.
-#[derive(Debug)]
-struct Book {
-    spend: SpendBook,
-    /// The UTC day closed periods were last dropped.
-    pruned_on: NaiveDate,
-}
+type SharedBook = Arc<Mutex<SpendBook>>;
 
-type SharedBook = Arc<Mutex<Book>>;
-
-fn lock(book: &SharedBook) -> MutexGuard<'_, Book> {
+fn lock(book: &SharedBook) -> MutexGuard<'_, SpendBook> {
     book.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -150,6 +144,7 @@ pub struct BudgetState {
     index: CostIndex,
     notifier: AlertNotifier,
     metrics: Arc<Metrics>,
+    /// The UTC day closed periods were last dropped from the book and the index.
     pruned_on: NaiveDate,
     redis: Option<RedisSink>,
 }
@@ -181,7 +176,7 @@ impl BudgetState {
         if limited.is_empty() {
             return;
         }
-        let lines = lock(&self.book).spend.state(&limited, unix_ms);
+        let lines = lock(&self.book).state(&limited, unix_ms);
         for line in lines {
             if let Some(limit) = line.limit.filter(|limit| limit.0 > 0) {
                 let used = line.spent.0 as f64 / limit.0 as f64;
@@ -201,6 +196,7 @@ impl BudgetState {
         self.utilisation(&event.tenant, &event.user, event.unix_ms);
         let today = date_of(event.unix_ms);
         if today > self.pruned_on {
+            lock(&self.book).prune(event.unix_ms);
             self.index.prune(today);
             self.pruned_on = today;
         }
@@ -232,7 +228,7 @@ impl BudgetState {
                 let (total, saved, requests) = self.index.totals(start, end);
                 CostReport::Savings { total, saved, requests }
             }
-            CostQuery::Budget { tenant, user } => CostReport::Budget(lock(&self.book).spend.state(&self.policy.lines(&tenant, &user), now_ms())),
+            CostQuery::Budget { tenant, user } => CostReport::Budget(lock(&self.book).state(&self.policy.lines(&tenant, &user), now_ms())),
         }
     }
 }
@@ -306,7 +302,7 @@ impl BudgetHandle {
             spend.record(&policy.lines(&event.tenant, &event.user), event.charged(), event.unix_ms);
         }
         spend.prune(now);
-        let book = Arc::new(Mutex::new(Book { spend, pruned_on: date_of(now) }));
+        let book = Arc::new(Mutex::new(spend));
         let args = BudgetArgs {
             policy: Arc::clone(&policy),
             book: Arc::clone(&book),
@@ -324,7 +320,7 @@ impl BudgetHandle {
     /// the line it would exhaust; `enforce: false` reserves without checking limits.
     pub fn reserve(&self, tenant: &str, user: &str, amount: NanoUsd, unix_ms: i64, enforce: bool) -> Result<u64, Exhausted> {
         let lines = self.policy.lines(tenant, user);
-        let result = lock(&self.book).spend.reserve(&lines, amount, unix_ms, enforce);
+        let result = lock(&self.book).reserve(&lines, amount, unix_ms, enforce);
         if let Err(exhausted) = &result {
             self.metrics.budget_rejections.with_label_values(&[&exhausted.scope.to_string(), exhausted.period.as_str()]).inc();
         }
@@ -333,7 +329,7 @@ impl BudgetHandle {
 
     /// Gives a reservation back without spending.
     pub fn release(&self, reservation: u64) {
-        lock(&self.book).spend.release(reservation);
+        lock(&self.book).release(reservation);
     }
 
     /// Settles `reservation` (or, without one, records) with `event`'s charge, writes the event
@@ -344,19 +340,13 @@ impl BudgetHandle {
         let lines = if reservation.is_none() { self.policy.lines(&event.tenant, &event.user) } else { Vec::new() };
         let alerts = {
             let mut book = lock(&self.book);
-            let alerts = match reservation {
-                Some(id) => book.spend.settle(id, cost),
+            match reservation {
+                Some(id) => book.settle(id, cost),
                 None => {
-                    book.spend.record(&lines, cost, event.unix_ms);
+                    book.record(&lines, cost, event.unix_ms);
                     Vec::new()
                 }
-            };
-            let today = date_of(event.unix_ms);
-            if today > book.pruned_on {
-                book.spend.prune(event.unix_ms);
-                book.pruned_on = today;
             }
-            alerts
         };
         let written = self.ledger.append(&event);
         let _gone = self.actor.cast(BudgetMessage::Recorded { event: Box::new(event), alerts });
