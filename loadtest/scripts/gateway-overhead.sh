@@ -5,8 +5,12 @@
 # exact-cache hits over gRPC at 16 clients on a second node with the cache in process, and on a
 # third with the cache in Redis (a redis-server started here). Each case also reports the CPU time
 # the server under test (the simulator for "direct", else the node) spent per request, a capacity
-# figure less sensitive to the machine's noise than throughput. Ramps: pass-through throughput
-# with p99 under 10 ms, and Redis-backed exact hits with p99 under 1 ms.
+# figure less sensitive to the machine's noise than throughput. Floors beside each: the same
+# requests to bare servers built from the node's stack with none of its pipeline
+# (`switchyard-loadtest floor-http` forwarding to the simulator, `floor-grpc` answering a fixed
+# response, from Redis in the Redis case), i.e. what the stack alone costs on this machine.
+# Ramps: pass-through throughput with p99 under 10 ms, and Redis-backed exact hits with p99
+# under 1 ms.
 # Usage: loadtest/scripts/gateway-overhead.sh [SECONDS_PER_RUN] [RUNS]
 # Prints each run's JSON line and, per case, the median of the runs.
 set -euo pipefail
@@ -46,7 +50,14 @@ SWITCHYARD_TENANCY__LEDGER_PATH="$work/ledger-2.jsonl" "$bin/switchyard" serve -
 cached=$!
 SWITCHYARD_TENANCY__LEDGER_PATH="$work/ledger-3.jsonl" "$bin/switchyard" serve --config "$work/cached-redis.toml" >/dev/null 2>&1 &
 cached_redis=$!
-trap 'kill $sim $node $cached $cached_redis $redis 2>/dev/null; rm -rf "$work"' EXIT
+"$bin/switchyard-loadtest" floor-http --listen 127.0.0.1:19090 --upstream "http://127.0.0.1:$sim_port/v1" >/dev/null 2>&1 &
+floor_http=$!
+"$bin/switchyard-loadtest" floor-grpc --listen 127.0.0.1:19054 >/dev/null 2>&1 &
+floor_grpc=$!
+sleep 0.5 # redis-server up before floor-grpc --redis stores its answer
+"$bin/switchyard-loadtest" floor-grpc --listen 127.0.0.1:19055 --redis "redis://127.0.0.1:$redis_port" >/dev/null 2>&1 &
+floor_grpc_redis=$!
+trap 'kill $sim $node $cached $cached_redis $redis $floor_http $floor_grpc $floor_grpc_redis 2>/dev/null; rm -rf "$work"' EXIT
 sleep 1
 
 results=$(mktemp)
@@ -71,10 +82,13 @@ print(json.dumps(row))' "$(tail -n 1 "$out")" "$before" "$after" "$(getconf CLK_
 for run in $(seq "$runs"); do
   for concurrency in 1 16; do
     bench "direct-c$concurrency" "http://127.0.0.1:$sim_port" "$concurrency" "$sim"
+    bench "floor-http-c$concurrency" "http://127.0.0.1:19090" "$concurrency" "$floor_http"
     bench "gateway-http-c$concurrency" "http://127.0.0.1:19080" "$concurrency" "$node"
     bench "gateway-grpc-c$concurrency" "grpc://127.0.0.1:19051" "$concurrency" "$node"
   done
+  bench "floor-grpc-c16" "grpc://127.0.0.1:19054" 16 "$floor_grpc"
   bench "exact-hit-grpc-c16" "grpc://127.0.0.1:19052" 16 "$cached"
+  bench "floor-grpc-redis-c16" "grpc://127.0.0.1:19055" 16 "$floor_grpc_redis"
   bench "exact-hit-redis-grpc-c16" "grpc://127.0.0.1:19053" 16 "$cached_redis"
 done
 "$bin/switchyard-loadtest" ramp --target http://127.0.0.1:19080 --model gpt-4o-mini \
@@ -84,6 +98,8 @@ done
 # Exact-cache hits with Redis: the most clients at which p99 stays under 1 ms.
 "$bin/switchyard-loadtest" ramp --target grpc://127.0.0.1:19053 --model gpt-4o-mini \
   --duration "$seconds" --levels 1,2,4,8,16 --p99-budget-us 1000 | tail -n 1 | sed 's/^/ramp-exact-hit-redis-grpc /'
+"$bin/switchyard-loadtest" ramp --target grpc://127.0.0.1:19055 --model gpt-4o-mini \
+  --duration "$seconds" --levels 1,2,4,8,16 --p99-budget-us 1000 | tail -n 1 | sed 's/^/ramp-floor-grpc-redis /'
 
 echo
 echo "median of $runs runs (microseconds, requests/s):"

@@ -9,9 +9,12 @@
 //!   calling a target over HTTP (OpenAI format) or gRPC (`switchyard.v1.Gateway`).
 //! - [`semantic`](mod@semantic): the semantic cache's quality benchmark behind
 //!   `switchyard-loadtest semantic-eval` and `semantic-fit`.
+//! - [`floor`](mod@floor): bare servers built from the node's stack with none of its pipeline,
+//!   the floor under what a request costs the node.
 //! - `src/bin/switchyard-sim.rs`: runs the simulator.
 //! - `src/bin/switchyard-loadtest.rs`: runs benchmarks and ramps from the command line.
 
 pub mod bench;
+pub mod floor;
 pub mod semantic;
 pub mod sim;

@@ -6,11 +6,14 @@
 //! - `semantic-embed`, `semantic-fit` and `semantic-eval`: the semantic cache's quality benchmark
 //!   on labelled question pairs (embed them once, fit the hit policy on the train split, measure
 //!   it against plain cosine on the test split; the last line is JSON).
+//! - `floor-http` and `floor-grpc` serve the node's stack with none of its pipeline, to measure
+//!   what a request costs before the gateway does anything (see [`switchyard_loadtest::floor`]).
 //!
 //! Targets are `http://host:port` (OpenAI `POST /v1/chat/completions`, unary) or
 //! `grpc://host:port` (`switchyard.v1.Gateway/Generate`). The tool shares the machine with the
 //! server under test, so it runs on a small runtime (`--threads`, default 2).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,11 +25,16 @@ use switchyard_loadtest::bench::{
     self, BenchConfig, DEFAULT_MAX_TOKENS, DEFAULT_MODEL, DEFAULT_P99_BUDGET_US, DEFAULT_PROMPT,
     RampConfig, StopCondition, Target,
 };
+use switchyard_loadtest::floor;
 use switchyard_loadtest::semantic::embeddings::{self, EmbeddingSource};
 use switchyard_loadtest::semantic::eval;
 use switchyard_loadtest::semantic::fit::{self, FitSettings};
 use switchyard_loadtest::semantic::pairs::{PairSet, SplitPart};
 use tracing_subscriber::EnvFilter;
+
+/// The node's allocator, so the floor servers measure the stack the node runs on.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Command-line flags.
 #[derive(Debug, Parser)]
@@ -57,6 +65,32 @@ enum Command {
     SemanticFit(SemanticFitArgs),
     /// Measure a hit policy against plain cosine on the test split of labelled pairs.
     SemanticEval(SemanticEvalArgs),
+    /// Serve a bare HTTP forwarder built from the node's stack, none of its pipeline.
+    FloorHttp(FloorHttpArgs),
+    /// Serve a bare gRPC `Generate` answering one fixed response (from Redis with `--redis`).
+    FloorGrpc(FloorGrpcArgs),
+}
+
+/// Flags of `floor-http`.
+#[derive(Debug, Args)]
+struct FloorHttpArgs {
+    /// Address to serve `POST /v1/chat/completions` on.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Base URL requests are forwarded to, e.g. `http://127.0.0.1:9100/v1`.
+    #[arg(long)]
+    upstream: String,
+}
+
+/// Flags of `floor-grpc`.
+#[derive(Debug, Args)]
+struct FloorGrpcArgs {
+    /// Address to serve `switchyard.v1.Gateway/Generate` on.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Redis URL; when given, every call reads the answer from there.
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 /// Flags of `semantic-fit`.
@@ -234,7 +268,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::SemanticFit(args) => return semantic_fit(args),
         Command::SemanticEval(args) => return semantic_eval(args),
-        Command::Bench(_) | Command::Ramp(_) => {}
+        Command::Bench(_) | Command::Ramp(_) | Command::FloorHttp(_) | Command::FloorGrpc(_) => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
@@ -264,6 +298,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::SemanticEmbed(_) | Command::SemanticFit(_) | Command::SemanticEval(_) => {
             bail!("semantic commands run without a runtime")
         }
+        Command::FloorHttp(args) => floor::serve_http(floor::bind(args.listen).await?, &args.upstream).await?,
+        Command::FloorGrpc(args) => floor::serve_grpc(floor::bind(args.listen).await?, args.redis.as_deref()).await?,
         Command::Ramp(args) => {
             let mut bench = bench_config(&args.target)?;
             bench.stop = StopCondition::Duration(seconds("--duration", args.duration)?);
