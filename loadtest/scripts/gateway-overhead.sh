@@ -95,6 +95,9 @@ done
   --duration "$seconds" --levels 1,2,4,8,16,32,64 --p99-budget-us 10000 | tail -n 1 | sed 's/^/ramp-gateway-http /'
 "$bin/switchyard-loadtest" ramp --target grpc://127.0.0.1:19051 --model gpt-4o-mini \
   --duration "$seconds" --levels 1,2,4,8,16,32,64 --p99-budget-us 10000 | tail -n 1 | sed 's/^/ramp-gateway-grpc /'
+# The bare forwarder: the most a pass-through can do on this machine with the node's stack.
+"$bin/switchyard-loadtest" ramp --target http://127.0.0.1:19090 --model gpt-4o-mini \
+  --duration "$seconds" --levels 1,2,4,8,16,32,64 --p99-budget-us 10000 | tail -n 1 | sed 's/^/ramp-floor-http /'
 # Exact-cache hits with Redis: the most clients at which p99 stays under 1 ms.
 "$bin/switchyard-loadtest" ramp --target grpc://127.0.0.1:19053 --model gpt-4o-mini \
   --duration "$seconds" --levels 1,2,4,8,16 --p99-budget-us 1000 | tail -n 1 | sed 's/^/ramp-exact-hit-redis-grpc /'

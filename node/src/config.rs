@@ -582,6 +582,11 @@ fn positive(key: &str, value: Duration) -> Result<Duration, ConfigError> {
     if value.is_zero() { Err(invalid(key, "must be longer than zero")) } else { Ok(value) }
 }
 
+/// Checks that the count under `key` is not zero.
+fn at_least_one<T: PartialEq + From<u8>>(key: impl Into<String>, value: T) -> Result<(), ConfigError> {
+    if value == T::from(0) { Err(invalid(key, "must be at least 1")) } else { Ok(()) }
+}
+
 /// The trimmed value of environment variable `variable`, named by config key `key`; unset or
 /// empty is an error naming both.
 fn secret_from_env(key: &str, variable: &str) -> Result<String, ConfigError> {
@@ -613,15 +618,9 @@ impl RawConfig {
             max_output_tokens: self.limits.max_output_tokens,
             max_stop_sequences: self.limits.max_stop_sequences,
         };
-        if limits.max_messages == 0 {
-            return Err(invalid("limits.max_messages", "must be at least 1"));
-        }
-        if limits.max_prompt_chars == 0 {
-            return Err(invalid("limits.max_prompt_chars", "must be at least 1"));
-        }
-        if limits.max_output_tokens == 0 {
-            return Err(invalid("limits.max_output_tokens", "must be at least 1"));
-        }
+        at_least_one("limits.max_messages", limits.max_messages)?;
+        at_least_one("limits.max_prompt_chars", limits.max_prompt_chars)?;
+        at_least_one("limits.max_output_tokens", limits.max_output_tokens)?;
         if self.server.grpc_listen == self.server.http_listen && self.server.grpc_listen.port() != 0 {
             return Err(invalid("server.http_listen", "must differ from server.grpc_listen"));
         }
@@ -700,9 +699,7 @@ impl RawConfig {
         if redis.key_prefix.is_empty() || redis.key_prefix.contains(char::is_whitespace) {
             return Err(invalid("redis.key_prefix", "must be a non-empty word without spaces"));
         }
-        if redis.ledger_stream_max_len == 0 {
-            return Err(invalid("redis.ledger_stream_max_len", "must be at least 1"));
-        }
+        at_least_one("redis.ledger_stream_max_len", redis.ledger_stream_max_len)?;
         Ok(Some(RedisLedgerSettings {
             url: redis.url.clone(),
             key_prefix: redis.key_prefix.clone(),
@@ -727,9 +724,7 @@ impl RawConfig {
             if reqwest_like_url(&provider.base_url).is_none() {
                 return Err(invalid(format!("{key}.base_url"), format!("\"{}\" is not an http(s) URL", provider.base_url)));
             }
-            if provider.max_concurrent == 0 {
-                return Err(invalid(format!("{key}.max_concurrent"), "must be at least 1"));
-            }
+            at_least_one(format!("{key}.max_concurrent"), provider.max_concurrent)?;
             let breaker = &provider.circuit_breaker;
             if !(breaker.error_rate > 0.0 && breaker.error_rate <= 1.0) {
                 return Err(invalid(

@@ -10,7 +10,7 @@ use switchyard_actors::cache::semantic::layer::DEFAULT_MAX_PROMPT_CHARS;
 use switchyard_actors::cache::semantic::{HitPolicy, SemanticCache, SemanticSettings};
 use switchyard_actors::embed::{BatchSettings, EmbedderSettings, RemoteSettings, DEFAULT_MODEL_DIR};
 
-use super::{ConfigError, invalid, positive, secret_from_env};
+use super::{ConfigError, at_least_one, invalid, positive, secret_from_env};
 
 /// `[semantic_cache]` as written.
 #[derive(Debug, Deserialize)]
@@ -138,15 +138,9 @@ impl RawSemanticCache {
         if !self.enabled {
             return Ok(None);
         }
-        if self.max_entries == 0 {
-            return Err(invalid("semantic_cache.max_entries", "must be at least 1"));
-        }
-        if self.candidates == 0 {
-            return Err(invalid("semantic_cache.candidates", "must be at least 1"));
-        }
-        if self.max_prompt_chars == 0 {
-            return Err(invalid("semantic_cache.max_prompt_chars", "must be at least 1"));
-        }
+        at_least_one("semantic_cache.max_entries", self.max_entries)?;
+        at_least_one("semantic_cache.candidates", self.candidates)?;
+        at_least_one("semantic_cache.max_prompt_chars", self.max_prompt_chars)?;
         for route in self.route_precision.keys() {
             if !names.contains(route.as_str()) {
                 return Err(invalid(format!("semantic_cache.route_precision.{route}"), format!("unknown model or route \"{route}\"")));

@@ -68,6 +68,9 @@ fn bad_values_name_their_key() {
         (MINIMAL.replace("preference = [\"m\"]", "preference = [\"x\"]"), "routing.preference[0]"),
         (format!("{MINIMAL}\n[[routing.rules]]\nname = \"r\"\nmodel = \"ghost\"\n"), "routing.rules[0].model"),
         (format!("{MINIMAL}\n[limits]\nmax_messages = 0\n"), "limits.max_messages"),
+        (format!("{MINIMAL}\n[limits]\nmax_output_tokens = 0\n"), "limits.max_output_tokens"),
+        (MINIMAL.replace("kind = \"openai_compatible\"", "kind = \"openai_compatible\"\nmax_concurrent = 0"), "providers[0].max_concurrent"),
+        (format!("{MINIMAL}\n[semantic_cache]\ncandidates = 0\n"), "semantic_cache.candidates"),
         (format!("{MINIMAL}\n[semantic_cache]\nskip_routes = [\"ghost\"]\n"), "semantic_cache.skip_routes"),
         (format!("{MINIMAL}\n[semantic_cache]\nskip_routes = [\"m\"]\n[semantic_cache.route_precision]\nm = 0.9\n"), "semantic_cache.skip_routes"),
         (MINIMAL.replace("kind = \"openai_compatible\"", "kind = \"openai_compatible\"\napi_key_env = \"SWITCHYARD_TEST_SURELY_UNSET\""), "providers[0].api_key_env"),
@@ -76,6 +79,8 @@ fn bad_values_name_their_key() {
         let error = error_of(&toml);
         assert!(error.starts_with(key), "expected an error naming {key}, got: {error}");
     }
+    let error = error_of(&format!("{MINIMAL}\n[semantic_cache]\nmax_entries = 0\n"));
+    assert_eq!(error, "semantic_cache.max_entries: must be at least 1");
     let error = error_of(&MINIMAL.replace("kind = \"openai_compatible\"", "kind = \"opnai\""));
     assert!(error.contains("opnai"), "{error}");
     let error = error_of(&format!("{MINIMAL}\n[server]\ndrain_timeout = \"soon\"\n"));
