@@ -460,3 +460,54 @@ async fn a_model_without_a_price_is_recorded_as_unknown_never_as_zero() {
     assert_eq!(daily["unknown_price_requests"], 1);
     assert!(node.logs().contains("no configured price"), "{}", node.logs());
 }
+
+/// A ledger line as the node writes it.
+fn ledger_line(id: &str, date: chrono::NaiveDate, user: &str, cost: i64) -> String {
+    let noon = date.and_hms_opt(12, 0, 0).unwrap().and_utc().timestamp_millis();
+    json!({
+        "id": id, "unix_ms": noon, "tenant": "acme", "user": user, "key_id": format!("{user}-key"),
+        "model": "gpt-4o-mini", "provider": "sim-openai", "input_tokens": 3, "output_tokens": 10,
+        "cost": cost, "estimated": false, "cache_layer": "none", "saved": 0, "latency_ms": 5
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn past_days_are_closed_into_files_and_summaries_that_restore_costs_and_budgets() {
+    use chrono::Datelike as _;
+    let sim = start_sim().await;
+    let today = chrono::Utc::now().date_naive();
+    let last_month = today - chrono::Days::new(31);
+    let this_month = today.with_day(1).unwrap();
+    let dir = new_dir();
+    let lines = [
+        ledger_line("old-1", last_month, "alice", 1_000),
+        ledger_line("old-2", last_month, "bob", 2_000),
+        ledger_line("month-1", this_month, "alice", 5_000),
+    ];
+    std::fs::write(dir.join("ledger.jsonl"), lines.join("\n") + "\n").unwrap();
+    let config = config_for(sim.addr, |c| c + &tenancy("monthly_budget_usd = 1.0", ""));
+    let check = async |node: &Node| {
+        let old = admin(node, &format!("/admin/v1/cost/daily?date={last_month}")).await;
+        assert_eq!((old["total"]["nano_usd"].as_i64(), old["requests"].as_i64()), (Some(3_000), Some(2)), "{old}");
+        let month = admin(node, &format!("/admin/v1/cost/daily?date={this_month}")).await;
+        assert_eq!(month["total"]["nano_usd"].as_i64(), Some(5_000), "{month}");
+        let budget = admin(node, "/admin/v1/budget?tenant=acme&user=alice").await;
+        let monthly = budget["budgets"].as_array().unwrap().iter().find(|line| line["period"] == "monthly").cloned().unwrap_or_default();
+        assert_eq!(monthly["spent"]["nano_usd"].as_i64(), Some(5_000), "{budget}");
+    };
+
+    let node = Node::start_in(&dir, &config);
+    check(&node).await;
+    let closed = dir.join(format!("ledger.jsonl.{last_month}"));
+    let summary = std::fs::read_to_string(dir.join(format!("ledger.jsonl.{last_month}.summary"))).unwrap();
+    assert_eq!(std::fs::read_to_string(&closed).unwrap().lines().count(), 3, "the old file is kept whole");
+    assert_eq!(summary.lines().count(), 3, "one line per day, user and model: {summary}");
+    assert_eq!(std::fs::read_to_string(dir.join("ledger.jsonl")).unwrap(), "", "a new file for today");
+
+    // Restarted, the node reads the closed file's summary, not its events, and answers the same.
+    let dir = node.kill();
+    std::fs::write(&closed, "").unwrap();
+    let node = Node::start_in(&dir, &config);
+    check(&node).await;
+}

@@ -20,11 +20,11 @@ use tracing::info;
 
 use crate::budget::alert::AlertNotifier;
 use crate::budget::book::{Alert, Exhausted, LineState, SpendBook};
-use crate::budget::event::CostEvent;
+use crate::budget::event::{CostEvent, DaySpend};
 use crate::budget::index::CostIndex;
 use crate::budget::ledger::{FileLedger, LedgerError};
 use crate::budget::money::NanoUsd;
-use crate::budget::period::{date_of, now_ms};
+use crate::budget::period::{date_of, midnight_ms, now_ms};
 use crate::budget::BudgetPolicy;
 use crate::budget::redis_sink::{RedisLedgerSettings, RedisSink};
 use crate::metrics::Metrics;
@@ -128,6 +128,8 @@ pub struct BudgetArgs {
     book: SharedBook,
     /// Events replayed from the ledger, for the cost index.
     pub replayed: Vec<CostEvent>,
+    /// Day summaries of the ledger's older files, for the cost index.
+    pub summaries: Vec<DaySpend>,
     /// Alert delivery.
     pub notifier: AlertNotifier,
     /// Metrics.
@@ -243,10 +245,13 @@ impl Actor for Budget {
         for event in &args.replayed {
             index.add(event);
         }
+        for day in &args.summaries {
+            index.add_day(day);
+        }
         let today = date_of(now_ms());
         index.prune(today);
-        if !args.replayed.is_empty() {
-            info!(events = args.replayed.len(), "cost ledger replayed");
+        if !args.replayed.is_empty() || !args.summaries.is_empty() {
+            info!(events = args.replayed.len(), day_summaries = args.summaries.len(), "cost ledger replayed");
         }
         Ok(BudgetState {
             policy: args.policy,
@@ -301,12 +306,16 @@ impl BudgetHandle {
         for event in &replay.events {
             spend.record(&policy.lines(&event.tenant, &event.user), event.charged(), event.unix_ms);
         }
+        for day in &replay.summaries {
+            spend.record(&policy.lines(&day.tenant, &day.user), day.cost, midnight_ms(day.date));
+        }
         spend.prune(now);
         let book = Arc::new(Mutex::new(spend));
         let args = BudgetArgs {
             policy: Arc::clone(&policy),
             book: Arc::clone(&book),
             replayed: replay.events,
+            summaries: replay.summaries,
             notifier,
             metrics: Arc::clone(&metrics),
             redis,

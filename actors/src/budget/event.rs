@@ -42,3 +42,27 @@ impl CostEvent {
         self.cost.unwrap_or(NanoUsd::ZERO)
     }
 }
+
+/// What one (tenant, user, model) spent on one UTC day: the compacted form of a closed ledger
+/// segment's events, holding everything the budgets and the cost index take from them.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DaySpend {
+    /// The UTC day.
+    pub date: chrono::NaiveDate,
+    /// The tenant.
+    pub tenant: String,
+    /// The user within the tenant.
+    pub user: String,
+    /// The model that served (empty when none did).
+    pub model: String,
+    /// Requests recorded.
+    pub requests: u64,
+    /// Requests whose model had no price.
+    pub unknown_price_requests: u64,
+    /// Requests charged at their estimate.
+    pub estimated_requests: u64,
+    /// The charged cost.
+    pub cost: NanoUsd,
+    /// Cost avoided by cache hits.
+    pub saved: NanoUsd,
+}

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
 
-use crate::budget::event::CostEvent;
+use crate::budget::event::{CostEvent, DaySpend};
 use crate::budget::money::NanoUsd;
 use crate::budget::period::date_of;
 
@@ -31,6 +31,22 @@ pub struct DayTotals {
     pub by_tenant: HashMap<String, NanoUsd>,
 }
 
+impl DayTotals {
+    /// Adds `cost` and `saved` to the day's totals and to the breakdowns.
+    fn spend(&mut self, tenant: &str, user: &str, model: &str, cost: NanoUsd, saved: NanoUsd) {
+        self.total = self.total.plus(cost);
+        self.saved = self.saved.plus(saved);
+        if !model.is_empty() {
+            let entry = self.by_model.entry(model.to_owned()).or_default();
+            *entry = entry.plus(cost);
+        }
+        let by_user = self.by_user.entry((tenant.to_owned(), user.to_owned())).or_default();
+        *by_user = by_user.plus(cost);
+        let by_tenant = self.by_tenant.entry(tenant.to_owned()).or_default();
+        *by_tenant = by_tenant.plus(cost);
+    }
+}
+
 /// Totals per day.
 #[derive(Debug)]
 pub struct CostIndex {
@@ -47,20 +63,19 @@ impl CostIndex {
     /// Adds one event to its day.
     pub fn add(&mut self, event: &CostEvent) {
         let day = self.days.entry(date_of(event.unix_ms)).or_default();
-        let cost = event.charged();
-        day.total = day.total.plus(cost);
         day.requests += 1;
         day.unknown_price_requests += u64::from(event.cost.is_none());
         day.estimated_requests += u64::from(event.estimated);
-        day.saved = day.saved.plus(event.saved);
-        if !event.model.is_empty() {
-            let entry = day.by_model.entry(event.model.clone()).or_default();
-            *entry = entry.plus(cost);
-        }
-        let user = day.by_user.entry((event.tenant.clone(), event.user.clone())).or_default();
-        *user = user.plus(cost);
-        let tenant = day.by_tenant.entry(event.tenant.clone()).or_default();
-        *tenant = tenant.plus(cost);
+        day.spend(&event.tenant, &event.user, &event.model, event.charged(), event.saved);
+    }
+
+    /// Adds a day's compacted spend (from a closed ledger segment's summary).
+    pub fn add_day(&mut self, spend: &DaySpend) {
+        let day = self.days.entry(spend.date).or_default();
+        day.requests += spend.requests;
+        day.unknown_price_requests += spend.unknown_price_requests;
+        day.estimated_requests += spend.estimated_requests;
+        day.spend(&spend.tenant, &spend.user, &spend.model, spend.cost, spend.saved);
     }
 
     /// Drops days older than the retention, counted back from `today`.

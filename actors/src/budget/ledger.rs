@@ -1,5 +1,6 @@
 //! The durable cost ledger without Redis: an append-only file of JSON lines, one [`CostEvent`]
-//! each, replayed at start.
+//! each, replayed at start. A day's file is closed after the day ends and summarised, so a start
+//! reads the recent events and the older summaries (see [`segments`](super::segments)).
 //!
 //! The settling request writes its own event: it queues the line, then whoever holds the file
 //! writes every queued line with one `write` (group commit), so concurrent settlements share
@@ -24,9 +25,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tracing::{error, warn};
+use chrono::NaiveDate;
+use tracing::{error, info, warn};
 
-use crate::budget::event::CostEvent;
+use crate::budget::event::{CostEvent, DaySpend};
+use crate::budget::period::{date_of, now_ms};
+use crate::budget::segments::{self, Segment};
 
 /// Longest time an acknowledged event waits for `fsync`.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
@@ -57,8 +61,12 @@ pub enum LedgerError {
 /// What replay found.
 #[derive(Debug, Default)]
 pub struct Replay {
-    /// Every event in the file, oldest first.
+    /// The events of the live file and of the segments replayed event by event, oldest first.
     pub events: Vec<CostEvent>,
+    /// The spend of the older segments, from their summaries.
+    pub summaries: Vec<DaySpend>,
+    /// Closed segments read (events or summary).
+    pub segments: usize,
     /// Lines that did not parse (skipped, with a warning each).
     pub skipped_lines: usize,
     /// Bytes of a torn last record cut off.
@@ -83,6 +91,8 @@ struct Writer {
     written: u64,
     /// Failed writes whose appenders have not all learnt of the failure yet.
     failed: Vec<FailedBatch>,
+    /// The UTC day of the file's first event; `None` while it is empty.
+    segment_day: Option<NaiveDate>,
 }
 
 /// A write that failed: its lines' numbers, how many of their appenders still have to be told,
@@ -127,22 +137,34 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl FileLedger {
-    /// Opens (creating) the ledger at `path`, replays it, and starts the syncing thread.
+    /// Opens (creating) the ledger at `path`, replays it with its closed segments, closes the
+    /// live file if it started before today, and starts the syncing thread.
     pub fn open(path: &Path) -> Result<(Self, Replay), LedgerError> {
+        Self::open_on(path, date_of(now_ms()))
+    }
+
+    /// [`open`](Self::open) as if today were `today`.
+    fn open_on(path: &Path, today: NaiveDate) -> Result<(Self, Replay), LedgerError> {
         let io = |error| LedgerError::Io { path: path.to_owned(), error };
         if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
         let mut file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io)?;
-        let replay = replay(&mut file, path).map_err(io)?;
+        let live = replay(&mut file, path).map_err(io)?;
+        let segment_day = live.events.first().map(|event| date_of(event.unix_ms));
+        let mut replay = replay_segments(path, today).map_err(io)?;
+        replay.events.extend(live.events);
+        replay.skipped_lines += live.skipped_lines;
+        replay.truncated_bytes = live.truncated_bytes;
         let len = file.metadata().map_err(io)?.len();
         let shared = Arc::new(Shared {
             path: path.to_owned(),
             queue: Mutex::new(Queue::default()),
-            writer: Mutex::new(Writer { file, len, written: 0, failed: Vec::new() }),
+            writer: Mutex::new(Writer { file, len, written: 0, failed: Vec::new(), segment_day }),
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         });
+        close_segment_before(&shared, today);
         let syncing = Arc::clone(&shared);
         std::thread::Builder::new().name("cost-ledger-sync".into()).spawn(move || sync_loop(&syncing)).map_err(io)?;
         let guard = Arc::new(SyncerGuard(Arc::clone(&shared)));
@@ -170,6 +192,7 @@ impl FileLedger {
             let first = writer.written + 1;
             let started = Instant::now();
             let written = writer.write_batch(&bytes);
+            let wrote = written.is_ok();
             let took = started.elapsed();
             if took > SLOW_WRITE {
                 warn!(ledger = %shared.path.display(), took_ms = took.as_millis() as u64, events = last + 1 - first, "slow cost-ledger write: requests on this thread waited for it");
@@ -179,6 +202,9 @@ impl FileLedger {
                 writer.failed.push(FailedBatch { lines: first..last + 1, untold: last + 1 - first, message: error.to_string() });
             }
             writer.written = last;
+            if wrote && writer.segment_day.is_none() {
+                writer.segment_day = Some(date_of(now_ms()));
+            }
             shared.dirty.store(true, Ordering::Release);
         }
         let Some(index) = writer.failed.iter().position(|batch| batch.lines.contains(&number)) else { return Ok(()) };
@@ -218,9 +244,14 @@ impl Writer {
 }
 
 fn sync_now(shared: &Shared) -> Result<(), LedgerError> {
-    let file = lock(&shared.writer).file.try_clone().map_err(|error| LedgerError::Io { path: shared.path.clone(), error })?;
-    shared.dirty.store(false, Ordering::Release);
-    file.sync_data().map_err(|error| LedgerError::Io { path: shared.path.clone(), error })
+    let file = {
+        // Cleared under the writer's lock, which writes set it under: a write to a file that
+        // replaced this one since cannot be marked clean by this sync.
+        let writer = lock(&shared.writer);
+        shared.dirty.store(false, Ordering::Release);
+        writer.file.try_clone()
+    };
+    file.and_then(|file| file.sync_data()).map_err(|error| LedgerError::Io { path: shared.path.clone(), error })
 }
 
 fn sync_loop(shared: &Shared) {
@@ -235,7 +266,88 @@ fn sync_loop(shared: &Shared) {
         if closed {
             return;
         }
+        close_segment_before(shared, date_of(now_ms()));
     }
+}
+
+/// Closes the live file if its first event is from before `today`, and summarises it.
+/// Failures are logged: the live file then stays open, and the next sync tries again.
+fn close_segment_before(shared: &Shared, today: NaiveDate) {
+    let closed = {
+        let mut writer = lock(&shared.writer);
+        match writer.segment_day {
+            Some(day) if day < today => rotate(shared, &mut writer, day),
+            _ => return,
+        }
+    };
+    let segment = match closed {
+        Ok(segment) => segment,
+        Err(error) => {
+            error!(ledger = %shared.path.display(), %error, "failed to close the day's cost-ledger file; it stays open");
+            return;
+        }
+    };
+    info!(segment = %segment.path.display(), "cost-ledger file closed for the day");
+    let summarised = segment.events().and_then(|(events, _skipped)| segment.write_summary(&segments::summarize(&events)));
+    if let Err(error) = summarised {
+        error!(segment = %segment.path.display(), %error, "failed to summarise a closed cost-ledger file; the next start does");
+    }
+}
+
+/// Renames the live file to its segment's name and starts a new one, under the writer's lock so
+/// that no write lands in between. The closed file is synced first; if the new file cannot be
+/// opened, the rename is undone and writing goes on in the old file.
+fn rotate(shared: &Shared, writer: &mut Writer, day: NaiveDate) -> std::io::Result<Segment> {
+    let segment = Segment::of(&shared.path, day);
+    if segment.path.exists() {
+        // Only a clock set back could get here: keep writing to the live file until tomorrow.
+        writer.segment_day = None;
+        return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{} already exists", segment.path.display())));
+    }
+    writer.file.sync_data()?;
+    std::fs::rename(&shared.path, &segment.path)?;
+    match OpenOptions::new().create(true).read(true).append(true).open(&shared.path) {
+        Ok(file) => {
+            writer.file = file;
+            writer.len = 0;
+            writer.segment_day = None;
+            segments::sync_dir(&shared.path)?;
+            Ok(segment)
+        }
+        Err(error) => {
+            std::fs::rename(&segment.path, &shared.path)?;
+            Err(error)
+        }
+    }
+}
+
+/// Reads the closed segments of the ledger at `live`: recent ones event by event, older ones
+/// from their summaries. A missing or unreadable summary is rebuilt from its segment.
+fn replay_segments(live: &Path, today: NaiveDate) -> std::io::Result<Replay> {
+    let mut replay = Replay::default();
+    for segment in segments::list(live)? {
+        replay.segments += 1;
+        let summary = segment.read_summary();
+        let raw = segment.replayed_raw(today);
+        if let (false, Some(summary)) = (raw, &summary) {
+            replay.summaries.extend_from_slice(summary);
+            continue;
+        }
+        let (events, skipped) = segment.events()?;
+        replay.skipped_lines += skipped;
+        if summary.is_none() {
+            let built = segments::summarize(&events);
+            if let Err(error) = segment.write_summary(&built) {
+                warn!(segment = %segment.path.display(), %error, "failed to write a cost-ledger summary; the segment is read whole");
+            }
+            if !raw {
+                replay.summaries.extend(built);
+                continue;
+            }
+        }
+        replay.events.extend(events);
+    }
+    Ok(replay)
 }
 
 fn replay(file: &mut File, path: &Path) -> std::io::Result<Replay> {
@@ -277,10 +389,15 @@ mod tests {
     use super::*;
     use crate::budget::money::NanoUsd;
 
+    /// An event of now: a test ledger's file is not closed for an earlier day.
     fn event(id: &str) -> CostEvent {
+        event_at(id, now_ms())
+    }
+
+    fn event_at(id: &str, unix_ms: i64) -> CostEvent {
         CostEvent {
             id: id.into(),
-            unix_ms: 1,
+            unix_ms,
             tenant: "t".into(),
             user: "u".into(),
             key_id: "k".into(),
@@ -390,5 +507,130 @@ mod tests {
         let (_ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("reopens");
         assert_eq!(replay.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
         let _ = std::fs::remove_file(&path);
+    }
+
+    fn day(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("a date")
+    }
+
+    /// Noon of `date`, in Unix milliseconds.
+    fn noon(date: NaiveDate) -> i64 {
+        crate::budget::period::midnight_ms(date) + 12 * 3_600_000
+    }
+
+    /// A ledger at `cost-ledger.jsonl` in a new directory of its own (closed files land beside it).
+    fn ledger_dir(name: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("switchyard-ledger-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creates the directory");
+        let path = dir.join("cost-ledger.jsonl");
+        (dir, path)
+    }
+
+    fn open_on(path: &Path, today: NaiveDate) -> (FileLedger, Replay) {
+        FileLedger::open_on(path, today).map_err(|e| e.to_string()).expect("opens")
+    }
+
+    fn ids(events: &[CostEvent]) -> Vec<&str> {
+        events.iter().map(|event| event.id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_file_from_an_earlier_day_is_closed_summarised_and_later_read_as_its_summary() {
+        let (dir, path) = ledger_dir("rotation");
+        let first = day("2026-01-10");
+        let (ledger, _) = open_on(&path, first);
+        let mut day_one = vec![event_at("a", noon(first)), event_at("b", noon(first)), event_at("c", noon(first))];
+        day_one[1].cost = None;
+        day_one[2].estimated = true;
+        day_one[2].model = "other".into();
+        for event in &day_one {
+            ledger.append(event).map_err(|e| e.to_string()).expect("appends");
+        }
+        drop(ledger);
+
+        // The next day: the file is closed at start, read whole (recent), and summarised.
+        let second = first.succ_opt().expect("a next day");
+        let (ledger, replay) = open_on(&path, second);
+        assert_eq!(ids(&replay.events), ["a", "b", "c"]);
+        assert_eq!((replay.segments, replay.summaries.len()), (0, 0));
+        let segment = Segment::of(&path, first);
+        assert!(segment.path.exists(), "closed as {}", segment.path.display());
+        assert_eq!(segment.read_summary(), Some(segments::summarize(&day_one)));
+        assert_eq!(std::fs::metadata(&path).map(|m| m.len()).ok(), Some(0), "a new live file");
+        ledger.append(&event_at("d", noon(second))).map_err(|e| e.to_string()).expect("appends to the new file");
+        drop(ledger);
+
+        // Weeks later: the first day comes from its summary, the second day's file whole.
+        let later = day("2026-02-01");
+        let (_ledger, replay) = open_on(&path, later);
+        assert_eq!(ids(&replay.events), ["d"]);
+        assert_eq!(replay.summaries, segments::summarize(&day_one));
+        assert_eq!(replay.segments, 1, "the second day's file was still live at this start");
+        let spend: Vec<_> = replay.summaries.iter().map(|s| (s.model.as_str(), s.requests, s.unknown_price_requests, s.estimated_requests, s.cost)).collect();
+        assert_eq!(spend, [("m", 2, 1, 0, NanoUsd(3)), ("other", 1, 0, 1, NanoUsd(3))]);
+
+        // The index built from the summaries answers as one built from the events.
+        let mut from_events = crate::budget::index::CostIndex::new(400);
+        day_one.iter().for_each(|event| from_events.add(event));
+        let mut from_summary = crate::budget::index::CostIndex::new(400);
+        replay.summaries.iter().for_each(|spend| from_summary.add_day(spend));
+        assert_eq!(from_summary.day(first), from_events.day(first));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_broken_summary_is_rebuilt_from_its_file() {
+        let (dir, path) = ledger_dir("rebuild");
+        let first = day("2026-03-01");
+        let (ledger, _) = open_on(&path, first);
+        let events = [event_at("a", noon(first)), event_at("b", noon(first))];
+        events.iter().for_each(|event| ledger.append(event).map_err(|e| e.to_string()).expect("appends"));
+        drop(ledger);
+        drop(open_on(&path, first.succ_opt().expect("a next day")));
+        let segment = Segment::of(&path, first);
+        let expected = segments::summarize(&events);
+
+        std::fs::remove_file(segment.summary_path()).expect("removes the summary");
+        let (_ledger, replay) = open_on(&path, day("2026-04-01"));
+        assert_eq!((replay.summaries.clone(), replay.events.len()), (expected.clone(), 0));
+        assert_eq!(segment.read_summary(), Some(expected.clone()), "written again");
+
+        std::fs::write(segment.summary_path(), "{\"date\":").expect("breaks the summary");
+        let (_ledger, replay) = open_on(&path, day("2026-04-02"));
+        assert_eq!(replay.summaries, expected);
+        assert_eq!(segment.read_summary(), Some(expected));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn appends_racing_a_close_land_once_in_one_file_or_the_other() {
+        let (dir, path) = ledger_dir("racing");
+        let (ledger, _) = open_on(&path, date_of(now_ms()));
+        let closer = {
+            let shared = Arc::clone(&ledger.shared);
+            std::thread::spawn(move || {
+                while lock(&shared.writer).segment_day.is_none() {
+                    std::thread::yield_now();
+                }
+                // As if the day had ended: the syncer's close, while appenders write.
+                close_segment_before(&shared, date_of(now_ms()).succ_opt().expect("tomorrow"));
+            })
+        };
+        from_threads(&ledger, 4, |ledger, thread| {
+            for n in 0..300 {
+                ledger.append(&event(&format!("{thread}-{n}"))).map_err(|e| e.to_string()).expect("appends");
+            }
+        });
+        closer.join().expect("closing thread");
+        drop(ledger);
+        let segment = segments::list(&path).expect("lists").pop().expect("one closed file");
+        let (mut all, skipped) = segment.events().expect("reads the closed file");
+        let (live, _) = open_on(&path, date_of(now_ms()));
+        drop(live);
+        all.extend(Segment { day: segment.day, path: path.clone() }.events().expect("reads the live file").0);
+        let unique: std::collections::HashSet<_> = ids(&all).into_iter().collect();
+        assert_eq!((all.len(), unique.len(), skipped), (1200, 1200, 0));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

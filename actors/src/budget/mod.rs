@@ -5,6 +5,8 @@
 //! - [`book`]: spend and reservations per (scope, period), admission and thresholds (plain struct).
 //! - [`index`]: totals per day by model, user and tenant for the admin queries.
 //! - [`ledger`]: the append-only file ledger replayed at start.
+//! - [`segments`]: the ledger's closed daily files and their summaries, read at start instead of
+//!   old events.
 //! - [`redis_sink`]: the Redis side of the ledger (stream + atomic counters), when configured.
 //! - [`alert`]: threshold alerts as logs, metrics and webhook calls.
 //! - [`event`], [`money`], [`period`]: the cost record, exact money and UTC periods.
@@ -19,6 +21,7 @@ pub mod ledger;
 pub mod money;
 pub mod period;
 pub mod redis_sink;
+pub mod segments;
 
 use std::collections::HashMap;
 

@@ -54,6 +54,11 @@ pub fn date_of(unix_ms: i64) -> NaiveDate {
     DateTime::<Utc>::from_timestamp_millis(unix_ms).unwrap_or(DateTime::<Utc>::MIN_UTC).date_naive()
 }
 
+/// Milliseconds since the Unix epoch at the start of `date` (UTC).
+pub fn midnight_ms(date: NaiveDate) -> i64 {
+    date.and_hms_opt(0, 0, 0).map_or(i64::MIN, |naive| Utc.from_utc_datetime(&naive).timestamp_millis())
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
