@@ -271,19 +271,20 @@ fn sync_loop(shared: &Shared) {
 }
 
 /// Closes the live file if its first event is from before `today`, and summarises it.
-/// Failures are logged: the live file then stays open, and the next sync tries again.
+/// A failure is logged and the live file stays open, counted as today's: the next try is
+/// tomorrow's (its events are all read at start either way).
 fn close_segment_before(shared: &Shared, today: NaiveDate) {
     let closed = {
         let mut writer = lock(&shared.writer);
         match writer.segment_day {
-            Some(day) if day < today => rotate(shared, &mut writer, day),
+            Some(day) if day < today => rotate(shared, &mut writer, day).inspect_err(|_| writer.segment_day = Some(today)),
             _ => return,
         }
     };
     let segment = match closed {
         Ok(segment) => segment,
         Err(error) => {
-            error!(ledger = %shared.path.display(), %error, "failed to close the day's cost-ledger file; it stays open");
+            error!(ledger = %shared.path.display(), %error, "failed to close the day's cost-ledger file; it stays open until tomorrow");
             return;
         }
     };
@@ -300,8 +301,7 @@ fn close_segment_before(shared: &Shared, today: NaiveDate) {
 fn rotate(shared: &Shared, writer: &mut Writer, day: NaiveDate) -> std::io::Result<Segment> {
     let segment = Segment::of(&shared.path, day);
     if segment.path.exists() {
-        // Only a clock set back could get here: keep writing to the live file until tomorrow.
-        writer.segment_day = None;
+        // Only a clock set back could get here.
         return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{} already exists", segment.path.display())));
     }
     writer.file.sync_data()?;
@@ -631,6 +631,26 @@ mod tests {
         all.extend(Segment { day: segment.day, path: path.clone() }.events().expect("reads the live file").0);
         let unique: std::collections::HashSet<_> = ids(&all).into_iter().collect();
         assert_eq!((all.len(), unique.len(), skipped), (1200, 1200, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_cannot_be_closed_stays_open_until_the_next_day() {
+        let (dir, path) = ledger_dir("unclosable");
+        let first = day("2026-05-05");
+        let (ledger, _) = open_on(&path, first);
+        ledger.append(&event_at("a", noon(first))).map_err(|e| e.to_string()).expect("appends");
+        drop(ledger);
+        let taken = Segment::of(&path, first);
+        std::fs::write(&taken.path, "").expect("takes the closed file's name");
+        let second = first.succ_opt().expect("a next day");
+        let (ledger, replay) = open_on(&path, second);
+        assert_eq!(ids(&replay.events), ["a"]);
+        assert_eq!(lock(&ledger.shared.writer).segment_day, Some(second), "tried again tomorrow, not every sync");
+        ledger.append(&event_at("b", noon(second))).map_err(|e| e.to_string()).expect("appends to the open file");
+        drop(ledger);
+        let (_ledger, replay) = open_on(&path, second);
+        assert_eq!(ids(&replay.events), ["a", "b"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
