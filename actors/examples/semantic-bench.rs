@@ -131,9 +131,10 @@ async fn lookup_bench(options: &Options) -> anyhow::Result<()> {
         max_prompt_chars: DEFAULT_MAX_PROMPT_CHARS,
         data_dir: None,
         snapshot_interval: Duration::from_secs(3600),
+        policy: HitPolicy::shipped()?,
     };
     let metrics = Arc::new(Metrics::new()?);
-    let (cache, _cells) = SemanticCache::start(settings, HitPolicy::shipped()?, metrics).await?;
+    let (cache, _cells) = SemanticCache::start(settings, metrics).await?;
     for (question, _) in pairs.iter() {
         if let SemanticLookup::Miss(probe) = cache.lookup("bench", &request(question)).await {
             cache.store(probe, answer(question), None, None);

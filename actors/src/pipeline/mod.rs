@@ -28,7 +28,7 @@ use crate::budget::period::now_ms;
 use crate::budget::{BudgetHandle, BudgetPolicy, CostQuery, CostReport, NanoUsd};
 use crate::error::{AttemptFailure, GatewayError};
 use crate::metrics::Metrics;
-use crate::cache::semantic::{HitPolicy, SemanticCache, SemanticMatch, SemanticSettings};
+use crate::cache::semantic::{SemanticCache, SemanticMatch, SemanticSettings};
 use crate::cache::{CachedAnswer, ExactCache, Invalidation, RedisCacheSettings};
 use crate::pipeline::caching::{CacheHit, Caches};
 use crate::model::{CacheLayer, ChatRequest, Completion, FinishReason, ModelSelection, RequestLimits, RoutingContext, Target, Tier, Usage};
@@ -149,7 +149,7 @@ impl Gateway {
         let semantic = match settings.semantic_cache {
             None => None,
             Some(semantic) => {
-                let (cache, cells) = SemanticCache::start(semantic, HitPolicy::shipped()?, Arc::clone(&metrics)).await?;
+                let (cache, cells) = SemanticCache::start(semantic, Arc::clone(&metrics)).await?;
                 actors.extend(cells);
                 Some(cache)
             }

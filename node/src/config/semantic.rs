@@ -165,9 +165,9 @@ impl RawSemanticCache {
             max_prompt_chars: self.max_prompt_chars,
             data_dir: (!self.data_dir.as_os_str().is_empty()).then(|| self.data_dir.clone()),
             snapshot_interval: positive("semantic_cache.snapshot_interval", self.snapshot_interval)?,
+            policy: HitPolicy::shipped().map_err(|error| invalid("semantic_cache", format!("the shipped hit policy: {error}")))?,
         };
-        let policy = HitPolicy::shipped().map_err(|error| invalid("semantic_cache", format!("the shipped hit policy: {error}")))?;
-        SemanticCache::check(&policy, &settings).map_err(|wrong| {
+        SemanticCache::check(&settings).map_err(|wrong| {
             let key = wrong.route.map_or_else(|| "semantic_cache.precision".to_owned(), |route| format!("semantic_cache.route_precision.{route}"));
             invalid(key, wrong.error.to_string())
         })?;

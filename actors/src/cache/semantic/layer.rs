@@ -52,6 +52,8 @@ pub struct SemanticSettings {
     pub data_dir: Option<PathBuf>,
     /// How often shards snapshot (they also do at shutdown).
     pub snapshot_interval: Duration,
+    /// The hit decision (the shipped fitted policy, unless a benchmark passes another).
+    pub policy: HitPolicy,
 }
 
 /// Which cached entry a semantic hit came from.
@@ -121,13 +123,14 @@ fn thresholds(policy: &HitPolicy, settings: &SemanticSettings) -> Result<Thresho
 
 impl SemanticCache {
     /// Checks that every configured precision maps to a threshold of `policy`.
-    pub fn check(policy: &HitPolicy, settings: &SemanticSettings) -> Result<(), ThresholdError> {
-        thresholds(policy, settings).map(|_| ())
+    pub fn check(settings: &SemanticSettings) -> Result<(), ThresholdError> {
+        thresholds(&settings.policy, settings).map(|_| ())
     }
 
     /// Starts the embedder and one shard per partition (each restoring its snapshot), and the
     /// snapshot timer.
-    pub async fn start(settings: SemanticSettings, policy: HitPolicy, metrics: Arc<Metrics>) -> anyhow::Result<(Self, Vec<ActorCell>)> {
+    pub async fn start(settings: SemanticSettings, metrics: Arc<Metrics>) -> anyhow::Result<(Self, Vec<ActorCell>)> {
+        let policy = settings.policy.clone();
         let (default_threshold, route_thresholds) =
             thresholds(&policy, &settings).map_err(|wrong| anyhow::anyhow!("semantic cache precision for {}: {}", wrong.route.as_deref().unwrap_or("every route"), wrong.error))?;
         let (embedder, embedder_cell) = EmbedderHandle::start_observed(settings.embedder.clone(), Some(metrics.embedding_batch_size.clone())).await?;
