@@ -48,6 +48,8 @@ pub(crate) struct CacheProbe {
     /// The request's exact key, when a layer is on and not bypassed: the exact layer's key, and
     /// what invalidates the request's entries in both layers.
     pub exact_key: Option<String>,
+    /// Whether the exact layer stores under `exact_key` (it is on).
+    exact_layer: bool,
     semantic: Option<SemanticProbe>,
     tenant: String,
     route: String,
@@ -73,8 +75,8 @@ impl CacheProbe {
     }
 
     /// True when an answer to the request is stored anywhere.
-    pub fn stores(&self, caches: &Caches) -> bool {
-        !self.no_store && ((caches.exact.is_some() && self.exact_key.is_some()) || self.semantic.is_some())
+    pub fn stores(&self) -> bool {
+        !self.no_store && ((self.exact_layer && self.exact_key.is_some()) || self.semantic.is_some())
     }
 }
 
@@ -84,6 +86,7 @@ impl Caches {
     pub async fn lookup(&self, principal: &Principal, request: &ChatRequest) -> (CacheProbe, Option<CacheHit>) {
         let mut probe = CacheProbe {
             exact_key: None,
+            exact_layer: self.exact.is_some(),
             semantic: None,
             tenant: principal.tenant.clone(),
             route: request.model.clone().unwrap_or_else(|| "auto".into()),

@@ -356,7 +356,7 @@ impl Gateway {
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match result {
             Ok(answer) => {
-                if probe.stores(&self.caches) {
+                if probe.stores() {
                     let completion = &answer.completion;
                     let stored = probe.entry(completion.text.clone(), &answer.target, completion.usage, completion.finish_reason, answer.cost);
                     self.caches.store(probe, stored).await;
@@ -479,7 +479,7 @@ impl Gateway {
             return Ok(replay);
         }
         let cache_key = probe.exact_key.clone();
-        let mut store = probe.stores(&self.caches).then(|| stream::Store { caches: self.caches.clone(), probe });
+        let mut store = probe.stores().then(|| stream::Store { caches: self.caches.clone(), probe });
         let mut failures = Vec::new();
         for target in selection.chain() {
             let provider = self.provider(target)?;
