@@ -153,7 +153,6 @@ impl FileLedger {
         let live = replay(&mut file, path).map_err(io)?;
         let segment_day = live.events.first().map(|event| date_of(event.unix_ms));
         let mut replay = replay_segments(path, today).map_err(io)?;
-        replay.events.extend(live.events);
         replay.skipped_lines += live.skipped_lines;
         replay.truncated_bytes = live.truncated_bytes;
         let len = file.metadata().map_err(io)?.len();
@@ -164,7 +163,9 @@ impl FileLedger {
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         });
-        close_segment_before(&shared, today);
+        // Nothing has written to the file since it was read: its events are the ones replayed.
+        close_segment_before(&shared, today, Some(&live.events));
+        replay.events.extend(live.events);
         let syncing = Arc::clone(&shared);
         std::thread::Builder::new().name("cost-ledger-sync".into()).spawn(move || sync_loop(&syncing)).map_err(io)?;
         let guard = Arc::new(SyncerGuard(Arc::clone(&shared)));
@@ -266,14 +267,14 @@ fn sync_loop(shared: &Shared) {
         if closed {
             return;
         }
-        close_segment_before(shared, date_of(now_ms()));
+        close_segment_before(shared, date_of(now_ms()), None);
     }
 }
 
-/// Closes the live file if its first event is from before `today`, and summarises it.
-/// A failure is logged and the live file stays open, counted as today's: the next try is
+/// Closes the live file if its first event is from before `today`, and summarises it (from
+/// `events` when they are known to be the file's, else by reading it). A failure is logged and the live file stays open, counted as today's: the next try is
 /// tomorrow's (its events are all read at start either way).
-fn close_segment_before(shared: &Shared, today: NaiveDate) {
+fn close_segment_before(shared: &Shared, today: NaiveDate, events: Option<&[CostEvent]>) {
     let closed = {
         let mut writer = lock(&shared.writer);
         match writer.segment_day {
@@ -289,7 +290,11 @@ fn close_segment_before(shared: &Shared, today: NaiveDate) {
         }
     };
     info!(segment = %segment.path.display(), "cost-ledger file closed for the day");
-    let summarised = segment.events().and_then(|(events, _skipped)| segment.write_summary(&segments::summarize(&events)));
+    let summary = match events {
+        Some(events) => Ok(segments::summarize(events)),
+        None => segment.events().map(|(events, _skipped)| segments::summarize(&events)),
+    };
+    let summarised = summary.and_then(|summary| segment.write_summary(&summary));
     if let Err(error) = summarised {
         error!(segment = %segment.path.display(), %error, "failed to summarise a closed cost-ledger file; the next start does");
     }
@@ -614,7 +619,7 @@ mod tests {
                     std::thread::yield_now();
                 }
                 // As if the day had ended: the syncer's close, while appenders write.
-                close_segment_before(&shared, date_of(now_ms()).succ_opt().expect("tomorrow"));
+                close_segment_before(&shared, date_of(now_ms()).succ_opt().expect("tomorrow"), None);
             })
         };
         from_threads(&ledger, 4, |ledger, thread| {
