@@ -316,7 +316,10 @@ fn rotate(shared: &Shared, writer: &mut Writer, day: NaiveDate) -> std::io::Resu
             writer.file = file;
             writer.len = 0;
             writer.segment_day = None;
-            segments::sync_dir(&shared.path)?;
+            if let Err(error) = segments::sync_dir(&shared.path) {
+                // The close stands; only a power loss could still undo the rename.
+                warn!(ledger = %shared.path.display(), %error, "failed to sync the cost ledger's directory after closing a file");
+            }
             Ok(segment)
         }
         Err(error) => {
