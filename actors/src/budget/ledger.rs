@@ -543,19 +543,23 @@ mod tests {
         events.iter().map(|event| event.id.as_str()).collect()
     }
 
+    /// Opens the ledger at `path` as on `today`, appends `events`, and closes it again.
+    fn append_on(path: &Path, today: NaiveDate, events: &[CostEvent]) {
+        let (ledger, _) = open_on(path, today);
+        for event in events {
+            ledger.append(event).map_err(|e| e.to_string()).expect("appends");
+        }
+    }
+
     #[tokio::test]
     async fn a_file_from_an_earlier_day_is_closed_summarised_and_later_read_as_its_summary() {
         let (dir, path) = ledger_dir("rotation");
         let first = day("2026-01-10");
-        let (ledger, _) = open_on(&path, first);
         let mut day_one = vec![event_at("a", noon(first)), event_at("b", noon(first)), event_at("c", noon(first))];
         day_one[1].cost = None;
         day_one[2].estimated = true;
         day_one[2].model = "other".into();
-        for event in &day_one {
-            ledger.append(event).map_err(|e| e.to_string()).expect("appends");
-        }
-        drop(ledger);
+        append_on(&path, first, &day_one);
 
         // The next day: the file is closed at start, read whole (recent), and summarised.
         let second = first.succ_opt().expect("a next day");
@@ -591,10 +595,8 @@ mod tests {
     async fn a_missing_or_broken_summary_is_rebuilt_from_its_file() {
         let (dir, path) = ledger_dir("rebuild");
         let first = day("2026-03-01");
-        let (ledger, _) = open_on(&path, first);
         let events = [event_at("a", noon(first)), event_at("b", noon(first))];
-        events.iter().for_each(|event| ledger.append(event).map_err(|e| e.to_string()).expect("appends"));
-        drop(ledger);
+        append_on(&path, first, &events);
         drop(open_on(&path, first.succ_opt().expect("a next day")));
         let segment = Segment::of(&path, first);
         let expected = segments::summarize(&events);
@@ -646,9 +648,7 @@ mod tests {
     async fn a_file_that_cannot_be_closed_stays_open_until_the_next_day() {
         let (dir, path) = ledger_dir("unclosable");
         let first = day("2026-05-05");
-        let (ledger, _) = open_on(&path, first);
-        ledger.append(&event_at("a", noon(first))).map_err(|e| e.to_string()).expect("appends");
-        drop(ledger);
+        append_on(&path, first, &[event_at("a", noon(first))]);
         let taken = Segment::of(&path, first);
         std::fs::write(&taken.path, "").expect("takes the closed file's name");
         let second = first.succ_opt().expect("a next day");
