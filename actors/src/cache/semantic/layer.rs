@@ -91,7 +91,6 @@ pub enum SemanticLookup {
 pub struct SemanticCache {
     embedder: EmbedderHandle,
     shards: Arc<Vec<ActorRef<ShardMessage>>>,
-    policy: HitPolicy,
     default_threshold: f32,
     route_thresholds: Arc<HashMap<String, f32>>,
     settings: Arc<SemanticSettings>,
@@ -111,7 +110,8 @@ pub struct ThresholdError {
 type Thresholds = (f32, HashMap<String, f32>);
 
 /// Maps each configured precision to the policy's threshold.
-fn thresholds(policy: &HitPolicy, settings: &SemanticSettings) -> Result<Thresholds, ThresholdError> {
+fn thresholds(settings: &SemanticSettings) -> Result<Thresholds, ThresholdError> {
+    let policy = &settings.policy;
     let default = policy.threshold_for(settings.precision).map_err(|error| ThresholdError { route: None, error })?;
     let mut routes = HashMap::new();
     for (route, precision) in &settings.route_precision {
@@ -122,22 +122,21 @@ fn thresholds(policy: &HitPolicy, settings: &SemanticSettings) -> Result<Thresho
 }
 
 impl SemanticCache {
-    /// Checks that every configured precision maps to a threshold of `policy`.
+    /// Checks that every configured precision maps to a threshold of the settings' policy.
     pub fn check(settings: &SemanticSettings) -> Result<(), ThresholdError> {
-        thresholds(&settings.policy, settings).map(|_| ())
+        thresholds(settings).map(|_| ())
     }
 
     /// Starts the embedder and one shard per partition (each restoring its snapshot), and the
     /// snapshot timer.
     pub async fn start(settings: SemanticSettings, metrics: Arc<Metrics>) -> anyhow::Result<(Self, Vec<ActorCell>)> {
-        let policy = settings.policy.clone();
         let (default_threshold, route_thresholds) =
-            thresholds(&policy, &settings).map_err(|wrong| anyhow::anyhow!("semantic cache precision for {}: {}", wrong.route.as_deref().unwrap_or("every route"), wrong.error))?;
+            thresholds(&settings).map_err(|wrong| anyhow::anyhow!("semantic cache precision for {}: {}", wrong.route.as_deref().unwrap_or("every route"), wrong.error))?;
         let (embedder, embedder_cell) = EmbedderHandle::start_observed(settings.embedder.clone(), Some(metrics.embedding_batch_size.clone())).await?;
         // One embedding up front: it tells the dimensions (a remote model's are not known before)
         // and takes the first-call cost off the first request.
         let dimensions = embedder.embed("warm up".into()).await?.len();
-        if let Some(fitted) = policy.parameters()
+        if let Some(fitted) = settings.policy.parameters()
             && fitted.dimensions != dimensions
         {
             anyhow::bail!(
@@ -171,7 +170,6 @@ impl SemanticCache {
         let cache = Self {
             embedder,
             shards: Arc::new(shards),
-            policy,
             default_threshold,
             route_thresholds: Arc::new(route_thresholds),
             settings: Arc::new(settings),
@@ -227,7 +225,7 @@ impl SemanticCache {
             return SemanticLookup::Skipped;
         };
         let count = self.settings.candidates;
-        let min_similarity = self.policy.loose_similarity();
+        let min_similarity = self.settings.policy.loose_similarity();
         let asked = ractor::call_t!(
             shard,
             |reply| ShardMessage::Lookup { context_key: context_key.clone(), vector: vector.clone(), count, min_similarity, reply },
@@ -246,7 +244,7 @@ impl SemanticCache {
         let best = candidates
             .into_iter()
             .filter(|candidate| fits(candidate, max_tokens))
-            .map(|candidate| (self.policy.score(prompt, &vector, &candidate.entry.prompt, &candidate.vector), candidate))
+            .map(|candidate| (self.settings.policy.score(prompt, &vector, &candidate.entry.prompt, &candidate.vector), candidate))
             .filter(|(score, _)| *score >= threshold)
             .max_by(|a, b| a.0.total_cmp(&b.0));
         match best {
