@@ -18,7 +18,7 @@
 //! have stalled only the requests waiting for their acknowledgement.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead as _, BufReader, Seek as _, SeekFrom, Write as _};
+use std::io::{BufRead, BufReader, Seek as _, SeekFrom, Write as _};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -335,61 +335,79 @@ fn replay_segments(live: &Path, today: NaiveDate) -> std::io::Result<Replay> {
     let mut replay = Replay::default();
     for segment in segments::list(live)? {
         replay.segments += 1;
-        let summary = segment.read_summary();
         let raw = segment.replayed_raw(today);
+        let summary = segment.read_summary();
         if let (false, Some(summary)) = (raw, &summary) {
             replay.summaries.extend_from_slice(summary);
             continue;
         }
         let (events, skipped) = segment.events()?;
         replay.skipped_lines += skipped;
-        if summary.is_none() {
-            let built = segments::summarize(&events);
-            if let Err(error) = segment.write_summary(&built) {
-                warn!(segment = %segment.path.display(), %error, "failed to write a cost-ledger summary; the segment is read whole");
-            }
-            if !raw {
-                replay.summaries.extend(built);
-                continue;
-            }
+        // Here the summary is missing unless the segment is recent: build it from the events.
+        let built = summary.is_none().then(|| segments::summarize(&events));
+        if let Some(built) = &built
+            && let Err(error) = segment.write_summary(built)
+        {
+            warn!(segment = %segment.path.display(), %error, "failed to write a cost-ledger summary; the segment is read whole");
         }
-        replay.events.extend(events);
+        match built {
+            Some(built) if !raw => replay.summaries.extend(built),
+            _ => replay.events.extend(events),
+        }
     }
     Ok(replay)
 }
 
-fn replay(file: &mut File, path: &Path) -> std::io::Result<Replay> {
-    file.seek(SeekFrom::Start(0))?;
-    let mut replay = Replay::default();
-    let mut reader = BufReader::new(&*file);
+/// Events read from a ledger file.
+pub(crate) struct ReadEvents {
+    /// The events, in file order.
+    pub events: Vec<CostEvent>,
+    /// Lines that did not parse (skipped, with a warning each).
+    pub skipped_lines: usize,
+    /// Where the last whole line ends.
+    pub good_end: u64,
+    /// Bytes after it: a last record without its newline, torn by a kill mid-write.
+    pub torn_bytes: u64,
+}
+
+/// Reads JSON-lines events from `reader` (the file at `path`), skipping lines that do not parse
+/// and stopping at a torn last record.
+pub(crate) fn read_events(mut reader: impl BufRead, path: &Path) -> std::io::Result<ReadEvents> {
+    let mut read = ReadEvents { events: Vec::new(), skipped_lines: 0, good_end: 0, torn_bytes: 0 };
     let mut line = String::new();
-    let mut good_end = 0u64;
     let mut line_number = 0usize;
     loop {
         line.clear();
-        let read = reader.read_line(&mut line)?;
-        if read == 0 {
+        let length = reader.read_line(&mut line)?;
+        if length == 0 {
             break;
         }
         line_number += 1;
         if !line.ends_with('\n') {
-            replay.truncated_bytes = read as u64;
+            read.torn_bytes = length as u64;
             break;
         }
-        good_end += read as u64;
+        read.good_end += length as u64;
         match serde_json::from_str::<CostEvent>(line.trim_end()) {
-            Ok(event) => replay.events.push(event),
+            Ok(event) => read.events.push(event),
             Err(error) => {
-                replay.skipped_lines += 1;
+                read.skipped_lines += 1;
                 warn!(ledger = %path.display(), line = line_number, %error, "skipping a ledger line that does not parse");
             }
         }
     }
-    if replay.truncated_bytes > 0 {
-        warn!(ledger = %path.display(), bytes = replay.truncated_bytes, "cutting off a torn last record");
-        file.set_len(good_end)?;
+    Ok(read)
+}
+
+/// Replays the live file, cutting off a torn last record so the next write starts clean.
+fn replay(file: &mut File, path: &Path) -> std::io::Result<Replay> {
+    file.seek(SeekFrom::Start(0))?;
+    let read = read_events(BufReader::new(&*file), path)?;
+    if read.torn_bytes > 0 {
+        warn!(ledger = %path.display(), bytes = read.torn_bytes, "cutting off a torn last record");
+        file.set_len(read.good_end)?;
     }
-    Ok(replay)
+    Ok(Replay { events: read.events, skipped_lines: read.skipped_lines, truncated_bytes: read.torn_bytes, ..Replay::default() })
 }
 
 #[cfg(test)]

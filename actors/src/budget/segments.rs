@@ -23,6 +23,7 @@ use chrono::NaiveDate;
 use tracing::warn;
 
 use crate::budget::event::{CostEvent, DaySpend};
+use crate::budget::ledger::read_events;
 use crate::budget::money::NanoUsd;
 use crate::budget::period::date_of;
 use crate::budget::redis_sink::REPUSH_WINDOW_DAYS;
@@ -60,20 +61,11 @@ impl Segment {
         (today - self.day).num_days() <= RAW_REPLAY_DAYS
     }
 
-    /// Its events, in file order; lines that do not parse are skipped with a warning and counted.
+    /// Its events, in file order, and how many lines did not parse (skipped with a warning; a
+    /// torn last record, which a closed file should never have, counts as one).
     pub fn events(&self) -> std::io::Result<(Vec<CostEvent>, usize)> {
-        let mut events = Vec::new();
-        let mut skipped = 0;
-        for (number, line) in BufReader::new(File::open(&self.path)?).lines().enumerate() {
-            match serde_json::from_str::<CostEvent>(&line?) {
-                Ok(event) => events.push(event),
-                Err(error) => {
-                    skipped += 1;
-                    warn!(segment = %self.path.display(), line = number + 1, %error, "skipping a ledger line that does not parse");
-                }
-            }
-        }
-        Ok((events, skipped))
+        let read = read_events(BufReader::new(File::open(&self.path)?), &self.path)?;
+        Ok((read.events, read.skipped_lines + usize::from(read.torn_bytes > 0)))
     }
 
     /// Its summary, or `None` when there is none yet or it cannot be read whole.
