@@ -85,13 +85,12 @@ async fn forward(State(forwarder): State<Arc<Forwarder>>, body: Bytes) -> Respon
 /// Answers `Generate` at `listener` with one fixed response (read from Redis per call when
 /// `redis_url` is given) until the task is dropped.
 pub async fn serve_grpc(listener: TcpListener, redis_url: Option<&str>) -> anyhow::Result<()> {
-    let answer = fixed_answer();
     let redis = match redis_url {
         None => None,
         Some(url) => {
             let client = redis::Client::open(url).with_context(|| format!("--redis \"{url}\" is not a Redis URL"))?;
             let mut connection = ConnectionManager::new(client).await.with_context(|| format!("failed to connect to {url}"))?;
-            let () = connection.set(ANSWER_KEY, serde_json::to_vec(&StoredAnswer::from(&answer))?).await?;
+            let () = connection.set(ANSWER_KEY, serde_json::to_vec(&StoredAnswer::fixed())?).await?;
             Some(connection)
         }
     };
@@ -102,24 +101,10 @@ pub async fn serve_grpc(listener: TcpListener, redis_url: Option<&str>) -> anyho
         stream
     });
     tonic::transport::Server::builder()
-        .add_service(GatewayServer::new(FixedAnswer { answer, redis }))
+        .add_service(GatewayServer::new(FixedAnswer { answer: StoredAnswer::fixed().into(), redis }))
         .serve_with_incoming(incoming)
         .await?;
     Ok(())
-}
-
-/// The answer every call gets: the size of a short chat answer with its bookkeeping.
-fn fixed_answer() -> GenerateResponse {
-    GenerateResponse {
-        text: "A closed-loop benchmark keeps a fixed number of requests in flight and measures how long each takes.".to_owned(),
-        provider: "sim-openai".to_owned(),
-        model: "gpt-4o-mini".to_owned(),
-        usage: Some(Usage { input_tokens: 12, output_tokens: 18, total_tokens: 30 }),
-        cost_usd: Some(0.000_012_6),
-        finish_reason: "stop".to_owned(),
-        routing_reason: "floor".to_owned(),
-        ..GenerateResponse::default()
-    }
 }
 
 /// What is kept in Redis: the answer's fields, as JSON, like an exact-cache entry.
@@ -133,16 +118,35 @@ struct StoredAnswer {
     cost_usd: f64,
 }
 
-impl From<&GenerateResponse> for StoredAnswer {
-    fn from(answer: &GenerateResponse) -> Self {
-        let usage = answer.usage.unwrap_or_default();
+impl StoredAnswer {
+    /// The answer every call gets: the size of a short chat answer with its bookkeeping.
+    fn fixed() -> Self {
         Self {
-            text: answer.text.clone(),
-            provider: answer.provider.clone(),
-            model: answer.model.clone(),
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            cost_usd: answer.cost_usd.unwrap_or_default(),
+            text: "A closed-loop benchmark keeps a fixed number of requests in flight and measures how long each takes.".to_owned(),
+            provider: "sim-openai".to_owned(),
+            model: "gpt-4o-mini".to_owned(),
+            input_tokens: 12,
+            output_tokens: 18,
+            cost_usd: 0.000_012_6,
+        }
+    }
+}
+
+impl From<StoredAnswer> for GenerateResponse {
+    fn from(stored: StoredAnswer) -> Self {
+        Self {
+            text: stored.text,
+            provider: stored.provider,
+            model: stored.model,
+            usage: Some(Usage {
+                input_tokens: stored.input_tokens,
+                output_tokens: stored.output_tokens,
+                total_tokens: stored.input_tokens + stored.output_tokens,
+            }),
+            cost_usd: Some(stored.cost_usd),
+            finish_reason: "stop".to_owned(),
+            routing_reason: "floor".to_owned(),
+            ..Self::default()
         }
     }
 }
@@ -161,20 +165,7 @@ impl Gateway for FixedAnswer {
         let bytes: Option<Vec<u8>> = connection.get(ANSWER_KEY).await.map_err(|error| Status::unavailable(format!("redis: {error}")))?;
         let bytes = bytes.ok_or_else(|| Status::not_found(format!("{ANSWER_KEY} is gone from Redis")))?;
         let stored: StoredAnswer = serde_json::from_slice(&bytes).map_err(|error| Status::internal(format!("{ANSWER_KEY}: {error}")))?;
-        Ok(tonic::Response::new(GenerateResponse {
-            text: stored.text,
-            provider: stored.provider,
-            model: stored.model,
-            usage: Some(Usage {
-                input_tokens: stored.input_tokens,
-                output_tokens: stored.output_tokens,
-                total_tokens: stored.input_tokens + stored.output_tokens,
-            }),
-            cost_usd: Some(stored.cost_usd),
-            finish_reason: "stop".to_owned(),
-            routing_reason: "floor".to_owned(),
-            ..GenerateResponse::default()
-        }))
+        Ok(tonic::Response::new(stored.into()))
     }
 
     type GenerateStreamStream = futures::stream::Empty<Result<GenerateChunk, Status>>;
