@@ -152,7 +152,7 @@ impl FileLedger {
         let mut file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io)?;
         let live = replay(&mut file, path).map_err(io)?;
         let segment_day = live.events.first().map(|event| date_of(event.unix_ms));
-        let mut replay = replay_segments(path, today).map_err(io)?;
+        let mut replay = replay_segments(path, today)?;
         replay.skipped_lines += live.skipped_lines;
         replay.truncated_bytes = live.truncated_bytes;
         let len = file.metadata().map_err(io)?.len();
@@ -331,9 +331,10 @@ fn rotate(shared: &Shared, writer: &mut Writer, day: NaiveDate) -> std::io::Resu
 
 /// Reads the closed segments of the ledger at `live`: recent ones event by event, older ones
 /// from their summaries. A missing or unreadable summary is rebuilt from its segment.
-fn replay_segments(live: &Path, today: NaiveDate) -> std::io::Result<Replay> {
+/// An error names the file that could not be read.
+fn replay_segments(live: &Path, today: NaiveDate) -> Result<Replay, LedgerError> {
     let mut replay = Replay::default();
-    for segment in segments::list(live)? {
+    for segment in segments::list(live).map_err(|error| LedgerError::Io { path: live.to_owned(), error })? {
         replay.segments += 1;
         let raw = segment.replayed_raw(today);
         let summary = segment.read_summary();
@@ -341,7 +342,7 @@ fn replay_segments(live: &Path, today: NaiveDate) -> std::io::Result<Replay> {
             replay.summaries.extend_from_slice(summary);
             continue;
         }
-        let (events, skipped) = segment.events()?;
+        let (events, skipped) = segment.events().map_err(|error| LedgerError::Io { path: segment.path.clone(), error })?;
         replay.skipped_lines += skipped;
         // Here the summary is missing unless the segment is recent: build it from the events.
         let built = summary.is_none().then(|| segments::summarize(&events));
@@ -677,6 +678,16 @@ mod tests {
         drop(ledger);
         let (_ledger, replay) = open_on(&path, second);
         assert_eq!(ids(&replay.events), ["a", "b"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_closed_file_that_cannot_be_read_is_named_in_the_error() {
+        let (dir, path) = ledger_dir("unreadable");
+        let segment = Segment::of(&path, day("2026-06-01"));
+        std::fs::create_dir_all(&segment.path).expect("a directory where the closed file should be");
+        let error = FileLedger::open_on(&path, day("2026-06-02")).map(|_| ()).expect_err("cannot read it").to_string();
+        assert!(error.starts_with(&format!("ledger {}: ", segment.path.display())), "{error}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
