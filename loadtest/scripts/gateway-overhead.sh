@@ -91,18 +91,17 @@ for run in $(seq "$runs"); do
   bench "floor-grpc-redis-c16" "grpc://127.0.0.1:19055" 16 "$floor_grpc_redis"
   bench "exact-hit-redis-grpc-c16" "grpc://127.0.0.1:19053" 16 "$cached_redis"
 done
-"$bin/switchyard-loadtest" ramp --target http://127.0.0.1:19080 --model gpt-4o-mini \
-  --duration "$seconds" --levels 1,2,4,8,16,32,64 --p99-budget-us 10000 | tail -n 1 | sed 's/^/ramp-gateway-http /'
-"$bin/switchyard-loadtest" ramp --target grpc://127.0.0.1:19051 --model gpt-4o-mini \
-  --duration "$seconds" --levels 1,2,4,8,16,32,64 --p99-budget-us 10000 | tail -n 1 | sed 's/^/ramp-gateway-grpc /'
+ramp() { # name target levels p99-budget-us
+  "$bin/switchyard-loadtest" ramp --target "$2" --model gpt-4o-mini \
+    --duration "$seconds" --levels "$3" --p99-budget-us "$4" | tail -n 1 | sed "s/^/$1 /"
+}
+ramp ramp-gateway-http http://127.0.0.1:19080 1,2,4,8,16,32,64 10000
+ramp ramp-gateway-grpc grpc://127.0.0.1:19051 1,2,4,8,16,32,64 10000
 # The bare forwarder: the most a pass-through can do on this machine with the node's stack.
-"$bin/switchyard-loadtest" ramp --target http://127.0.0.1:19090 --model gpt-4o-mini \
-  --duration "$seconds" --levels 1,2,4,8,16,32,64 --p99-budget-us 10000 | tail -n 1 | sed 's/^/ramp-floor-http /'
+ramp ramp-floor-http http://127.0.0.1:19090 1,2,4,8,16,32,64 10000
 # Exact-cache hits with Redis: the most clients at which p99 stays under 1 ms.
-"$bin/switchyard-loadtest" ramp --target grpc://127.0.0.1:19053 --model gpt-4o-mini \
-  --duration "$seconds" --levels 1,2,4,8,16 --p99-budget-us 1000 | tail -n 1 | sed 's/^/ramp-exact-hit-redis-grpc /'
-"$bin/switchyard-loadtest" ramp --target grpc://127.0.0.1:19055 --model gpt-4o-mini \
-  --duration "$seconds" --levels 1,2,4,8,16 --p99-budget-us 1000 | tail -n 1 | sed 's/^/ramp-floor-grpc-redis /'
+ramp ramp-exact-hit-redis-grpc grpc://127.0.0.1:19053 1,2,4,8,16 1000
+ramp ramp-floor-grpc-redis grpc://127.0.0.1:19055 1,2,4,8,16 1000
 
 echo
 echo "median of $runs runs (microseconds, requests/s):"
