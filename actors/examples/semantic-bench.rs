@@ -134,7 +134,7 @@ async fn lookup_bench(options: &Options) -> anyhow::Result<()> {
         policy: HitPolicy::shipped()?,
     };
     let metrics = Arc::new(Metrics::new()?);
-    let (cache, _cells) = SemanticCache::start(settings, metrics).await?;
+    let (cache, _cells) = SemanticCache::start(settings, None, metrics).await?;
     for (question, _) in pairs.iter() {
         if let SemanticLookup::Miss(probe) = cache.lookup("bench", &request(question)).await {
             cache.store(probe, answer(question), None, None);
@@ -213,6 +213,7 @@ async fn search_bench(options: &Options) -> anyhow::Result<()> {
     let (shard, _join) = Actor::spawn(None, CacheShard, settings).await?;
     for (position, vector) in vectors.into_iter().enumerate() {
         let entry = SemanticEntry {
+            uid: 0,
             context_key: "bench".into(),
             prompt: format!("question {position}"),
             exact_key: None,

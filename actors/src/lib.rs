@@ -7,7 +7,8 @@
 //! - [`provider`]: the `ProviderPool` actor, wire formats (OpenAI, Anthropic), HTTP client,
 //!   circuit breaker, health, retries and error classification.
 //! - [`pipeline`]: one request through validation, routing, the provider chain and pricing.
-//! - [`cache`]: the exact cache and its key.
+//! - [`cache`]: the exact cache and its key, and the semantic cache spread over the cluster.
+//! - [`cluster`]: membership, the ring, the shard directory and the wire between nodes.
 //! - [`embed`]: the `Embedder` actor and its backends (local MiniLM, remote `/v1/embeddings`).
 //! - [`budget`]: the `Budget` actor, cost events, the ledger, budgets and alerts.
 //! - [`tenancy`]: API keys, principals and rate limits.
@@ -16,6 +17,7 @@
 
 pub mod budget;
 pub mod cache;
+pub mod cluster;
 pub mod embed;
 pub mod error;
 pub mod metrics;

@@ -73,6 +73,21 @@ pub struct Metrics {
     pub embedding_duration: Histogram,
     /// Texts per forward pass of the embedder.
     pub embedding_batch_size: Histogram,
+    /// Cluster members by state (alive, down), this node included.
+    pub cluster_members: IntGaugeVec,
+    /// 1 while a clustered node reaches no peer and serves alone.
+    pub cluster_degraded: IntGauge,
+    /// Semantic partitions this node owns (primary or replica).
+    pub cluster_partitions_owned: IntGauge,
+    /// Partitions being pulled from a replica right now.
+    pub cluster_handoffs_in_progress: IntGauge,
+    /// Semantic shard lookups sent to another node, by outcome (answered, not_served, timeout,
+    /// error).
+    pub cluster_remote_lookups: IntCounterVec,
+    /// Time of a remote shard lookup, as the request waits for it.
+    pub cluster_remote_lookup_duration: Histogram,
+    /// Bytes of semantic entries pulled from replicas by handoffs.
+    pub cluster_handoff_bytes: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -109,8 +124,12 @@ impl Metrics {
             registry.register(Box::new(metric.clone()))?;
             Ok(metric)
         };
-        let in_flight = IntGauge::new("in_flight_requests", "Requests being served")?;
-        registry.register(Box::new(in_flight.clone()))?;
+        let plain_gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let metric = IntGauge::new(name, help)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let in_flight = plain_gauge("in_flight_requests", "Requests being served")?;
         Ok(Self {
             requests: counter(
                 "requests_total",
@@ -176,6 +195,21 @@ impl Metrics {
                 "Texts per forward pass of the embedder",
                 vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
             )?,
+            cluster_members: int_gauge("cluster_members", "Cluster members by state, this node included", &["state"])?,
+            cluster_degraded: plain_gauge("cluster_degraded", "1 while a clustered node reaches no peer")?,
+            cluster_partitions_owned: plain_gauge("cluster_partitions_owned", "Semantic partitions this node owns")?,
+            cluster_handoffs_in_progress: plain_gauge("cluster_handoffs_in_progress", "Partitions being pulled from a replica")?,
+            cluster_remote_lookups: counter("cluster_remote_lookups_total", "Semantic shard lookups sent to another node, by outcome", &["outcome"])?,
+            cluster_remote_lookup_duration: plain_histogram(
+                "cluster_remote_lookup_duration_seconds",
+                "Time of a remote semantic shard lookup",
+                LATENCY_BUCKETS.to_vec(),
+            )?,
+            cluster_handoff_bytes: {
+                let metric = prometheus::IntCounter::new("cluster_handoff_bytes_total", "Bytes of semantic entries pulled by handoffs")?;
+                registry.register(Box::new(metric.clone()))?;
+                metric
+            },
             registry,
         })
     }

@@ -21,6 +21,7 @@ use switchyard_actors::router::{ModelSettings, Price, RoutingPolicy, RoutingRule
 
 use crate::env;
 
+mod cluster;
 mod semantic;
 
 /// The config `switchyard serve` runs without `--config`: the bundled simulator as upstream on
@@ -73,6 +74,8 @@ pub struct RawConfig {
     semantic_cache: semantic::RawSemanticCache,
     #[serde(default)]
     embedding: semantic::RawEmbedding,
+    #[serde(default)]
+    cluster: Option<cluster::RawCluster>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -646,6 +649,7 @@ impl RawConfig {
         let route_names: HashSet<&str> = model_names.iter().copied().chain(self.routing.routes.keys().map(String::as_str)).collect();
         let semantic_cache = self.semantic_cache.validate(&self.embedding, &route_names)?;
         let redis_ledger = self.redis_ledger()?;
+        let cluster = self.cluster.as_ref().map(cluster::RawCluster::validate).transpose()?;
         if self.server.worker_threads > MAX_WORKER_THREADS {
             return Err(invalid("server.worker_threads", format!("{} is more than {MAX_WORKER_THREADS}; 0 means one per core", self.server.worker_threads)));
         }
@@ -684,6 +688,7 @@ impl RawConfig {
                     }),
                 }),
                 semantic_cache,
+                cluster,
             },
         })
     }

@@ -7,12 +7,14 @@
 //! - [`grpc`]: the gRPC front door (`switchyard.v1.Gateway` and `switchyard.v1.Admin`).
 //! - [`admin`]: the Admin API's query parameters, shared by both front doors.
 //! - [`auth`]: reading the bearer key off a request.
+//! - [`cluster`]: the cluster status both front doors report.
 //! - [`http`]: the OpenAI-compatible HTTP front door and the operational endpoints.
 //! - [`error`]: the one mapping of pipeline errors to gRPC codes and HTTP statuses.
 //! - [`telemetry`]: logs with trace ids and OTLP trace export.
 
 mod admin;
 mod auth;
+mod cluster;
 mod config;
 mod env;
 mod error;

@@ -28,7 +28,9 @@ use crate::budget::period::now_ms;
 use crate::budget::{BudgetHandle, BudgetPolicy, CostQuery, CostReport, NanoUsd};
 use crate::error::{AttemptFailure, GatewayError};
 use crate::metrics::Metrics;
-use crate::cache::semantic::{SemanticCache, SemanticMatch, SemanticSettings};
+use crate::cache::semantic::{SemanticCache, SemanticClusterSettings, SemanticMatch, SemanticSettings};
+use crate::cluster::membership::{ClusterView, Membership, MembershipArgs, MembershipSettings};
+use crate::cluster::wire;
 use crate::cache::{CachedAnswer, ExactCache, Invalidation, RedisCacheSettings};
 use crate::pipeline::caching::{CacheHit, Caches};
 use crate::model::{CacheLayer, ChatRequest, Completion, FinishReason, ModelSelection, RequestLimits, RoutingContext, Target, Tier, Usage};
@@ -68,6 +70,34 @@ pub struct GatewaySettings {
     pub semantic_cache: Option<SemanticSettings>,
     /// Redis for the cost ledger, when configured.
     pub redis_ledger: Option<crate::budget::redis_sink::RedisLedgerSettings>,
+    /// The cluster this node joins; `None` runs it alone.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// How the node joins its cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// Membership: name, addresses, cookie, seeds, heartbeats.
+    pub membership: MembershipSettings,
+    /// Owners per semantic partition.
+    pub replication: usize,
+    /// How long a semantic lookup waits for another node before asking the next replica.
+    pub remote_lookup_timeout: Duration,
+    /// How long a partition this node lost keeps answering lookups.
+    pub handoff_grace: Duration,
+}
+
+/// What this node knows of its cluster, for the Admin API and `/ready`.
+#[derive(Clone, Debug)]
+pub struct ClusterStatus {
+    /// Members as this node sees them (this node first), and whether it is clustered at all.
+    pub view: ClusterView,
+    /// Version of this node's partition map (0: never rebalanced).
+    pub map_version: u64,
+    /// Semantic partitions this node owns.
+    pub partitions_owned: Vec<u32>,
+    /// Partitions being pulled from a replica.
+    pub handoffs_in_progress: Vec<u32>,
 }
 
 /// The exact cache's settings.
@@ -123,15 +153,25 @@ pub struct Gateway {
     budget: BudgetHandle,
     audit_text: bool,
     caches: Caches,
+    cluster_view: tokio::sync::watch::Receiver<ClusterView>,
 }
 
 impl Gateway {
     /// Starts the router, the budget actor (replaying the ledger) and one pool per provider.
     pub async fn start(settings: GatewaySettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let (router, router_cell) = RouterHandle::start(settings.policy).await?;
+        let (view_sender, cluster_view) = tokio::sync::watch::channel(ClusterView::alone(
+            settings.cluster.as_ref().map_or("local", |cluster| cluster.membership.node_name.as_str()),
+            settings.cluster.is_some(),
+        ));
         let notifier = AlertNotifier::new(settings.alert_webhook, Arc::clone(&metrics));
         let (budget, budget_cell) = BudgetHandle::start(settings.budget, &settings.ledger_path, settings.redis_ledger.as_ref(), notifier, Arc::clone(&metrics)).await?;
         let mut actors = vec![router_cell, budget_cell];
+        if let Some(cluster) = &settings.cluster {
+            let args = MembershipArgs { settings: cluster.membership.clone(), view: view_sender, metrics: Arc::clone(&metrics) };
+            let (membership, _join) = ractor::Actor::spawn(Some(wire::actor_name("membership", &cluster.membership.node_name)), Membership, args).await?;
+            actors.push(membership.get_cell());
+        }
         let mut providers = HashMap::new();
         for provider in settings.providers {
             let name = provider.name.clone();
@@ -149,7 +189,14 @@ impl Gateway {
         let semantic = match settings.semantic_cache {
             None => None,
             Some(semantic) => {
-                let (cache, cells) = SemanticCache::start(semantic, Arc::clone(&metrics)).await?;
+                let cluster = settings.cluster.as_ref().map(|cluster| SemanticClusterSettings {
+                    this_node: cluster.membership.node_name.clone(),
+                    replication: cluster.replication,
+                    remote_lookup_timeout: cluster.remote_lookup_timeout,
+                    handoff_grace: cluster.handoff_grace,
+                    view: cluster_view.clone(),
+                });
+                let (cache, cells) = SemanticCache::start(semantic, cluster, Arc::clone(&metrics)).await?;
                 actors.extend(cells);
                 Some(cache)
             }
@@ -165,6 +212,7 @@ impl Gateway {
             budget,
             audit_text: settings.audit_text,
             caches: Caches { exact, semantic, metrics: metrics_for_cache },
+            cluster_view,
         })
     }
 
@@ -207,6 +255,25 @@ impl Gateway {
         match &self.caches.semantic {
             Some(semantic) => semantic.entries().await,
             None => 0,
+        }
+    }
+
+    /// What this node knows of its cluster.
+    pub fn cluster_status(&self) -> ClusterStatus {
+        let view = self.cluster_view.borrow().clone();
+        match &self.caches.semantic {
+            Some(semantic) => {
+                let directory = semantic.directory();
+                ClusterStatus {
+                    view,
+                    map_version: directory.map.version,
+                    partitions_owned: directory.map.owned_by(&directory.this_node),
+                    handoffs_in_progress: (0..directory.local.len() as u32)
+                        .filter(|partition| directory.local[*partition as usize] == crate::cluster::directory::LocalState::Loading)
+                        .collect(),
+                }
+            }
+            None => ClusterStatus { view, map_version: 0, partitions_owned: Vec::new(), handoffs_in_progress: Vec::new() },
         }
     }
 

@@ -132,6 +132,12 @@ impl v1::admin_server::Admin for AdminService {
         Ok(Response::new(v1::InvalidateCacheResponse {}))
     }
 
+    async fn cluster_status(&self, request: Request<v1::ClusterStatusRequest>) -> Result<Response<v1::ClusterStatusResponse>, Status> {
+        let headers = request.metadata().clone().into_headers();
+        self.gateway.authenticate_admin(bearer_of(&headers)).map_err(|error| to_status(&error))?;
+        Ok(Response::new(crate::cluster::to_proto(self.gateway.cluster_status())))
+    }
+
     async fn check_budget(&self, request: Request<v1::CheckBudgetRequest>) -> Result<Response<v1::CheckBudgetResponse>, Status> {
         let query = |request: v1::CheckBudgetRequest| admin::budget(optional(&request.tenant), optional(&request.user));
         match self.ask(request, query).await? {

@@ -153,3 +153,12 @@ pub async fn invalidate(State(state): State<AppState>, headers: HeaderMap, body:
         Err(error) => error_response(&error),
     }
 }
+
+/// `GET /admin/v1/cluster`: members, their state and last heartbeat, partitions owned, handoffs
+/// in progress.
+pub async fn cluster(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match state.gateway.authenticate_admin(crate::auth::bearer_of(&headers)) {
+        Ok(()) => axum::Json(crate::cluster::to_json(state.gateway.cluster_status())).into_response(),
+        Err(error) => error_response(&error),
+    }
+}

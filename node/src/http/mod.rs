@@ -30,6 +30,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/admin/v1/cost/savings", get(admin::savings))
         .route("/admin/v1/budget", get(admin::budget))
         .route("/admin/v1/cache/invalidate", post(admin::invalidate))
+        .route("/admin/v1/cluster", get(admin::cluster))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

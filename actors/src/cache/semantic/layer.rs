@@ -1,22 +1,31 @@
 //! The semantic layer as the request path sees it: embed the last user turn, ask the partition's
 //! `CacheShard` for candidates from the same context, let the [`HitPolicy`] decide, and store
-//! complete answers. Every shard is reached through an actor message, so a partition can live on
-//! another node without this code changing.
+//! complete answers. Every shard is reached through an actor message: the [`Directory`] says
+//! which nodes serve the partition, and a lookup asks them in order, its own shard directly and
+//! another node's through that node's cache peer with a deadline (`remote_lookup_timeout`),
+//! going on to the next replica and in the end to a miss, so a cluster problem never fails or
+//! stalls a request. An insert goes to every owner.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use ractor::{Actor, ActorCell, ActorRef};
 use tokio::time::Instant;
-use tracing::{info, instrument, warn};
+use tracing::{Instrument as _, debug, info, info_span, instrument, warn};
 
 use crate::budget::period::now_ms;
 use crate::cache::exact::{CachedAnswer, Invalidation};
 use crate::cache::semantic::partition::{PARTITIONS, context_key, partition_of, semantic_prompt};
 use crate::cache::semantic::policy::{HitPolicy, PolicyError};
+use crate::cache::semantic::peer::{CachePeer, CachePeerMessage};
+use crate::cache::semantic::placement::{Placement, PlacementArgs};
 use crate::cache::semantic::shard::{CacheShard, Candidate, SemanticEntry, ShardMessage, ShardMetrics, ShardSettings};
+use crate::cluster::directory::{Directory, Route};
+use crate::cluster::membership::ClusterView;
+use crate::cluster::wire;
 use crate::embed::{EmbedderHandle, EmbedderSettings};
 use crate::metrics::Metrics;
 use crate::model::ChatRequest;
@@ -56,6 +65,21 @@ pub struct SemanticSettings {
     pub policy: HitPolicy,
 }
 
+/// How the layer spreads over a cluster.
+#[derive(Clone, Debug)]
+pub struct SemanticClusterSettings {
+    /// This node's name.
+    pub this_node: String,
+    /// Owners per partition.
+    pub replication: usize,
+    /// How long a lookup waits for another node before asking the next replica.
+    pub remote_lookup_timeout: Duration,
+    /// How long a partition this node lost keeps answering lookups.
+    pub handoff_grace: Duration,
+    /// The membership's view.
+    pub view: tokio::sync::watch::Receiver<ClusterView>,
+}
+
 /// Which cached entry a semantic hit came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SemanticMatch {
@@ -91,6 +115,8 @@ pub enum SemanticLookup {
 pub struct SemanticCache {
     embedder: EmbedderHandle,
     shards: Arc<Vec<ActorRef<ShardMessage>>>,
+    directory: Arc<ArcSwap<Directory>>,
+    remote_lookup_timeout: Duration,
     default_threshold: f32,
     route_thresholds: Arc<HashMap<String, f32>>,
     settings: Arc<SemanticSettings>,
@@ -128,8 +154,9 @@ impl SemanticCache {
     }
 
     /// Starts the embedder and one shard per partition (each restoring its snapshot), and the
-    /// snapshot timer.
-    pub async fn start(settings: SemanticSettings, metrics: Arc<Metrics>) -> anyhow::Result<(Self, Vec<ActorCell>)> {
+    /// snapshot timer; in a cluster also the cache peer other nodes reach the shards through and
+    /// the placement actor that follows membership.
+    pub async fn start(settings: SemanticSettings, cluster: Option<SemanticClusterSettings>, metrics: Arc<Metrics>) -> anyhow::Result<(Self, Vec<ActorCell>)> {
         let (default_threshold, route_thresholds) =
             thresholds(&settings).map_err(|wrong| anyhow::anyhow!("semantic cache precision for {}: {}", wrong.route.as_deref().unwrap_or("every route"), wrong.error))?;
         let (embedder, embedder_cell) = EmbedderHandle::start_observed(settings.embedder.clone(), Some(metrics.embedding_batch_size.clone())).await?;
@@ -166,10 +193,32 @@ impl SemanticCache {
             cells.push(shard.get_cell());
             shards.push(shard);
         }
-        info!(partitions = PARTITIONS, max_entries = settings.max_entries, default_threshold, "semantic cache ready");
+        let shards = Arc::new(shards);
+        let this_node = cluster.as_ref().map_or("local", |cluster| cluster.this_node.as_str());
+        let replication = cluster.as_ref().map_or(1, |cluster| cluster.replication);
+        let directory = Arc::new(ArcSwap::from_pointee(Directory::alone(this_node, PARTITIONS, replication, Arc::clone(&shards))));
+        if let Some(cluster) = &cluster {
+            let peer = CachePeer::start(&cluster.this_node, Arc::clone(&directory)).await?;
+            cells.push(peer.get_cell());
+            let placement = PlacementArgs {
+                this_node: cluster.this_node.clone(),
+                partitions: PARTITIONS,
+                replication: cluster.replication,
+                handoff_grace: cluster.handoff_grace,
+                directory: Arc::clone(&directory),
+                view: cluster.view.clone(),
+                metrics: Arc::clone(&metrics),
+            };
+            let (placement, _join) = Actor::spawn(None, Placement, placement).await?;
+            cells.push(placement.get_cell());
+        }
+        metrics.cluster_partitions_owned.set(i64::from(PARTITIONS));
+        info!(partitions = PARTITIONS, max_entries = settings.max_entries, default_threshold, clustered = cluster.is_some(), "semantic cache ready");
         let cache = Self {
             embedder,
-            shards: Arc::new(shards),
+            shards,
+            directory,
+            remote_lookup_timeout: cluster.as_ref().map_or(SHARD_TIMEOUT, |cluster| cluster.remote_lookup_timeout),
             default_threshold,
             route_thresholds: Arc::new(route_thresholds),
             settings: Arc::new(settings),
@@ -221,23 +270,10 @@ impl SemanticCache {
             }
         };
         self.metrics.embedding_duration.observe(embed_started.elapsed().as_secs_f64());
-        let Some(shard) = self.shards.get(partition as usize) else {
-            return SemanticLookup::Skipped;
-        };
-        let count = self.settings.candidates;
-        let min_similarity = self.settings.policy.loose_similarity();
-        let asked = ractor::call_t!(
-            shard,
-            |reply| ShardMessage::Lookup { context_key: context_key.clone(), vector: vector.clone(), count, min_similarity, reply },
-            SHARD_TIMEOUT.as_millis() as u64
-        );
-        let candidates = match asked {
-            Ok(candidates) => candidates,
-            Err(error) => {
-                warn!(partition, %error, "semantic shard did not answer; the request goes on uncached");
-                self.metrics.record_lookup("semantic", "error");
-                return SemanticLookup::Skipped;
-            }
+        let Some((candidates, answered_by)) = self.ask_shards(partition, &context_key, &vector).await else {
+            // Nobody answered: a miss, and the answer is still stored with the owners.
+            self.metrics.record_lookup("semantic", "miss");
+            return SemanticLookup::Miss(SemanticProbe { context_key, partition, prompt: prompt.to_owned(), vector });
         };
         let max_tokens = request.sampling.max_tokens;
         let threshold = self.threshold(request);
@@ -249,13 +285,13 @@ impl SemanticCache {
             .max_by(|a, b| a.0.total_cmp(&b.0));
         match best {
             Some((score, candidate)) => {
-                let _shard_gone = shard.cast(ShardMessage::Hit(candidate.id));
+                count_hit(&answered_by, partition, candidate.id);
                 self.metrics.record_lookup("semantic", "hit");
                 self.metrics.semantic_similarity.observe(f64::from(candidate.similarity));
                 let span = tracing::Span::current();
                 span.record("similarity", candidate.similarity);
                 span.record("score", score);
-                let found = SemanticMatch { similarity: candidate.similarity, entry: format!("{partition}-{}", candidate.id) };
+                let found = SemanticMatch { similarity: candidate.similarity, entry: format!("{partition}-{:016x}", candidate.entry.uid) };
                 SemanticLookup::Hit(Arc::new(candidate.entry.answer), found)
             }
             None => {
@@ -272,10 +308,10 @@ impl SemanticCache {
         if answer.finish_reason != "stop" {
             return;
         }
-        let Some(shard) = self.shards.get(probe.partition as usize) else { return };
         let now = now_ms();
         let ttl_ms = i64::try_from(ttl.unwrap_or(self.settings.ttl).as_millis()).unwrap_or(i64::MAX);
         let entry = SemanticEntry {
+            uid: rand::random::<u64>().max(1),
             context_key: probe.context_key,
             prompt: probe.prompt,
             exact_key,
@@ -285,17 +321,104 @@ impl SemanticCache {
             hits: 0,
             last_used_ms: now,
         };
-        if let Err(error) = shard.cast(ShardMessage::Insert { entry: Box::new(entry), vector: probe.vector }) {
-            warn!(partition = probe.partition, %error, "failed to store a semantic entry");
+        let directory = self.directory.load();
+        let partition = probe.partition;
+        let mut wire_insert = None;
+        for node in directory.insert_nodes(partition) {
+            let sent = match directory.route(node, partition) {
+                Some(Route::Local(shard)) => shard.cast(ShardMessage::Insert { entry: Box::new(entry.clone()), vector: probe.vector.clone() }).map_err(|error| error.to_string()),
+                Some(Route::Remote { peer, .. }) => {
+                    let bytes = wire_insert.get_or_insert_with(|| {
+                        wire::encode(&wire::ShardInsert { traceparent: wire::traceparent(), partition, entry: Some(wire::entry_to_wire(&entry, &probe.vector)) })
+                    });
+                    peer.cast(CachePeerMessage::Insert(bytes.clone())).map_err(|error| error.to_string())
+                }
+                None => Err("no route".to_owned()),
+            };
+            if let Err(error) = sent {
+                warn!(partition, node, %error, "failed to store a semantic entry");
+            }
         }
     }
 
-    /// Drops the matching entries from every shard.
+    /// Asks the nodes serving `partition` in the directory's order until one answers: its
+    /// candidates and who gave them, or `None` when nobody did.
+    async fn ask_shards(&self, partition: u32, context_key: &str, vector: &[f32]) -> Option<(Vec<Candidate>, Route)> {
+        let directory = self.directory.load_full();
+        let count = self.settings.candidates;
+        let min_similarity = self.settings.policy.loose_similarity();
+        for node in directory.lookup_nodes(partition) {
+            let Some(route) = directory.route(node, partition) else { continue };
+            match &route {
+                Route::Local(shard) => {
+                    let asked = ractor::call_t!(
+                        shard,
+                        |reply| ShardMessage::Lookup { context_key: context_key.to_owned(), vector: vector.to_vec(), count, min_similarity, reply },
+                        SHARD_TIMEOUT.as_millis() as u64
+                    );
+                    match asked {
+                        Ok(candidates) => return Some((candidates, route)),
+                        Err(error) => warn!(partition, %error, "semantic shard did not answer; asking the next replica"),
+                    }
+                }
+                Route::Remote { node, peer } => {
+                    let span = info_span!("remote_lookup", partition, node = %node);
+                    let lookup = wire::ShardLookup {
+                        traceparent: span.in_scope(wire::traceparent),
+                        partition,
+                        context_key: context_key.to_owned(),
+                        vector: vector.to_vec(),
+                        count: u32::try_from(count).unwrap_or(u32::MAX),
+                        min_similarity,
+                    };
+                    let asked_at = Instant::now();
+                    let bytes = wire::encode(&lookup);
+                    let timeout_ms = self.remote_lookup_timeout.as_millis() as u64;
+                    let asked = async { ractor::call_t!(peer, |reply| CachePeerMessage::Lookup(bytes, reply), timeout_ms) }.instrument(span).await;
+                    self.metrics.cluster_remote_lookup_duration.observe(asked_at.elapsed().as_secs_f64());
+                    let outcome = match asked {
+                        Ok(reply) => match wire::decode::<wire::ShardLookupReply>("shard lookup reply", &reply) {
+                            Ok(reply) if reply.served => {
+                                self.metrics.cluster_remote_lookups.with_label_values(&["answered"]).inc();
+                                let candidates = reply.candidates.into_iter().filter_map(candidate_from_wire).collect();
+                                return Some((candidates, route));
+                            }
+                            Ok(_) => "not_served",
+                            Err(error) => {
+                                warn!(partition, node = %node, %error, "unreadable lookup reply");
+                                "error"
+                            }
+                        },
+                        Err(ractor::RactorErr::Timeout) => "timeout",
+                        Err(error) => {
+                            debug!(partition, node = %node, %error, "remote shard unreachable");
+                            "error"
+                        }
+                    };
+                    self.metrics.cluster_remote_lookups.with_label_values(&[outcome]).inc();
+                }
+            }
+        }
+        None
+    }
+
+    /// Drops the matching entries from every shard of every node this node reaches.
     pub async fn invalidate(&self, what: &Invalidation) -> Result<(), String> {
         for shard in self.shards.iter() {
             shard.cast(ShardMessage::Invalidate(what.clone())).map_err(|error| format!("semantic shard unreachable: {error}"))?;
         }
+        let bytes = wire::encode(&wire::invalidation_to_wire(what));
+        for (node, peer) in &self.directory.load().peers {
+            if let Err(error) = peer.cast(CachePeerMessage::Invalidate(bytes.clone())) {
+                warn!(node = %node, %error, "invalidation not sent to a peer");
+            }
+        }
         Ok(())
+    }
+
+    /// The directory as it stands: partitions, their owners and this node's state for each.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory.load_full()
     }
 
     /// Writes every shard's snapshot; the first failure is returned (the rest still run).
@@ -318,6 +441,30 @@ impl SemanticCache {
             total += ractor::call!(shard, ShardMessage::Len).unwrap_or(0);
         }
         total
+    }
+}
+
+/// Counts a hit on the entry `id` of whoever answered.
+fn count_hit(answered_by: &Route, partition: u32, id: u64) {
+    match answered_by {
+        Route::Local(shard) => {
+            let _shard_gone = shard.cast(ShardMessage::Hit(id));
+        }
+        Route::Remote { peer, .. } => {
+            let _peer_gone = peer.cast(CachePeerMessage::Hit(wire::encode(&wire::ShardHit { partition, local_id: id })));
+        }
+    }
+}
+
+/// A candidate from another node; a malformed one is skipped.
+fn candidate_from_wire(candidate: wire::Candidate) -> Option<Candidate> {
+    let entry = candidate.entry?;
+    match wire::entry_from_wire(entry) {
+        Ok((entry, vector)) => Some(Candidate { id: candidate.local_id, similarity: candidate.similarity, entry, vector }),
+        Err(error) => {
+            warn!(%error, "candidate skipped");
+            None
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! Partitions and their owners. The context key is what must match for a cached answer to be
 //! reusable at all: tenant, model or route, earlier turns (the system prompt among them), stop
 //! sequences and sampling class. Its hash picks one
-//! of a fixed number of partitions, so ownership moves in whole units; a partition's owners are the
-//! top-R members by rendezvous hashing. All hashes are fixed and seedless (xxh3), never
-//! `RandomState`, so every node computes the same map from the same member list.
+//! of a fixed number of partitions, so ownership moves in whole units; who owns a partition is
+//! the cluster's ring ([`crate::cluster::ring`]). The hash is fixed and seedless (xxh3), never
+//! `RandomState`, so every node puts a context in the same partition.
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
@@ -62,27 +62,8 @@ pub fn partition_of(context_key: &str) -> u32 {
     (xxh3_64(context_key.as_bytes()) % u64::from(PARTITIONS)) as u32
 }
 
-/// The owners of `partition` among `members`: the `replication` members with the highest
-/// rendezvous weight, best first (fewer when the cluster is smaller).
-pub fn owners(partition: u32, members: &[String], replication: usize) -> Vec<&str> {
-    let mut weighted: Vec<(u64, &str)> = members
-        .iter()
-        .map(|member| {
-            let mut hasher = Xxh3::new();
-            hasher.update(member.as_bytes());
-            hasher.update(&partition.to_le_bytes());
-            (hasher.digest(), member.as_str())
-        })
-        .collect();
-    weighted.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    weighted.dedup_by(|a, b| a.1 == b.1);
-    weighted.into_iter().take(replication).map(|(_, member)| member).collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::*;
     use crate::model::Message;
 
@@ -125,43 +106,6 @@ mod tests {
         let mut prefill = follow_up.clone();
         prefill.messages.push(Message { role: Role::Assistant, content: "Sure,".into() });
         assert_eq!(semantic_prompt(&prefill), None);
-    }
-
-    fn members(count: usize) -> Vec<String> {
-        (0..count).map(|n| format!("node-{n}")).collect()
-    }
-
-    proptest! {
-        #[test]
-        fn owners_are_distinct_members_capped_by_cluster_size(partition in 0..PARTITIONS, count in 1usize..8, replication in 1usize..4) {
-            let members = members(count);
-            let owners = owners(partition, &members, replication);
-            prop_assert_eq!(owners.len(), replication.min(count));
-            let mut unique = owners.clone();
-            unique.sort_unstable();
-            unique.dedup();
-            prop_assert_eq!(unique.len(), owners.len());
-            prop_assert!(owners.iter().all(|owner| members.iter().any(|member| member == owner)));
-        }
-
-        #[test]
-        fn losing_a_non_owner_moves_nothing(partition in 0..PARTITIONS, count in 3usize..8) {
-            let members = members(count);
-            let before: Vec<String> = owners(partition, &members, 2).into_iter().map(str::to_owned).collect();
-            let survivor_set: Vec<String> = members.iter().filter(|member| !before.contains(member)).skip(1).cloned()
-                .chain(before.iter().cloned()).collect();
-            let after: Vec<String> = owners(partition, &survivor_set, 2).into_iter().map(str::to_owned).collect();
-            prop_assert_eq!(before, after);
-        }
-
-        #[test]
-        fn losing_an_owner_keeps_the_other(partition in 0..PARTITIONS, count in 3usize..8) {
-            let members = members(count);
-            let before: Vec<String> = owners(partition, &members, 2).into_iter().map(str::to_owned).collect();
-            let without_first: Vec<String> = members.iter().filter(|member| **member != before[0]).cloned().collect();
-            let after = owners(partition, &without_first, 2);
-            prop_assert_eq!(after[0], before[1].as_str(), "the replica becomes the primary");
-        }
     }
 
     #[test]

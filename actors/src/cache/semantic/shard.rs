@@ -1,7 +1,11 @@
 //! The `CacheShard` actor: one per semantic partition a node owns. It holds the partition's
 //! vector index and entries (prompt, answer, context, created, TTL, hits), finds candidates for a
 //! lookup within the same context only, evicts the least recently used past its capacity, drops
-//! expired entries, and snapshots to `data_dir` (reloaded at start).
+//! expired entries, and snapshots to `data_dir` (reloaded at start). Every entry carries a
+//! cluster-wide `uid` chosen by the node that stored it, the same on every replica: inserting an
+//! entry the shard already holds changes nothing, so replication and handoff can repeat safely.
+//! A new owner pulls the partition from a replica in chunks ([`ShardMessage::Chunk`]) and merges
+//! them ([`ShardMessage::Merge`]).
 //!
 //! Searching happens inside the actor: it is CPU work of microseconds, never I/O, and keeps the
 //! index single-threaded. The hit decision is not the shard's: it returns scored candidates and
@@ -23,6 +27,10 @@ use crate::cache::semantic::index::VectorIndex;
 /// One stored answer of the semantic cache.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SemanticEntry {
+    /// Cluster-wide id, the same on every replica (0 in snapshots written before ids existed:
+    /// one is derived from the entry at load).
+    #[serde(default)]
+    pub uid: u64,
     /// The context key: only lookups with the same key may see this entry.
     pub context_key: String,
     /// The user turn that was embedded.
@@ -43,9 +51,41 @@ pub struct SemanticEntry {
 }
 
 impl SemanticEntry {
+    /// The uid derived from what the entry is: its context, prompt and store time.
+    pub fn derived_uid(&self) -> u64 {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for field in [self.context_key.as_bytes(), self.prompt.as_bytes(), &self.created_ms.to_le_bytes()] {
+            hasher.update(&(field.len() as u64).to_le_bytes());
+            hasher.update(field);
+        }
+        hasher.digest().max(1)
+    }
+
+    /// Roughly what the entry weighs on the wire with its vector, for chunking.
+    fn wire_bytes(&self, dimensions: usize) -> usize {
+        64 + self.context_key.len()
+            + self.prompt.len()
+            + self.exact_key.as_ref().map_or(0, String::len)
+            + self.answer.text.len()
+            + self.answer.tenant.len()
+            + self.answer.route.len()
+            + self.answer.model.len()
+            + self.answer.provider.len()
+            + dimensions * 4
+    }
+
     fn expired(&self, now_ms: i64) -> bool {
         now_ms >= self.created_ms.saturating_add(self.ttl_ms)
     }
+}
+
+/// A chunk of a shard's entries, for a new owner.
+#[derive(Clone, Debug, Default)]
+pub struct ShardChunk {
+    /// `(local id, entry, vector)`, in id order.
+    pub entries: Vec<(u64, SemanticEntry, Vec<f32>)>,
+    /// True when no entry follows.
+    pub done: bool,
 }
 
 /// A candidate for a lookup.
@@ -118,6 +158,8 @@ pub struct ShardState {
     settings: ShardSettings,
     index: VectorIndex,
     entries: HashMap<u64, SemanticEntry>,
+    /// Local id of each entry by its uid.
+    by_uid: HashMap<u64, u64>,
     next_id: u64,
     /// Changed since the last snapshot.
     dirty: bool,
@@ -162,6 +204,25 @@ pub enum ShardMessage {
         /// Reply channel for RPC: whether it was written.
         RpcReplyPort<Result<(), String>>,
     ),
+    /// Stores the entries it does not hold yet (by uid), dropping expired ones: a chunk pulled
+    /// from another owner.
+    Merge {
+        /// The entries with their vectors.
+        entries: Vec<(SemanticEntry, Vec<f32>)>,
+        /// Reply channel for RPC: how many were new.
+        reply: RpcReplyPort<usize>,
+    },
+    /// The entries with a local id above `after_id`, in id order, up to about `max_bytes`.
+    Chunk {
+        /// The cursor: the last local id of the previous chunk (0 to start).
+        after_id: u64,
+        /// About the most bytes of entries returned (at least one entry is).
+        max_bytes: usize,
+        /// Reply channel for RPC: the chunk.
+        reply: RpcReplyPort<ShardChunk>,
+    },
+    /// Drops every entry: the node no longer owns the partition.
+    Clear,
     /// Entries held, for metrics and tests.
     Len(
         /// Reply channel for RPC: the count.
@@ -177,7 +238,8 @@ impl ShardState {
 
     fn remove(&mut self, id: u64) {
         self.dirty = true;
-        if self.entries.remove(&id).is_some() {
+        if let Some(entry) = self.entries.remove(&id) {
+            self.by_uid.remove(&entry.uid);
             self.settings.held.fetch_sub(1, Ordering::Relaxed);
             if let Some(metrics) = &self.settings.metrics {
                 metrics.entries.dec();
@@ -186,6 +248,52 @@ impl ShardState {
         if let Err(error) = self.index.remove(id) {
             warn!(partition = self.settings.partition, %error, "failed to remove a vector");
         }
+    }
+
+    /// Stores `entry` unless its uid is held already; true when stored.
+    fn insert(&mut self, mut entry: SemanticEntry, vector: &[f32]) -> bool {
+        if entry.uid == 0 {
+            entry.uid = entry.derived_uid();
+        }
+        if self.by_uid.contains_key(&entry.uid) || entry.expired(self.clock.now_ms()) {
+            return false;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        match self.index.add(id, vector) {
+            Ok(()) => {
+                self.by_uid.insert(entry.uid, id);
+                self.entries.insert(id, entry);
+                self.settings.held.fetch_add(1, Ordering::Relaxed);
+                self.dirty = true;
+                if let Some(metrics) = &self.settings.metrics {
+                    metrics.entries.inc();
+                }
+                self.evict();
+                true
+            }
+            Err(error) => {
+                warn!(partition = self.settings.partition, %error, "semantic insert failed");
+                false
+            }
+        }
+    }
+
+    fn chunk(&self, after_id: u64, max_bytes: usize) -> ShardChunk {
+        let mut ids: Vec<u64> = self.entries.keys().copied().filter(|id| *id > after_id).collect();
+        ids.sort_unstable();
+        let mut chunk = ShardChunk { entries: Vec::new(), done: true };
+        let mut bytes = 0;
+        for id in ids {
+            if !chunk.entries.is_empty() && bytes >= max_bytes {
+                chunk.done = false;
+                break;
+            }
+            let (Some(entry), Some(vector)) = (self.entries.get(&id), self.index.get(id)) else { continue };
+            bytes += entry.wire_bytes(self.settings.dimensions);
+            chunk.entries.push((id, entry.clone(), vector));
+        }
+        chunk
     }
 
     /// Past the layer's capacity, the shard that grew it evicts its own least recently used,
@@ -292,6 +400,7 @@ impl Actor for CacheShard {
             clock: ShardClock::new(),
             index: VectorIndex::new(settings.dimensions)?,
             entries: HashMap::new(),
+            by_uid: HashMap::new(),
             next_id: 1,
             dirty: false,
             settings,
@@ -303,8 +412,12 @@ impl Actor for CacheShard {
                 let now = state.clock.now_ms();
                 state.next_id = snapshot.next_id;
                 state.index = index;
-                for (id, entry) in snapshot.entries {
+                for (id, mut entry) in snapshot.entries {
                     if !entry.expired(now) && state.index.contains(id) {
+                        if entry.uid == 0 {
+                            entry.uid = entry.derived_uid();
+                        }
+                        state.by_uid.insert(entry.uid, id);
                         state.entries.insert(id, entry);
                     }
                 }
@@ -332,19 +445,22 @@ impl Actor for CacheShard {
                 let _caller_gone = reply.send(state.lookup(&context_key, &vector, count, min_similarity));
             }
             ShardMessage::Insert { entry, vector } => {
-                let id = state.next_id;
-                state.next_id += 1;
-                match state.index.add(id, &vector) {
-                    Ok(()) => {
-                        state.entries.insert(id, *entry);
-                        state.settings.held.fetch_add(1, Ordering::Relaxed);
-                        state.dirty = true;
-                        if let Some(metrics) = &state.settings.metrics {
-                            metrics.entries.inc();
-                        }
-                        state.evict();
-                    }
-                    Err(error) => warn!(partition = state.settings.partition, %error, "semantic insert failed"),
+                state.insert(*entry, &vector);
+            }
+            ShardMessage::Merge { entries, reply } => {
+                let mut added = 0;
+                for (entry, vector) in entries {
+                    added += usize::from(state.insert(entry, &vector));
+                }
+                let _caller_gone = reply.send(added);
+            }
+            ShardMessage::Chunk { after_id, max_bytes, reply } => {
+                let _caller_gone = reply.send(state.chunk(after_id, max_bytes));
+            }
+            ShardMessage::Clear => {
+                let ids: Vec<u64> = state.entries.keys().copied().collect();
+                for id in ids {
+                    state.remove(id);
                 }
             }
             ShardMessage::Hit(id) => {

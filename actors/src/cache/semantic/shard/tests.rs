@@ -15,6 +15,7 @@ fn unit(seed: f32) -> Vec<f32> {
 fn entry(context: &str, tenant: &str, prompt: &str, ttl_ms: i64) -> SemanticEntry {
     let now = now_ms();
     SemanticEntry {
+        uid: 0,
         context_key: context.into(),
         prompt: prompt.into(),
         exact_key: Some(format!("key-{prompt}")),
@@ -131,4 +132,47 @@ async fn capacity_is_shared_by_the_shards_of_a_layer() {
     assert_eq!(held.load(Ordering::Relaxed), 9);
     busy.stop(None);
     quiet.stop(None);
+}
+
+#[tokio::test]
+async fn an_entry_is_held_once_by_uid_and_a_partition_moves_in_chunks() {
+    let source = start(100, None).await;
+    for n in 0..10 {
+        let mut stored = entry("c", "t", &format!("q{n}"), 60_000);
+        stored.uid = 1000 + n;
+        stored.answer.text = "x".repeat(200);
+        source.cast(ShardMessage::Insert { entry: Box::new(stored.clone()), vector: unit(n as f32 * 0.3) }).expect("insert");
+        // The same entry again (a repeated replication) changes nothing.
+        source.cast(ShardMessage::Insert { entry: Box::new(stored), vector: unit(n as f32 * 0.3) }).expect("insert");
+    }
+    assert_eq!(ractor::call!(source, ShardMessage::Len).expect("len"), 10);
+
+    let target = start(100, None).await;
+    let mut cursor = 0;
+    let mut chunks = 0;
+    loop {
+        let chunk = ractor::call!(source, |reply| ShardMessage::Chunk { after_id: cursor, max_bytes: 1_000, reply }).expect("chunk");
+        chunks += 1;
+        assert!(!chunk.entries.is_empty());
+        cursor = chunk.entries.last().map(|(id, _, _)| *id).expect("an entry");
+        let entries = chunk.entries.into_iter().map(|(_, entry, vector)| (entry, vector)).collect();
+        let added = ractor::call!(target, |reply| ShardMessage::Merge { entries, reply }).expect("merge");
+        assert!(added > 0);
+        if chunk.done {
+            break;
+        }
+    }
+    assert!(chunks > 1, "1 kB chunks split ten 200-byte answers");
+    assert_eq!(ractor::call!(target, ShardMessage::Len).expect("len"), 10);
+    // Merging everything again adds nothing.
+    let again = ractor::call!(source, |reply| ShardMessage::Chunk { after_id: 0, max_bytes: usize::MAX, reply }).expect("chunk");
+    let entries = again.entries.into_iter().map(|(_, entry, vector)| (entry, vector)).collect();
+    assert_eq!(ractor::call!(target, |reply| ShardMessage::Merge { entries, reply }).expect("merge"), 0);
+    let found = lookup(&target, "c", unit(0.9), 0.9).await;
+    assert_eq!(found[0].entry.uid, 1003, "the moved entry keeps its uid");
+
+    target.cast(ShardMessage::Clear).expect("clear");
+    assert_eq!(ractor::call!(target, ShardMessage::Len).expect("len"), 0);
+    source.stop(None);
+    target.stop(None);
 }

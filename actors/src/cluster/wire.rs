@@ -1,0 +1,225 @@
+//! What nodes send each other, version 1. The messages are the protobuf types of
+//! `proto/switchyard/cluster/v1/cluster.proto`; a remote actor's message enum carries each one
+//! encoded (`Vec<u8>`), and its handler decodes it here, so a malformed frame is an error that
+//! names what was wrong, never a panic. Variants travel by name: renaming one breaks a
+//! mixed-version cluster.
+//!
+//! Every remote request carries the caller's W3C `traceparent`, so a request served through
+//! another node's shard is one trace ([`traceparent`], [`remote_span_parent`]).
+
+use switchyard_proto::cluster as pb;
+
+use crate::cache::exact::CachedAnswer;
+use crate::cache::semantic::shard::SemanticEntry;
+
+pub use switchyard_proto::cluster::{Candidate, Heartbeat, PartitionChunk, PartitionPull, ShardHit, ShardInsert, ShardInvalidate, ShardLookup, ShardLookupReply};
+
+/// The `pg` group every node's membership actor joins.
+pub const MEMBERSHIP_GROUP: &str = "switchyard.membership.v1";
+/// The `pg` group every node's semantic cache peer joins.
+pub const CACHE_PEER_GROUP: &str = "switchyard.cache-peer.v1";
+
+/// The name a node's actor of `kind` registers under: `<kind>@<node>`, so a remote member of a
+/// group says which node it lives on.
+pub fn actor_name(kind: &str, node: &str) -> String {
+    format!("{kind}@{node}")
+}
+
+/// The node an actor named by [`actor_name`] lives on.
+pub fn node_of(actor_name: &str) -> Option<&str> {
+    actor_name.split_once('@').map(|(_, node)| node)
+}
+
+/// A message from a peer that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed {what} from a peer: {cause}")]
+pub struct WireError {
+    /// The message expected.
+    pub what: &'static str,
+    /// What the decoder said.
+    pub cause: String,
+}
+
+/// Decodes a `T` sent by a peer.
+pub fn decode<T: prost::Message + Default>(what: &'static str, bytes: &[u8]) -> Result<T, WireError> {
+    T::decode(bytes).map_err(|error| WireError { what, cause: error.to_string() })
+}
+
+/// Encodes a message for a peer.
+pub fn encode<T: prost::Message>(message: &T) -> Vec<u8> {
+    message.encode_to_vec()
+}
+
+/// A semantic entry and its vector as they travel.
+pub fn entry_to_wire(entry: &SemanticEntry, vector: &[f32]) -> pb::SemanticEntry {
+    let answer = &entry.answer;
+    pb::SemanticEntry {
+        uid: entry.uid,
+        context_key: entry.context_key.clone(),
+        prompt: entry.prompt.clone(),
+        exact_key: entry.exact_key.clone(),
+        answer: Some(pb::CachedAnswer {
+            tenant: answer.tenant.clone(),
+            route: answer.route.clone(),
+            text: answer.text.clone(),
+            model: answer.model.clone(),
+            provider: answer.provider.clone(),
+            input_tokens: answer.input_tokens,
+            output_tokens: answer.output_tokens,
+            finish_reason: answer.finish_reason.clone(),
+            cost_nano_usd: answer.cost_nano_usd,
+            created_ms: answer.created_ms,
+        }),
+        created_ms: entry.created_ms,
+        ttl_ms: entry.ttl_ms,
+        hits: entry.hits,
+        last_used_ms: entry.last_used_ms,
+        vector: vector.to_vec(),
+    }
+}
+
+/// A travelling entry back as the shard holds it, with its vector; an entry without its answer
+/// or without a uid is malformed.
+pub fn entry_from_wire(wire: pb::SemanticEntry) -> Result<(SemanticEntry, Vec<f32>), WireError> {
+    let malformed = |cause: &str| WireError { what: "semantic entry", cause: cause.to_owned() };
+    let answer = wire.answer.ok_or_else(|| malformed("no answer"))?;
+    if wire.uid == 0 {
+        return Err(malformed("no uid"));
+    }
+    if wire.vector.is_empty() {
+        return Err(malformed("no vector"));
+    }
+    let entry = SemanticEntry {
+        uid: wire.uid,
+        context_key: wire.context_key,
+        prompt: wire.prompt,
+        exact_key: wire.exact_key,
+        answer: CachedAnswer {
+            tenant: answer.tenant,
+            route: answer.route,
+            text: answer.text,
+            model: answer.model,
+            provider: answer.provider,
+            input_tokens: answer.input_tokens,
+            output_tokens: answer.output_tokens,
+            finish_reason: answer.finish_reason,
+            cost_nano_usd: answer.cost_nano_usd,
+            created_ms: answer.created_ms,
+        },
+        created_ms: wire.created_ms,
+        ttl_ms: wire.ttl_ms,
+        hits: wire.hits,
+        last_used_ms: wire.last_used_ms,
+    };
+    Ok((entry, wire.vector))
+}
+
+/// An invalidation as it travels.
+pub fn invalidation_to_wire(what: &crate::cache::exact::Invalidation) -> pb::ShardInvalidate {
+    use crate::cache::exact::Invalidation;
+    use pb::shard_invalidate::What;
+    let what = match what {
+        Invalidation::Key(key) => What::Key(key.clone()),
+        Invalidation::Tenant(tenant) => What::Tenant(tenant.clone()),
+        Invalidation::Model(model) => What::Model(model.clone()),
+        Invalidation::All => What::All(true),
+    };
+    pb::ShardInvalidate { what: Some(what) }
+}
+
+/// A travelling invalidation back; one that names nothing is malformed.
+pub fn invalidation_from_wire(wire: pb::ShardInvalidate) -> Result<crate::cache::exact::Invalidation, WireError> {
+    use crate::cache::exact::Invalidation;
+    use pb::shard_invalidate::What;
+    match wire.what {
+        Some(What::Key(key)) => Ok(Invalidation::Key(key)),
+        Some(What::Tenant(tenant)) => Ok(Invalidation::Tenant(tenant)),
+        Some(What::Model(model)) => Ok(Invalidation::Model(model)),
+        Some(What::All(true)) => Ok(Invalidation::All),
+        Some(What::All(false)) | None => Err(WireError { what: "invalidation", cause: "names nothing to drop".into() }),
+    }
+}
+
+/// The W3C `traceparent` of the current span, or empty when it is not sampled into a trace.
+pub fn traceparent() -> String {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    if !span_context.is_valid() {
+        return String::new();
+    }
+    format!("00-{}-{}-{:02x}", span_context.trace_id(), span_context.span_id(), span_context.trace_flags().to_u8())
+}
+
+/// Makes `span` a child of the remote caller's span named by `traceparent` (ignored when empty
+/// or malformed: the work is then traced on its own).
+pub fn remote_span_parent(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if traceparent.is_empty() {
+        return;
+    }
+    let carrier = std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let context = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    if context.span().span_context().is_valid() {
+        let _not_traced = span.set_parent(context);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> SemanticEntry {
+        SemanticEntry {
+            uid: 42,
+            context_key: "ctx".into(),
+            prompt: "what is rust".into(),
+            exact_key: Some("k".into()),
+            answer: CachedAnswer {
+                tenant: "acme".into(),
+                route: "auto".into(),
+                text: "a language".into(),
+                model: "m".into(),
+                provider: "p".into(),
+                input_tokens: 3,
+                output_tokens: 2,
+                finish_reason: "stop".into(),
+                cost_nano_usd: None,
+                created_ms: 5,
+            },
+            created_ms: 5,
+            ttl_ms: 1000,
+            hits: 1,
+            last_used_ms: 6,
+        }
+    }
+
+    #[test]
+    fn an_entry_survives_the_wire() {
+        let wire = entry_to_wire(&entry(), &[0.5, 0.5]);
+        let bytes = encode(&wire);
+        let back = entry_from_wire(decode::<pb::SemanticEntry>("semantic entry", &bytes).expect("decodes")).expect("valid");
+        assert_eq!(back, (entry(), vec![0.5, 0.5]));
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_naming_the_message() {
+        let error = decode::<pb::ShardLookup>("shard lookup", &[0xff, 0xff, 0xff]).expect_err("garbage");
+        assert!(error.to_string().starts_with("malformed shard lookup from a peer"), "{error}");
+        let mut wire = entry_to_wire(&entry(), &[1.0]);
+        wire.answer = None;
+        assert!(entry_from_wire(wire).expect_err("no answer").to_string().contains("no answer"));
+        assert!(invalidation_from_wire(pb::ShardInvalidate { what: None }).is_err());
+    }
+
+    #[test]
+    fn actor_names_say_their_node() {
+        let name = actor_name("cache-peer", "node-a");
+        assert_eq!(node_of(&name), Some("node-a"));
+        assert_eq!(node_of("plain"), None);
+    }
+}
