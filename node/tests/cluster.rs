@@ -1,0 +1,313 @@
+//! The cluster end to end: real `switchyard` processes on loopback addresses 127.0.0.x joined
+//! by ractor_cluster, the upstream simulator, the local embedding model. Three nodes form one
+//! cluster from seeds and share one semantic cache; a SIGKILLed node loses no entry and rejoins;
+//! scaling out hands partitions over under load; a wrong cookie and a malformed frame are
+//! refused without harm to the cluster.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Node, chat_body, config_for, new_dir, sim_calls, start_sim};
+use serde_json::{Value, json};
+
+const COOKIE: &str = "cluster-test-cookie";
+/// Heartbeats fast enough for tests: a member is down after a second of silence.
+const HEARTBEAT: &str = "200ms";
+const DOWN_AFTER: Duration = Duration::from_secs(1);
+
+/// One node's place in the test cluster.
+#[derive(Clone)]
+struct Member {
+    name: String,
+    /// The cluster listener, on its own loopback address.
+    cluster: SocketAddr,
+}
+
+impl Member {
+    fn new(name: &str, last_octet: u8) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self { name: name.into(), cluster: SocketAddr::from(([127, 0, 0, last_octet], port)) }
+    }
+}
+
+/// The example config with the semantic layer on, the exact layer off (so every hit is the
+/// semantic layer's), and a `[cluster]` section.
+fn cluster_config(sim: SocketAddr, member: &Member, seeds: &[&Member], cookie_file: &std::path::Path) -> String {
+    let seeds: Vec<String> = seeds.iter().map(|seed| format!("\"{}\"", seed.cluster)).collect();
+    let cluster = format!(
+        "\n[cluster]\nnode_name = \"{}\"\nlisten = \"{}\"\ncookie_file = \"{}\"\nseeds = [{}]\nheartbeat_interval = \"{HEARTBEAT}\"\ndown_after = \"{}ms\"\ndiscovery_interval = \"2s\"\nremote_lookup_timeout = \"500ms\"\nhandoff_grace = \"5s\"\n",
+        member.name,
+        member.cluster,
+        cookie_file.display(),
+        seeds.join(", "),
+        DOWN_AFTER.as_millis(),
+    );
+    config_for(sim, |c| c.replace("[semantic_cache]\nenabled = false ", "[semantic_cache]\nenabled = true ")) + &cluster
+}
+
+/// Starts `member` in `dir` with `cookie`.
+fn start_member(sim: SocketAddr, member: &Member, seeds: &[&Member], dir: &std::path::Path, cookie: &str) -> Node {
+    let cookie_file = dir.join("cookie");
+    std::fs::write(&cookie_file, cookie).unwrap();
+    Node::start_in(dir, &cluster_config(sim, member, seeds, &cookie_file))
+}
+
+async fn status(node: &Node) -> Value {
+    reqwest::get(format!("{}/admin/v1/cluster", node.http)).await.unwrap().json().await.unwrap()
+}
+
+fn alive(status: &Value) -> Vec<String> {
+    status["members"].as_array().unwrap().iter().filter(|member| member["state"] == "alive").map(|member| member["node"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Waits until `check` holds for the node's status, or fails after `within`, showing the status.
+async fn wait_for(node: &Node, within: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        let status = status(node).await;
+        if check(&status) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "{what} not seen within {within:?}: {status:#}\n{}", node.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the node sees exactly `members` alive and has no handoff in progress.
+async fn settled(node: &Node, members: &[&str]) {
+    let mut expected: Vec<String> = members.iter().map(|member| (*member).to_owned()).collect();
+    expected.sort();
+    wait_for(node, Duration::from_secs(20), "a settled cluster", |status| {
+        let mut seen = alive(status);
+        seen.sort();
+        seen == expected && status["handoffs_in_progress"].as_array().unwrap().is_empty()
+    })
+    .await;
+}
+
+/// A question in context `context`: a system prompt of its own, so contexts spread over the
+/// partitions.
+fn question(context: usize, prompt: &str) -> Value {
+    json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": format!("You answer for team number {context}.")},
+        {"role": "user", "content": prompt},
+    ]})
+}
+
+async fn ask(node: &Node, body: &Value) -> reqwest::Response {
+    reqwest::Client::new().post(format!("{}/v1/chat/completions", node.http)).json(body).send().await.unwrap()
+}
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response.headers().get(name).map(|value| value.to_str().unwrap().to_owned()).unwrap_or_default()
+}
+
+/// Asks `node` for every context's question and returns each answer's cache entry (empty on a
+/// miss).
+async fn entries(node: &Node, contexts: std::ops::Range<usize>, prompt: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for context in contexts {
+        let response = ask(node, &question(context, prompt)).await;
+        assert_eq!(response.status(), 200);
+        let layer = header(&response, "x-switchyard-cache");
+        found.push(if layer.starts_with("semantic") { header(&response, "x-switchyard-cache-entry") } else { String::new() });
+    }
+    found
+}
+
+/// Stores an answer for every context through `node` and waits until another node finds them
+/// all (inserts travel as casts).
+async fn store(node: &Node, other: &Node, contexts: std::ops::Range<usize>, prompt: &str) -> Vec<String> {
+    for context in contexts.clone() {
+        let response = ask(node, &question(context, prompt)).await;
+        assert_eq!(header(&response, "x-switchyard-cache"), "none", "context {context} was stored fresh");
+    }
+    let started = Instant::now();
+    loop {
+        let found = entries(other, contexts.clone(), prompt).await;
+        if found.iter().all(|entry| !entry.is_empty()) {
+            return found;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "entries not all visible through another node: {found:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Requests sent round-robin to `nodes` until stopped: (sent, failed).
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(urls: Vec<String>) -> Self {
+        let (stop, sent, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let task = {
+            let (stop, sent, failed) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&failed));
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let url = &urls[n % urls.len()];
+                    let body = question(1000 + n % 50, &format!("Steady question number {n}?"));
+                    let ok = client.post(format!("{url}/v1/chat/completions")).json(&body).send().await.is_ok_and(|response| response.status() == 200);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if !ok {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    n += 1;
+                }
+            })
+        };
+        Self { stop, sent, failed, task }
+    }
+
+    async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        (self.sent.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+}
+
+async fn metric(node: &Node, line_start: &str) -> f64 {
+    let metrics = reqwest::get(format!("{}/metrics", node.http)).await.unwrap().text().await.unwrap();
+    metrics.lines().find(|line| line.starts_with(line_start)).and_then(|line| line.rsplit(' ').next()).and_then(|value| value.parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn three_nodes_from_seeds_share_one_semantic_cache() {
+    let sim = start_sim().await;
+    let (a, b, c) = (Member::new("node-a", 2), Member::new("node-b", 3), Member::new("node-c", 4));
+    let (dir_a, dir_b, dir_c) = (new_dir(), new_dir(), new_dir());
+    let node_a = start_member(sim.addr, &a, &[&b, &c], &dir_a, COOKIE);
+    let node_b = start_member(sim.addr, &b, &[&a], &dir_b, COOKIE);
+    let node_c = start_member(sim.addr, &c, &[&a], &dir_c, COOKIE);
+    let all = ["node-a", "node-b", "node-c"];
+    for node in [&node_a, &node_b, &node_c] {
+        let took = wait_for(node, Duration::from_secs(5), "three members", |status| alive(status).len() == 3).await;
+        println!("three members seen after {took:?}");
+    }
+    for node in [&node_a, &node_b, &node_c] {
+        settled(node, &all).await;
+    }
+    let mut owned = 0;
+    for node in [&node_a, &node_b, &node_c] {
+        owned += status(node).await["partitions_owned"].as_array().unwrap().len();
+    }
+    assert_eq!(owned, 128, "64 partitions, two owners each");
+
+    // Answered through A, a paraphrase hits through C and through B, naming the same entry.
+    let stored = store(&node_a, &node_c, 0..12, "How do I learn Python quickly?").await;
+    let through_b = entries(&node_b, 0..12, "How can I learn Python fast?").await;
+    let through_c = entries(&node_c, 0..12, "How can I learn Python fast?").await;
+    assert_eq!(through_b, through_c, "one entry, the same name everywhere");
+    assert!(through_b.iter().all(|entry| entry.split_once('-').is_some_and(|(partition, _)| partition.parse::<u32>().is_ok_and(|p| p < 64))), "{through_b:?}");
+    assert_eq!(stored.len(), 12);
+    assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 12, "only the first question of each context reached the upstream");
+    let answered = metric(&node_c, "switchyard_cluster_remote_lookups_total{outcome=\"answered\"}").await;
+    assert!(answered > 0.0, "some of C's lookups went to another node");
+    let ready = reqwest::get(format!("{}/ready", node_b.http)).await.unwrap().text().await.unwrap();
+    assert!(ready.contains("cluster: 3 of 3 members alive"), "{ready}");
+
+    // A malformed frame on the cluster port drops only that connection.
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut garbage = tokio::net::TcpStream::connect(a.cluster).await.unwrap();
+        garbage.write_all(&[0, 0, 0, 0, 0, 0, 0, 9, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+        garbage.write_all(&[0xff; 64]).await.unwrap();
+    }
+    // A node with the wrong cookie is refused and logged, and serves alone, degraded.
+    let intruder = Member::new("node-x", 5);
+    let node_x = start_member(sim.addr, &intruder, &[&a], &new_dir(), "not-the-cookie");
+    wait_for(&node_a, Duration::from_secs(10), "the refusal logged", |_| node_a.logs().contains("cluster peer refused")).await;
+    tokio::time::sleep(DOWN_AFTER).await;
+    assert_eq!(alive(&status(&node_a).await).len(), 3, "the intruder never joined");
+    let x_status = status(&node_x).await;
+    assert_eq!(alive(&x_status), vec!["node-x".to_owned()]);
+    assert_eq!(x_status["degraded"], true);
+    let ready = reqwest::get(format!("{}/ready", node_x.http)).await.unwrap();
+    assert_eq!(ready.status(), 200, "a node alone still serves");
+    assert!(ready.text().await.unwrap().contains("degraded"));
+    assert_eq!(ask(&node_x, &chat_body("gpt-4o-mini", "hello")).await.status(), 200);
+    // The cluster still serves from its cache after both.
+    assert_eq!(entries(&node_b, 0..3, "How can I learn Python fast?").await, through_b[..3].to_vec());
+}
+
+#[tokio::test]
+async fn a_killed_node_loses_no_entry_and_rejoins() {
+    let sim = start_sim().await;
+    let (a, b, c) = (Member::new("node-a", 12), Member::new("node-b", 13), Member::new("node-c", 14));
+    let (dir_a, dir_b, dir_c) = (new_dir(), new_dir(), new_dir());
+    let node_a = start_member(sim.addr, &a, &[&b, &c], &dir_a, COOKIE);
+    let node_b = start_member(sim.addr, &b, &[&a, &c], &dir_b, COOKIE);
+    let node_c = start_member(sim.addr, &c, &[&a, &b], &dir_c, COOKIE);
+    let all = ["node-a", "node-b", "node-c"];
+    for node in [&node_a, &node_b, &node_c] {
+        settled(node, &all).await;
+    }
+    let owned_by_c = status(&node_c).await["partitions_owned"].clone();
+    let stored = store(&node_a, &node_b, 0..24, "What is the capital of France?").await;
+
+    let load = Load::start(vec![node_a.http.clone(), node_b.http.clone()]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed_at = Instant::now();
+    let dir_c = node_c.kill();
+    for node in [&node_a, &node_b] {
+        wait_for(node, Duration::from_secs(10), "node-c down", |status| {
+            status["members"].as_array().unwrap().iter().any(|member| member["node"] == "node-c" && member["state"] == "down")
+                || !alive(status).contains(&"node-c".to_owned())
+        })
+        .await;
+    }
+    let seen_down = killed_at.elapsed();
+    assert!(seen_down <= DOWN_AFTER + Duration::from_millis(800), "survivors saw the kill after {seen_down:?}");
+    for node in [&node_a, &node_b] {
+        settled(node, &["node-a", "node-b"]).await;
+    }
+    // Every entry stored before the kill still hits, through either survivor.
+    assert_eq!(entries(&node_a, 0..24, "What is the capital of France?").await, stored);
+    assert_eq!(entries(&node_b, 0..24, "What is the capital of France?").await, stored);
+    let (sent, failed) = load.finish().await;
+    assert!(sent > 10, "the load ran ({sent} requests)");
+    assert_eq!(failed, 0, "requests through the survivors never failed ({sent} sent)");
+
+    // Restarted with its directory, it rejoins and takes its partitions back.
+    let node_c = start_member(sim.addr, &c, &[&a, &b], &dir_c, COOKIE);
+    for node in [&node_a, &node_b, &node_c] {
+        settled(node, &all).await;
+    }
+    assert_eq!(status(&node_c).await["partitions_owned"], owned_by_c, "the same members give the same map");
+    assert_eq!(entries(&node_c, 0..24, "What is the capital of France?").await, stored);
+}
+
+#[tokio::test]
+async fn scaling_out_hands_partitions_over_without_failing_a_request() {
+    let sim = start_sim().await;
+    let (a, b, c) = (Member::new("node-a", 22), Member::new("node-b", 23), Member::new("node-c", 24));
+    let node_a = start_member(sim.addr, &a, &[&b], &new_dir(), COOKIE);
+    let node_b = start_member(sim.addr, &b, &[&a], &new_dir(), COOKIE);
+    for node in [&node_a, &node_b] {
+        settled(node, &["node-a", "node-b"]).await;
+    }
+    let stored = store(&node_a, &node_b, 0..24, "Why is the sky blue?").await;
+
+    let load = Load::start(vec![node_a.http.clone(), node_b.http.clone()]);
+    let node_c = start_member(sim.addr, &c, &[&a], &new_dir(), COOKIE);
+    for node in [&node_a, &node_b, &node_c] {
+        settled(node, &["node-a", "node-b", "node-c"]).await;
+    }
+    let (sent, failed) = load.finish().await;
+    assert_eq!(failed, 0, "no request failed while the cluster grew ({sent} sent)");
+    assert!(!status(&node_c).await["partitions_owned"].as_array().unwrap().is_empty());
+    // The new node serves every entry, from its own loaded partitions or its peers'.
+    assert_eq!(entries(&node_c, 0..24, "Why is the sky blue?").await, stored);
+    assert!(metric(&node_c, "switchyard_cluster_handoff_bytes_total").await > 0.0, "partitions were pulled");
+}
