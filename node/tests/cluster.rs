@@ -2,7 +2,7 @@
 //! by ractor_cluster, the upstream simulator, the local embedding model. Three nodes form one
 //! cluster from seeds and share one semantic cache; a SIGKILLed node loses no entry and rejoins;
 //! scaling out hands partitions over under load; a wrong cookie and a malformed frame are
-//! refused without harm to the cluster.
+//! refused without harm to the cluster; a lookup served by another node is one trace.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Node, chat_body, config_for, new_dir, sim_calls, start_sim};
+use common::{Node, TraceCollector, chat_body, config_for, new_dir, sim_calls, start_sim};
 use serde_json::{Value, json};
 
 const COOKIE: &str = "cluster-test-cookie";
@@ -27,35 +27,51 @@ struct Member {
     name: String,
     /// The cluster listener, on its own loopback address.
     cluster: SocketAddr,
+    /// Where peers dial it: the listener, or a proxy in front of it.
+    advertise: SocketAddr,
 }
 
 impl Member {
     fn new(name: &str, last_octet: u8) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self { name: name.into(), cluster: SocketAddr::from(([127, 0, 0, last_octet], port)) }
+        let cluster = SocketAddr::from(([127, 0, 0, last_octet], port));
+        Self { name: name.into(), cluster, advertise: cluster }
+    }
+
+    /// A member that peers reach through a proxy on 127.0.1.`last_octet` (the same port).
+    fn behind_proxy(name: &str, last_octet: u8) -> Self {
+        let mut member = Self::new(name, last_octet);
+        member.advertise = SocketAddr::from(([127, 0, 1, last_octet], member.cluster.port()));
+        member
     }
 }
 
 /// The example config with the semantic layer on, the exact layer off (so every hit is the
 /// semantic layer's), and a `[cluster]` section.
-fn cluster_config(sim: SocketAddr, member: &Member, seeds: &[&Member], cookie_file: &std::path::Path) -> String {
-    let seeds: Vec<String> = seeds.iter().map(|seed| format!("\"{}\"", seed.cluster)).collect();
+fn cluster_config(sim: SocketAddr, member: &Member, seeds: &[&Member], cookie_file: &std::path::Path, tweak: &dyn Fn(String) -> String) -> String {
+    let seeds: Vec<String> = seeds.iter().map(|seed| format!("\"{}\"", seed.advertise)).collect();
     let cluster = format!(
-        "\n[cluster]\nnode_name = \"{}\"\nlisten = \"{}\"\ncookie_file = \"{}\"\nseeds = [{}]\nheartbeat_interval = \"{HEARTBEAT}\"\ndown_after = \"{}ms\"\ndiscovery_interval = \"2s\"\nremote_lookup_timeout = \"500ms\"\nhandoff_grace = \"5s\"\n",
+        "\n[cluster]\nnode_name = \"{}\"\nlisten = \"{}\"\nadvertise = \"{}\"\ncookie_file = \"{}\"\nseeds = [{}]\nheartbeat_interval = \"{HEARTBEAT}\"\ndown_after = \"{}ms\"\ndiscovery_interval = \"2s\"\nremote_lookup_timeout = \"500ms\"\nhandoff_grace = \"5s\"\n",
         member.name,
         member.cluster,
+        member.advertise.ip(),
         cookie_file.display(),
         seeds.join(", "),
         DOWN_AFTER.as_millis(),
     );
-    config_for(sim, |c| c.replace("[semantic_cache]\nenabled = false ", "[semantic_cache]\nenabled = true ")) + &cluster
+    tweak(config_for(sim, |c| c.replace("[semantic_cache]\nenabled = false ", "[semantic_cache]\nenabled = true ")) + &cluster)
 }
 
 /// Starts `member` in `dir` with `cookie`.
 fn start_member(sim: SocketAddr, member: &Member, seeds: &[&Member], dir: &std::path::Path, cookie: &str) -> Node {
+    start_member_with(sim, member, seeds, dir, cookie, &|config| config)
+}
+
+/// Starts `member` with `tweak` applied to its config (the `[cluster]` table comes last).
+fn start_member_with(sim: SocketAddr, member: &Member, seeds: &[&Member], dir: &std::path::Path, cookie: &str, tweak: &dyn Fn(String) -> String) -> Node {
     let cookie_file = dir.join("cookie");
     std::fs::write(&cookie_file, cookie).unwrap();
-    Node::start_in(dir, &cluster_config(sim, member, seeds, &cookie_file))
+    Node::start_in(dir, &cluster_config(sim, member, seeds, &cookie_file, tweak))
 }
 
 async fn status(node: &Node) -> Value {
@@ -310,4 +326,154 @@ async fn scaling_out_hands_partitions_over_without_failing_a_request() {
     // The new node serves every entry, from its own loaded partitions or its peers'.
     assert_eq!(entries(&node_c, 0..24, "Why is the sky blue?").await, stored);
     assert!(metric(&node_c, "switchyard_cluster_handoff_bytes_total").await > 0.0, "partitions were pulled");
+}
+
+#[tokio::test]
+async fn a_lookup_served_by_another_node_is_one_trace() {
+    let (collector, otlp) = TraceCollector::start().await;
+    let sim = start_sim().await;
+    let (a, b) = (Member::new("node-a", 32), Member::new("node-b", 33));
+    // One owner per partition, so half of B's lookups must cross to A.
+    let traced = |service: &'static str| {
+        move |config: String| {
+            config.replace("otlp_endpoint = \"\"", &format!("otlp_endpoint = \"http://{otlp}\""))
+                .replace("service_name = \"switchyard\"", &format!("service_name = \"{service}\""))
+                + "replication = 1\n"
+        }
+    };
+    let node_a = start_member_with(sim.addr, &a, &[&b], &new_dir(), COOKIE, &traced("switchyard-a"));
+    let node_b = start_member_with(sim.addr, &b, &[&a], &new_dir(), COOKIE, &traced("switchyard-b"));
+    for node in [&node_a, &node_b] {
+        settled(node, &["node-a", "node-b"]).await;
+    }
+    let (mut node_a, mut node_b) = (node_a, node_b);
+    let owned_by_b: Vec<u64> = status(&node_b).await["partitions_owned"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+    assert!(owned_by_b.len() < 64, "replication 1 splits the partitions");
+    store(&node_a, &node_b, 0..12, "How do I learn Python quickly?").await;
+
+    let mut remote_traces = Vec::new();
+    for context in 0..12 {
+        let trace_id = format!("{:032x}", 0x5eed_0000 + context);
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", node_b.http))
+            .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+            .json(&question(context, "How can I learn Python fast?"))
+            .send()
+            .await
+            .unwrap();
+        let entry = header(&response, "x-switchyard-cache-entry");
+        let partition: u64 = entry.split_once('-').expect("a semantic hit").0.parse().unwrap();
+        if !owned_by_b.contains(&partition) {
+            remote_traces.push(trace_id);
+        }
+    }
+    assert!(!remote_traces.is_empty(), "some contexts live on partitions only A owns");
+    // Shutdown flushes the exporters; the collector runs on this thread meanwhile.
+    let stopped = tokio::task::spawn_blocking(move || [node_a.terminate(), node_b.terminate()]).await.unwrap();
+    assert!(stopped.iter().all(std::process::ExitStatus::success));
+    let spans = collector.spans.lock().unwrap().clone();
+    for trace_id in &remote_traces {
+        let in_trace: Vec<(&str, &str)> = spans.iter().filter(|span| span.trace_id == *trace_id).map(|span| (span.service.as_str(), span.name.as_str())).collect();
+        for expected in [("switchyard-b", "semantic_cache"), ("switchyard-b", "remote_lookup"), ("switchyard-a", "remote_shard_lookup")] {
+            assert!(in_trace.contains(&expected), "trace {trace_id} lacks {expected:?}: {in_trace:?}; all: {:?}", spans.iter().map(|span| (&span.trace_id[..8], &span.service, &span.name)).collect::<Vec<_>>());
+        }
+    }
+}
+
+/// A TCP proxy in front of one member's cluster port. While `cut` is set, no byte moves on a
+/// connection that involves `isolated`: every connection to it (when this proxy fronts it) and
+/// every connection from it (recognised by the name it introduces itself with), as if the
+/// network dropped every packet; the connections stay open, as they would.
+fn proxy(member: &Member, isolated: &'static str, cut: tokio::sync::watch::Receiver<bool>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (listen, target, fronts_isolated) = (member.advertise, member.cluster, member.name == isolated);
+    let listener = std::net::TcpListener::bind(listen).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, first: Vec<u8>, involved: bool, mut cut: tokio::sync::watch::Receiver<bool>) {
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut pending = first;
+        loop {
+            while involved && *cut.borrow_and_update() {
+                if cut.changed().await.is_err() {
+                    return;
+                }
+            }
+            if !pending.is_empty() && to.write_all(&pending).await.is_err() {
+                return;
+            }
+            let Ok(read) = from.read(&mut buffer).await else { return };
+            if read == 0 {
+                return;
+            }
+            pending = buffer[..read].to_vec();
+        }
+    }
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(target).await else { continue };
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                // The dialling node introduces itself first, as `<name>@<host>`.
+                let mut first = vec![0u8; 64 * 1024];
+                let read = match tokio::time::timeout(Duration::from_secs(5), client.read(&mut first)).await {
+                    Ok(Ok(read)) if read > 0 => read,
+                    _ => return,
+                };
+                first.truncate(read);
+                let marker = format!("{isolated}@");
+                let involved = fronts_isolated || first.windows(marker.len()).any(|window| window == marker.as_bytes());
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pump(client_read, server_write, first, involved, cut.clone()));
+                tokio::spawn(pump(server_read, client_write, Vec::new(), involved, cut));
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_node_cut_off_keeps_serving_and_the_cluster_converges_after_healing() {
+    let sim = start_sim().await;
+    let (a, b, c) = (Member::behind_proxy("node-a", 41), Member::behind_proxy("node-b", 42), Member::behind_proxy("node-c", 43));
+    let (cut, cut_watch) = tokio::sync::watch::channel(false);
+    for member in [&a, &b, &c] {
+        proxy(member, "node-c", cut_watch.clone());
+    }
+    let node_a = start_member(sim.addr, &a, &[&b, &c], &new_dir(), COOKIE);
+    let node_b = start_member(sim.addr, &b, &[&a, &c], &new_dir(), COOKIE);
+    let node_c = start_member(sim.addr, &c, &[&a, &b], &new_dir(), COOKIE);
+    let all = ["node-a", "node-b", "node-c"];
+    for node in [&node_a, &node_b, &node_c] {
+        settled(node, &all).await;
+    }
+    let mut owned_before = Vec::new();
+    for node in [&node_a, &node_b, &node_c] {
+        owned_before.push(status(node).await["partitions_owned"].clone());
+    }
+    let stored = store(&node_a, &node_c, 0..12, "How do I learn Python quickly?").await;
+
+    cut.send(true).unwrap();
+    for node in [&node_a, &node_b] {
+        settled(node, &["node-a", "node-b"]).await;
+    }
+    settled(&node_c, &["node-c"]).await;
+    assert_eq!(status(&node_c).await["degraded"], true);
+    // Both sides keep serving: the majority from its cache, the cut-off node on its own.
+    assert_eq!(entries(&node_b, 0..12, "How can I learn Python fast?").await, stored);
+    for node in [&node_a, &node_c] {
+        assert_eq!(ask(node, &chat_body("gpt-4o-mini", "Asked during the partition?")).await.status(), 200);
+    }
+
+    cut.send(false).unwrap();
+    for node in [&node_a, &node_b, &node_c] {
+        settled(node, &all).await;
+    }
+    // One map again: the same members give every node the partitions it had before.
+    for (node, before) in [&node_a, &node_b, &node_c].into_iter().zip(&owned_before) {
+        assert_eq!(&status(node).await["partitions_owned"], before);
+    }
+    for node in [&node_a, &node_b, &node_c] {
+        assert_eq!(entries(node, 0..12, "How can I learn Python fast?").await, stored);
+    }
 }

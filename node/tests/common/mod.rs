@@ -277,3 +277,68 @@ pub fn sse_content(body: &str) -> String {
         .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// One span an OTLP collector received.
+#[derive(Clone, Debug)]
+pub struct ReceivedSpan {
+    /// Trace id, hex.
+    pub trace_id: String,
+    /// `service.name` of the process that sent it.
+    pub service: String,
+    /// Span name.
+    pub name: String,
+}
+
+/// A real OTLP/gRPC trace collector on a free loopback port, keeping every span it receives.
+#[derive(Clone, Default)]
+pub struct TraceCollector {
+    /// Every span received.
+    pub spans: std::sync::Arc<std::sync::Mutex<Vec<ReceivedSpan>>>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for TraceCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>, tonic::Status> {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+        let mut spans = self.spans.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|resource| &resource.attributes)
+                .find(|attribute| attribute.key == "service.name")
+                .and_then(|attribute| match attribute.value.as_ref()?.value.as_ref()? {
+                    AnyValue::StringValue(name) => Some(name.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for scope in resource.scope_spans {
+                for span in scope.spans {
+                    let trace_id: String = span.trace_id.iter().map(|byte| format!("{byte:02x}")).collect();
+                    spans.push(ReceivedSpan { trace_id, service: service.clone(), name: span.name });
+                }
+            }
+        }
+        Ok(tonic::Response::new(opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+impl TraceCollector {
+    /// Starts one; returns it and its address.
+    pub async fn start() -> (Self, SocketAddr) {
+        let collector = Self::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(collector.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(server)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+        });
+        (collector, address)
+    }
+}
