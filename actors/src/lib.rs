@@ -13,6 +13,7 @@
 //! - [`budget`]: the `Budget` actor, cost events, the ledger, budgets and alerts.
 //! - [`tenancy`]: API keys, principals and rate limits.
 //! - [`metrics`]: the node's Prometheus registry.
+//! - [`runtime`]: the root supervisor every actor of the node is linked under.
 //! - [`error`]: [`error::GatewayError`], what a request can fail with.
 
 pub mod budget;
@@ -25,4 +26,5 @@ pub mod model;
 pub mod pipeline;
 pub mod provider;
 pub mod router;
+pub mod runtime;
 pub mod tenancy;

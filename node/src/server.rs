@@ -1,6 +1,6 @@
 //! Running a node: start the pipeline, bind both front doors, serve until SIGTERM or SIGINT,
 //! then stop accepting, drain in-flight requests (bounded by `server.drain_timeout`), stop the
-//! actors and flush telemetry.
+//! actors and flush telemetry. An actor failing does the same, and the node then exits non-zero.
 
 use std::sync::Arc;
 
@@ -83,8 +83,17 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
     };
     info!(http = %http_addr, grpc = %grpc_addr, "switchyard listening");
 
-    wait_for_signal().await?;
-    info!(in_flight = gateway.in_flight(), "shutdown signal: draining");
+    let failure = tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            info!(in_flight = gateway.in_flight(), "shutdown signal: draining");
+            None
+        }
+        failure = gateway.actor_failed() => {
+            tracing::error!(%failure, in_flight = gateway.in_flight(), "an actor of the node failed: draining and exiting to be restarted");
+            Some(failure)
+        }
+    };
     shutdown.cancel();
     let drained = tokio::time::timeout(config.drain_timeout, async {
         let (http, grpc) = tokio::join!(http, grpc);
@@ -114,9 +123,12 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
     if let Err(error) = gateway.snapshot_caches().await {
         warn!(%error, "failed to snapshot the semantic cache at shutdown");
     }
-    gateway.stop_actors();
+    gateway.stop_actors().await;
     telemetry.shutdown();
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(failure) => Err(anyhow::anyhow!("stopped after a failure: {failure}")),
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

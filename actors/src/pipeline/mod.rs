@@ -37,6 +37,7 @@ use crate::model::{CacheLayer, ChatRequest, Completion, FinishReason, ModelSelec
 use crate::pipeline::accounting::{Admission, Outcome};
 use crate::provider::{ErrorClass, ProviderHandle, ProviderSettings};
 use crate::router::{ModelSettings, RouterHandle, RoutingPolicy};
+use crate::runtime::RuntimeHandle;
 use crate::tenancy::{KeyRing, KeySettings, Principal};
 
 pub use stream::{AnswerStream, StreamItem};
@@ -148,7 +149,7 @@ pub struct Gateway {
     limits: RequestLimits,
     metrics: Arc<Metrics>,
     in_flight: TaskTracker,
-    actors: Vec<ractor::ActorCell>,
+    runtime: RuntimeHandle,
     keys: KeyRing,
     budget: BudgetHandle,
     audit_text: bool,
@@ -157,8 +158,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts the router, the budget actor (replaying the ledger) and one pool per provider.
+    /// Starts the root supervisor, then the router, the budget actor (replaying the ledger), one
+    /// pool per provider, the membership and the caches, all linked under the supervisor.
     pub async fn start(settings: GatewaySettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let runtime = RuntimeHandle::start().await?;
         let (router, router_cell) = RouterHandle::start(settings.policy).await?;
         let (view_sender, cluster_view) = tokio::sync::watch::channel(ClusterView::alone(
             settings.cluster.as_ref().map_or("local", |cluster| cluster.membership.node_name.as_str()),
@@ -196,18 +199,23 @@ impl Gateway {
                     handoff_grace: cluster.handoff_grace,
                     view: cluster_view.clone(),
                 });
+                let snapshot_interval = semantic.data_dir.is_some().then_some(semantic.snapshot_interval);
                 let (cache, cells) = SemanticCache::start(semantic, cluster, Arc::clone(&metrics)).await?;
                 actors.extend(cells);
+                if let Some(interval) = snapshot_interval {
+                    runtime.snapshot_every(cache.clone(), interval)?;
+                }
                 Some(cache)
             }
         };
+        runtime.adopt(actors);
         Ok(Self {
             providers,
             router,
             limits: settings.limits,
             metrics,
             in_flight: TaskTracker::new(),
-            actors,
+            runtime,
             keys,
             budget,
             audit_text: settings.audit_text,
@@ -318,10 +326,14 @@ impl Gateway {
     }
 
     /// Stops the node's actors.
-    pub fn stop_actors(&self) {
-        for actor in &self.actors {
-            actor.stop(Some("node shutting down".into()));
-        }
+    pub async fn stop_actors(&self) {
+        self.runtime.stop().await;
+    }
+
+    /// Resolves when an actor of the node fails, with what happened: the node must then shut
+    /// down (see [`crate::runtime`]).
+    pub async fn actor_failed(&self) -> String {
+        self.runtime.failed().await
     }
 
     fn admit(&self) -> Result<tokio_util::task::task_tracker::TaskTrackerToken, GatewayError> {

@@ -153,8 +153,8 @@ impl SemanticCache {
         thresholds(settings).map(|_| ())
     }
 
-    /// Starts the embedder and one shard per partition (each restoring its snapshot), and the
-    /// snapshot timer; in a cluster also the cache peer other nodes reach the shards through and
+    /// Starts the embedder and one shard per partition (each restoring its snapshot; the node's
+    /// runtime writes snapshots on their interval); in a cluster also the cache peer other nodes reach the shards through and
     /// the placement actor that follows membership.
     pub async fn start(settings: SemanticSettings, cluster: Option<SemanticClusterSettings>, metrics: Arc<Metrics>) -> anyhow::Result<(Self, Vec<ActorCell>)> {
         let (default_threshold, route_thresholds) =
@@ -224,20 +224,6 @@ impl SemanticCache {
             settings: Arc::new(settings),
             metrics,
         };
-        if cache.settings.data_dir.is_some() {
-            let timer = cache.clone();
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(timer.settings.snapshot_interval);
-                ticks.tick().await;
-                loop {
-                    ticks.tick().await;
-                    if timer.shards.iter().any(|shard| shard.get_status() != ractor::ActorStatus::Running) {
-                        return;
-                    }
-                    let _logged = timer.snapshot().await;
-                }
-            });
-        }
         Ok((cache, cells))
     }
 
