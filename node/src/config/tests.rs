@@ -121,3 +121,42 @@ models = ["m"]
     assert!(error_of(&toml).contains("unknown model or route \"gpt-9\""), "{}", error_of(&toml));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_cluster_section_is_validated_and_names_each_bad_key() {
+    let cookie = std::env::temp_dir().join(format!("switchyard-cookie-{}", std::process::id()));
+    std::fs::write(&cookie, "secret\n").expect("cookie written");
+    let cluster = |extra: &str| {
+        format!("{MINIMAL}\n[cluster]\nnode_name = \"n1\"\nlisten = \"127.0.0.2:7946\"\ncookie_file = \"{}\"\n{extra}", cookie.display())
+    };
+    let config = parse(&cluster("seeds = [\"127.0.0.3:7946\", \"headless.svc:7946\"]\n")).expect("valid cluster");
+    let settings = config.gateway.cluster.expect("clustered");
+    assert_eq!(settings.membership.cookie, "secret", "the cookie is read from its file, trimmed");
+    assert_eq!(settings.membership.advertise(), "127.0.0.2:7946", "the listen address is advertised by default");
+    assert_eq!(settings.replication, 2);
+    assert_eq!(settings.remote_lookup_timeout, Duration::from_millis(20));
+    assert!(settings.membership.down_after <= Duration::from_secs(5));
+    assert!(parse(MINIMAL).expect("valid").gateway.cluster.is_none(), "no section: a node alone");
+
+    for (extra, key) in [
+        ("seeds = [\"no-port\"]\n", "cluster.seeds[0]"),
+        ("seeds = [\"host:0\"]\n", "cluster.seeds[0]"),
+        ("replication = 0\n", "cluster.replication"),
+        ("down_after = \"1s\"\n", "cluster.down_after"),
+        ("advertise = \"10.0.0.1:9999\"\n", "cluster.advertise"),
+        ("max_frame_bytes = 1024\n", "cluster.max_frame_bytes"),
+        ("remote_lookup_timeout = \"0s\"\n", "cluster.remote_lookup_timeout"),
+    ] {
+        let error = error_of(&cluster(extra));
+        assert!(error.starts_with(key), "{extra}: {error}");
+    }
+    let named = error_of(&format!("{MINIMAL}\n[cluster]\nnode_name = \"a@b\"\ncookie_file = \"{}\"\n", cookie.display()));
+    assert!(named.starts_with("cluster.node_name"), "{named}");
+    let no_cookie = error_of(&format!("{MINIMAL}\n[cluster]\nnode_name = \"n1\"\n"));
+    assert!(no_cookie.contains("cookie_env or cookie_file is required"), "{no_cookie}");
+    let missing = error_of(&format!("{MINIMAL}\n[cluster]\nnode_name = \"n1\"\ncookie_env = \"SWITCHYARD_TEST_UNSET_COOKIE\"\n"));
+    assert!(missing.starts_with("cluster.cookie_env"), "{missing}");
+    let unknown = error_of(&cluster("seed = []\n"));
+    assert!(unknown.contains("seed"), "{unknown}");
+    let _ = std::fs::remove_file(&cookie);
+}

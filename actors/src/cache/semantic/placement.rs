@@ -258,28 +258,36 @@ impl Handoff {
     async fn pull_from(&self, source: &str) -> anyhow::Result<(usize, u64)> {
         let peer = self.peer(source).await.ok_or_else(|| anyhow::anyhow!("no cache peer of {source} in the group"))?;
         let shard = self.directory.load().shards.get(self.partition as usize).cloned().ok_or_else(|| anyhow::anyhow!("no local shard"))?;
-        let (mut cursor, mut merged, mut bytes) = (0, 0, 0u64);
-        loop {
-            let pull = wire::encode(&wire::PartitionPull { partition: self.partition, after_local_id: cursor, max_bytes: CHUNK_BYTES });
-            let reply = ractor::call_t!(peer, |reply| CachePeerMessage::Pull(pull, reply), CHUNK_TIMEOUT.as_millis() as u64)?;
-            bytes += reply.len() as u64;
-            self.metrics.cluster_handoff_bytes.inc_by(reply.len() as u64);
-            let chunk = wire::decode::<wire::PartitionChunk>("partition chunk", &reply)?;
-            if !chunk.held {
-                anyhow::bail!("{source} does not serve partition {}", self.partition);
+        pull_partition(&peer, &shard, self.partition, Some(&self.metrics)).await
+    }
+}
+
+/// Pulls every chunk of `partition` from another node's cache `peer` into `shard`: the entries
+/// merged and the bytes received.
+pub async fn pull_partition(peer: &ActorRef<CachePeerMessage>, shard: &ActorRef<ShardMessage>, partition: u32, metrics: Option<&Metrics>) -> anyhow::Result<(usize, u64)> {
+    let (mut cursor, mut merged, mut bytes) = (0, 0, 0u64);
+    loop {
+        let pull = wire::encode(&wire::PartitionPull { partition, after_local_id: cursor, max_bytes: CHUNK_BYTES });
+        let reply = ractor::call_t!(peer, |reply| CachePeerMessage::Pull(pull, reply), CHUNK_TIMEOUT.as_millis() as u64)?;
+        bytes += reply.len() as u64;
+        if let Some(metrics) = metrics {
+            metrics.cluster_handoff_bytes.inc_by(reply.len() as u64);
+        }
+        let chunk = wire::decode::<wire::PartitionChunk>("partition chunk", &reply)?;
+        if !chunk.held {
+            anyhow::bail!("the peer does not hold partition {partition}");
+        }
+        let mut entries = Vec::with_capacity(chunk.entries.len());
+        for entry in chunk.entries {
+            match wire::entry_from_wire(entry) {
+                Ok(entry) => entries.push(entry),
+                Err(error) => warn!(partition, %error, "entry skipped in a handoff"),
             }
-            let mut entries = Vec::with_capacity(chunk.entries.len());
-            for entry in chunk.entries {
-                match wire::entry_from_wire(entry) {
-                    Ok(entry) => entries.push(entry),
-                    Err(error) => warn!(partition = self.partition, %error, "entry skipped in a handoff"),
-                }
-            }
-            merged += ractor::call_t!(shard, |reply| ShardMessage::Merge { entries, reply }, CHUNK_TIMEOUT.as_millis() as u64)?;
-            cursor = chunk.last_local_id;
-            if chunk.done {
-                return Ok((merged, bytes));
-            }
+        }
+        merged += ractor::call_t!(shard, |reply| ShardMessage::Merge { entries, reply }, CHUNK_TIMEOUT.as_millis() as u64)?;
+        cursor = chunk.last_local_id;
+        if chunk.done {
+            return Ok((merged, bytes));
         }
     }
 }
