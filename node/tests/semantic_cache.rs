@@ -33,18 +33,6 @@ async fn text(response: reqwest::Response) -> String {
     body["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
 }
 
-/// The labelled pair of `../shared/data/qqp-dev.jsonl` whose first question is `a`.
-fn qqp_pair(a: &str) -> (String, String, bool) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/qqp-dev.jsonl");
-    let file = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-    let pair: Value = file
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
-        .find(|pair| pair["a"] == a)
-        .unwrap_or_else(|| panic!("no pair starting {a:?} in {}", path.display()));
-    (pair["a"].as_str().unwrap().to_owned(), pair["b"].as_str().unwrap().to_owned(), pair["duplicate"].as_bool().unwrap())
-}
-
 #[tokio::test]
 async fn a_paraphrase_hits_and_a_different_question_calls_the_upstream() {
     let sim = start_sim().await;
@@ -111,18 +99,19 @@ async fn a_route_that_skips_the_layer_is_neither_looked_up_nor_stored() {
 async fn a_near_miss_pair_from_qqp_does_not_hit() {
     let sim = start_sim().await;
     let node = Node::start(&semantic_config(sim.addr));
-    let (stored, near_miss, duplicate) = qqp_pair(NEAR_MISS_A);
-    assert!(!duplicate, "the pair is labelled as different questions");
-    ask(&node, &chat_body("gpt-4o-mini", &stored), None).await;
-    let response = ask(&node, &chat_body("gpt-4o-mini", &near_miss), None).await;
+    let (stored, near_miss) = NEAR_MISS;
+    ask(&node, &chat_body("gpt-4o-mini", stored), None).await;
+    let response = ask(&node, &chat_body("gpt-4o-mini", near_miss), None).await;
     assert_eq!(header(&response, "x-switchyard-cache"), "none", "{stored:?} must not answer {near_miss:?}");
     assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 2);
 }
 
-/// A labelled non-duplicate of qqp-dev whose two questions differ in one place name: their
-/// MiniLM cosine is 0.94, above the plain-cosine threshold for precision 0.80 (0.91), so a
-/// cosine-only cache would serve one for the other; the shipped policy scores the pair 0.39.
-const NEAR_MISS_A: &str = "Is there a Drug and Alcohol Rehab Center in Denali County AK?";
+/// A pair of qqp-dev labelled as different questions (`"duplicate": false`), copied here so the
+/// test needs nothing beside the project. They differ in one place name: their MiniLM cosine is
+/// 0.94, above the plain-cosine threshold for precision 0.80 (0.91), so a cosine-only cache would
+/// serve one for the other; the shipped policy scores the pair 0.39.
+const NEAR_MISS: (&str, &str) =
+    ("Is there a Drug and Alcohol Rehab Center in Denali County AK?", "Is there a Drug and Alcohol Rehab Center in Anchorage County AK?");
 
 #[tokio::test]
 async fn a_semantic_hit_is_replayed_as_a_stream() {
