@@ -255,6 +255,12 @@ async fn three_nodes_from_seeds_share_one_semantic_cache() {
     assert_eq!(ask(&node_x, &chat_body("gpt-4o-mini", "hello")).await.status(), 200);
     // The cluster still serves from its cache after both.
     assert_eq!(entries(&node_b, 0..3, "How can I learn Python fast?").await, through_b[..3].to_vec());
+
+    // Invalidation through one node reaches every node's shards.
+    let invalidated = reqwest::Client::new().post(format!("{}/admin/v1/cache/invalidate", node_c.http)).json(&json!({"all": true})).send().await.unwrap();
+    assert_eq!(invalidated.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(entries(&node_a, 0..12, "How can I learn Python fast?").await.iter().all(String::is_empty), "every entry dropped everywhere");
 }
 
 #[tokio::test]
