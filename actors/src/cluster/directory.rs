@@ -154,8 +154,8 @@ impl Directory {
     }
 
     /// Partitions this node is loading.
-    pub fn loading(&self) -> usize {
-        self.local.iter().filter(|state| **state == LocalState::Loading).count()
+    pub fn loading(&self) -> Vec<u32> {
+        (0..self.local.len() as u32).filter(|partition| self.local_state(*partition) == LocalState::Loading).collect()
     }
 }
 

@@ -276,9 +276,7 @@ impl Gateway {
                     view,
                     map_version: directory.map.version,
                     partitions_owned: directory.map.owned_by(&directory.this_node),
-                    handoffs_in_progress: (0..directory.local.len() as u32)
-                        .filter(|partition| directory.local[*partition as usize] == crate::cluster::directory::LocalState::Loading)
-                        .collect(),
+                    handoffs_in_progress: directory.loading(),
                 }
             }
             None => ClusterStatus { view, map_version: 0, partitions_owned: Vec::new(), handoffs_in_progress: Vec::new() },

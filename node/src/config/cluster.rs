@@ -112,7 +112,8 @@ impl RawCluster {
             } else {
                 self.listen.ip().to_string()
             }
-        } else if self.advertise.contains(':') && !self.advertise.starts_with('[') && self.advertise.matches(':').count() == 1 {
+        } else if self.advertise.starts_with('[') || self.advertise.matches(':').count() == 1 {
+            // `host:port` or `[v6]:port`; otherwise a bare host (a name, or a v6 address).
             let (host, port) = host_port("cluster.advertise", &self.advertise)?;
             if port != self.listen.port() {
                 return Err(invalid(
@@ -124,6 +125,8 @@ impl RawCluster {
         } else {
             self.advertise.clone()
         };
+        // Peers dial `host:port`: a v6 address goes in brackets there.
+        let advertise_host = if advertise_host.contains(':') { format!("[{advertise_host}]") } else { advertise_host };
         if self.listen.port() == 0 {
             return Err(invalid("cluster.listen", "needs a fixed port: peers dial it"));
         }

@@ -137,6 +137,10 @@ fn a_cluster_section_is_validated_and_names_each_bad_key() {
     assert_eq!(settings.remote_lookup_timeout, Duration::from_millis(20));
     assert!(settings.membership.down_after <= Duration::from_secs(5));
     assert!(parse(MINIMAL).expect("valid").gateway.cluster.is_none(), "no section: a node alone");
+    for (advertise, dialled) in [("10.0.0.9", "10.0.0.9:7946"), ("pod-0.svc:7946", "pod-0.svc:7946"), ("fd00::9", "[fd00::9]:7946"), ("[fd00::9]:7946", "[fd00::9]:7946")] {
+        let config = parse(&cluster(&format!("advertise = \"{advertise}\"\n"))).expect("valid advertise");
+        assert_eq!(config.gateway.cluster.expect("clustered").membership.advertise(), dialled, "{advertise}");
+    }
 
     for (extra, key) in [
         ("seeds = [\"no-port\"]\n", "cluster.seeds[0]"),

@@ -101,7 +101,7 @@ pub enum PlacementMessage {
 impl PlacementState {
     fn publish(&self, directory: Directory) {
         self.metrics.cluster_partitions_owned.set(i64::try_from(directory.owned()).unwrap_or(i64::MAX));
-        self.metrics.cluster_handoffs_in_progress.set(i64::try_from(directory.loading()).unwrap_or(i64::MAX));
+        self.metrics.cluster_handoffs_in_progress.set(i64::try_from(directory.loading().len()).unwrap_or(i64::MAX));
         self.directory.store(Arc::new(directory));
     }
 
