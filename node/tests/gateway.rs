@@ -416,7 +416,13 @@ async fn operational_endpoints_answer() {
     let sim = start_sim().await;
     let node = Node::start(&config_for(sim.addr, |c| c));
     assert_eq!(http().get(format!("{}/health", node.http)).send().await.unwrap().status(), 200);
-    assert_eq!(http().get(format!("{}/ready", node.http)).send().await.unwrap().status(), 200);
+    let ready = http().get(format!("{}/ready", node.http)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.text().await.unwrap(), "ready\n", "a node without [cluster] says nothing of a cluster");
+    let cluster: Value = http().get(format!("{}/admin/v1/cluster", node.http)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(cluster["clustered"], false);
+    assert_eq!(cluster["members"].as_array().unwrap().len(), 1, "{cluster}");
+    assert_eq!(cluster["partitions_owned"].as_array().unwrap().len(), 0, "the semantic layer is off in this config: {cluster}");
     let models: Value = http().get(format!("{}/v1/models", node.http)).send().await.unwrap().json().await.unwrap();
     assert_eq!(models["object"], "list");
     assert!(models["data"].as_array().unwrap().iter().any(|model| model["id"] == "claude-haiku"));

@@ -109,7 +109,8 @@ pub struct ClusterView {
 impl ClusterView {
     /// The view of a node on its own.
     pub fn alone(this_node: &str, clustered: bool) -> Self {
-        Self { this_node: this_node.to_owned(), clustered, alive: vec![this_node.to_owned()], members: Vec::new() }
+        let this = MemberStatus { node: this_node.to_owned(), advertise: String::new(), state: MemberState::Alive, incarnation: 0, last_heartbeat_ms: None };
+        Self { this_node: this_node.to_owned(), clustered, alive: vec![this_node.to_owned()], members: vec![this] }
     }
 
     /// True when the node should have peers but reaches none.
