@@ -309,21 +309,28 @@ impl SemanticCache {
         };
         let directory = self.directory.load();
         let partition = probe.partition;
+        // Other owners first, each sent the same encoded insert; this node's shard last, given
+        // the entry itself (no copy of the answer on a node alone).
+        let mut local = None;
         let mut wire_insert = None;
         for node in directory.insert_nodes(partition) {
-            let sent = match directory.route(node, partition) {
-                Some(Route::Local(shard)) => shard.cast(ShardMessage::Insert { entry: Box::new(entry.clone()), vector: probe.vector.clone() }).map_err(|error| error.to_string()),
+            match directory.route(node, partition) {
+                Some(Route::Local(shard)) => local = Some(shard),
                 Some(Route::Remote { peer, .. }) => {
                     let bytes = wire_insert.get_or_insert_with(|| {
                         wire::encode(&wire::ShardInsert { traceparent: wire::traceparent(), partition, entry: Some(wire::entry_to_wire(&entry, &probe.vector)) })
                     });
-                    peer.cast(CachePeerMessage::Insert(bytes.clone())).map_err(|error| error.to_string())
+                    if let Err(error) = peer.cast(CachePeerMessage::Insert(bytes.clone())) {
+                        warn!(partition, node, %error, "failed to send a semantic entry to its owner");
+                    }
                 }
-                None => Err("no route".to_owned()),
-            };
-            if let Err(error) = sent {
-                warn!(partition, node, %error, "failed to store a semantic entry");
+                None => warn!(partition, node, "no route to a semantic partition's owner"),
             }
+        }
+        if let Some(shard) = local
+            && let Err(error) = shard.cast(ShardMessage::Insert { entry: Box::new(entry), vector: probe.vector })
+        {
+            warn!(partition, %error, "failed to store a semantic entry");
         }
     }
 
