@@ -599,17 +599,23 @@ fn secret_from_env(key: &str, variable: &str) -> Result<String, ConfigError> {
     }
 }
 
-fn read_api_key(key: &str, provider: &RawProvider) -> Result<Option<String>, ConfigError> {
-    match (&provider.api_key_env, &provider.api_key_file) {
-        (Some(_), Some(_)) => Err(invalid(key, "set api_key_env or api_key_file, not both")),
-        (Some(variable), None) => secret_from_env(&format!("{key}.api_key_env"), variable).map(Some),
+/// A secret named by either `<prefix>_env` (an environment variable) or `<prefix>_file` (a
+/// file), trimmed, under config table `table`; `None` when neither is set.
+fn secret_from_env_or_file(table: &str, prefix: &str, variable: Option<&str>, path: Option<&Path>) -> Result<Option<String>, ConfigError> {
+    match (variable, path) {
+        (Some(_), Some(_)) => Err(invalid(table, format!("set {prefix}_env or {prefix}_file, not both"))),
+        (Some(variable), None) => secret_from_env(&format!("{table}.{prefix}_env"), variable).map(Some),
         (None, Some(path)) => match std::fs::read_to_string(path) {
             Ok(value) if !value.trim().is_empty() => Ok(Some(value.trim().to_owned())),
-            Ok(_) => Err(invalid(format!("{key}.api_key_file"), format!("{} is empty", path.display()))),
-            Err(error) => Err(invalid(format!("{key}.api_key_file"), format!("cannot read {}: {error}", path.display()))),
+            Ok(_) => Err(invalid(format!("{table}.{prefix}_file"), format!("{} is empty", path.display()))),
+            Err(error) => Err(invalid(format!("{table}.{prefix}_file"), format!("cannot read {}: {error}", path.display()))),
         },
         (None, None) => Ok(None),
     }
+}
+
+fn read_api_key(key: &str, provider: &RawProvider) -> Result<Option<String>, ConfigError> {
+    secret_from_env_or_file(key, "api_key", provider.api_key_env.as_deref(), provider.api_key_file.as_deref())
 }
 
 impl RawConfig {

@@ -403,14 +403,15 @@ async fn discover(settings: MembershipSettings, node_server: ActorRef<NodeServer
     let mut backoff: HashMap<String, Backoff> = HashMap::new();
     let mut last_resolved = Instant::now();
     let mut resolved: BTreeSet<String> = BTreeSet::new();
+    let mut own_addresses: BTreeSet<String> = BTreeSet::new();
     let mut first = true;
     loop {
         if first || last_resolved.elapsed() >= settings.discovery_interval {
             resolved = resolve(&settings.seeds).await;
+            own_addresses = resolve(std::slice::from_ref(&own)).await;
             last_resolved = Instant::now();
             first = false;
         }
-        let own_addresses = resolve(std::slice::from_ref(&own)).await;
         let mut targets = resolved.clone();
         for member in view.borrow().members.iter().skip(1) {
             targets.insert(member.advertise.clone());

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use switchyard_actors::cluster::membership::MembershipSettings;
 use switchyard_actors::pipeline::ClusterSettings;
 
-use super::{ConfigError, at_least_one, invalid, positive, secret_from_env};
+use super::{ConfigError, at_least_one, invalid, positive, secret_from_env_or_file};
 
 /// `[cluster]` as written.
 #[derive(Debug, Deserialize)]
@@ -130,16 +130,8 @@ impl RawCluster {
         if self.listen.port() == 0 {
             return Err(invalid("cluster.listen", "needs a fixed port: peers dial it"));
         }
-        let cookie = match (&self.cookie_env, &self.cookie_file) {
-            (Some(_), Some(_)) => return Err(invalid("cluster", "set cookie_env or cookie_file, not both")),
-            (Some(variable), None) => secret_from_env("cluster.cookie_env", variable)?,
-            (None, Some(path)) => match std::fs::read_to_string(path) {
-                Ok(value) if !value.trim().is_empty() => value.trim().to_owned(),
-                Ok(_) => return Err(invalid("cluster.cookie_file", format!("{} is empty", path.display()))),
-                Err(error) => return Err(invalid("cluster.cookie_file", format!("cannot read {}: {error}", path.display()))),
-            },
-            (None, None) => return Err(invalid("cluster", "cookie_env or cookie_file is required: nodes authenticate with the cookie")),
-        };
+        let cookie = secret_from_env_or_file("cluster", "cookie", self.cookie_env.as_deref(), self.cookie_file.as_deref())?
+            .ok_or_else(|| invalid("cluster", "cookie_env or cookie_file is required: nodes authenticate with the cookie"))?;
         for (position, seed) in self.seeds.iter().enumerate() {
             host_port(&format!("cluster.seeds[{position}]"), seed)?;
         }
