@@ -11,6 +11,9 @@
 //!    p50/p99 of each, and the CPU both processes spent per remote lookup (`--server-pid`);
 //! 3. prints the size of a heartbeat and of a lookup and its reply, for sizing larger clusters.
 //!
+//! With `SWITCHYARD_BENCH_TLS_DIR` set to a directory made by `deploy/cluster-certs.sh`, both
+//! processes talk mutual TLS.
+//!
 //! ```sh
 //! cargo build --release -p switchyard-actors --example cluster-bench
 //! target/release/examples/cluster-bench serve 127.0.0.2:7400 10000 &
@@ -30,6 +33,7 @@ use switchyard_actors::cache::semantic::placement::pull_partition;
 use switchyard_actors::cache::semantic::shard::{CacheShard, SemanticEntry, ShardMessage, ShardSettings};
 use switchyard_actors::cluster::directory::Directory;
 use switchyard_actors::cluster::membership::{ClusterView, Membership, MembershipArgs, MembershipSettings};
+use switchyard_actors::cluster::tls::{self, ClusterTls, TlsFiles};
 use switchyard_actors::cluster::wire;
 use switchyard_actors::metrics::Metrics;
 
@@ -38,8 +42,8 @@ const COOKIE: &str = "cluster-bench";
 /// The same vectors in both processes: a fixed seed.
 const SEED: u64 = 0x5eed;
 
-fn settings(name: &str, listen: SocketAddr, seeds: Vec<String>) -> MembershipSettings {
-    MembershipSettings {
+fn settings(name: &str, listen: SocketAddr, seeds: Vec<String>) -> anyhow::Result<MembershipSettings> {
+    Ok(MembershipSettings {
         node_name: name.into(),
         listen,
         advertise_host: listen.ip().to_string(),
@@ -49,12 +53,22 @@ fn settings(name: &str, listen: SocketAddr, seeds: Vec<String>) -> MembershipSet
         heartbeat_interval: Duration::from_secs(1),
         down_after: Duration::from_secs(3),
         max_frame_bytes: 16 * 1024 * 1024,
-    }
+        tls: tls()?,
+    })
+}
+
+/// Mutual TLS from the certificates in `SWITCHYARD_BENCH_TLS_DIR`, when set.
+fn tls() -> anyhow::Result<Option<ClusterTls>> {
+    let Some(dir) = std::env::var_os("SWITCHYARD_BENCH_TLS_DIR").map(std::path::PathBuf::from) else {
+        return Ok(None);
+    };
+    let files = TlsFiles { cert: dir.join("node.pem"), key: dir.join("node-key.pem"), ca: dir.join("ca.pem"), server_name: tls::DEFAULT_SERVER_NAME.into() };
+    Ok(Some(ClusterTls::load(&files).context("the bench's TLS certificates")?))
 }
 
 async fn join(name: &str, listen: SocketAddr, seeds: Vec<String>, metrics: &Arc<Metrics>) -> anyhow::Result<()> {
     let (view, _watch) = tokio::sync::watch::channel(ClusterView::alone(name, true));
-    let args = MembershipArgs { settings: settings(name, listen, seeds), view, metrics: Arc::clone(metrics) };
+    let args = MembershipArgs { settings: settings(name, listen, seeds)?, view, metrics: Arc::clone(metrics) };
     Actor::spawn(Some(wire::actor_name("membership", name)), Membership, args).await?;
     Ok(())
 }
@@ -207,6 +221,7 @@ async fn measure(listen: SocketAddr, seed: String, lookups: usize, server_pid: O
         incarnation: 1_764_750_000_000,
         sent_unix_ms: 1_764_750_000_000,
         alive: (0..10).map(|n| format!("switchyard-{n}")).collect(),
+        peers: (0..9).map(|n| format!("10.0.0.{}:7946", 10 + n)).collect(),
     });
     println!("message sizes: heartbeat (10 members) {} bytes, lookup {request_bytes} bytes, its reply {reply_bytes} bytes", heartbeat.len());
     Ok(())

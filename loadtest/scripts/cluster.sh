@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The cluster's benchmarks (BENCHMARKS.md, "cluster"):
 # 1. remote against local semantic shard lookups, and a handoff of a 10k-entry partition,
-#    between two processes (actors/examples/cluster-bench);
+#    between two processes (actors/examples/cluster-bench), over plain TCP and then over
+#    mutual TLS (certificates from deploy/cluster-certs.sh);
 # 2. semantic-hit requests/s through 1, 2 and 3 release nodes on loopback addresses, the exact
 #    layer off, one closed-loop load generator per node at CONCURRENCY, all at once; every
 #    request after the first of each node is a semantic hit (one prompt, so one partition: with
@@ -20,13 +21,20 @@ work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
 
-echo "== remote and local shard lookups, handoff of 10k entries"
-"$bin/examples/cluster-bench" serve 127.0.0.2:17400 10000 >"$work/serve.log" 2>&1 &
-server=$!
-pids+=($server)
-until grep -q "ready on" "$work/serve.log"; do sleep 0.2; done
-"$bin/examples/cluster-bench" measure 127.0.0.3:17401 127.0.0.2:17400 5000 $server
-kill $server
+deploy/cluster-certs.sh "$work/tls" >&2
+for transport in tcp tls; do
+  echo "== remote and local shard lookups, handoff of 10k entries ($transport)"
+  if [ "$transport" = tls ]; then export SWITCHYARD_BENCH_TLS_DIR="$work/tls"; fi
+  "$bin/examples/cluster-bench" serve 127.0.0.2:17400 10000 >"$work/serve.log" 2>&1 &
+  server=$!
+  pids+=($server)
+  until grep -q "ready on" "$work/serve.log"; do sleep 0.2; done
+  "$bin/examples/cluster-bench" measure 127.0.0.3:17401 127.0.0.2:17400 5000 $server
+  kill $server
+  wait $server 2>/dev/null || true
+  rm -f "$work/serve.log"
+done
+unset SWITCHYARD_BENCH_TLS_DIR
 
 sim_port=19200
 "$bin/switchyard-sim" --listen 127.0.0.1:$sim_port >/dev/null 2>&1 &

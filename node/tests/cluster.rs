@@ -488,3 +488,62 @@ async fn a_node_cut_off_keeps_serving_and_the_cluster_converges_after_healing() 
         assert_eq!(entries(node, 0..12, "How can I learn Python fast?").await, stored);
     }
 }
+
+/// Makes a CA and a node certificate with the shipped script.
+fn certificates(dir: &std::path::Path) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cluster-certs.sh");
+    let made = std::process::Command::new(script).arg(dir).output().expect("the certificate script runs");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+}
+
+/// A config tweak that turns on `[cluster.tls]` with the certificates in `dir`.
+fn with_tls(dir: &std::path::Path) -> impl Fn(String) -> String + use<> {
+    let dir = dir.to_owned();
+    move |config: String| {
+        format!(
+            "{config}[cluster.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\n",
+            dir.join("node.pem").display(),
+            dir.join("node-key.pem").display(),
+            dir.join("ca.pem").display()
+        )
+    }
+}
+
+#[tokio::test]
+async fn nodes_with_tls_form_one_cluster_and_refuse_peers_without_its_ca() {
+    let sim = start_sim().await;
+    let (cluster_ca, other_ca) = (new_dir(), new_dir());
+    certificates(&cluster_ca);
+    certificates(&other_ca);
+    let tls = with_tls(&cluster_ca);
+    let (a, b, c) = (Member::new("node-a", 42), Member::new("node-b", 43), Member::new("node-c", 44));
+    // B and C know only A: they find each other from A's heartbeats, without ractor's
+    // transitive dials (plain TCP, off under TLS).
+    let node_a = start_member_with(sim.addr, &a, &[], &new_dir(), COOKIE, &tls);
+    let node_b = start_member_with(sim.addr, &b, &[&a], &new_dir(), COOKIE, &tls);
+    let node_c = start_member_with(sim.addr, &c, &[&a], &new_dir(), COOKIE, &tls);
+    let all = ["node-a", "node-b", "node-c"];
+    for node in [&node_a, &node_b, &node_c] {
+        settled(node, &all).await;
+    }
+    let stored = store(&node_b, &node_c, 0..12, "How do I bake sourdough bread?").await;
+    assert_eq!(entries(&node_a, 0..12, "How can I bake sourdough bread?").await, stored);
+    assert!(metric(&node_a, "switchyard_cluster_remote_lookups_total{outcome=\"answered\"}").await > 0.0, "lookups crossed nodes over TLS");
+
+    // The right cookie is not enough: a certificate from another CA, or none, is refused.
+    let foreign = Member::new("node-x", 45);
+    let node_x = start_member_with(sim.addr, &foreign, &[&a], &new_dir(), COOKIE, &with_tls(&other_ca));
+    let plain = Member::new("node-y", 46);
+    let node_y = start_member(sim.addr, &plain, &[&a], &new_dir(), COOKIE);
+    wait_for(&node_x, Duration::from_secs(10), "the refusal logged", |_| node_x.logs().contains("the TLS handshake failed")).await;
+    wait_for(&node_y, Duration::from_secs(10), "the refusal logged", |_| node_y.logs().contains("cluster peer refused")).await;
+    tokio::time::sleep(DOWN_AFTER).await;
+    for node in [&node_a, &node_b, &node_c] {
+        let mut seen = alive(&status(node).await);
+        seen.sort();
+        assert_eq!(seen, all, "neither outsider joined");
+    }
+    for outsider in [&node_x, &node_y] {
+        assert_eq!(status(outsider).await["degraded"], true, "an outsider serves alone");
+    }
+}

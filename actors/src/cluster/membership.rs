@@ -1,6 +1,9 @@
-//! The `Membership` actor: one per node. It starts the node's `ractor_cluster` [`NodeServer`]
-//! (transitive connections: a node that reaches one member reaches them all), dials the seeds
-//! and every member it has heard of, and decides who is alive from heartbeats of its own.
+//! The `Membership` actor: one per node. It starts the node's `ractor_cluster` [`NodeServer`],
+//! dials the seeds and every member it has heard of (heartbeats carry the addresses of the
+//! sender's peers, so a node that reaches one member reaches them all), and decides who is
+//! alive from heartbeats of its own. With [`ClusterTls`] every session is mutual TLS; without,
+//! ractor's transitive connections add their own dials (they are plain TCP, so TLS turns them
+//! off).
 //!
 //! ractor_cluster 0.16 ends a session only when its TCP connection fails (a missing pong is only
 //! logged) and never redials, so:
@@ -20,12 +23,13 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, RactorClusterMessage};
+use ractor_cluster::{IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage, RactorClusterMessage};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::budget::period::now_ms;
+use crate::cluster::tls::ClusterTls;
 use crate::cluster::wire;
 use crate::metrics::Metrics;
 
@@ -50,6 +54,8 @@ pub struct MembershipSettings {
     pub down_after: Duration,
     /// Largest frame a peer may send (ractor_cluster drops the session past it).
     pub max_frame_bytes: u64,
+    /// Mutual TLS between nodes, when configured.
+    pub tls: Option<ClusterTls>,
 }
 
 impl MembershipSettings {
@@ -148,6 +154,8 @@ pub struct MembershipState {
     incarnation: u64,
     members: HashMap<String, Record>,
     view: watch::Sender<ClusterView>,
+    /// Addresses peers report for their peers, for discovery to dial.
+    heard_of: Arc<Mutex<BTreeSet<String>>>,
     wake_discovery: Arc<Notify>,
     discovery: tokio::task::JoinHandle<()>,
     metrics: Arc<Metrics>,
@@ -223,6 +231,7 @@ impl MembershipState {
             incarnation: self.incarnation,
             sent_unix_ms: u64::try_from(now_ms()).unwrap_or(0),
             alive: view.alive.clone(),
+            peers: view.members.iter().skip(1).filter(|member| member.state == MemberState::Alive).map(|member| member.advertise.clone()).collect(),
         })
     }
 
@@ -236,7 +245,11 @@ impl MembershipState {
         }
     }
 
-    fn record(&mut self, heartbeat: wire::Heartbeat) {
+    fn record(&mut self, mut heartbeat: wire::Heartbeat) {
+        let peers = std::mem::take(&mut heartbeat.peers);
+        if let Ok(mut heard_of) = self.heard_of.lock() {
+            heard_of.extend(peers);
+        }
         if heartbeat.node == self.settings.node_name {
             if heartbeat.incarnation != self.incarnation {
                 warn!(node = %heartbeat.node, advertise = %heartbeat.advertise, "another node uses this node's name; node names must be unique");
@@ -319,13 +332,17 @@ impl Actor for Membership {
 
     async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: MembershipArgs) -> Result<MembershipState, ActorProcessingErr> {
         let settings = args.settings;
+        let (encryption, mode) = match &settings.tls {
+            Some(tls) => (IncomingEncryptionMode::Tls(tls.acceptor.clone()), NodeConnectionMode::Isolated),
+            None => (IncomingEncryptionMode::Raw, NodeConnectionMode::Transitive),
+        };
         let server = NodeServer::new(
             settings.listen.port(),
             settings.cookie.clone(),
             settings.node_name.clone(),
             settings.advertise_host.clone(),
-            None,
-            Some(NodeConnectionMode::Transitive),
+            Some(encryption),
+            Some(mode),
         )
         .with_listen_addr(settings.listen.ip())
         .with_max_inbound_frame_size(settings.max_frame_bytes);
@@ -337,13 +354,15 @@ impl Actor for Membership {
         ractor::pg::join(wire::MEMBERSHIP_GROUP.to_owned(), vec![myself.get_cell()]);
         myself.send_interval(settings.heartbeat_interval, || MembershipMessage::Tick);
         let wake_discovery = Arc::new(Notify::new());
-        let discovery = tokio::spawn(discover(settings.clone(), node_server, args.view.subscribe(), Arc::clone(&wake_discovery)));
-        info!(node = %settings.node_name, listen = %settings.listen, advertise = %settings.advertise(), seeds = ?settings.seeds, "cluster membership started");
+        let heard_of = Arc::new(Mutex::new(BTreeSet::new()));
+        let discovery = tokio::spawn(discover(settings.clone(), node_server, args.view.subscribe(), Arc::clone(&heard_of), Arc::clone(&wake_discovery)));
+        info!(node = %settings.node_name, listen = %settings.listen, advertise = %settings.advertise(), seeds = ?settings.seeds, tls = settings.tls.is_some(), "cluster membership started");
         let mut state = MembershipState {
             settings,
             incarnation: u64::try_from(now_ms()).unwrap_or(0),
             members: HashMap::new(),
             view: args.view,
+            heard_of,
             wake_discovery,
             discovery,
             metrics: args.metrics,
@@ -396,9 +415,15 @@ const FIRST_REDIAL: Duration = Duration::from_millis(200);
 /// Longest a dial or a name resolution may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Resolves the seeds and the advertised addresses of known members, and dials every one
-/// without a session, until the actor stops it.
-async fn discover(settings: MembershipSettings, node_server: ActorRef<NodeServerMessage>, view: watch::Receiver<ClusterView>, wake: Arc<Notify>) {
+/// Resolves the seeds, adds the advertised addresses of known members and of their peers, and
+/// dials every one without a session, until the actor stops it.
+async fn discover(
+    settings: MembershipSettings,
+    node_server: ActorRef<NodeServerMessage>,
+    view: watch::Receiver<ClusterView>,
+    heard_of: Arc<Mutex<BTreeSet<String>>>,
+    wake: Arc<Notify>,
+) {
     let own = settings.advertise();
     let mut backoff: HashMap<String, Backoff> = HashMap::new();
     let mut last_resolved = Instant::now();
@@ -415,6 +440,10 @@ async fn discover(settings: MembershipSettings, node_server: ActorRef<NodeServer
         let mut targets = resolved.clone();
         for member in view.borrow().members.iter().skip(1) {
             targets.insert(member.advertise.clone());
+        }
+        // Addresses heard of only second hand are dialled once each round they are reported.
+        if let Ok(mut heard) = heard_of.lock() {
+            targets.append(&mut heard);
         }
         targets.retain(|target| *target != own && !own_addresses.contains(target) && *target != settings.listen.to_string());
         let connected = connected_addresses(&node_server).await;
@@ -434,10 +463,17 @@ async fn discover(settings: MembershipSettings, node_server: ActorRef<NodeServer
             state.next_try = Some(now + delay);
             let node_server = node_server.clone();
             let target = target.clone();
+            let tls = settings.tls.clone();
             dials.push(async move {
-                match tokio::time::timeout(DIAL_TIMEOUT, ractor_cluster::client_connect(&node_server, target.as_str())).await {
+                let dial = async {
+                    match tls {
+                        Some(tls) => ractor_cluster::client_connect_enc(&node_server, target.as_str(), tls.connector, tls.server_name).await,
+                        None => ractor_cluster::client_connect(&node_server, target.as_str()).await,
+                    }
+                };
+                match tokio::time::timeout(DIAL_TIMEOUT, dial).await {
                     Ok(Ok(())) => debug!(%target, "dialled a cluster peer"),
-                    Ok(Err(error)) => debug!(%target, %error, "cluster peer unreachable"),
+                    Ok(Err(error)) => warn_dial(&target, &error),
                     Err(_elapsed) => debug!(%target, "dialling a cluster peer timed out"),
                 }
             });
@@ -451,6 +487,15 @@ async fn discover(settings: MembershipSettings, node_server: ActorRef<NodeServer
             () = tokio::time::sleep(pause) => {}
             () = wake.notified() => {}
         }
+    }
+}
+
+/// A refused TLS handshake is the operator's to fix (a certificate from another CA, or none):
+/// it is a warning; an unreachable peer is routine while it restarts.
+fn warn_dial(target: &str, error: &ractor_cluster::ClientConnectErr) {
+    match error {
+        ractor_cluster::ClientConnectErr::Encryption(cause) => warn!(%target, error = %cause, "cluster peer refused: the TLS handshake failed"),
+        other => debug!(%target, error = %other, "cluster peer unreachable"),
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use switchyard_actors::cluster::membership::MembershipSettings;
+use switchyard_actors::cluster::tls::{self, ClusterTls, TlsFiles};
 use switchyard_actors::pipeline::ClusterSettings;
 
 use super::{ConfigError, at_least_one, invalid, positive, secret_from_env_or_file};
@@ -44,6 +45,25 @@ pub(super) struct RawCluster {
     handoff_grace: Duration,
     #[serde(default = "default_max_frame_bytes")]
     max_frame_bytes: u64,
+    /// `[cluster.tls]`: mutual TLS between nodes; absent = plain TCP (the cookie still
+    /// authenticates).
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+/// `[cluster.tls]` as written: PEM files (see `deploy/cluster-certs.sh`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    ca_file: PathBuf,
+    #[serde(default = "default_server_name")]
+    server_name: String,
+}
+
+fn default_server_name() -> String {
+    tls::DEFAULT_SERVER_NAME.to_owned()
 }
 
 fn default_listen() -> SocketAddr {
@@ -144,6 +164,14 @@ impl RawCluster {
         if self.max_frame_bytes < MIN_FRAME_BYTES {
             return Err(invalid("cluster.max_frame_bytes", format!("{} is below {MIN_FRAME_BYTES}, the least that carries a handoff chunk", self.max_frame_bytes)));
         }
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|raw| {
+                let files = TlsFiles { cert: raw.cert_file.clone(), key: raw.key_file.clone(), ca: raw.ca_file.clone(), server_name: raw.server_name.clone() };
+                ClusterTls::load(&files).map_err(|error| invalid("cluster.tls", error.to_string()))
+            })
+            .transpose()?;
         Ok(ClusterSettings {
             membership: MembershipSettings {
                 node_name,
@@ -155,6 +183,7 @@ impl RawCluster {
                 heartbeat_interval,
                 down_after,
                 max_frame_bytes: self.max_frame_bytes,
+                tls,
             },
             replication: self.replication,
             remote_lookup_timeout: positive("cluster.remote_lookup_timeout", self.remote_lookup_timeout)?,

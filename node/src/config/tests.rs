@@ -164,3 +164,37 @@ fn a_cluster_section_is_validated_and_names_each_bad_key() {
     assert!(unknown.contains("seed"), "{unknown}");
     let _ = std::fs::remove_file(&cookie);
 }
+
+#[test]
+fn cluster_tls_loads_the_shipped_script_certificates_and_names_bad_files() {
+    let dir = std::env::temp_dir().join(format!("switchyard-cluster-tls-{}", std::process::id()));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cluster-certs.sh");
+    for ca in ["one", "two"] {
+        let made = std::process::Command::new(&script).arg(dir.join(ca)).output().expect("the certificate script runs");
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    }
+    let cookie = dir.join("cookie");
+    std::fs::write(&cookie, "secret").expect("cookie written");
+    let cluster = |cert: &str, key: &str, extra: &str| {
+        format!(
+            "{MINIMAL}\n[cluster]\nnode_name = \"n1\"\nlisten = \"127.0.0.2:7946\"\ncookie_file = \"{}\"\n[cluster.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\n{extra}",
+            cookie.display(),
+            dir.join(cert).display(),
+            dir.join(key).display(),
+            dir.join("one/ca.pem").display(),
+        )
+    };
+    let config = parse(&cluster("one/node.pem", "one/node-key.pem", "")).expect("valid TLS");
+    let tls = config.gateway.cluster.expect("clustered").membership.tls.expect("TLS on");
+    assert_eq!(format!("{:?}", tls.server_name), format!("{:?}", rustls::pki_types::ServerName::try_from("switchyard-cluster").expect("a name")));
+
+    let missing = error_of(&cluster("one/absent.pem", "one/node-key.pem", ""));
+    assert!(missing.starts_with("cluster.tls") && missing.contains("absent.pem"), "{missing}");
+    let mismatched = error_of(&cluster("one/node.pem", "two/node-key.pem", ""));
+    assert!(mismatched.starts_with("cluster.tls") && mismatched.contains("key"), "{mismatched}");
+    let bad_name = error_of(&cluster("one/node.pem", "one/node-key.pem", "server_name = \"not a name!\"\n"));
+    assert!(bad_name.contains("server_name \"not a name!\""), "{bad_name}");
+    let unknown = error_of(&cluster("one/node.pem", "one/node-key.pem", "ca = \"x\"\n"));
+    assert!(unknown.contains("ca"), "{unknown}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
