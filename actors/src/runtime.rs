@@ -1,6 +1,7 @@
-//! The node's root supervisor: the `Runtime` actor. Every actor of the node is linked under it
-//! as soon as it is started ([`RuntimeHandle::adopt`]), it writes the semantic cache's
-//! snapshots on their interval, and it stops everything at shutdown.
+//! The node's root supervisor: the `Runtime` actor. [`NodeActors::start`] starts every actor of
+//! the node and links each under it as soon as it is up, the runtime writes the semantic
+//! cache's snapshots on their interval, and it stops everything at shutdown; the pipeline keeps
+//! the handles only.
 //!
 //! Its policy is to escalate: an actor that fails (a panic in a handler is a bug) or stops on
 //! its own leaves the node without a part the request path relies on, and its references are
@@ -18,7 +19,17 @@ use ractor_cluster::RactorMessage;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::cache::semantic::SemanticCache;
+use std::collections::HashMap;
+
+use crate::budget::BudgetHandle;
+use crate::budget::alert::AlertNotifier;
+use crate::cache::semantic::{SemanticCache, SemanticClusterSettings};
+use crate::cluster::membership::{ClusterView, Membership, MembershipArgs};
+use crate::cluster::wire;
+use crate::metrics::Metrics;
+use crate::pipeline::GatewaySettings;
+use crate::provider::ProviderHandle;
+use crate::router::RouterHandle;
 
 /// The actor; its state is [`RuntimeState`].
 #[derive(Debug, Default)]
@@ -158,6 +169,82 @@ impl RuntimeHandle {
             warn!(%error, "the runtime did not stop in time");
         }
         info!("node actors stopped");
+    }
+}
+
+/// The handles of every actor of a node, as the pipeline holds them.
+#[derive(Debug)]
+pub struct NodeActors {
+    /// The root supervisor they are linked under.
+    pub runtime: RuntimeHandle,
+    /// The router.
+    pub router: RouterHandle,
+    /// The budget actor and the ledger.
+    pub budget: BudgetHandle,
+    /// One pool per provider, by name.
+    pub providers: HashMap<String, ProviderHandle>,
+    /// The semantic layer's shards, peer and placement, when the layer is on.
+    pub semantic: Option<SemanticCache>,
+    /// Who is in the cluster (this node alone without `[cluster]`).
+    pub cluster_view: watch::Receiver<ClusterView>,
+}
+
+impl NodeActors {
+    /// Starts the runtime, then the router, the budget actor (replaying the ledger), the
+    /// membership, one pool per provider and the semantic layer, each linked under the runtime
+    /// once started; a failure to start one stops the ones already up.
+    pub async fn start(settings: &GatewaySettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let runtime = RuntimeHandle::start().await?;
+        match Self::start_under(&runtime, settings, metrics).await {
+            Ok(actors) => Ok(actors),
+            Err(error) => {
+                runtime.stop().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn start_under(runtime: &RuntimeHandle, settings: &GatewaySettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let (router, cell) = RouterHandle::start(settings.policy.clone()).await?;
+        runtime.adopt([cell]);
+        let (view_sender, cluster_view) = watch::channel(ClusterView::alone(
+            settings.cluster.as_ref().map_or("local", |cluster| cluster.membership.node_name.as_str()),
+            settings.cluster.is_some(),
+        ));
+        let notifier = AlertNotifier::new(settings.alert_webhook.clone(), Arc::clone(&metrics));
+        let (budget, cell) = BudgetHandle::start(settings.budget.clone(), &settings.ledger_path, settings.redis_ledger.as_ref(), notifier, Arc::clone(&metrics)).await?;
+        runtime.adopt([cell]);
+        if let Some(cluster) = &settings.cluster {
+            let args = MembershipArgs { settings: cluster.membership.clone(), view: view_sender, metrics: Arc::clone(&metrics) };
+            let (membership, _join) = Actor::spawn(Some(wire::actor_name("membership", &cluster.membership.node_name)), Membership, args).await?;
+            runtime.adopt([membership.get_cell()]);
+        }
+        let mut providers = HashMap::new();
+        for provider in &settings.providers {
+            let (handle, cell) = ProviderHandle::start(provider.clone(), router.actor.clone(), Arc::clone(&metrics)).await?;
+            runtime.adopt([cell]);
+            providers.insert(provider.name.clone(), handle);
+        }
+        let semantic = match &settings.semantic_cache {
+            None => None,
+            Some(semantic) => {
+                let cluster = settings.cluster.as_ref().map(|cluster| SemanticClusterSettings {
+                    this_node: cluster.membership.node_name.clone(),
+                    replication: cluster.replication,
+                    remote_lookup_timeout: cluster.remote_lookup_timeout,
+                    handoff_grace: cluster.handoff_grace,
+                    view: cluster_view.clone(),
+                });
+                let snapshot_interval = semantic.data_dir.is_some().then_some(semantic.snapshot_interval);
+                let (cache, cells) = SemanticCache::start(semantic.clone(), cluster, Arc::clone(&metrics)).await?;
+                runtime.adopt(cells);
+                if let Some(interval) = snapshot_interval {
+                    runtime.snapshot_every(cache.clone(), interval)?;
+                }
+                Some(cache)
+            }
+        };
+        Ok(Self { runtime: runtime.clone(), router, budget, providers, semantic, cluster_view })
     }
 }
 

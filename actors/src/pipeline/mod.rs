@@ -4,7 +4,8 @@
 //! The cache steps (4, 5, 9), authentication, rate limits and budgets (1–3, 8) slot in between
 //! these steps; each step is a span of the request's trace.
 //!
-//! - [`Gateway`]: starts the node's actors and serves requests from both front doors.
+//! - [`Gateway`]: holds the handles of the node's actors and serves requests from both front
+//!   doors.
 //! - [`accounting`]: rate limits and the budget reservation before the call, settlement after.
 //! - [`caching`]: both cache layers as steps: exact, then semantic, and storing the answer.
 //! - [`attempt`]: one provider with its retries, unary or up to the first token of a stream.
@@ -23,21 +24,19 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, info_span, instrument};
 
-use crate::budget::alert::AlertNotifier;
 use crate::budget::period::now_ms;
 use crate::budget::{BudgetHandle, BudgetPolicy, CostQuery, CostReport, NanoUsd};
 use crate::error::{AttemptFailure, GatewayError};
 use crate::metrics::Metrics;
-use crate::cache::semantic::{SemanticCache, SemanticClusterSettings, SemanticMatch, SemanticSettings};
-use crate::cluster::membership::{ClusterView, Membership, MembershipArgs, MembershipSettings};
-use crate::cluster::wire;
+use crate::cache::semantic::{SemanticMatch, SemanticSettings};
+use crate::cluster::membership::{ClusterView, MembershipSettings};
 use crate::cache::{CachedAnswer, ExactCache, Invalidation, RedisCacheSettings};
 use crate::pipeline::caching::{CacheHit, Caches};
 use crate::model::{CacheLayer, ChatRequest, Completion, FinishReason, ModelSelection, RequestLimits, RoutingContext, Target, Tier, Usage};
 use crate::pipeline::accounting::{Admission, Outcome};
 use crate::provider::{ErrorClass, ProviderHandle, ProviderSettings};
 use crate::router::{ModelSettings, RouterHandle, RoutingPolicy};
-use crate::runtime::RuntimeHandle;
+use crate::runtime::{NodeActors, RuntimeHandle};
 use crate::tenancy::{KeyRing, KeySettings, Principal};
 
 pub use stream::{AnswerStream, StreamItem};
@@ -158,68 +157,27 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts the root supervisor, then the router, the budget actor (replaying the ledger), one
-    /// pool per provider, the membership and the caches, all linked under the supervisor.
+    /// Starts the node's actors under its runtime ([`NodeActors::start`]) and builds the
+    /// pipeline around their handles.
     pub async fn start(settings: GatewaySettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let runtime = RuntimeHandle::start().await?;
-        let (router, router_cell) = RouterHandle::start(settings.policy).await?;
-        let (view_sender, cluster_view) = tokio::sync::watch::channel(ClusterView::alone(
-            settings.cluster.as_ref().map_or("local", |cluster| cluster.membership.node_name.as_str()),
-            settings.cluster.is_some(),
-        ));
-        let notifier = AlertNotifier::new(settings.alert_webhook, Arc::clone(&metrics));
-        let (budget, budget_cell) = BudgetHandle::start(settings.budget, &settings.ledger_path, settings.redis_ledger.as_ref(), notifier, Arc::clone(&metrics)).await?;
-        let mut actors = vec![router_cell, budget_cell];
-        if let Some(cluster) = &settings.cluster {
-            let args = MembershipArgs { settings: cluster.membership.clone(), view: view_sender, metrics: Arc::clone(&metrics) };
-            let (membership, _join) = ractor::Actor::spawn(Some(wire::actor_name("membership", &cluster.membership.node_name)), Membership, args).await?;
-            actors.push(membership.get_cell());
-        }
-        let mut providers = HashMap::new();
-        for provider in settings.providers {
-            let name = provider.name.clone();
-            let (handle, cell) = ProviderHandle::start(provider, router.actor.clone(), Arc::clone(&metrics)).await?;
-            actors.push(cell);
-            providers.insert(name, handle);
-        }
+        let NodeActors { runtime, router, budget, providers, semantic, cluster_view } = NodeActors::start(&settings, Arc::clone(&metrics)).await?;
         let keys = KeyRing::new(settings.keys, settings.admin_key, settings.anonymous_tier);
-        let metrics_for_cache = Arc::clone(&metrics);
         let exact = match settings.exact_cache {
             None => None,
-            Some(ExactCacheSettings { redis: Some(redis), ttl, .. }) => Some(ExactCache::redis(&redis, ttl, Arc::clone(&metrics_for_cache))?),
-            Some(exact) => Some(ExactCache::in_memory(exact.max_entries, exact.ttl, Arc::clone(&metrics_for_cache))),
+            Some(ExactCacheSettings { redis: Some(redis), ttl, .. }) => Some(ExactCache::redis(&redis, ttl, Arc::clone(&metrics))?),
+            Some(exact) => Some(ExactCache::in_memory(exact.max_entries, exact.ttl, Arc::clone(&metrics))),
         };
-        let semantic = match settings.semantic_cache {
-            None => None,
-            Some(semantic) => {
-                let cluster = settings.cluster.as_ref().map(|cluster| SemanticClusterSettings {
-                    this_node: cluster.membership.node_name.clone(),
-                    replication: cluster.replication,
-                    remote_lookup_timeout: cluster.remote_lookup_timeout,
-                    handoff_grace: cluster.handoff_grace,
-                    view: cluster_view.clone(),
-                });
-                let snapshot_interval = semantic.data_dir.is_some().then_some(semantic.snapshot_interval);
-                let (cache, cells) = SemanticCache::start(semantic, cluster, Arc::clone(&metrics)).await?;
-                actors.extend(cells);
-                if let Some(interval) = snapshot_interval {
-                    runtime.snapshot_every(cache.clone(), interval)?;
-                }
-                Some(cache)
-            }
-        };
-        runtime.adopt(actors);
         Ok(Self {
             providers,
             router,
             limits: settings.limits,
-            metrics,
+            metrics: Arc::clone(&metrics),
             in_flight: TaskTracker::new(),
             runtime,
             keys,
             budget,
             audit_text: settings.audit_text,
-            caches: Caches { exact, semantic, metrics: metrics_for_cache },
+            caches: Caches { exact, semantic, metrics },
             cluster_view,
         })
     }
