@@ -89,8 +89,9 @@ impl MessagesRequest {
 }
 
 /// `POST /v1/messages`.
-pub(crate) async fn messages(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(crate) async fn messages(State(state): State<Arc<SimState>>, headers: http::HeaderMap, body: Bytes) -> Response {
     let arrival = Instant::now();
+    let caller_opt = super::control::caller(&headers);
     let request: MessagesRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
@@ -98,13 +99,13 @@ pub(crate) async fn messages(State(state): State<Arc<SimState>>, body: Bytes) ->
                 .ok()
                 .and_then(|m| m.model);
             let model_opt = model_opt.as_deref().filter(|model| !model.is_empty());
-            state.begin_call(Endpoint::Anthropic, model_opt, false);
+            state.begin_call(Endpoint::Anthropic, model_opt, caller_opt.as_deref(), false);
             return invalid_request(&format!("invalid request body: {error}"));
         }
     };
     let model_opt = request.model.as_deref().filter(|model| !model.is_empty());
     let problem_opt = request.problem();
-    let behaviour = state.begin_call(Endpoint::Anthropic, model_opt, problem_opt.is_none());
+    let behaviour = state.begin_call(Endpoint::Anthropic, model_opt, caller_opt.as_deref(), problem_opt.is_none());
     if let Some(problem) = problem_opt {
         return invalid_request(&problem);
     }

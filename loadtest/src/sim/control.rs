@@ -10,7 +10,7 @@ use http::StatusCode;
 use serde::Serialize;
 
 use super::behaviour::Behaviour;
-use super::state::{Behaviours, CallCounts, SimState};
+use super::state::{Behaviours, CallCounts, Scope, SimState};
 
 /// `GET /_sim/calls`: the calls counted since the start or the last reset.
 pub(crate) async fn calls(State(state): State<Arc<SimState>>) -> Json<CallCounts> {
@@ -33,21 +33,26 @@ pub(crate) async fn behaviours(State(state): State<Arc<SimState>>) -> Json<Behav
 /// The answer to a behaviour update: what is now in force.
 #[derive(Serialize)]
 struct BehaviourSet {
-    /// The model whose behaviour was set; `None` for the default.
+    /// The model whose behaviour was set; `None` for the default or all of a caller's calls.
     model: Option<String>,
+    /// The caller whose behaviour was set, if one was named.
+    caller: Option<String>,
     /// The behaviour now in force.
     behaviour: Behaviour,
 }
 
 /// `PUT /_sim/behaviour`: `{"model": "name", ...behaviour fields}` sets one model's behaviour, or
-/// the default one without `model`. Missing fields take [`Behaviour::default`]'s values.
+/// the default one without `model`; with `"caller": "key"` it applies only to calls carrying that
+/// API key (all of them, or those for `model`), ahead of the model's and the default behaviour.
+/// Missing fields take [`Behaviour::default`]'s values.
 pub(crate) async fn set_behaviour(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
     match parse_update(&body) {
-        Ok((model_opt, behaviour)) => {
-            tracing::debug!(model = ?model_opt, ?behaviour, "simulator behaviour set");
-            state.set_behaviour(model_opt.as_deref(), behaviour.clone());
+        Ok((scope, behaviour)) => {
+            tracing::debug!(?scope, ?behaviour, "simulator behaviour set");
+            state.set_behaviour(&scope, behaviour.clone());
             Json(BehaviourSet {
-                model: model_opt,
+                model: scope.model,
+                caller: scope.caller,
                 behaviour,
             })
             .into_response()
@@ -59,18 +64,32 @@ pub(crate) async fn set_behaviour(State(state): State<Arc<SimState>>, body: Byte
     }
 }
 
-/// Splits a behaviour update into its model and its behaviour.
-fn parse_update(body: &[u8]) -> Result<(Option<String>, Behaviour), String> {
+/// Splits a behaviour update into its scope (model and caller) and its behaviour.
+fn parse_update(body: &[u8]) -> Result<(Scope, Behaviour), String> {
     let mut fields: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
         .map_err(|error| format!("behaviour update is not a JSON object: {error}"))?;
-    let model_opt = match fields.remove("model") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(model)) if !model.is_empty() => Some(model),
-        Some(other) => return Err(format!("model must be a non-empty string, not {other}")),
+    let mut name = |field: &str| match fields.remove(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(value)) if !value.is_empty() => Ok(Some(value)),
+        Some(other) => Err(format!("{field} must be a non-empty string, not {other}")),
+    };
+    let scope = Scope {
+        model: name("model")?,
+        caller: name("caller")?,
     };
     let behaviour = serde_json::from_value(serde_json::Value::Object(fields))
         .map_err(|error| format!("invalid behaviour: {error}"))?;
-    Ok((model_opt, behaviour))
+    Ok((scope, behaviour))
+}
+
+/// The API key a call carries: `Authorization: Bearer …` (OpenAI) or `x-api-key` (Anthropic).
+pub(crate) fn caller(headers: &http::HeaderMap) -> Option<String> {
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let key = bearer.or_else(|| headers.get("x-api-key").and_then(|value| value.to_str().ok()));
+    key.map(str::trim).filter(|key| !key.is_empty()).map(str::to_owned)
 }
 
 /// One entry of `GET /v1/models`.
@@ -104,19 +123,32 @@ mod tests {
 
     #[test]
     fn an_update_names_a_model_or_the_default() -> Result<(), String> {
-        let (model, behaviour) =
+        let (scope, behaviour) =
             parse_update(br#"{"model":"m","fault":{"type":"hang"},"fault_count":1}"#)?;
-        assert_eq!(model.as_deref(), Some("m"));
+        assert_eq!(scope.model.as_deref(), Some("m"));
         assert_eq!(behaviour.fault, Some(Fault::Hang));
         assert_eq!(behaviour.answer_tokens, 16);
-        let (model, behaviour) = parse_update(br#"{"ttft_ms":5}"#)?;
-        assert_eq!((model, behaviour.ttft_ms), (None, 5));
+        let (scope, behaviour) = parse_update(br#"{"ttft_ms":5}"#)?;
+        assert_eq!((scope, behaviour.ttft_ms), (Scope::default(), 5));
+        let (scope, _) = parse_update(br#"{"caller":"key-a","fault":{"type":"hang"}}"#)?;
+        assert_eq!((scope.caller.as_deref(), scope.model), (Some("key-a"), None));
         Ok(())
+    }
+
+    #[test]
+    fn the_caller_is_the_bearer_token_or_the_anthropic_key() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(caller(&headers), None);
+        headers.insert("x-api-key", http::HeaderValue::from_static("anthropic-key"));
+        assert_eq!(caller(&headers).as_deref(), Some("anthropic-key"));
+        headers.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer openai-key"));
+        assert_eq!(caller(&headers).as_deref(), Some("openai-key"));
     }
 
     #[test]
     fn a_bad_update_is_rejected() {
         assert!(parse_update(br#"{"model":3}"#).is_err());
+        assert!(parse_update(br#"{"caller":""}"#).is_err());
         assert!(parse_update(br#"{"tokens":3}"#).is_err());
         assert!(parse_update(br#"{"fault":{"type":"explode"}}"#).is_err());
         assert!(parse_update(b"[]").is_err());

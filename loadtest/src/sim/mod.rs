@@ -9,10 +9,12 @@
 //! - `POST /v1/messages`: Anthropic, unary or streamed.
 //! - `GET /v1/models`: the models seen so far or given a behaviour.
 //! - `GET /_sim/calls`: [`CallCounts`] since the start or the last reset.
-//! - `POST /_sim/reset`: zeroes the counts, forgets per-model behaviours, restores the default.
+//! - `POST /_sim/reset`: zeroes the counts, forgets per-model and per-caller behaviours, restores
+//!   the default.
 //! - `GET /_sim/behaviour`: the [`Behaviours`] in force.
 //! - `PUT /_sim/behaviour`: `{"model": "name", ...}` sets a model's [`Behaviour`], or the default
-//!   one without `model`.
+//!   one without `model`; with `"caller": "key"` only for calls carrying that API key (bearer or
+//!   `x-api-key`), as a provider that fails for one of its customers (one gateway node) only.
 //!
 //! # Answers
 //! The answer to a prompt is `"[sim <fingerprint>]"` followed by space-separated words chosen by
@@ -96,7 +98,8 @@ impl SimHandle {
     /// Sets the behaviour of `model_opt`, or the default one when `None`, like
     /// `PUT /_sim/behaviour`.
     pub fn set_behaviour(&self, model_opt: Option<&str>, behaviour: Behaviour) {
-        self.state.set_behaviour(model_opt, behaviour);
+        let scope = state::Scope { model: model_opt.map(str::to_owned), caller: None };
+        self.state.set_behaviour(&scope, behaviour);
     }
 
     /// Zeroes the counts and restores the startup behaviours, like `POST /_sim/reset`.

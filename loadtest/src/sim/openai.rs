@@ -113,8 +113,9 @@ impl ChatRequest {
 }
 
 /// `POST /v1/chat/completions`.
-pub(crate) async fn chat_completions(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
+pub(crate) async fn chat_completions(State(state): State<Arc<SimState>>, headers: http::HeaderMap, body: Bytes) -> Response {
     let arrival = Instant::now();
+    let caller_opt = super::control::caller(&headers);
     let request: ChatRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
@@ -122,13 +123,13 @@ pub(crate) async fn chat_completions(State(state): State<Arc<SimState>>, body: B
                 .ok()
                 .and_then(|m| m.model);
             let model_opt = model_opt.as_deref().filter(|model| !model.is_empty());
-            state.begin_call(Endpoint::OpenAi, model_opt, false);
+            state.begin_call(Endpoint::OpenAi, model_opt, caller_opt.as_deref(), false);
             return invalid_request(&format!("invalid request body: {error}"));
         }
     };
     let model_opt = request.model.as_deref().filter(|model| !model.is_empty());
     let problem_opt = request.problem();
-    let behaviour = state.begin_call(Endpoint::OpenAi, model_opt, problem_opt.is_none());
+    let behaviour = state.begin_call(Endpoint::OpenAi, model_opt, caller_opt.as_deref(), problem_opt.is_none());
     if let Some(problem) = problem_opt {
         return invalid_request(&problem);
     }

@@ -47,13 +47,33 @@ pub struct CallCounts {
     pub by_endpoint: BTreeMap<String, u64>,
 }
 
-/// The behaviours in force: the default one and the per-model ones.
+/// The behaviours in force: the default one, the per-model ones and the per-caller ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Behaviours {
     /// Behaviour of every model without its own.
     pub default: Behaviour,
     /// Behaviour per model name.
     pub models: BTreeMap<String, Behaviour>,
+    /// Behaviour per caller (the API key a call carries), as `caller` or `caller/model`.
+    #[serde(default)]
+    pub callers: BTreeMap<String, Behaviour>,
+}
+
+/// Who a behaviour applies to: every call, a model's, a caller's, or a caller's calls to a model.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Scope {
+    /// The model named in the body.
+    pub model: Option<String>,
+    /// The API key the call carries (`Authorization: Bearer` or `x-api-key`).
+    pub caller: Option<String>,
+}
+
+/// The key of a per-caller behaviour.
+fn caller_key(caller: &str, model: Option<&str>) -> String {
+    match model {
+        Some(model) => format!("{caller}/{model}"),
+        None => caller.to_owned(),
+    }
 }
 
 /// What the lock protects.
@@ -62,6 +82,8 @@ struct Table {
     default_behaviour: Behaviour,
     /// Behaviour per model name.
     model_behaviours: HashMap<String, Behaviour>,
+    /// Behaviour per caller, or per caller and model ([`caller_key`]); ahead of the others.
+    caller_behaviours: HashMap<String, Behaviour>,
     /// Calls since the start or the last reset.
     total: u64,
     /// Calls per model name.
@@ -91,6 +113,7 @@ impl SimState {
             table: Mutex::new(Table {
                 default_behaviour: default_behaviour.clone(),
                 model_behaviours: HashMap::new(),
+                caller_behaviours: HashMap::new(),
                 total: 0,
                 by_model: HashMap::new(),
                 openai_calls: 0,
@@ -108,14 +131,17 @@ impl SimState {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts a call to `endpoint` for `model_opt` and, when `take_behaviour` is set, returns the
-    /// behaviour to apply to it, consuming one use of a counted fault.
+    /// Counts a call to `endpoint` for `model_opt` from `caller_opt` and, when `take_behaviour`
+    /// is set, returns the behaviour to apply to it, consuming one use of a counted fault. The
+    /// most specific behaviour applies: the caller's for the model, the caller's, the model's,
+    /// the default.
     ///
     /// The returned behaviour's `fault` is the fault to inject into this call.
     pub(crate) fn begin_call(
         &self,
         endpoint: Endpoint,
         model_opt: Option<&str>,
+        caller_opt: Option<&str>,
         take_behaviour: bool,
     ) -> Behaviour {
         let mut table = self.table();
@@ -125,16 +151,27 @@ impl SimState {
             Endpoint::OpenAi => table.openai_calls += 1,
             Endpoint::Anthropic => table.anthropic_calls += 1,
         }
-        let Some(model) = model_opt else {
-            return table.default_behaviour.clone();
-        };
-        match table.by_model.get_mut(model) {
-            Some(count) => *count += 1,
-            None => {
-                table.by_model.insert(model.to_owned(), 1);
+        if let Some(model) = model_opt {
+            match table.by_model.get_mut(model) {
+                Some(count) => *count += 1,
+                None => {
+                    table.by_model.insert(model.to_owned(), 1);
+                }
             }
         }
-        let behaviour = match table.model_behaviours.get_mut(model) {
+        let caller_rule = caller_opt.and_then(|caller| {
+            let specific = model_opt.map(|model| caller_key(caller, Some(model)));
+            specific.filter(|key| table.caller_behaviours.contains_key(key)).or_else(|| {
+                let general = caller_key(caller, None);
+                table.caller_behaviours.contains_key(&general).then_some(general)
+            })
+        });
+        let behaviour = match (caller_rule, model_opt) {
+            (Some(key), _) => table.caller_behaviours.get_mut(&key),
+            (None, Some(model)) => table.model_behaviours.get_mut(model),
+            (None, None) => None,
+        };
+        let behaviour = match behaviour {
             Some(behaviour) => behaviour,
             None => &mut table.default_behaviour,
         };
@@ -179,6 +216,11 @@ impl SimState {
                 .iter()
                 .map(|(model, behaviour)| (model.clone(), behaviour.clone()))
                 .collect(),
+            callers: table
+                .caller_behaviours
+                .iter()
+                .map(|(key, behaviour)| (key.clone(), behaviour.clone()))
+                .collect(),
         }
     }
 
@@ -196,18 +238,23 @@ impl SimState {
         models
     }
 
-    /// Sets the behaviour of `model_opt`, or the default one when `None`.
-    pub(crate) fn set_behaviour(&self, model_opt: Option<&str>, behaviour: Behaviour) {
+    /// Sets the behaviour of `scope`: a caller's (for one model or all), a model's, or the
+    /// default one.
+    pub(crate) fn set_behaviour(&self, scope: &Scope, behaviour: Behaviour) {
         let mut table = self.table();
-        match model_opt {
-            Some(model) => {
-                table.model_behaviours.insert(model.to_owned(), behaviour);
+        match (&scope.caller, &scope.model) {
+            (Some(caller), model) => {
+                table.caller_behaviours.insert(caller_key(caller, model.as_deref()), behaviour);
             }
-            None => table.default_behaviour = behaviour,
+            (None, Some(model)) => {
+                table.model_behaviours.insert(model.clone(), behaviour);
+            }
+            (None, None) => table.default_behaviour = behaviour,
         }
     }
 
-    /// Zeroes the counts, forgets the per-model behaviours and restores the startup default.
+    /// Zeroes the counts, forgets the per-model and per-caller behaviours and restores the
+    /// startup default.
     pub(crate) fn reset(&self) {
         let mut table = self.table();
         table.total = 0;
@@ -215,6 +262,7 @@ impl SimState {
         table.openai_calls = 0;
         table.anthropic_calls = 0;
         table.model_behaviours.clear();
+        table.caller_behaviours.clear();
         table.default_behaviour = self.startup_behaviour.clone();
     }
 
@@ -274,9 +322,9 @@ mod tests {
     #[test]
     fn a_counted_fault_applies_n_times_then_clears() {
         let state = SimState::new(Behaviour::default());
-        state.set_behaviour(Some("m"), faulty(Some(2)));
+        state.set_behaviour(&Scope { model: Some("m".into()), caller: None }, faulty(Some(2)));
         let faults: Vec<Option<Fault>> = (0..4)
-            .map(|_| state.begin_call(Endpoint::OpenAi, Some("m"), true).fault)
+            .map(|_| state.begin_call(Endpoint::OpenAi, Some("m"), None, true).fault)
             .collect();
         let status = Some(Fault::Status { status: 503 });
         assert_eq!(faults, vec![status, status, None, None]);
@@ -287,12 +335,29 @@ mod tests {
     }
 
     #[test]
+    fn a_caller_rule_applies_to_that_caller_only_and_the_most_specific_wins() {
+        let state = SimState::new(Behaviour::default());
+        let caller = |model: Option<&str>| Scope { model: model.map(str::to_owned), caller: Some("node-a".into()) };
+        state.set_behaviour(&caller(None), faulty(None));
+        let fault = |model, caller| state.begin_call(Endpoint::OpenAi, Some(model), caller, true).fault;
+        assert!(fault("m", Some("node-a")).is_some());
+        assert!(fault("m", Some("node-b")).is_none(), "another caller is not faulted");
+        assert!(fault("m", None).is_none(), "a call without a key is not faulted");
+        state.set_behaviour(&caller(Some("m")), Behaviour::default());
+        assert!(fault("m", Some("node-a")).is_none(), "the caller's rule for the model wins");
+        assert!(fault("other", Some("node-a")).is_some());
+        assert_eq!(state.behaviours().callers.len(), 2);
+        state.reset();
+        assert!(state.behaviours().callers.is_empty());
+    }
+
+    #[test]
     fn an_uncounted_fault_applies_every_time() {
         let state = SimState::new(faulty(None));
         for _ in 0..3 {
             assert!(
                 state
-                    .begin_call(Endpoint::Anthropic, Some("m"), true)
+                    .begin_call(Endpoint::Anthropic, Some("m"), None, true)
                     .fault
                     .is_some()
             );
@@ -302,16 +367,16 @@ mod tests {
     #[test]
     fn a_rejected_call_does_not_consume_the_fault() {
         let state = SimState::new(faulty(Some(1)));
-        state.begin_call(Endpoint::OpenAi, Some("m"), false);
+        state.begin_call(Endpoint::OpenAi, Some("m"), None, false);
         assert!(
             state
-                .begin_call(Endpoint::OpenAi, Some("m"), true)
+                .begin_call(Endpoint::OpenAi, Some("m"), None, true)
                 .fault
                 .is_some()
         );
         assert!(
             state
-                .begin_call(Endpoint::OpenAi, Some("m"), true)
+                .begin_call(Endpoint::OpenAi, Some("m"), None, true)
                 .fault
                 .is_none()
         );
@@ -322,7 +387,7 @@ mod tests {
         let state = SimState::new(faulty(Some(0)));
         assert!(
             state
-                .begin_call(Endpoint::OpenAi, Some("m"), true)
+                .begin_call(Endpoint::OpenAi, Some("m"), None, true)
                 .fault
                 .is_none()
         );
@@ -335,11 +400,11 @@ mod tests {
             ..Behaviour::default()
         };
         let state = SimState::new(startup.clone());
-        state.begin_call(Endpoint::OpenAi, Some("a"), true);
-        state.begin_call(Endpoint::Anthropic, Some("a"), true);
-        state.begin_call(Endpoint::Anthropic, None, true);
-        state.set_behaviour(None, Behaviour::default());
-        state.set_behaviour(Some("b"), Behaviour::default());
+        state.begin_call(Endpoint::OpenAi, Some("a"), None, true);
+        state.begin_call(Endpoint::Anthropic, Some("a"), None, true);
+        state.begin_call(Endpoint::Anthropic, None, None, true);
+        state.set_behaviour(&Scope::default(), Behaviour::default());
+        state.set_behaviour(&Scope { model: Some("b".into()), caller: None }, Behaviour::default());
         let calls = state.calls();
         assert_eq!(calls.total, 3);
         assert_eq!(calls.by_model.get("a"), Some(&2));
@@ -356,7 +421,8 @@ mod tests {
             state.behaviours(),
             Behaviours {
                 default: startup,
-                models: BTreeMap::new()
+                models: BTreeMap::new(),
+                callers: BTreeMap::new(),
             }
         );
     }
