@@ -88,6 +88,11 @@ pub struct Metrics {
     pub cluster_remote_lookup_duration: Histogram,
     /// Bytes of semantic entries pulled from replicas by handoffs.
     pub cluster_handoff_bytes: prometheus::IntCounter,
+    /// Provider health messages exchanged with other nodes' routers, by direction (sent,
+    /// received).
+    pub cluster_health_messages: IntCounterVec,
+    /// Providers whose circuit is open on another node (so this node routes around them too).
+    pub cluster_providers_open_elsewhere: IntGauge,
 }
 
 impl Metrics {
@@ -210,6 +215,8 @@ impl Metrics {
                 registry.register(Box::new(metric.clone()))?;
                 metric
             },
+            cluster_health_messages: counter("cluster_health_messages_total", "Provider health messages exchanged with other nodes, by direction", &["direction"])?,
+            cluster_providers_open_elsewhere: plain_gauge("cluster_providers_open_elsewhere", "Providers whose circuit is open on another node")?,
             registry,
         })
     }

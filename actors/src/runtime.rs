@@ -205,7 +205,8 @@ impl NodeActors {
     }
 
     async fn start_under(runtime: &RuntimeHandle, settings: &GatewaySettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let (router, cell) = RouterHandle::start(settings.policy.clone()).await?;
+        let cluster_node = settings.cluster.as_ref().map(|cluster| cluster.membership.node_name.as_str());
+        let (router, cell) = RouterHandle::start(settings.policy.clone(), cluster_node, Arc::clone(&metrics)).await?;
         runtime.adopt([cell]);
         let (view_sender, cluster_view) = watch::channel(ClusterView::alone(
             settings.cluster.as_ref().map_or("local", |cluster| cluster.membership.node_name.as_str()),
@@ -221,7 +222,7 @@ impl NodeActors {
         }
         let mut providers = HashMap::new();
         for provider in &settings.providers {
-            let (handle, cell) = ProviderHandle::start(provider.clone(), router.actor.clone(), Arc::clone(&metrics)).await?;
+            let (handle, cell) = ProviderHandle::start(provider.clone(), router.actor.clone(), cluster_node, Arc::clone(&metrics)).await?;
             runtime.adopt([cell]);
             providers.insert(provider.name.clone(), handle);
         }

@@ -547,3 +547,86 @@ async fn nodes_with_tls_form_one_cluster_and_refuse_peers_without_its_ca() {
         assert_eq!(status(outsider).await["degraded"], true, "an outsider serves alone");
     }
 }
+
+/// Gives every provider of the config an API key read from a file in `dir`: `<provider>-<node>`,
+/// so the simulator can tell the nodes' calls apart.
+fn with_provider_keys(dir: &std::path::Path, node: &str) -> impl Fn(String) -> String + use<> {
+    let dir = dir.to_owned();
+    let node = node.to_owned();
+    move |config: String| {
+        let mut out = config;
+        for provider in ["openai", "anthropic", "vllm"] {
+            let file = dir.join(format!("{provider}-key"));
+            std::fs::write(&file, format!("{provider}-{node}")).unwrap();
+            out = out.replace(&format!("name = \"{provider}\"\n"), &format!("name = \"{provider}\"\napi_key_file = \"{}\"\n", file.display()));
+        }
+        out
+    }
+}
+
+/// Asks `node` for the `smart` route (claude-sonnet-4 on anthropic, then gpt-4o on openai) and
+/// returns the model that served.
+async fn smart_model(node: &Node, n: usize) -> String {
+    let body = json!({"model": "smart", "messages": [{"role": "user", "content": format!("Plan number {n}, please.")}]});
+    let response = ask(node, &body).await;
+    assert_eq!(response.status(), 200);
+    header(&response, "x-switchyard-model")
+}
+
+#[tokio::test]
+async fn a_provider_failing_for_one_node_is_avoided_by_every_node_within_two_seconds() {
+    let sim = start_sim().await;
+    let (a, b, c) = (Member::new("node-a", 52), Member::new("node-b", 53), Member::new("node-c", 54));
+    let (dir_a, dir_b, dir_c) = (new_dir(), new_dir(), new_dir());
+    let node_a = start_member_with(sim.addr, &a, &[&b, &c], &dir_a, COOKIE, &with_provider_keys(&dir_a, "node-a"));
+    let node_b = start_member_with(sim.addr, &b, &[&a], &dir_b, COOKIE, &with_provider_keys(&dir_b, "node-b"));
+    let node_c = start_member_with(sim.addr, &c, &[&a], &dir_c, COOKIE, &with_provider_keys(&dir_c, "node-c"));
+    let all = ["node-a", "node-b", "node-c"];
+    for node in [&node_a, &node_b, &node_c] {
+        settled(node, &all).await;
+    }
+    for node in [&node_b, &node_c] {
+        assert_eq!(smart_model(node, 0).await, "claude-sonnet-4", "healthy: the route's first model");
+    }
+
+    // Anthropic fails every call carrying node A's key, and only those.
+    let rule = json!({"caller": "anthropic-node-a", "fault": {"type": "status", "status": 503}});
+    let set = reqwest::Client::new().put(format!("http://{}/_sim/behaviour", sim.addr)).json(&rule).send().await.unwrap();
+    assert_eq!(set.status(), 200, "{}", set.text().await.unwrap());
+    // A's first call fails (and falls back): its error rate for anthropic is now high.
+    let failed_at = Instant::now();
+    assert_eq!(smart_model(&node_a, 1).await, "gpt-4o", "A falls back while anthropic fails for it");
+    // B and C have never seen anthropic fail, yet route around it.
+    let mut n = 2;
+    for node in [&node_b, &node_c] {
+        while smart_model(node, n).await != "gpt-4o" {
+            n += 1;
+            assert!(failed_at.elapsed() < Duration::from_secs(2), "another node still routes to anthropic {:?} after A saw it fail", failed_at.elapsed());
+        }
+        let steered = failed_at.elapsed();
+        println!("steered after {steered:?}");
+        assert!(steered < Duration::from_secs(2), "took {steered:?}");
+        assert!(metric(node, "switchyard_cluster_health_messages_total{direction=\"received\"}").await > 0.0);
+    }
+
+    // A circuit opened on A is known on B and C, whose own circuits stay closed. (A's requests
+    // name the model, which is tried whatever its health, until its breaker opens.)
+    let claude = |n: usize| json!({"model": "claude-sonnet-4", "messages": [{"role": "user", "content": format!("Direct question {n}.")}]});
+    loop {
+        assert_eq!(ask(&node_a, &claude(n)).await.status(), 200, "served by the fallback");
+        n += 1;
+        if metric(&node_a, "switchyard_circuit_state{provider=\"anthropic\"}").await == 1.0 {
+            break;
+        }
+        assert!(n < 100, "A's anthropic circuit never opened");
+    }
+    let opened_at = Instant::now();
+    for node in [&node_b, &node_c] {
+        while metric(node, "switchyard_cluster_providers_open_elsewhere").await != 1.0 {
+            assert!(opened_at.elapsed() < Duration::from_secs(2), "A's open circuit not known after {:?}", opened_at.elapsed());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(metric(node, "switchyard_circuit_state{provider=\"anthropic\"}").await, 0.0, "its own circuit stayed closed");
+        assert_eq!(smart_model(node, n).await, "gpt-4o");
+    }
+}

@@ -11,13 +11,18 @@ use switchyard_proto::cluster as pb;
 
 use crate::cache::exact::CachedAnswer;
 use crate::cache::semantic::shard::SemanticEntry;
+use crate::provider::health::{HealthStats, ProviderHealth};
 
 pub use switchyard_proto::cluster::{Candidate, Heartbeat, PartitionChunk, PartitionPull, ShardHit, ShardInsert, ShardInvalidate, ShardLookup, ShardLookupReply};
+/// A pool's health as it travels (the domain type is [`ProviderHealth`]).
+pub use switchyard_proto::cluster::ProviderHealth as ProviderHealthMessage;
 
 /// The `pg` group every node's membership actor joins.
 pub const MEMBERSHIP_GROUP: &str = "switchyard.membership.v1";
 /// The `pg` group every node's semantic cache peer joins.
 pub const CACHE_PEER_GROUP: &str = "switchyard.cache-peer.v1";
+/// The `pg` group every node's router joins: provider pools send their health to its members.
+pub const ROUTER_GROUP: &str = "switchyard.router.v1";
 
 /// The name a node's actor of `kind` registers under: `<kind>@<node>`, so a remote member of a
 /// group says which node it lives on.
@@ -48,6 +53,50 @@ pub fn decode<T: prost::Message + Default>(what: &'static str, bytes: &[u8]) -> 
 /// Encodes a message for a peer.
 pub fn encode<T: prost::Message>(message: &T) -> Vec<u8> {
     message.encode_to_vec()
+}
+
+fn stats_to_wire(stats: &HealthStats) -> pb::HealthStats {
+    pb::HealthStats {
+        latency_ema_ms: stats.latency_ema_ms,
+        ttft_ema_ms: stats.ttft_ema_ms,
+        error_rate: stats.error_rate,
+        attempts: stats.attempts,
+        rate_limit_remaining: stats.rate_limit_remaining,
+    }
+}
+
+fn stats_from_wire(stats: pb::HealthStats) -> HealthStats {
+    HealthStats {
+        latency_ema_ms: stats.latency_ema_ms.filter(|ms| ms.is_finite()),
+        ttft_ema_ms: stats.ttft_ema_ms.filter(|ms| ms.is_finite()),
+        error_rate: if stats.error_rate.is_finite() { stats.error_rate.clamp(0.0, 1.0) } else { 1.0 },
+        attempts: stats.attempts,
+        rate_limit_remaining: stats.rate_limit_remaining,
+    }
+}
+
+/// A pool's health as it travels: measured on `node`, idle for `idle` since its last attempt.
+pub fn health_to_wire(node: &str, health: &ProviderHealth, idle: Option<std::time::Duration>) -> pb::ProviderHealth {
+    pb::ProviderHealth {
+        node: node.to_owned(),
+        provider: health.provider.clone(),
+        available: health.available,
+        stats: Some(stats_to_wire(&health.stats)),
+        models: health.models.iter().map(|(model, stats)| (model.clone(), stats_to_wire(stats))).collect(),
+        idle_ms: idle.map(|idle| u64::try_from(idle.as_millis()).unwrap_or(u64::MAX)),
+    }
+}
+
+/// A pool's health from a peer (figures that are not numbers count as the worst), with the
+/// sender's node and how long its pool had been idle.
+pub fn health_from_wire(health: pb::ProviderHealth) -> (String, ProviderHealth, Option<std::time::Duration>) {
+    let decoded = ProviderHealth {
+        provider: health.provider,
+        available: health.available,
+        stats: stats_from_wire(health.stats.unwrap_or_default()),
+        models: health.models.into_iter().map(|(model, stats)| (model, stats_from_wire(stats))).collect(),
+    };
+    (health.node, decoded, health.idle_ms.map(std::time::Duration::from_millis))
 }
 
 /// A semantic entry and its vector as they travel.

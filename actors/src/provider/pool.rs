@@ -1,5 +1,7 @@
 //! The `ProviderPool` actor: one per configured provider per node. It is the single writer of the
-//! provider's circuit breaker and health, and publishes health to the router.
+//! provider's circuit breaker and health, and publishes health to this node's router and, in a
+//! cluster, to every other node's (the members of [`wire::ROUTER_GROUP`]), repeating it every
+//! [`REPEAT_EVERY`] so their views of this node stay fresh.
 //!
 //! It never waits on the network. Request tasks hold a [`ProviderHandle`]: while the breaker is
 //! closed (read from a shared flag, no round trip) they take a concurrency slot and call the
@@ -15,12 +17,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::cluster::wire;
 use crate::metrics::Metrics;
 use crate::provider::breaker::{Admission, BreakerState, CircuitBreaker};
 use crate::provider::client::ProviderClient;
 use crate::provider::health::{AttemptSample, HealthTracker};
 use crate::provider::{ProviderError, ProviderSettings};
 use crate::router::RouterMessage;
+use crate::router::views::REPEAT_EVERY;
 
 /// The actor. It holds no settings of its own: everything lives in [`PoolState`].
 #[derive(Debug, Default)]
@@ -31,8 +35,10 @@ pub struct ProviderPool;
 pub struct PoolArgs {
     /// The provider's settings.
     pub settings: Arc<ProviderSettings>,
-    /// Where health goes.
+    /// This node's router.
     pub router: ActorRef<RouterMessage>,
+    /// This node's cluster name, when clustered: health then goes to every node's router.
+    pub cluster_node: Option<String>,
     /// Shared with every [`ProviderHandle`]: true while the breaker is closed.
     pub breaker_closed: Arc<AtomicBool>,
     /// Metrics registry.
@@ -46,8 +52,13 @@ pub struct PoolState {
     breaker: CircuitBreaker,
     health: HealthTracker,
     router: ActorRef<RouterMessage>,
+    /// The node name health is sent under, and whether other nodes get it.
+    node: String,
+    clustered: bool,
     breaker_closed: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    /// When the last attempt's outcome arrived.
+    last_attempt: Option<Instant>,
     /// When health last went to the router.
     last_published: Option<Instant>,
     /// Whether a `PublishHealth` is already on its way.
@@ -78,6 +89,8 @@ pub enum PoolMessage {
     CoolDownElapsed,
     /// Sends health samples held back by the publish interval.
     PublishHealth,
+    /// Time to repeat health to the other nodes (in a cluster).
+    Repeat,
 }
 
 impl PoolState {
@@ -114,12 +127,24 @@ impl PoolState {
         }
     }
 
-    /// Sends the current health to the router and the gauges.
+    /// Sends the current health to the gauges, this node's router and, in a cluster, every
+    /// other node's.
     fn send_health(&mut self) {
-        self.last_published = Some(Instant::now());
+        let now = Instant::now();
+        self.last_published = Some(now);
         let health = self.health.health();
         self.metrics.publish_health(health);
-        if let Err(error) = self.router.cast(RouterMessage::Health(health.clone())) {
+        let idle = self.last_attempt.map(|last| now.saturating_duration_since(last));
+        let bytes = wire::encode(&wire::health_to_wire(&self.node, health, idle));
+        if self.clustered {
+            for router in ractor::pg::get_members(&wire::ROUTER_GROUP.to_owned()).into_iter().filter(|member| !member.get_id().is_local()) {
+                let router: ActorRef<RouterMessage> = router.into();
+                if router.cast(RouterMessage::Health(bytes.clone())).is_ok() {
+                    self.metrics.cluster_health_messages.with_label_values(&["sent"]).inc();
+                }
+            }
+        }
+        if let Err(error) = self.router.cast(RouterMessage::Health(bytes)) {
             warn!(provider = %self.settings.name, %error, "router gone; health not published");
         }
     }
@@ -136,11 +161,17 @@ impl Actor for ProviderPool {
             health: HealthTracker::new(&args.settings.name),
             settings: args.settings,
             router: args.router,
+            clustered: args.cluster_node.is_some(),
+            node: args.cluster_node.unwrap_or_else(|| "local".to_owned()),
             breaker_closed: args.breaker_closed,
             metrics: args.metrics,
+            last_attempt: None,
             last_published: None,
             flush_scheduled: false,
         };
+        if state.clustered {
+            myself.send_interval(REPEAT_EVERY, || PoolMessage::Repeat);
+        }
         state.publish(&myself, BreakerState::Closed, true);
         Ok(state)
     }
@@ -157,8 +188,10 @@ impl Actor for ProviderPool {
                 }
             }
             PoolMessage::Outcome { sample, probe } => {
-                state.breaker.record(sample.failed, probe, Instant::now());
+                let now = Instant::now();
+                state.breaker.record(sample.failed, probe, now);
                 state.health.record(&sample);
+                state.last_attempt = Some(now);
             }
             PoolMessage::ProbeAbandoned => state.breaker.probe_abandoned(),
             PoolMessage::CoolDownElapsed => {
@@ -171,6 +204,7 @@ impl Actor for ProviderPool {
                 state.flush_scheduled = false;
                 force = true;
             }
+            PoolMessage::Repeat => force = true,
         }
         state.publish(&myself, before, force);
         Ok(())
@@ -188,10 +222,12 @@ pub struct ProviderHandle {
 }
 
 impl ProviderHandle {
-    /// Spawns the provider's pool actor and returns the handle to it.
+    /// Spawns the provider's pool actor and returns the handle to it; `cluster_node` names this
+    /// node when it is clustered.
     pub async fn start(
         settings: ProviderSettings,
         router: ActorRef<RouterMessage>,
+        cluster_node: Option<&str>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<(Self, ractor::ActorCell)> {
         use anyhow::Context as _;
@@ -199,7 +235,13 @@ impl ProviderHandle {
         let client = ProviderClient::new(Arc::clone(&settings))
             .with_context(|| format!("failed to build the HTTP client of provider \"{}\"", settings.name))?;
         let breaker_closed = Arc::new(AtomicBool::new(true));
-        let args = PoolArgs { settings: Arc::clone(&settings), router, breaker_closed: Arc::clone(&breaker_closed), metrics };
+        let args = PoolArgs {
+            settings: Arc::clone(&settings),
+            router,
+            cluster_node: cluster_node.map(str::to_owned),
+            breaker_closed: Arc::clone(&breaker_closed),
+            metrics,
+        };
         let (actor, _join) = Actor::spawn(None, ProviderPool, args)
             .await
             .with_context(|| format!("failed to start the pool of provider \"{}\"", settings.name))?;
