@@ -98,6 +98,10 @@ pub enum GatewayError {
         /// Seconds until then, for `retry-after`.
         retry_after_secs: u64,
     },
+    /// A budget's owner in the cluster could not be reached, so the request cannot be checked
+    /// against it (it is refused, not admitted unchecked).
+    #[error("budget unavailable: {0}")]
+    BudgetUnavailable(String),
     /// The node is draining for shutdown and takes no new requests.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -129,6 +133,7 @@ impl GatewayError {
             Self::KeyModelForbidden { .. } => "model_forbidden",
             Self::RateLimited { .. } => "rate_limited",
             Self::BudgetExhausted { .. } => "budget_exhausted",
+            Self::BudgetUnavailable(_) => "budget_unavailable",
             Self::ShuttingDown => "shutting_down",
             Self::Internal(_) => "internal",
         }

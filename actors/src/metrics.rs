@@ -91,6 +91,10 @@ pub struct Metrics {
     /// Provider health messages exchanged with other nodes' routers, by direction (sent,
     /// received).
     pub cluster_health_messages: IntCounterVec,
+    /// Budget lease grants this node made as a line's owner.
+    pub budget_lease_grants: prometheus::IntCounter,
+    /// Lease asks this node's request tasks sent, by outcome (granted, exhausted, retry).
+    pub budget_lease_asks: IntCounterVec,
     /// Providers whose circuit is open on another node (so this node routes around them too).
     pub cluster_providers_open_elsewhere: IntGauge,
 }
@@ -216,6 +220,12 @@ impl Metrics {
                 metric
             },
             cluster_health_messages: counter("cluster_health_messages_total", "Provider health messages exchanged with other nodes, by direction", &["direction"])?,
+            budget_lease_grants: {
+                let metric = prometheus::IntCounter::new("budget_lease_grants_total", "Budget lease grants made by this node as an owner")?;
+                registry.register(Box::new(metric.clone()))?;
+                metric
+            },
+            budget_lease_asks: counter("budget_lease_asks_total", "Budget lease asks sent by this node, by outcome", &["outcome"])?,
             cluster_providers_open_elsewhere: plain_gauge("cluster_providers_open_elsewhere", "Providers whose circuit is open on another node")?,
             registry,
         })

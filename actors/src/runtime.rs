@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 
 use std::collections::HashMap;
 
-use crate::budget::BudgetHandle;
+use crate::budget::{BudgetCluster, BudgetHandle};
 use crate::budget::alert::AlertNotifier;
 use crate::cache::semantic::{SemanticCache, SemanticClusterSettings};
 use crate::cluster::membership::{ClusterView, Membership, MembershipArgs};
@@ -213,8 +213,10 @@ impl NodeActors {
             settings.cluster.is_some(),
         ));
         let notifier = AlertNotifier::new(settings.alert_webhook.clone(), Arc::clone(&metrics));
-        let (budget, cell) = BudgetHandle::start(settings.budget.clone(), &settings.ledger_path, settings.redis_ledger.as_ref(), notifier, Arc::clone(&metrics)).await?;
-        runtime.adopt([cell]);
+        let budget_cluster = settings.cluster.as_ref().map(|cluster| BudgetCluster { this_node: cluster.membership.node_name.clone(), view: cluster_view.clone() });
+        let (budget, cells) =
+            BudgetHandle::start(settings.budget.clone(), &settings.ledger_path, settings.redis_ledger.as_ref(), notifier, budget_cluster, Arc::clone(&metrics)).await?;
+        runtime.adopt(cells);
         if let Some(cluster) = &settings.cluster {
             let args = MembershipArgs { settings: cluster.membership.clone(), view: view_sender, metrics: Arc::clone(&metrics) };
             let (membership, _join) = Actor::spawn(Some(wire::actor_name("membership", &cluster.membership.node_name)), Membership, args).await?;

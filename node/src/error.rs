@@ -28,7 +28,7 @@ pub fn map(error: &GatewayError) -> ErrorMapping {
         GatewayError::KeyModelForbidden { .. } => (tonic::Code::PermissionDenied, StatusCode::FORBIDDEN, "permission_error"),
         GatewayError::RateLimited { .. } => (tonic::Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
         GatewayError::BudgetExhausted { .. } => (tonic::Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS, "budget_exhausted"),
-        GatewayError::ShuttingDown => (tonic::Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE, "server_error"),
+        GatewayError::ShuttingDown | GatewayError::BudgetUnavailable(_) => (tonic::Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE, "server_error"),
         GatewayError::Internal(_) => (tonic::Code::Internal, StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
     };
     ErrorMapping { grpc, http, openai_type }
@@ -67,6 +67,7 @@ pub fn param(error: &GatewayError) -> Option<&str> {
         | GatewayError::AllProvidersFailed(_)
         | GatewayError::StreamInterrupted { .. }
         | GatewayError::ShuttingDown
+        | GatewayError::BudgetUnavailable(_)
         | GatewayError::Internal(_) => None,
     }
 }

@@ -74,8 +74,9 @@ fn start_member_with(sim: SocketAddr, member: &Member, seeds: &[&Member], dir: &
     Node::start_in(dir, &cluster_config(sim, member, seeds, &cookie_file, tweak))
 }
 
+/// The node's cluster status (with the admin key, which the nodes with tenancy require).
 async fn status(node: &Node) -> Value {
-    reqwest::get(format!("{}/admin/v1/cluster", node.http)).await.unwrap().json().await.unwrap()
+    reqwest::Client::new().get(format!("{}/admin/v1/cluster", node.http)).bearer_auth("sk-admin").send().await.unwrap().json().await.unwrap()
 }
 
 fn alive(status: &Value) -> Vec<String> {
@@ -629,4 +630,136 @@ async fn a_provider_failing_for_one_node_is_avoided_by_every_node_within_two_sec
         assert_eq!(metric(node, "switchyard_circuit_state{provider=\"anthropic\"}").await, 0.0, "its own circuit stayed closed");
         assert_eq!(smart_model(node, n).await, "gpt-4o");
     }
+}
+
+/// Alice's and Carol's keys, each with a daily budget of `budget_nano`, and the admin key; the
+/// semantic layer off, so every request is charged.
+fn users_with_budget(budget_nano: i64) -> impl Fn(String) -> String + use<> {
+    move |config: String| {
+        let config = config.replace("[semantic_cache]\nenabled = true ", "[semantic_cache]\nenabled = false ");
+        let budget = budget_nano as f64 / 1e9;
+        let key = |id: &str, sha: &str, user: &str| {
+            format!("\n[[tenancy.keys]]\nid = \"{id}\"\nkey_sha256 = \"{sha}\"\ntenant = \"acme\"\nuser = \"{user}\"\ntier = \"paid\"\ndaily_budget_usd = {budget}\n")
+        };
+        format!(
+            "{config}\n[tenancy]\nadmin_key_sha256 = \"46db358cf47822ef17fa2cea371f2dd33512fb20ae94b092a5efb955d515b410\"\n{}{}",
+            key("alice-key", "099295a3784e1bd368dc348843a7398c1931b6b8ec2504c73e91ed2040bdc46c", "alice"),
+            key("carol-key", "1d0e7afc963efdf084924177294d02cc02800e540bf46e7b846529396be4eddf", "carol"),
+        )
+    }
+}
+
+/// Sends `count` concurrent requests with `key`, round-robin over `urls`, the `n`th after
+/// `n × spacing`; returns each one's status (0: no answer) and the cost the client was told
+/// (0 unless served).
+async fn burst(urls: &[String], key: &str, count: usize, spacing: Duration) -> Vec<(u16, i64)> {
+    let client = reqwest::Client::new();
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "one two three"}]});
+    let tasks: Vec<_> = (0..count)
+        .map(|n| {
+            let (client, body, url, key) = (client.clone(), body.clone(), urls[n % urls.len()].clone(), key.to_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep(spacing * u32::try_from(n).unwrap()).await;
+                match client.post(format!("{url}/v1/chat/completions")).bearer_auth(key).json(&body).send().await {
+                    Ok(response) if response.status() == 200 => {
+                        let usd: f64 = response.headers()["x-switchyard-cost-usd"].to_str().unwrap().parse().unwrap();
+                        (200, (usd * 1e9).round() as i64)
+                    }
+                    Ok(response) => (response.status().as_u16(), 0),
+                    Err(_) => (0, 0),
+                }
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    outcomes
+}
+
+/// Served requests and the cost their clients were told.
+fn served_and_spent(outcomes: &[(u16, i64)]) -> (usize, i64) {
+    (outcomes.iter().filter(|(status, _)| *status == 200).count(), outcomes.iter().map(|(_, cost)| cost).sum())
+}
+
+/// One request costs 3 × 150 + 16 × 600 = 10,050 nanodollars (its reservation is no less).
+const REQUEST_NANO: i64 = 10_050;
+
+#[tokio::test]
+async fn a_burst_over_three_nodes_spends_one_budget_even_when_its_owner_is_killed() {
+    let sim = start_sim().await;
+    let sim_url = format!("http://{}/_sim/behaviour", sim.addr);
+    reqwest::Client::new().put(&sim_url).json(&json!({"ttft_ms": 150})).send().await.unwrap();
+    let budget_nano = 50 * REQUEST_NANO;
+    let members = [Member::new("node-a", 62), Member::new("node-b", 63), Member::new("node-c", 64)];
+    let names: Vec<&str> = members.iter().map(|member| member.name.as_str()).collect();
+    let mut nodes: Vec<Option<Node>> = (0..3)
+        .map(|index| {
+            let seeds: Vec<&Member> = members.iter().enumerate().filter(|(other, _)| *other != index).map(|(_, member)| member).collect();
+            Some(start_member_with(sim.addr, &members[index], &seeds, &new_dir(), COOKIE, &users_with_budget(budget_nano)))
+        })
+        .collect();
+    for node in nodes.iter().flatten() {
+        settled(node, &names).await;
+    }
+    let urls: Vec<String> = nodes.iter().flatten().map(|node| node.http.clone()).collect();
+
+    // 300 at once over three nodes, a budget covering 50.
+    let outcomes = burst(&urls, "sk-alice", 300, Duration::ZERO).await;
+    let (served, spent) = served_and_spent(&outcomes);
+    println!("burst over 3 nodes: served {served}, spent {spent} of {budget_nano}");
+    assert!(outcomes.iter().all(|(status, _)| *status == 200 || *status == 429), "{outcomes:?}");
+    assert!(spent <= budget_nano, "spent {spent} of {budget_nano}");
+    assert!(served <= 50);
+    assert!(served >= 40, "served only {served}: allowances were stranded");
+    for node in nodes.iter().flatten() {
+        assert!(metric(node, "switchyard_budget_lease_asks_total{outcome=\"granted\"}").await > 0.0, "every node spent from a lease");
+    }
+
+    // Carol's budget, with its owner SIGKILLed mid-burst: requests in flight on it may fail; the
+    // survivors go on within their allowances, the standby takes over the table, and the total
+    // never passes the budget.
+    let owner = switchyard_actors::cluster::ring::owners_of_key("budget:user:acme/carol", &names, 1)[0].to_owned();
+    let owner_index = names.iter().position(|name| *name == owner).unwrap();
+    let killer = {
+        let owner_node = nodes[owner_index].take().unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            owner_node.kill()
+        })
+    };
+    let outcomes = burst(&urls, "sk-carol", 300, Duration::from_millis(10)).await;
+    killer.await.unwrap();
+    let (mut served, mut spent) = served_and_spent(&outcomes);
+    let failed = outcomes.iter().filter(|(status, _)| *status != 200 && *status != 429).count();
+    println!("burst with the owner {owner} killed: served {served}, spent {spent}, {failed} failed (sent to the killed node)");
+    assert!(spent <= budget_nano, "spent {spent} of {budget_nano}");
+    // Then through the survivors, one at a time, until the budget refuses.
+    let survivors: Vec<String> = nodes.iter().flatten().map(|node| node.http.clone()).collect();
+    for survivor in nodes.iter().flatten() {
+        settled(survivor, &names.iter().copied().filter(|name| *name != owner).collect::<Vec<_>>()).await;
+    }
+    loop {
+        let outcome = burst(&survivors[..1], "sk-carol", 1, Duration::ZERO).await[0];
+        if outcome.0 == 429 {
+            break;
+        }
+        assert_eq!(outcome.0, 200, "the survivors serve within the budget");
+        served += 1;
+        spent += outcome.1;
+        assert!(served <= 50);
+    }
+    println!("then served {served} in all, spent {spent} of {budget_nano}");
+    assert!(spent <= budget_nano, "spent {spent} of {budget_nano}");
+    // What the killed node held and had not spent stays counted (it may have spent it): that,
+    // and no more, is what its death costs the budget.
+    assert!(served >= 30, "served only {served}");
+    // The standby took the line over: it rebuilt the table (from its copy and the survivors'
+    // reports) before granting.
+    let remaining: Vec<&str> = names.iter().copied().filter(|name| *name != owner).collect();
+    let new_owner = switchyard_actors::cluster::ring::owners_of_key("budget:user:acme/carol", &remaining, 1)[0];
+    let new_owner_node = nodes[names.iter().position(|name| *name == new_owner).unwrap()].as_ref().unwrap();
+    assert!(new_owner_node.logs().contains("lease table rebuilt"), "{}", new_owner_node.logs());
+    assert!(metric(new_owner_node, "switchyard_budget_lease_grants_total").await > 0.0);
 }

@@ -64,6 +64,21 @@ pub struct Exhausted {
     pub resets_at_ms: i64,
 }
 
+/// A limited line a clustered node holds too little allowance on for a reservation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shortfall {
+    /// The line.
+    pub line: BudgetLine,
+    /// The period's key.
+    pub period_key: String,
+    /// This node's spend on it in the period.
+    pub spent: NanoUsd,
+    /// What this node holds reserved on it.
+    pub reserved: NanoUsd,
+    /// The reservation that did not fit.
+    pub needed: NanoUsd,
+}
+
 /// A threshold crossed for the first time in a period.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alert {
@@ -130,6 +145,9 @@ impl LineState {
 #[derive(Debug)]
 pub struct SpendBook {
     counters: HashMap<(Scope, Period, String), Counter>,
+    /// In a cluster, what the lines' owners allow this node to have spent and reserved, per
+    /// (scope, period, key) (see `lease`).
+    allowances: HashMap<(Scope, Period, String), NanoUsd>,
     reservations: HashMap<u64, Reservation>,
     next_reservation: u64,
     thresholds: Vec<u32>,
@@ -140,7 +158,55 @@ impl SpendBook {
     pub fn new(mut thresholds: Vec<u32>) -> Self {
         thresholds.sort_unstable();
         thresholds.dedup();
-        Self { counters: HashMap::new(), reservations: HashMap::new(), next_reservation: 1, thresholds }
+        Self { counters: HashMap::new(), allowances: HashMap::new(), reservations: HashMap::new(), next_reservation: 1, thresholds }
+    }
+
+    /// Reserves `amount` on every line like [`SpendBook::reserve`], but in a cluster: each limited
+    /// line must fit this node's allowance (never above the limit, see `lease`) rather than the
+    /// limit itself. Refuses, changing nothing, with every line that does not fit.
+    pub fn reserve_within_allowances(&mut self, lines: &[BudgetLine], amount: NanoUsd, unix_ms: i64) -> Result<u64, Vec<Shortfall>> {
+        let mut short = Vec::new();
+        for line in lines.iter().filter(|line| line.limit.is_some()) {
+            let key = (line.scope.clone(), line.period, line.period.key(unix_ms));
+            let counter = self.counters.get(&key).cloned().unwrap_or_default();
+            let allowance = self.allowances.get(&key).copied().unwrap_or(NanoUsd::ZERO);
+            if counter.spent.plus(counter.reserved).plus(amount) > allowance {
+                short.push(Shortfall { line: line.clone(), period_key: key.2, spent: counter.spent, reserved: counter.reserved, needed: amount });
+            }
+        }
+        if !short.is_empty() {
+            return Err(short);
+        }
+        self.reserve(lines, amount, unix_ms, false).map_err(|_never| Vec::new())
+    }
+
+    /// Raises this node's allowance on a line (an owner's grant; never lowers it).
+    pub fn allow(&mut self, scope: &Scope, period: Period, period_key: &str, allowance: NanoUsd) {
+        let entry = self.allowances.entry((scope.clone(), period, period_key.to_owned())).or_default();
+        if allowance > *entry {
+            *entry = allowance;
+        }
+    }
+
+    /// Lowers this node's allowance on a line to what it has spent and holds reserved (a reclaim),
+    /// returning (spent, kept).
+    pub fn give_back(&mut self, scope: &Scope, period: Period, period_key: &str) -> (NanoUsd, NanoUsd) {
+        let key = (scope.clone(), period, period_key.to_owned());
+        let counter = self.counters.get(&key).cloned().unwrap_or_default();
+        let keep = counter.spent.plus(counter.reserved);
+        if let Some(allowance) = self.allowances.get_mut(&key)
+            && keep < *allowance
+        {
+            *allowance = keep;
+        }
+        (counter.spent, keep)
+    }
+
+    /// This node's spend, reservations and allowance on a line.
+    pub fn share(&self, scope: &Scope, period: Period, period_key: &str) -> (NanoUsd, NanoUsd, NanoUsd) {
+        let key = (scope.clone(), period, period_key.to_owned());
+        let counter = self.counters.get(&key).cloned().unwrap_or_default();
+        (counter.spent, counter.reserved, self.allowances.get(&key).copied().unwrap_or_default())
     }
 
     /// Admits a request costing up to `amount` at `unix_ms` against every line, reserving it on
@@ -252,6 +318,7 @@ impl SpendBook {
         self.counters.retain(|(_, period, key), counter| {
             *key == period.key(unix_ms) || counter.reserved != NanoUsd::ZERO
         });
+        self.allowances.retain(|(_, period, key), _| *key == period.key(unix_ms));
     }
 }
 

@@ -27,6 +27,10 @@ use crate::budget::money::NanoUsd;
 use crate::budget::period::{date_of, midnight_ms, now_ms};
 use crate::budget::BudgetPolicy;
 use crate::budget::redis_sink::{RedisLedgerSettings, RedisSink};
+use crate::budget::lease_client::{LeaseClient, LeaseError};
+use crate::budget::lease_owner::{LeaseOwner, OwnerArgs};
+use crate::budget::lease_replica::{LeaseReplica, ReplicaArgs};
+use crate::cluster::wire;
 use crate::metrics::Metrics;
 
 /// A cost query from the Admin API.
@@ -109,9 +113,9 @@ pub enum CostReport {
 }
 
 /// The node's spend, shared by the actor and the request tasks.
-type SharedBook = Arc<Mutex<SpendBook>>;
+pub(crate) type SharedBook = Arc<Mutex<SpendBook>>;
 
-fn lock(book: &SharedBook) -> MutexGuard<'_, SpendBook> {
+pub(crate) fn lock(book: &SharedBook) -> MutexGuard<'_, SpendBook> {
     book.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -286,17 +290,39 @@ pub struct BudgetHandle {
     /// The policy.
     pub policy: Arc<BudgetPolicy>,
     metrics: Arc<Metrics>,
+    /// In a cluster: where more allowance comes from (see `lease`).
+    leases: Option<Arc<LeaseClient>>,
+}
+
+/// What a clustered node's budgets need: its name and who is alive.
+#[derive(Clone, Debug)]
+pub struct BudgetCluster {
+    /// This node's name.
+    pub this_node: String,
+    /// Who is alive.
+    pub view: tokio::sync::watch::Receiver<crate::cluster::membership::ClusterView>,
+}
+
+/// Why a reservation was refused.
+#[derive(Debug)]
+pub enum Refused {
+    /// A budget is spent (cluster-wide in a cluster).
+    Exhausted(Exhausted),
+    /// No owner of the budget could be reached: the request is not admitted unchecked.
+    Unavailable(String),
 }
 
 impl BudgetHandle {
-    /// Opens the ledger at `ledger_path`, replays it into the book, and starts the actor.
+    /// Opens the ledger at `ledger_path`, replays it into the book, and starts the actor; in a
+    /// cluster with limits, also the lease owner and replica (every cell is returned).
     pub async fn start(
         policy: BudgetPolicy,
         ledger_path: &std::path::Path,
         redis: Option<&RedisLedgerSettings>,
         notifier: AlertNotifier,
+        cluster: Option<BudgetCluster>,
         metrics: Arc<Metrics>,
-    ) -> anyhow::Result<(Self, ractor::ActorCell)> {
+    ) -> anyhow::Result<(Self, Vec<ractor::ActorCell>)> {
         use anyhow::Context as _;
         let (ledger, replay) = FileLedger::open(ledger_path)?;
         let redis = redis.map(|settings| RedisSink::start(settings, &replay.events)).transpose()?;
@@ -321,16 +347,58 @@ impl BudgetHandle {
             redis,
         };
         let (actor, _join) = Actor::spawn(None, Budget, args).await.context("failed to start the budget actor")?;
-        let cell = actor.get_cell();
-        Ok((Self { actor, book, ledger, policy, metrics }, cell))
+        let mut cells = vec![actor.get_cell()];
+        let leases = match cluster.filter(|_| policy.has_limits()) {
+            None => None,
+            Some(cluster) => {
+                let incarnation = u64::try_from(now).unwrap_or(0);
+                let owner_args = OwnerArgs { this_node: cluster.this_node.clone(), view: cluster.view.clone(), metrics: Arc::clone(&metrics) };
+                let (owner, _join) = Actor::spawn(Some(wire::actor_name("lease-owner", &cluster.this_node)), LeaseOwner, owner_args).await.context("failed to start the lease owner")?;
+                let replica_args = ReplicaArgs { this_node: cluster.this_node.clone(), incarnation, book: Arc::clone(&book), view: cluster.view.clone() };
+                let (replica, _join) =
+                    Actor::spawn(Some(wire::actor_name("lease-replica", &cluster.this_node)), LeaseReplica, replica_args).await.context("failed to start the lease replica")?;
+                cells.extend([owner.get_cell(), replica.get_cell()]);
+                Some(Arc::new(LeaseClient::new(&cluster.this_node, incarnation, cluster.view, Arc::clone(&metrics))))
+            }
+        };
+        Ok((Self { actor, book, ledger, policy, metrics, leases }, cells))
     }
 
     /// Reserves up to `amount` on every budget line of (`tenant`, `user`), or refuses naming
-    /// the line it would exhaust; `enforce: false` reserves without checking limits.
-    pub fn reserve(&self, tenant: &str, user: &str, amount: NanoUsd, unix_ms: i64, enforce: bool) -> Result<u64, Exhausted> {
+    /// the line it would exhaust; `enforce: false` reserves without checking limits. In a
+    /// cluster a limited line must fit this node's allowance; when it does not, the line's owner
+    /// is asked for more (the one wait, and only then), and the budget is exhausted when the
+    /// owner has none left.
+    pub async fn reserve(&self, tenant: &str, user: &str, amount: NanoUsd, unix_ms: i64, enforce: bool) -> Result<u64, Refused> {
         let lines = self.policy.lines(tenant, user);
-        let result = lock(&self.book).reserve(&lines, amount, unix_ms, enforce);
-        if let Err(exhausted) = &result {
+        let result = match (&self.leases, enforce) {
+            (Some(leases), true) => {
+                let mut outcome = Err(Refused::Unavailable("no allowance after asking".into()));
+                for _ in 0..3 {
+                    let shortfalls = match lock(&self.book).reserve_within_allowances(&lines, amount, unix_ms) {
+                        Ok(id) => {
+                            outcome = Ok(id);
+                            break;
+                        }
+                        Err(shortfalls) => shortfalls,
+                    };
+                    match leases.acquire(&self.book, &shortfalls, unix_ms).await {
+                        Ok(()) => {}
+                        Err(LeaseError::Exhausted(exhausted)) => {
+                            outcome = Err(Refused::Exhausted(exhausted));
+                            break;
+                        }
+                        Err(LeaseError::Unreachable(why)) => {
+                            outcome = Err(Refused::Unavailable(why));
+                            break;
+                        }
+                    }
+                }
+                outcome
+            }
+            _ => lock(&self.book).reserve(&lines, amount, unix_ms, enforce).map_err(Refused::Exhausted),
+        };
+        if let Err(Refused::Exhausted(exhausted)) = &result {
             self.metrics.budget_rejections.with_label_values(&[&exhausted.scope.to_string(), exhausted.period.as_str()]).inc();
         }
         result

@@ -4,6 +4,9 @@
 //!   ledger written by the settling task) and the `Budget` actor: index, alerts, Redis, queries.
 //! - [`book`]: spend and reservations per (scope, period), admission and thresholds (plain struct).
 //! - [`index`]: totals per day by model, user and tenant for the admin queries.
+//! - [`lease`]: one budget over many nodes: owners, allowances and their arithmetic;
+//!   [`lease_owner`] and [`lease_replica`], the actors that grant and copy them;
+//!   [`lease_client`], how a request task gets more allowance when its reservation does not fit.
 //! - [`ledger`]: the append-only file ledger replayed at start.
 //! - [`segments`]: the ledger's closed daily files and their summaries, read at start instead of
 //!   old events.
@@ -17,6 +20,10 @@ pub mod book;
 pub mod budget;
 pub mod event;
 pub mod index;
+pub mod lease;
+pub mod lease_client;
+pub mod lease_owner;
+pub mod lease_replica;
 pub mod ledger;
 pub mod money;
 pub mod period;
@@ -26,7 +33,7 @@ pub mod segments;
 use std::collections::HashMap;
 
 pub use book::{BudgetLine, Exhausted, Scope};
-pub use budget::{BudgetHandle, CostQuery, CostReport};
+pub use budget::{BudgetCluster, BudgetHandle, CostQuery, CostReport, Refused};
 pub use event::CostEvent;
 pub use money::NanoUsd;
 pub use period::Period;
@@ -69,6 +76,12 @@ pub struct BudgetPolicy {
 }
 
 impl BudgetPolicy {
+    /// True when any user or tenant has a limit.
+    pub fn has_limits(&self) -> bool {
+        let limited = |limits: &Limits| limits.daily.is_some() || limits.monthly.is_some();
+        self.users.values().any(limited) || self.tenants.values().any(limited)
+    }
+
     /// The four lines a request by `user` of `tenant` counts against (limits where configured).
     pub fn lines(&self, tenant: &str, user: &str) -> Vec<BudgetLine> {
         let user_limits = self.users.get(&(tenant.to_owned(), user.to_owned())).copied().unwrap_or_default();

@@ -28,6 +28,25 @@ pub fn owners<S: AsRef<str>>(partition: u32, members: &[S], replication: usize) 
     weighted.into_iter().take(replication).map(|(_, member)| member).collect()
 }
 
+/// The owners of a named thing (a budget's scope) among `members`, best first: the same
+/// rendezvous hash over the key's bytes.
+pub fn owners_of_key<'a, S: AsRef<str>>(key: &str, members: &'a [S], replication: usize) -> Vec<&'a str> {
+    let mut weighted: Vec<(u64, &str)> = members
+        .iter()
+        .map(|member| {
+            let member = member.as_ref();
+            let mut hasher = Xxh3::new();
+            hasher.update(member.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(key.as_bytes());
+            (hasher.digest(), member)
+        })
+        .collect();
+    weighted.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    weighted.dedup_by(|a, b| a.1 == b.1);
+    weighted.into_iter().take(replication).map(|(_, member)| member).collect()
+}
+
 /// Every partition's owners for one member list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionMap {

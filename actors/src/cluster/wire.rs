@@ -11,9 +11,16 @@ use switchyard_proto::cluster as pb;
 
 use crate::cache::exact::CachedAnswer;
 use crate::cache::semantic::shard::SemanticEntry;
+use crate::budget::lease::{LeaseTable, NodeShare};
+use crate::budget::{BudgetLine, NanoUsd, Period, Scope};
 use crate::provider::health::{HealthStats, ProviderHealth};
 
 pub use switchyard_proto::cluster::{Candidate, Heartbeat, PartitionChunk, PartitionPull, ShardHit, ShardInsert, ShardInvalidate, ShardLookup, ShardLookupReply};
+pub use switchyard_proto::cluster::{LeaseAsk, LeaseExhausted, LeaseGiveBack, LeaseReclaim, LeaseReply, LeaseReport, LeaseReportAsk, LeaseShare, lease_reply};
+/// A lease table as it travels (the domain type is [`LeaseTable`]).
+pub use switchyard_proto::cluster::LeaseTable as LeaseTableMessage;
+/// A budget line as it travels (the domain type is [`BudgetLine`]).
+pub use switchyard_proto::cluster::BudgetLine as BudgetLineMessage;
 /// A pool's health as it travels (the domain type is [`ProviderHealth`]).
 pub use switchyard_proto::cluster::ProviderHealth as ProviderHealthMessage;
 
@@ -21,6 +28,10 @@ pub use switchyard_proto::cluster::ProviderHealth as ProviderHealthMessage;
 pub const MEMBERSHIP_GROUP: &str = "switchyard.membership.v1";
 /// The `pg` group every node's semantic cache peer joins.
 pub const CACHE_PEER_GROUP: &str = "switchyard.cache-peer.v1";
+/// The `pg` group every node's lease owner joins (budget leases are asked of it).
+pub const LEASE_OWNER_GROUP: &str = "switchyard.lease-owner.v1";
+/// The `pg` group every node's lease replica joins (table copies, confirmations, reports).
+pub const LEASE_REPLICA_GROUP: &str = "switchyard.lease-replica.v1";
 /// The `pg` group every node's router joins: provider pools send their health to its members.
 pub const ROUTER_GROUP: &str = "switchyard.router.v1";
 
@@ -97,6 +108,68 @@ pub fn health_from_wire(health: pb::ProviderHealth) -> (String, ProviderHealth, 
         models: health.models.into_iter().map(|(model, stats)| (model, stats_from_wire(stats))).collect(),
     };
     (health.node, decoded, health.idle_ms.map(std::time::Duration::from_millis))
+}
+
+/// A limited budget line in a period as it travels.
+pub fn line_to_wire(line: &BudgetLine, period_key: &str) -> pb::BudgetLine {
+    let (scope_kind, tenant, user) = match &line.scope {
+        Scope::User { tenant, user } => ("user", tenant.clone(), user.clone()),
+        Scope::Tenant(tenant) => ("tenant", tenant.clone(), String::new()),
+    };
+    pb::BudgetLine {
+        scope_kind: scope_kind.into(),
+        tenant,
+        user,
+        period: line.period.as_str().into(),
+        period_key: period_key.to_owned(),
+        limit_nano_usd: line.limit.unwrap_or_default().0,
+    }
+}
+
+/// A budget line from a peer, checked: its scope, period and limit.
+pub fn line_from_wire(line: &pb::BudgetLine) -> Result<(BudgetLine, String), WireError> {
+    let bad = |cause: String| WireError { what: "budget line", cause };
+    let scope = match line.scope_kind.as_str() {
+        "user" => Scope::User { tenant: line.tenant.clone(), user: line.user.clone() },
+        "tenant" => Scope::Tenant(line.tenant.clone()),
+        other => return Err(bad(format!("scope kind \"{other}\""))),
+    };
+    let period = match line.period.as_str() {
+        "daily" => Period::Daily,
+        "monthly" => Period::Monthly,
+        other => return Err(bad(format!("period \"{other}\""))),
+    };
+    if line.limit_nano_usd < 0 || line.period_key.is_empty() {
+        return Err(bad("a negative limit or no period key".into()));
+    }
+    Ok((BudgetLine { scope, period, limit: Some(NanoUsd(line.limit_nano_usd)) }, line.period_key.clone()))
+}
+
+/// A lease table as it travels.
+pub fn table_to_wire(line: pb::BudgetLine, table: &LeaseTable, confirm: bool) -> pb::LeaseTable {
+    pb::LeaseTable {
+        line: Some(line),
+        version: table.version,
+        shares: table
+            .nodes
+            .iter()
+            .map(|(node, share)| pb::LeaseShare { node: node.clone(), incarnation: share.incarnation, allowance_nano_usd: share.allowance.0, spent_nano_usd: share.spent.0 })
+            .collect(),
+        confirm,
+    }
+}
+
+/// A lease table from a peer.
+pub fn table_from_wire(table: &pb::LeaseTable, limit: NanoUsd) -> LeaseTable {
+    LeaseTable {
+        limit,
+        version: table.version,
+        nodes: table
+            .shares
+            .iter()
+            .map(|share| (share.node.clone(), NodeShare { incarnation: share.incarnation, allowance: NanoUsd(share.allowance_nano_usd.max(0)), spent: NanoUsd(share.spent_nano_usd.max(0)) }))
+            .collect(),
+    }
 }
 
 /// A semantic entry and its vector as they travel.

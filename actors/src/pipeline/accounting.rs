@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::budget::{BudgetHandle, CostEvent, Enforcement, Exhausted, NanoUsd};
+use crate::budget::{BudgetHandle, CostEvent, Enforcement, Exhausted, NanoUsd, Refused};
 use crate::error::GatewayError;
 use crate::model::{CacheLayer, ChatRequest, ModelSelection, Usage};
 use crate::router::RoutingPolicy;
@@ -60,7 +60,7 @@ pub fn worst_case_cost(request: &ChatRequest, selection: &ModelSelection, policy
 /// Rate limits, then the budget reservation. Under the downgrade policy an exhausted budget
 /// re-routes to the cheapest allowed model (via `downgrade`) and reserves without the limit.
 #[expect(clippy::too_many_arguments, reason = "each argument is one input of the admission decision")]
-pub fn admit(
+pub async fn admit(
     principal: &Arc<Principal>,
     budget: &BudgetHandle,
     enforcement: Enforcement,
@@ -86,18 +86,25 @@ pub fn admit(
         reservation: None,
     };
     let reserve = |amount: NanoUsd, enforce: bool| budget.reserve(&principal.tenant, &principal.user, amount, unix_ms, enforce);
-    match reserve(admission.reserved, true) {
+    match reserve(admission.reserved, true).await {
         Ok(id) => admission.reservation = Some(id),
-        Err(exhausted) if enforcement == Enforcement::Downgrade => {
+        Err(Refused::Exhausted(exhausted)) if enforcement == Enforcement::Downgrade => {
             let cheaper = downgrade().ok_or_else(|| exhausted_error(&exhausted))?;
             *selection = cheaper;
             admission.reserved = cost_of(selection);
-            let id = reserve(admission.reserved, false).map_err(|exhausted| exhausted_error(&exhausted))?;
+            let id = reserve(admission.reserved, false).await.map_err(refused_error)?;
             admission.reservation = Some(id);
         }
-        Err(exhausted) => return Err(exhausted_error(&exhausted)),
+        Err(refused) => return Err(refused_error(refused)),
     }
     Ok(admission)
+}
+
+fn refused_error(refused: Refused) -> GatewayError {
+    match refused {
+        Refused::Exhausted(exhausted) => exhausted_error(&exhausted),
+        Refused::Unavailable(why) => GatewayError::BudgetUnavailable(why),
+    }
 }
 
 fn exhausted_error(exhausted: &Exhausted) -> GatewayError {

@@ -314,7 +314,7 @@ impl Gateway {
     /// Validates, routes and admits a request: its key may use the model, its rate limits and
     /// budgets allow it.
     #[instrument(skip_all, fields(model = request.model.as_deref().unwrap_or("auto")))]
-    fn prepare(&self, principal: &Arc<Principal>, request: &ChatRequest) -> Result<(ModelSelection, Admission), GatewayError> {
+    async fn prepare(&self, principal: &Arc<Principal>, request: &ChatRequest) -> Result<(ModelSelection, Admission), GatewayError> {
         request.validate(&self.limits)?;
         if let Some(model) = &request.model
             && !principal.may_use(model)
@@ -330,7 +330,6 @@ impl Gateway {
         let policy = &self.budget.policy;
         let reserve_output = policy.reserve_output_tokens;
         let token_estimate = request.estimated_tokens(&self.limits);
-        let _span = info_span!("admission").entered();
         let admission = accounting::admit(
             principal,
             &self.budget,
@@ -340,7 +339,9 @@ impl Gateway {
             &mut selection,
             |selection| accounting::worst_case_cost(request, selection, &snapshot.policy, reserve_output),
             || snapshot.policy.cheapest(&context, &snapshot.health),
-        );
+        )
+        .instrument(info_span!("admission"))
+        .await;
         match admission {
             Ok(admission) => Ok((selection, admission)),
             Err(error) => {
@@ -377,7 +378,7 @@ impl Gateway {
     pub async fn generate(&self, principal: &Arc<Principal>, request: ChatRequest) -> Result<Answer, GatewayError> {
         let started = Instant::now();
         let _in_flight = self.admit()?;
-        let (selection, admission) = self.prepare(principal, &request)?;
+        let (selection, admission) = self.prepare(principal, &request).await?;
         let (probe, hit) = self.caches.lookup(principal, &request).await;
         if let Some(hit) = hit {
             let mut answer = self.answer_from_cache(hit, admission, &request, started)?;
@@ -504,7 +505,7 @@ impl Gateway {
     pub async fn generate_stream(&self, principal: &Arc<Principal>, request: ChatRequest) -> Result<AnswerStream, GatewayError> {
         let started = Instant::now();
         let in_flight = self.admit()?;
-        let (selection, admission) = self.prepare(principal, &request)?;
+        let (selection, admission) = self.prepare(principal, &request).await?;
         let (probe, hit) = self.caches.lookup(principal, &request).await;
         if let Some(hit) = hit {
             let id = new_id();
