@@ -683,6 +683,20 @@ fn served_and_spent(outcomes: &[(u16, i64)]) -> (usize, i64) {
     (outcomes.iter().filter(|(status, _)| *status == 200).count(), outcomes.iter().map(|(_, cost)| cost).sum())
 }
 
+/// What `user`'s daily budget line has spent, as `node` reports it.
+async fn budget_spent(node: &Node, user: &str) -> i64 {
+    let report: Value = reqwest::Client::new()
+        .get(format!("{}/admin/v1/budget?tenant=acme&user={user}", node.http))
+        .bearer_auth("sk-admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    report["budgets"][0]["spent"]["nano_usd"].as_i64().unwrap_or_else(|| panic!("{report}"))
+}
+
 /// One request costs 3 × 150 + 16 × 600 = 10,050 nanodollars (its reservation is no less).
 const REQUEST_NANO: i64 = 10_050;
 
@@ -715,6 +729,7 @@ async fn a_burst_over_three_nodes_spends_one_budget_even_when_its_owner_is_kille
     assert!(served >= 40, "served only {served}: allowances were stranded");
     for node in nodes.iter().flatten() {
         assert!(metric(node, "switchyard_budget_lease_asks_total{outcome=\"granted\"}").await > 0.0, "every node spent from a lease");
+        assert_eq!(budget_spent(node, "alice").await, spent, "any node answers for the whole cluster");
     }
 
     // Carol's budget, with its owner SIGKILLed mid-burst: requests in flight on it may fail; the
@@ -722,6 +737,7 @@ async fn a_burst_over_three_nodes_spends_one_budget_even_when_its_owner_is_kille
     // never passes the budget.
     let owner = switchyard_actors::cluster::ring::owners_of_key("budget:user:acme/carol", &names, 1)[0].to_owned();
     let owner_index = names.iter().position(|name| *name == owner).unwrap();
+    let alice_spent = spent;
     let killer = {
         let owner_node = nodes[owner_index].take().unwrap();
         tokio::spawn(async move {
@@ -730,7 +746,7 @@ async fn a_burst_over_three_nodes_spends_one_budget_even_when_its_owner_is_kille
         })
     };
     let outcomes = burst(&urls, "sk-carol", 300, Duration::from_millis(10)).await;
-    killer.await.unwrap();
+    let killed_dir = killer.await.unwrap();
     let (mut served, mut spent) = served_and_spent(&outcomes);
     let failed = outcomes.iter().filter(|(status, _)| *status != 200 && *status != 429).count();
     println!("burst with the owner {owner} killed: served {served}, spent {spent}, {failed} failed (sent to the killed node)");
@@ -762,4 +778,16 @@ async fn a_burst_over_three_nodes_spends_one_budget_even_when_its_owner_is_kille
     let new_owner_node = nodes[names.iter().position(|name| *name == new_owner).unwrap()].as_ref().unwrap();
     assert!(new_owner_node.logs().contains("lease table rebuilt"), "{}", new_owner_node.logs());
     assert!(metric(new_owner_node, "switchyard_budget_lease_grants_total").await > 0.0);
+
+    // Restarted with its ledger, the killed node is part of the sums again: a cost query through
+    // any node equals what every client was told.
+    let seeds: Vec<&Member> = members.iter().enumerate().filter(|(other, _)| *other != owner_index).map(|(_, member)| member).collect();
+    nodes[owner_index] = Some(start_member_with(sim.addr, &members[owner_index], &seeds, &killed_dir, COOKIE, &users_with_budget(budget_nano)));
+    for node in nodes.iter().flatten() {
+        settled(node, &names).await;
+    }
+    for node in nodes.iter().flatten() {
+        assert_eq!(budget_spent(node, "carol").await, spent, "carol's spend, summed over the three ledgers");
+        assert_eq!(budget_spent(node, "alice").await, alice_spent);
+    }
 }

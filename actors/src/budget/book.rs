@@ -111,7 +111,7 @@ struct Reservation {
 }
 
 /// A line's state, for `check_budget`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LineState {
     /// Whose budget.
     pub scope: Scope,

@@ -27,14 +27,15 @@ use crate::budget::money::NanoUsd;
 use crate::budget::period::{date_of, midnight_ms, now_ms};
 use crate::budget::BudgetPolicy;
 use crate::budget::redis_sink::{RedisLedgerSettings, RedisSink};
+use crate::budget::cost_peer::CostPeer;
 use crate::budget::lease_client::{LeaseClient, LeaseError};
 use crate::budget::lease_owner::{LeaseOwner, OwnerArgs};
 use crate::budget::lease_replica::{LeaseReplica, ReplicaArgs};
 use crate::cluster::wire;
 use crate::metrics::Metrics;
 
-/// A cost query from the Admin API.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A cost query from the Admin API (JSON between nodes, see `cost_peer`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CostQuery {
     /// Total cost of one UTC day (`get_daily_cost`).
     Daily(NaiveDate),
@@ -78,7 +79,7 @@ pub enum CostQuery {
 }
 
 /// The answer to a [`CostQuery`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum CostReport {
     /// One day's totals: cost, requests, requests without a price, requests charged at estimate.
     Daily {
@@ -348,6 +349,11 @@ impl BudgetHandle {
         };
         let (actor, _join) = Actor::spawn(None, Budget, args).await.context("failed to start the budget actor")?;
         let mut cells = vec![actor.get_cell()];
+        if let Some(cluster) = &cluster {
+            let name = wire::actor_name("cost-peer", &cluster.this_node);
+            let (peer, _join) = Actor::spawn(Some(name), CostPeer, actor.clone()).await.context("failed to start the cost peer")?;
+            cells.push(peer.get_cell());
+        }
         let leases = match cluster.filter(|_| policy.has_limits()) {
             None => None,
             Some(cluster) => {

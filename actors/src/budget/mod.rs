@@ -3,6 +3,7 @@
 //! - [`budget`]: the handle request tasks reserve and settle through (the book under a lock, the
 //!   ledger written by the settling task) and the `Budget` actor: index, alerts, Redis, queries.
 //! - [`book`]: spend and reservations per (scope, period), admission and thresholds (plain struct).
+//! - [`cost_peer`]: cost queries answered for the whole cluster (every node's ledger, summed).
 //! - [`index`]: totals per day by model, user and tenant for the admin queries.
 //! - [`lease`]: one budget over many nodes: owners, allowances and their arithmetic;
 //!   [`lease_owner`] and [`lease_replica`], the actors that grant and copy them;
@@ -18,6 +19,7 @@ pub mod alert;
 pub mod book;
 #[expect(clippy::module_inception, reason = "one file per actor, named after the actor")]
 pub mod budget;
+pub mod cost_peer;
 pub mod event;
 pub mod index;
 pub mod lease;

@@ -32,6 +32,8 @@ pub const CACHE_PEER_GROUP: &str = "switchyard.cache-peer.v1";
 pub const LEASE_OWNER_GROUP: &str = "switchyard.lease-owner.v1";
 /// The `pg` group every node's lease replica joins (table copies, confirmations, reports).
 pub const LEASE_REPLICA_GROUP: &str = "switchyard.lease-replica.v1";
+/// The `pg` group every node's cost peer joins (cluster-wide cost queries).
+pub const COST_PEER_GROUP: &str = "switchyard.cost-peer.v1";
 /// The `pg` group every node's router joins: provider pools send their health to its members.
 pub const ROUTER_GROUP: &str = "switchyard.router.v1";
 

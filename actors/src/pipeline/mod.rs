@@ -197,8 +197,12 @@ impl Gateway {
         self.keys.is_open()
     }
 
-    /// Answers a cost query.
+    /// Answers a cost query: for the whole cluster when clustered (every member's ledger,
+    /// summed), else from this node's.
     pub async fn query(&self, query: CostQuery) -> Result<CostReport, GatewayError> {
+        if self.cluster_view.borrow().clustered {
+            return crate::budget::cost_peer::cluster_query(query).await;
+        }
         ractor::call!(self.budget.actor, crate::budget::budget::BudgetMessage::Query, query)
             .map_err(|error| GatewayError::Internal(format!("budget actor: {error}")))
     }
