@@ -95,6 +95,9 @@ pub struct Metrics {
     pub budget_lease_grants: prometheus::IntCounter,
     /// Lease asks this node's request tasks sent, by outcome (granted, exhausted, retry).
     pub budget_lease_asks: IntCounterVec,
+    /// Rate-limit permit asks this node sent to keys' owners, by outcome (granted, limited,
+    /// retry, local).
+    pub rate_limit_asks: IntCounterVec,
     /// Providers whose circuit is open on another node (so this node routes around them too).
     pub cluster_providers_open_elsewhere: IntGauge,
 }
@@ -226,6 +229,7 @@ impl Metrics {
                 metric
             },
             budget_lease_asks: counter("budget_lease_asks_total", "Budget lease asks sent by this node, by outcome", &["outcome"])?,
+            rate_limit_asks: counter("rate_limit_asks_total", "Rate-limit permit asks sent to keys' owners, by outcome", &["outcome"])?,
             cluster_providers_open_elsewhere: plain_gauge("cluster_providers_open_elsewhere", "Providers whose circuit is open on another node")?,
             registry,
         })

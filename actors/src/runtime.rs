@@ -30,6 +30,8 @@ use crate::metrics::Metrics;
 use crate::pipeline::GatewaySettings;
 use crate::provider::ProviderHandle;
 use crate::router::RouterHandle;
+use crate::tenancy::rate_client::RateClient;
+use crate::tenancy::rate_owner::RateOwner;
 
 /// The actor; its state is [`RuntimeState`].
 #[derive(Debug, Default)]
@@ -187,6 +189,8 @@ pub struct NodeActors {
     pub semantic: Option<SemanticCache>,
     /// Who is in the cluster (this node alone without `[cluster]`).
     pub cluster_view: watch::Receiver<ClusterView>,
+    /// The cluster's shared rate limits, when clustered.
+    pub rates: Option<Arc<RateClient>>,
 }
 
 impl NodeActors {
@@ -222,6 +226,15 @@ impl NodeActors {
             let (membership, _join) = Actor::spawn(Some(wire::actor_name("membership", &cluster.membership.node_name)), Membership, args).await?;
             runtime.adopt([membership.get_cell()]);
         }
+        let rates = match &settings.cluster {
+            None => None,
+            Some(cluster) => {
+                let node = cluster.membership.node_name.clone();
+                let (owner, _join) = Actor::spawn(Some(wire::actor_name("rate-owner", &node)), RateOwner, (node, cluster_view.clone())).await?;
+                runtime.adopt([owner.get_cell()]);
+                Some(Arc::new(RateClient::new(cluster_view.clone(), Arc::clone(&metrics))))
+            }
+        };
         let mut providers = HashMap::new();
         for provider in &settings.providers {
             let (handle, cell) = ProviderHandle::start(provider.clone(), router.actor.clone(), cluster_node, Arc::clone(&metrics)).await?;
@@ -247,7 +260,7 @@ impl NodeActors {
                 Some(cache)
             }
         };
-        Ok(Self { runtime: runtime.clone(), router, budget, providers, semantic, cluster_view })
+        Ok(Self { runtime: runtime.clone(), router, budget, providers, semantic, cluster_view, rates })
     }
 }
 

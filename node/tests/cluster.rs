@@ -632,8 +632,8 @@ async fn a_provider_failing_for_one_node_is_avoided_by_every_node_within_two_sec
     }
 }
 
-/// Alice's and Carol's keys, each with a daily budget of `budget_nano`, and the admin key; the
-/// semantic layer off, so every request is charged.
+/// Alice's and Carol's keys, each with a daily budget of `budget_nano`, Dave's limited to 60
+/// requests a minute, and the admin key; the semantic layer off, so every request is charged.
 fn users_with_budget(budget_nano: i64) -> impl Fn(String) -> String + use<> {
     move |config: String| {
         let config = config.replace("[semantic_cache]\nenabled = true ", "[semantic_cache]\nenabled = false ");
@@ -645,7 +645,7 @@ fn users_with_budget(budget_nano: i64) -> impl Fn(String) -> String + use<> {
             "{config}\n[tenancy]\nadmin_key_sha256 = \"46db358cf47822ef17fa2cea371f2dd33512fb20ae94b092a5efb955d515b410\"\n{}{}",
             key("alice-key", "099295a3784e1bd368dc348843a7398c1931b6b8ec2504c73e91ed2040bdc46c", "alice"),
             key("carol-key", "1d0e7afc963efdf084924177294d02cc02800e540bf46e7b846529396be4eddf", "carol"),
-        )
+        ) + &format!("\n[[tenancy.keys]]\nid = \"dave-key\"\nkey_sha256 = \"501152388012ffde91fdb04068985171cc8ca85fbe18bd233679b25712b4b64a\"\ntenant = \"acme\"\nuser = \"dave\"\ntier = \"paid\"\nrequests_per_minute = 60\n")
     }
 }
 
@@ -789,5 +789,51 @@ async fn a_burst_over_three_nodes_spends_one_budget_even_when_its_owner_is_kille
     for node in nodes.iter().flatten() {
         assert_eq!(budget_spent(node, "carol").await, spent, "carol's spend, summed over the three ledgers");
         assert_eq!(budget_spent(node, "alice").await, alice_spent);
+    }
+}
+
+#[tokio::test]
+async fn a_key_limited_to_60_a_minute_gets_60_a_minute_through_three_nodes() {
+    let sim = start_sim().await;
+    let members = [Member::new("node-a", 72), Member::new("node-b", 73), Member::new("node-c", 74)];
+    let names: Vec<&str> = members.iter().map(|member| member.name.as_str()).collect();
+    let nodes: Vec<Node> = (0..3)
+        .map(|index| {
+            let seeds: Vec<&Member> = members.iter().enumerate().filter(|(other, _)| *other != index).map(|(_, member)| member).collect();
+            start_member_with(sim.addr, &members[index], &seeds, &new_dir(), COOKIE, &users_with_budget(1_000_000_000))
+        })
+        .collect();
+    for node in &nodes {
+        settled(node, &names).await;
+    }
+    let urls: Vec<String> = nodes.iter().map(|node| node.http.clone()).collect();
+    // Requests round-robin over the three nodes, four at a time, for ten seconds. Alone, a node
+    // lets through the minute's quota at once (60) and then one a second: 70 in ten seconds.
+    // Three nodes limiting on their own would let 210 through.
+    let window = Duration::from_secs(10);
+    let started = Instant::now();
+    let mut served = 0usize;
+    let mut limited = 0usize;
+    let mut n = 0usize;
+    while started.elapsed() < window {
+        let outcomes = burst(&urls[n % 3..=n % 3], "sk-dave", 4, Duration::ZERO).await;
+        n += 1;
+        for (status, _) in outcomes {
+            match status {
+                200 => served += 1,
+                429 => limited += 1,
+                other => panic!("status {other}"),
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // The bound: the quota, one per second since, and a batch (one permit) per node.
+    let most = 60.0 + elapsed.ceil() + 3.0;
+    println!("served {served}, limited {limited} in {elapsed:.1} s (at most {most})");
+    assert!(served >= 60, "the minute's quota was served: {served}");
+    assert!(served as f64 <= most, "served {served} > {most}");
+    assert!(limited > 0);
+    for node in &nodes {
+        assert!(metric(node, "switchyard_rate_limit_asks_total{outcome=\"granted\"}").await > 0.0);
     }
 }

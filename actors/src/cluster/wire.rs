@@ -16,6 +16,7 @@ use crate::budget::{BudgetLine, NanoUsd, Period, Scope};
 use crate::provider::health::{HealthStats, ProviderHealth};
 
 pub use switchyard_proto::cluster::{Candidate, Heartbeat, PartitionChunk, PartitionPull, ShardHit, ShardInsert, ShardInvalidate, ShardLookup, ShardLookupReply};
+pub use switchyard_proto::cluster::{RateAsk, RateGrant};
 pub use switchyard_proto::cluster::{LeaseAsk, LeaseExhausted, LeaseGiveBack, LeaseReclaim, LeaseReply, LeaseReport, LeaseReportAsk, LeaseShare, lease_reply};
 /// A lease table as it travels (the domain type is [`LeaseTable`]).
 pub use switchyard_proto::cluster::LeaseTable as LeaseTableMessage;
@@ -34,6 +35,8 @@ pub const LEASE_OWNER_GROUP: &str = "switchyard.lease-owner.v1";
 pub const LEASE_REPLICA_GROUP: &str = "switchyard.lease-replica.v1";
 /// The `pg` group every node's cost peer joins (cluster-wide cost queries).
 pub const COST_PEER_GROUP: &str = "switchyard.cost-peer.v1";
+/// The `pg` group every node's rate-limit owner joins.
+pub const RATE_OWNER_GROUP: &str = "switchyard.rate-owner.v1";
 /// The `pg` group every node's router joins: provider pools send their health to its members.
 pub const ROUTER_GROUP: &str = "switchyard.router.v1";
 

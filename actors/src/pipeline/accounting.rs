@@ -12,6 +12,7 @@ use crate::error::GatewayError;
 use crate::model::{CacheLayer, ChatRequest, ModelSelection, Usage};
 use crate::router::RoutingPolicy;
 use crate::tenancy::Principal;
+use crate::tenancy::rate_client::RateClient;
 
 /// Characters per token assumed when reserving: conservative, so real prompts rarely exceed it.
 const RESERVE_CHARS_PER_TOKEN: usize = 3;
@@ -29,6 +30,19 @@ pub struct Admission {
     pub unix_ms: i64,
     budget: BudgetHandle,
     reservation: Option<u64>,
+    /// The cluster's shared rate limits, when clustered.
+    rates: Option<Arc<RateClient>>,
+}
+
+impl Admission {
+    /// Corrects the token estimate to real usage, where it was taken from.
+    fn settle_tokens(&mut self, actual: u64) {
+        let estimate = std::mem::take(&mut self.token_estimate);
+        match &self.rates {
+            Some(rates) => rates.settle(&self.principal.key_id, estimate, actual),
+            None => self.principal.limiter.settle(estimate, actual),
+        }
+    }
 }
 
 impl Drop for Admission {
@@ -37,7 +51,7 @@ impl Drop for Admission {
             self.budget.release(id);
         }
         if self.token_estimate > 0 {
-            self.principal.limiter.settle(self.token_estimate, 0);
+            self.settle_tokens(0);
         }
     }
 }
@@ -63,6 +77,7 @@ pub fn worst_case_cost(request: &ChatRequest, selection: &ModelSelection, policy
 pub async fn admit(
     principal: &Arc<Principal>,
     budget: &BudgetHandle,
+    rates: Option<&Arc<RateClient>>,
     enforcement: Enforcement,
     token_estimate: u64,
     unix_ms: i64,
@@ -70,7 +85,11 @@ pub async fn admit(
     mut cost_of: impl FnMut(&ModelSelection) -> NanoUsd,
     downgrade: impl FnOnce() -> Option<ModelSelection>,
 ) -> Result<Admission, GatewayError> {
-    if let Err(limited) = principal.limiter.admit(token_estimate) {
+    let limited = match rates {
+        Some(rates) => rates.admit(principal, token_estimate).await,
+        None => principal.limiter.admit(token_estimate),
+    };
+    if let Err(limited) = limited {
         return Err(GatewayError::RateLimited {
             key_id: principal.key_id.clone(),
             limit: limited.limit,
@@ -84,6 +103,7 @@ pub async fn admit(
         unix_ms,
         budget: budget.clone(),
         reservation: None,
+        rates: rates.cloned(),
     };
     let reserve = |amount: NanoUsd, enforce: bool| budget.reserve(&principal.tenant, &principal.user, amount, unix_ms, enforce);
     match reserve(admission.reserved, true).await {
@@ -172,8 +192,7 @@ pub fn settle(mut admission: Admission, outcome: Outcome<'_>, request_text: Opti
         latency_ms: outcome.latency_ms,
     };
     audit(&event, outcome.status, request_text);
-    principal.limiter.settle(admission.token_estimate, u64::from(usage.total()));
-    admission.token_estimate = 0;
+    admission.settle_tokens(u64::from(usage.total()));
     let reservation = admission.reservation.take();
     admission.budget.settle(reservation, event).map_err(|error| GatewayError::Internal(format!("cost ledger: {error}")))
 }

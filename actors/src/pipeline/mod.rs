@@ -154,13 +154,15 @@ pub struct Gateway {
     audit_text: bool,
     caches: Caches,
     cluster_view: tokio::sync::watch::Receiver<ClusterView>,
+    /// The cluster's shared rate limits, when clustered.
+    rates: Option<Arc<crate::tenancy::rate_client::RateClient>>,
 }
 
 impl Gateway {
     /// Starts the node's actors under its runtime ([`NodeActors::start`]) and builds the
     /// pipeline around their handles.
     pub async fn start(settings: GatewaySettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let NodeActors { runtime, router, budget, providers, semantic, cluster_view } = NodeActors::start(&settings, Arc::clone(&metrics)).await?;
+        let NodeActors { runtime, router, budget, providers, semantic, cluster_view, rates } = NodeActors::start(&settings, Arc::clone(&metrics)).await?;
         let keys = KeyRing::new(settings.keys, settings.admin_key, settings.anonymous_tier);
         let exact = match settings.exact_cache {
             None => None,
@@ -179,6 +181,7 @@ impl Gateway {
             audit_text: settings.audit_text,
             caches: Caches { exact, semantic, metrics },
             cluster_view,
+            rates,
         })
     }
 
@@ -337,6 +340,7 @@ impl Gateway {
         let admission = accounting::admit(
             principal,
             &self.budget,
+            self.rates.as_ref(),
             policy.enforcement,
             token_estimate,
             now_ms(),

@@ -1,7 +1,8 @@
 //! Per-key rate limits. Requests per minute use `governor`'s GCRA limiter. Tokens per minute use
 //! a token bucket of our own, because a request's tokens are only estimated before the call and
 //! must be settled with real usage afterwards — returning unused estimate, which `governor` cannot.
-//! Limits live in process memory on each node (not in Redis).
+//! Alone, limits live in this process; in a cluster they are the key's owner node's, leased out
+//! in small grants (see `rate_owner`), and these limiters serve only while no owner is reachable.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -22,7 +23,7 @@ pub struct RateLimited {
     pub retry_after: Duration,
 }
 
-/// A token bucket refilled continuously; `level` may go below zero when a request larger than
+/// A token bucket refilled continuously (also the owner's, in a cluster); `level` may go below zero when a request larger than
 /// the whole bucket is let through on a full bucket, so large requests are slowed, not barred.
 #[derive(Debug)]
 pub struct TokenBucket {
@@ -43,6 +44,12 @@ impl TokenBucket {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.level = (self.level + elapsed * self.per_second).min(self.capacity);
         self.updated = now;
+    }
+
+    /// Tokens in the bucket now (negative after an oversized request).
+    pub fn level(&mut self, now: Instant) -> f64 {
+        self.refill(now);
+        self.level
     }
 
     /// Takes `tokens`, or says how long until they are available.
@@ -67,6 +74,8 @@ impl TokenBucket {
 /// One key's limits; the clock is `governor`'s (a fake one in tests).
 #[derive(Debug)]
 pub struct KeyLimiter<C: Clock = DefaultClock> {
+    /// The configured limits (requests, tokens per minute), for the cluster's shared limits.
+    limits: (Option<u32>, Option<u32>),
     requests: Option<RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>>,
     clock: C,
     tokens: Option<Mutex<TokenBucket>>,
@@ -83,12 +92,18 @@ impl<C: Clock + Clone> KeyLimiter<C> {
     /// Limits on `clock`.
     pub fn with_clock(requests_per_minute: Option<u32>, tokens_per_minute: Option<u32>, clock: C) -> Self {
         Self {
+            limits: (requests_per_minute.filter(|rpm| *rpm > 0), tokens_per_minute.filter(|tpm| *tpm > 0)),
             requests: requests_per_minute
                 .and_then(NonZeroU32::new)
                 .map(|rpm| RateLimiter::direct_with_clock(Quota::per_minute(rpm), clock.clone())),
             clock,
             tokens: tokens_per_minute.map(|tpm| Mutex::new(TokenBucket::new(tpm))),
         }
+    }
+
+    /// The configured limits: requests and tokens per minute.
+    pub fn limits(&self) -> (Option<u32>, Option<u32>) {
+        self.limits
     }
 
     /// Admits one request estimated at `tokens`, or says which limit refused it and for how long.
