@@ -645,7 +645,7 @@ fn users_with_budget(budget_nano: i64) -> impl Fn(String) -> String + use<> {
             "{config}\n[tenancy]\nadmin_key_sha256 = \"46db358cf47822ef17fa2cea371f2dd33512fb20ae94b092a5efb955d515b410\"\n{}{}",
             key("alice-key", "099295a3784e1bd368dc348843a7398c1931b6b8ec2504c73e91ed2040bdc46c", "alice"),
             key("carol-key", "1d0e7afc963efdf084924177294d02cc02800e540bf46e7b846529396be4eddf", "carol"),
-        ) + &format!("\n[[tenancy.keys]]\nid = \"dave-key\"\nkey_sha256 = \"501152388012ffde91fdb04068985171cc8ca85fbe18bd233679b25712b4b64a\"\ntenant = \"acme\"\nuser = \"dave\"\ntier = \"paid\"\nrequests_per_minute = 60\n")
+        ) + "\n[[tenancy.keys]]\nid = \"dave-key\"\nkey_sha256 = \"501152388012ffde91fdb04068985171cc8ca85fbe18bd233679b25712b4b64a\"\ntenant = \"acme\"\nuser = \"dave\"\ntier = \"paid\"\nrequests_per_minute = 60\n"
     }
 }
 

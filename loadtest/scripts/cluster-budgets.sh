@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The hot path's cost of the cluster's shared budgets (BENCHMARKS.md, "Cluster, part 2"):
+# pass-through requests (both caches off) at 1 and 16 clients against a lone node and against
+# one node of a 3-node cluster, both with a tenant budget on every request (the anonymous
+# tenant's daily budget, large enough never to run out), RUNS rounds alternating the two. Also the
+# lease asks and grants and the health messages the cluster exchanged per second of load.
+# Usage: loadtest/scripts/cluster-budgets.sh [SECONDS] [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds=${1:-10}
+runs=${2:-3}
+bin=target/release
+cargo build --release --locked -p switchyard-node -p switchyard-loadtest >&2
+
+work=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
+sim_port=19300
+"$bin/switchyard-sim" --listen 127.0.0.1:$sim_port >/dev/null 2>&1 &
+pids+=($!)
+echo cluster-bench >"$work/cookie"
+
+# node N's config: HTTP on 1928N; N = 0 is the lone node, 1..3 the cluster on 127.0.0.(20+N).
+node_config() {
+  local n=$1 seeds=""
+  sed -e "s/127.0.0.1:9100/127.0.0.1:$sim_port/" \
+      -e "s/grpc_listen = \"127.0.0.1:50051\"/grpc_listen = \"127.0.0.1:1925$n\"/" \
+      -e "s/http_listen = \"127.0.0.1:8080\"/http_listen = \"127.0.0.1:1928$n\"/" \
+      -e 's/log_level = "info"/log_level = "warn"/' \
+      -e 's/^exact = true /exact = false /' \
+      -e '/^\[semantic_cache\]/,/^enabled/s/^enabled = true /enabled = false /' \
+      deploy/examples/single-node.toml
+  if [ "$n" -gt 0 ]; then
+    for m in 1 2 3; do [ "$m" = "$n" ] || seeds="$seeds\"127.0.0.$((20 + m)):17600\", "; done
+    printf '\n[cluster]\nnode_name = "node-%s"\nlisten = "127.0.0.%s:17600"\ncookie_file = "%s"\nseeds = [%s]\n' "$n" "$((20 + n))" "$work/cookie" "$seeds"
+  fi
+  printf '\n[tenancy]\n[[tenancy.tenants]]\nname = "anonymous"\ndaily_budget_usd = 1000000\n'
+}
+
+for n in 0 1 2 3; do
+  node_config "$n" >"$work/node-$n.toml"
+  SWITCHYARD_TENANCY__LEDGER_PATH="$work/ledger-$n.jsonl" "$bin/switchyard" serve --config "$work/node-$n.toml" >"$work/node-$n.log" 2>&1 &
+  pids+=($!)
+done
+for n in 0 1 2 3; do
+  until curl -sf "http://127.0.0.1:1928$n/ready" >/dev/null; do sleep 0.2; done
+done
+for n in 1 2 3; do
+  until curl -sf "http://127.0.0.1:1928$n/admin/v1/cluster" | python3 -c "import json,sys; s=json.load(sys.stdin); sys.exit(0 if sum(m['state']=='alive' for m in s['members'])==3 else 1)"; do sleep 0.2; done
+done
+
+counters() { # the cluster's lease and health counters, summed over its nodes
+  for n in 1 2 3; do curl -s "http://127.0.0.1:1928$n/metrics"; done | python3 -c '
+import re, sys
+sums = {}
+for line in sys.stdin:
+    m = re.match(r"switchyard_(budget_lease_asks_total|budget_lease_grants_total|cluster_health_messages_total)(\{[^}]*\})? ([0-9.e+]+)", line)
+    if m:
+        key = m.group(1) + (m.group(2) or "")
+        sums[key] = sums.get(key, 0) + float(m.group(3))
+print(" ".join(f"{k}={v:.0f}" for k, v in sorted(sums.items())))'
+}
+
+for run in $(seq 1 "$runs"); do
+  for clients in 1 16; do
+    for target in lone cluster; do
+      port=19280; [ "$target" = cluster ] && port=19281
+      before=$(counters)
+      row=$("$bin/switchyard-loadtest" --threads 1 bench --target "http://127.0.0.1:$port" --concurrency "$clients" --duration "$seconds" | tail -1)
+      echo "run $run $target $clients clients: $row"
+      [ "$target" = cluster ] && echo "  counters before: $before" && echo "  counters after:  $(counters)"
+    done
+  done
+done
