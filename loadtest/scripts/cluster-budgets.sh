@@ -37,11 +37,15 @@ node_config() {
   printf '\n[tenancy]\n[[tenancy.tenants]]\nname = "anonymous"\ndaily_budget_usd = 1000000\n'
 }
 
+node_pids=()
 for n in 0 1 2 3; do
   node_config "$n" >"$work/node-$n.toml"
   SWITCHYARD_TENANCY__LEDGER_PATH="$work/ledger-$n.jsonl" "$bin/switchyard" serve --config "$work/node-$n.toml" >"$work/node-$n.log" 2>&1 &
   pids+=($!)
+  node_pids+=($!)
 done
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for n in 0 1 2 3; do
   until curl -sf "http://127.0.0.1:1928$n/ready" >/dev/null; do sleep 0.2; done
 done
@@ -64,10 +68,17 @@ print(" ".join(f"{k}={v:.0f}" for k, v in sorted(sums.items())))'
 for run in $(seq 1 "$runs"); do
   for clients in 1 16; do
     for target in lone cluster; do
-      port=19280; [ "$target" = cluster ] && port=19281
+      port=19280; pid=${node_pids[0]}
+      if [ "$target" = cluster ]; then port=19281; pid=${node_pids[1]}; fi
       before=$(counters)
-      row=$("$bin/switchyard-loadtest" --threads 1 bench --target "http://127.0.0.1:$port" --concurrency "$clients" --duration "$seconds" | tail -1)
-      echo "run $run $target $clients clients: $row"
+      "$bin/switchyard-loadtest" --threads 1 bench --target "http://127.0.0.1:$port" --concurrency "$clients" --duration "$seconds" >"$work/bench.json" &
+      load=$!
+      sleep 1 # the warm-up second: the node's CPU is counted over the measured seconds only
+      ticks=$(cpu_ticks "$pid")
+      wait "$load"
+      row=$(tail -1 "$work/bench.json")
+      cpu=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(round((int(sys.argv[3])-int(sys.argv[2]))*1e6/int(sys.argv[4])/r["requests"],1))' "$row" "$ticks" "$(cpu_ticks "$pid")" "$(getconf CLK_TCK)")
+      echo "run $run $target $clients clients: $row node_cpu_us_per_request=$cpu"
       [ "$target" = cluster ] && echo "  counters before: $before" && echo "  counters after:  $(counters)"
     done
   done
