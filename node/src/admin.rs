@@ -9,8 +9,9 @@ use switchyard_actors::error::GatewayError;
 /// Rows returned by cost-by-user when no limit is given.
 pub const DEFAULT_LIMIT: usize = 10;
 
+/// Today on the budget clock.
 fn today() -> NaiveDate {
-    chrono::Utc::now().date_naive()
+    switchyard_actors::budget::period::date_of(switchyard_actors::budget::period::now_ms())
 }
 
 /// Parses the date parameter `name`; absent or empty means `default`.

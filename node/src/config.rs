@@ -169,6 +169,10 @@ struct RawTenancy {
     reserve_output_tokens: Option<u32>,
     #[serde(default)]
     audit_text: bool,
+    /// Shifts the budget clock (periods, cost timestamps) by this many milliseconds: for
+    /// rehearsing a period's end on a staging cluster. 0 in production.
+    #[serde(default)]
+    budget_clock_offset_ms: i64,
 }
 
 /// A mounted secrets file of keys: `[[keys]]` tables as in `[[tenancy.keys]]`.
@@ -1029,6 +1033,9 @@ impl RawTenancy {
         if let Some(bad) = thresholds.iter().find(|threshold| !(1..=1000).contains(*threshold)) {
             return Err(invalid("tenancy.alert_thresholds", format!("{bad} is outside 1 ..= 1000 percent")));
         }
+        if self.budget_clock_offset_ms.unsigned_abs() > 366 * 86_400_000 {
+            return Err(invalid("tenancy.budget_clock_offset_ms", format!("{} is more than a year", self.budget_clock_offset_ms)));
+        }
         let alert_webhook = match &self.alert_webhook {
             Some(url) if reqwest_like_url(url).is_some() => {
                 Some(reqwest::Url::parse(url).map_err(|error| invalid("tenancy.alert_webhook", error.to_string()))?)
@@ -1046,6 +1053,7 @@ impl RawTenancy {
                 enforcement: self.enforcement,
                 reserve_output_tokens: self.reserve_output_tokens.unwrap_or(4096).max(1),
                 retention_days: self.retention_days.unwrap_or(400).max(1),
+                clock_offset_ms: self.budget_clock_offset_ms,
             },
             ledger_path: self.ledger_path.clone().unwrap_or_else(|| PathBuf::from("data/cost-ledger.jsonl")),
             alert_webhook,

@@ -837,3 +837,64 @@ async fn a_key_limited_to_60_a_minute_gets_60_a_minute_through_three_nodes() {
         assert!(metric(node, "switchyard_rate_limit_asks_total{outcome=\"granted\"}").await > 0.0);
     }
 }
+
+/// The total a node reports for `date` (the whole cluster's).
+async fn daily_total(node: &Node, date: &str) -> i64 {
+    let report: Value = reqwest::Client::new()
+        .get(format!("{}/admin/v1/cost/daily?date={date}", node.http))
+        .bearer_auth("sk-admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    report["total"]["nano_usd"].as_i64().unwrap_or_else(|| panic!("{report}"))
+}
+
+#[tokio::test]
+async fn spend_across_midnight_is_neither_lost_nor_counted_twice() {
+    const DAY_MS: i64 = 86_400_000;
+    let sim = start_sim().await;
+    let sim_url = format!("http://{}/_sim/behaviour", sim.addr);
+    reqwest::Client::new().put(&sim_url).json(&json!({"ttft_ms": 30})).send().await.unwrap();
+    // Every node's budget clock is shifted so that its midnight comes 20 s from now.
+    let now = chrono::Utc::now().timestamp_millis();
+    let midnight = (now / DAY_MS + 1) * DAY_MS;
+    let offset = midnight - 20_000 - now;
+    let node_now = move || chrono::Utc::now().timestamp_millis() + offset;
+    let budget_nano = 30 * REQUEST_NANO;
+    let shifted = move |config: String| users_with_budget(budget_nano)(config).replace("[tenancy]\n", &format!("[tenancy]\nbudget_clock_offset_ms = {offset}\n"));
+    let members = [Member::new("node-a", 82), Member::new("node-b", 83), Member::new("node-c", 84)];
+    let names: Vec<&str> = members.iter().map(|member| member.name.as_str()).collect();
+    let nodes: Vec<Node> = (0..3)
+        .map(|index| {
+            let seeds: Vec<&Member> = members.iter().enumerate().filter(|(other, _)| *other != index).map(|(_, member)| member).collect();
+            start_member_with(sim.addr, &members[index], &seeds, &new_dir(), COOKIE, &shifted)
+        })
+        .collect();
+    for node in &nodes {
+        settled(node, &names).await;
+    }
+    assert!(node_now() < midnight - 2_000, "the nodes took too long to start for the test's clock");
+    let urls: Vec<String> = nodes.iter().map(|node| node.http.clone()).collect();
+    let (mut served, mut told) = (0usize, 0i64);
+    while node_now() < midnight + 3_000 {
+        let outcomes = burst(&urls, "sk-alice", 6, Duration::ZERO).await;
+        assert!(outcomes.iter().all(|(status, _)| *status == 200 || *status == 429), "{outcomes:?}");
+        let (more, cost) = served_and_spent(&outcomes);
+        served += more;
+        told += cost;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let day = |ms: i64| chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).unwrap().format("%Y-%m-%d").to_string();
+    let (before, after) = (day(midnight - 1), day(midnight));
+    println!("served {served}, told {told} across {before} and {after}");
+    for node in &nodes {
+        let (first, second) = (daily_total(node, &before).await, daily_total(node, &after).await);
+        assert!(first > 0 && second > 0, "spend on both days: {first} and {second}");
+        assert_eq!(first + second, told, "no spend lost or counted twice");
+        assert!(first <= budget_nano && second <= budget_nano, "each day within its budget: {first}, {second}");
+    }
+    assert!(served <= 60);
+}

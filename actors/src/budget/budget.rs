@@ -325,6 +325,12 @@ impl BudgetHandle {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<(Self, Vec<ractor::ActorCell>)> {
         use anyhow::Context as _;
+        if policy.clock_offset_ms != 0 {
+            if !crate::budget::period::set_clock_offset_ms(policy.clock_offset_ms) {
+                anyhow::bail!("the budget clock is already shifted by another offset in this process");
+            }
+            tracing::warn!(offset_ms = policy.clock_offset_ms, "the budget clock is shifted (tenancy.budget_clock_offset_ms): periods and cost timestamps are not UTC now");
+        }
         let (ledger, replay) = FileLedger::open(ledger_path)?;
         let redis = redis.map(|settings| RedisSink::start(settings, &replay.events)).transpose()?;
         let policy = Arc::new(policy);

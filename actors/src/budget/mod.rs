@@ -75,6 +75,8 @@ pub struct BudgetPolicy {
     pub reserve_output_tokens: u32,
     /// Days of cost history kept for queries.
     pub retention_days: u32,
+    /// Shift of the budget clock, in milliseconds (rehearsing a period's end; 0 in production).
+    pub clock_offset_ms: i64,
 }
 
 impl BudgetPolicy {

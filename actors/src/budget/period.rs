@@ -59,9 +59,18 @@ pub fn midnight_ms(date: NaiveDate) -> i64 {
     date.and_hms_opt(0, 0, 0).map_or(i64::MIN, |naive| Utc.from_utc_datetime(&naive).timestamp_millis())
 }
 
-/// Milliseconds since the Unix epoch, now.
+/// The budget clock's shift, set once at start (`tenancy.budget_clock_offset_ms`).
+static CLOCK_OFFSET_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+
+/// Shifts the budget clock by `offset_ms` for the rest of the process (a rehearsal of a period's
+/// end); the first call wins. Returns false if it was already set to another value.
+pub fn set_clock_offset_ms(offset_ms: i64) -> bool {
+    *CLOCK_OFFSET_MS.get_or_init(|| offset_ms) == offset_ms
+}
+
+/// Milliseconds since the Unix epoch, now, on the budget clock.
 pub fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+    Utc::now().timestamp_millis() + CLOCK_OFFSET_MS.get().copied().unwrap_or(0)
 }
 
 #[cfg(test)]

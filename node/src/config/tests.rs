@@ -198,3 +198,12 @@ fn cluster_tls_loads_the_shipped_script_certificates_and_names_bad_files() {
     assert!(unknown.contains("ca"), "{unknown}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_budget_clock_offset_is_bounded_and_carried_to_the_policy() {
+    let config = parse(&format!("{MINIMAL}\n[tenancy]\nbudget_clock_offset_ms = -20000\n")).expect("valid offset");
+    assert_eq!(config.gateway.budget.clock_offset_ms, -20_000);
+    assert_eq!(parse(MINIMAL).expect("valid").gateway.budget.clock_offset_ms, 0, "unshifted by default");
+    let error = error_of(&format!("{MINIMAL}\n[tenancy]\nbudget_clock_offset_ms = 99999999999\n"));
+    assert!(error.starts_with("tenancy.budget_clock_offset_ms"), "{error}");
+}
