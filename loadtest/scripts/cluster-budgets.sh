@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The hot path's cost of the cluster's shared budgets (BENCHMARKS.md, "Cluster, part 2"):
-# pass-through requests (both caches off) at 1 and 16 clients against a lone node and against
-# one node of a 3-node cluster, both with a tenant budget on every request (the anonymous
-# tenant's daily budget, large enough never to run out), RUNS rounds alternating the two. Also the
-# lease asks and grants and the health messages the cluster exchanged per second of load.
+# The hot path's cost of the cluster's shared budgets and rate limits (BENCHMARKS.md, "Cluster,
+# part 2"): pass-through requests (both caches off) at 1 and 16 clients against a lone node and
+# against one node of a 3-node cluster, every request with an API key whose user has a daily
+# budget and requests- and tokens-per-minute limits (all large enough never to refuse), RUNS
+# rounds alternating the two. Also the lease asks and grants, the rate-limit asks and the health
+# messages the cluster exchanged. (The keys are sk-alice and the admin's sk-admin, as in the tests.)
 # Usage: loadtest/scripts/cluster-budgets.sh [SECONDS] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,7 +35,7 @@ node_config() {
     for m in 1 2 3; do [ "$m" = "$n" ] || seeds="$seeds\"127.0.0.$((20 + m)):17600\", "; done
     printf '\n[cluster]\nnode_name = "node-%s"\nlisten = "127.0.0.%s:17600"\ncookie_file = "%s"\nseeds = [%s]\n' "$n" "$((20 + n))" "$work/cookie" "$seeds"
   fi
-  printf '\n[tenancy]\n[[tenancy.tenants]]\nname = "anonymous"\ndaily_budget_usd = 1000000\n'
+  printf '\n[tenancy]\nadmin_key_sha256 = "46db358cf47822ef17fa2cea371f2dd33512fb20ae94b092a5efb955d515b410"\n[[tenancy.keys]]\nid = "bench"\nkey_sha256 = "099295a3784e1bd368dc348843a7398c1931b6b8ec2504c73e91ed2040bdc46c"\ntenant = "acme"\nuser = "bench"\ndaily_budget_usd = 1000000\nrequests_per_minute = 6000000\ntokens_per_minute = 600000000\n'
 }
 
 node_pids=()
@@ -50,7 +51,7 @@ for n in 0 1 2 3; do
   until curl -sf "http://127.0.0.1:1928$n/ready" >/dev/null; do sleep 0.2; done
 done
 for n in 1 2 3; do
-  until curl -sf "http://127.0.0.1:1928$n/admin/v1/cluster" | python3 -c "import json,sys; s=json.load(sys.stdin); sys.exit(0 if sum(m['state']=='alive' for m in s['members'])==3 else 1)"; do sleep 0.2; done
+  until curl -sf -H 'authorization: Bearer sk-admin' "http://127.0.0.1:1928$n/admin/v1/cluster" | python3 -c "import json,sys; s=json.load(sys.stdin); sys.exit(0 if sum(m['state']=='alive' for m in s['members'])==3 else 1)"; do sleep 0.2; done
 done
 
 counters() { # the cluster's lease and health counters, summed over its nodes
@@ -58,7 +59,7 @@ counters() { # the cluster's lease and health counters, summed over its nodes
 import re, sys
 sums = {}
 for line in sys.stdin:
-    m = re.match(r"switchyard_(budget_lease_asks_total|budget_lease_grants_total|cluster_health_messages_total)(\{[^}]*\})? ([0-9.e+]+)", line)
+    m = re.match(r"switchyard_(budget_lease_asks_total|budget_lease_grants_total|rate_limit_asks_total|cluster_health_messages_total)(\{[^}]*\})? ([0-9.e+]+)", line)
     if m:
         key = m.group(1) + (m.group(2) or "")
         sums[key] = sums.get(key, 0) + float(m.group(3))
@@ -71,7 +72,7 @@ for run in $(seq 1 "$runs"); do
       port=19280; pid=${node_pids[0]}
       if [ "$target" = cluster ]; then port=19281; pid=${node_pids[1]}; fi
       before=$(counters)
-      "$bin/switchyard-loadtest" --threads 1 bench --target "http://127.0.0.1:$port" --concurrency "$clients" --duration "$seconds" >"$work/bench.json" &
+      "$bin/switchyard-loadtest" --threads 1 bench --target "http://127.0.0.1:$port" --concurrency "$clients" --duration "$seconds" --api-key sk-alice >"$work/bench.json" &
       load=$!
       sleep 1 # the warm-up second: the node's CPU is counted over the measured seconds only
       ticks=$(cpu_ticks "$pid")

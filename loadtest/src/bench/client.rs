@@ -64,6 +64,8 @@ pub(crate) struct RequestTemplate {
     pub(crate) prompt: String,
     /// The answer's token limit.
     pub(crate) max_tokens: u32,
+    /// The API key sent as a bearer token, if any.
+    pub(crate) api_key: Option<String>,
 }
 
 /// Connections shared by the workers of one benchmark run.
@@ -84,6 +86,8 @@ pub(crate) enum ClientFactory {
         endpoint: Endpoint,
         /// The request every call sends.
         request: GenerateRequest,
+        /// The `authorization` metadata, with an API key.
+        authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     },
 }
 
@@ -105,7 +109,13 @@ impl ClientFactory {
                 };
                 let url = reqwest::Url::parse(&url)
                     .with_context(|| format!("invalid target url {url:?}"))?;
+                let mut headers = http::HeaderMap::new();
+                if let Some(key) = &template.api_key {
+                    let value = http::HeaderValue::from_str(&format!("Bearer {key}")).context("the API key is not a valid header value")?;
+                    headers.insert(http::header::AUTHORIZATION, value);
+                }
                 let client = reqwest::Client::builder()
+                    .default_headers(headers)
                     .pool_max_idle_per_host(concurrency)
                     .tcp_nodelay(true)
                     .timeout(timeout)
@@ -142,7 +152,13 @@ impl ClientFactory {
                     }),
                     ..GenerateRequest::default()
                 };
-                Ok(Self::Grpc { endpoint, request })
+                let authorization = template
+                    .api_key
+                    .as_ref()
+                    .map(|key| format!("Bearer {key}").parse())
+                    .transpose()
+                    .context("the API key is not valid metadata")?;
+                Ok(Self::Grpc { endpoint, request, authorization })
             }
         }
     }
@@ -156,9 +172,10 @@ impl ClientFactory {
                 url: url.clone(),
                 body: body.clone(),
             },
-            Self::Grpc { endpoint, request } => WorkerClient::Grpc {
+            Self::Grpc { endpoint, request, authorization } => WorkerClient::Grpc {
                 client: GatewayClient::new(endpoint.connect_lazy()),
                 request: request.clone(),
+                authorization: authorization.clone(),
             },
         }
     }
@@ -185,6 +202,8 @@ pub(crate) enum WorkerClient {
         client: GatewayClient<Channel>,
         /// The request every call sends.
         request: GenerateRequest,
+        /// The `authorization` metadata, with an API key.
+        authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     },
 }
 
@@ -212,9 +231,13 @@ impl WorkerClient {
                     Err(format!("status {status}: {excerpt}"))
                 }
             }
-            Self::Grpc { client, request } => client
-                .generate(request.clone())
-                .await
+            Self::Grpc { client, request, authorization } => {
+                let mut call = tonic::Request::new(request.clone());
+                if let Some(authorization) = authorization {
+                    call.metadata_mut().insert("authorization", authorization.clone());
+                }
+                client.generate(call).await
+            }
                 .map(drop)
                 .map_err(|status| format!("grpc {:?}: {}", status.code(), status.message())),
         }
@@ -259,6 +282,7 @@ mod tests {
             model: "m".to_owned(),
             prompt: "hi".to_owned(),
             max_tokens: 4,
+            api_key: None,
         };
         for given in [
             "http://h:1",

@@ -67,6 +67,8 @@ pub struct BenchConfig {
     pub max_tokens: u32,
     /// Time limit of one request; a request that exceeds it counts as an error.
     pub request_timeout: Duration,
+    /// The API key requests carry (a bearer token), if any.
+    pub api_key: Option<String>,
 }
 
 impl BenchConfig {
@@ -82,6 +84,7 @@ impl BenchConfig {
             prompt: DEFAULT_PROMPT.to_owned(),
             max_tokens: DEFAULT_MAX_TOKENS,
             request_timeout: Duration::from_secs(30),
+            api_key: None,
         }
     }
 }
@@ -147,6 +150,7 @@ pub async fn run_bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         model: config.model.clone(),
         prompt: config.prompt.clone(),
         max_tokens: config.max_tokens,
+        api_key: config.api_key.clone(),
     };
     let factory = ClientFactory::new(
         &config.target,

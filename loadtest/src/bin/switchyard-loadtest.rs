@@ -210,6 +210,9 @@ struct TargetArgs {
     /// Seconds before a request counts as failed.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// API key the requests carry as a bearer token.
+    #[arg(long, env = "SWITCHYARD_LOADTEST_API_KEY")]
+    api_key: Option<String>,
 }
 
 /// Flags of `bench`.
@@ -447,6 +450,7 @@ fn bench_config(args: &TargetArgs) -> anyhow::Result<BenchConfig> {
     config.prompt.clone_from(&args.prompt);
     config.max_tokens = args.max_tokens;
     config.request_timeout = seconds("--timeout", args.timeout)?;
+    config.api_key.clone_from(&args.api_key);
     Ok(config)
 }
 
