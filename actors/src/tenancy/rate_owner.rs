@@ -213,6 +213,48 @@ mod tests {
         assert_eq!(gcra.take(5, now + Duration::from_millis(2_500)).0, 2, "one per second after");
     }
 
+    fn owner(view: &ClusterView) -> RateOwnerState {
+        let (_sender, receiver) = tokio::sync::watch::channel(view.clone());
+        RateOwnerState { this_node: view.this_node.clone(), view: receiver, keys: HashMap::new(), members: Vec::new() }
+    }
+
+    fn ask(key_id: &str, rpm: u32, tpm: u32, want_tokens: u64, need_tokens: u64) -> wire::RateAsk {
+        wire::RateAsk { key_id: key_id.into(), requests_per_minute: rpm, tokens_per_minute: tpm, want_requests: batch(rpm), want_tokens, need_tokens }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_are_granted_in_part_down_to_the_need_then_refused_with_the_permits_given_back() {
+        let mut state = owner(&ClusterView::alone("a", true));
+        let now = Instant::now();
+        let grant = state.grant(&ask("k", 60, 1_000, 800, 100), now);
+        assert_eq!((grant.requests, grant.tokens, grant.limited_by.as_str()), (1, 800, ""));
+        // 200 tokens left: a want of 800 gets the 200, enough for the need of 150.
+        let grant = state.grant(&ask("k", 60, 1_000, 800, 150), now);
+        assert_eq!((grant.requests, grant.tokens), (1, 200));
+        // Nothing left for a need of 100: refused, and the permit it took is given back.
+        let refused = state.grant(&ask("k", 60, 1_000, 100, 100), now);
+        assert_eq!(refused.limited_by, "tokens per minute");
+        assert!(refused.retry_after_ms > 0);
+        let tat_before = state.keys["k"].requests.as_ref().map(|gcra| gcra.tat);
+        let _refused_again = state.grant(&ask("k", 60, 1_000, 100, 100), now);
+        assert_eq!(state.keys["k"].requests.as_ref().map(|gcra| gcra.tat), tat_before, "refusals take no permits");
+    }
+
+    #[test]
+    fn a_node_that_does_not_own_the_key_says_who_does() {
+        let view = ClusterView {
+            this_node: "a".into(),
+            clustered: true,
+            alive: vec!["a".into(), "b".into(), "c".into()],
+            members: Vec::new(),
+        };
+        let key = (0..100).map(|n| format!("key-{n}")).find(|key| owner_of(key, &view).as_deref() != Some("a")).unwrap_or_default();
+        let mut state = owner(&view);
+        let grant = state.grant(&ask(&key, 60, 0, 0, 0), Instant::now());
+        assert_eq!(Some(grant.not_owner), owner_of(&key, &view));
+        assert_eq!(grant.requests, 0);
+    }
+
     #[test]
     fn batches_are_a_tenth_of_a_second_at_least_one() {
         assert_eq!(batch(60), 1);
