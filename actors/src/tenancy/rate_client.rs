@@ -65,7 +65,12 @@ impl RateClient {
         if pools.len() > 100_000 {
             pools.retain(|_, pool| now.saturating_duration_since(pool.granted_at) <= PERMIT_LIFETIME);
         }
-        let pool = pools.entry(key_id.to_owned()).or_insert(Pool { requests: 0, tokens: 0, granted_at: now }).fresh(now);
+        // The hot path finds the key's pool without allocating; a key's first request inserts it.
+        if !pools.contains_key(key_id) {
+            pools.insert(key_id.to_owned(), Pool { requests: 0, tokens: 0, granted_at: now });
+        }
+        let Some(pool) = pools.get_mut(key_id) else { return false };
+        let pool = pool.fresh(now);
         let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
         let requests_ok = limits.0.is_none() || pool.requests >= 1;
         let tokens_ok = limits.1.is_none() || pool.tokens >= tokens;
