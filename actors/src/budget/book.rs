@@ -189,17 +189,19 @@ impl SpendBook {
     }
 
     /// Lowers this node's allowance on a line to what it has spent and holds reserved (a reclaim),
-    /// returning (spent, kept).
-    pub fn give_back(&mut self, scope: &Scope, period: Period, period_key: &str) -> (NanoUsd, NanoUsd) {
+    /// returning (spent, kept, the allowance it had).
+    pub fn give_back(&mut self, scope: &Scope, period: Period, period_key: &str) -> (NanoUsd, NanoUsd, NanoUsd) {
         let key = (scope.clone(), period, period_key.to_owned());
         let counter = self.counters.get(&key).cloned().unwrap_or_default();
         let keep = counter.spent.plus(counter.reserved);
-        if let Some(allowance) = self.allowances.get_mut(&key)
-            && keep < *allowance
-        {
-            *allowance = keep;
+        let mut had = NanoUsd::ZERO;
+        if let Some(allowance) = self.allowances.get_mut(&key) {
+            had = *allowance;
+            if keep < *allowance {
+                *allowance = keep;
+            }
         }
-        (counter.spent, keep)
+        (counter.spent, keep, had)
     }
 
     /// This node's spend, reservations and allowance on a line.

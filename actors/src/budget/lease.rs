@@ -151,13 +151,15 @@ impl LeaseTable {
         LeaseAnswer::Granted(allowance)
     }
 
-    /// A node gives back all of its allowance beyond `keep` (its spent + reserved).
-    pub fn give_back(&mut self, node: &str, spent: NanoUsd, keep: NanoUsd) {
+    /// A node gives back all of its allowance beyond `keep` (its spent + reserved), having held
+    /// `from`. A give-back from less than the owner last granted it is ignored: that grant is on
+    /// its way to the node and will raise its allowance again, so the owner must keep counting it.
+    pub fn give_back(&mut self, node: &str, spent: NanoUsd, keep: NanoUsd, from: NanoUsd) {
         if let Some(share) = self.nodes.get_mut(node) {
             if spent > share.spent {
                 share.spent = spent;
             }
-            if keep < share.allowance {
+            if share.allowance <= from && keep < share.allowance {
                 share.allowance = keep;
                 self.version += 1;
             }
@@ -230,7 +232,10 @@ mod tests {
         let restarted = LeaseAsk { incarnation: 2, ..ask("a", 40, 0, 10) };
         let after = granted(table.grant(&restarted, 2));
         assert_eq!(after, 50 + 950 / 4);
-        table.give_back("a", NanoUsd(60), NanoUsd(60));
+        // A give-back from an allowance older than the latest grant is ignored.
+        table.give_back("a", NanoUsd(60), NanoUsd(60), NanoUsd(100));
+        assert_eq!(table.nodes["a"].allowance, NanoUsd(after));
+        table.give_back("a", NanoUsd(60), NanoUsd(60), NanoUsd(after));
         assert_eq!(table.nodes["a"].allowance, NanoUsd(60));
         assert_eq!(table.available(), NanoUsd(940));
     }

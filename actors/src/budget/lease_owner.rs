@@ -78,6 +78,9 @@ struct Owned {
     /// The alive members when the table was last rebuilt: a change means another node may
     /// have owned the line meanwhile.
     members: Vec<String>,
+    /// The newest version the standby confirmed: an allowance is given out only once its
+    /// version is confirmed (a grant whose confirmation failed is confirmed on the next ask).
+    confirmed: u64,
 }
 
 /// The owner's state.
@@ -138,7 +141,7 @@ impl OwnerState {
             }
             table.limit = limit;
             info!(line = id, reports = reports.len(), committed = %table.committed(), "lease table rebuilt");
-            self.tables.insert(id.to_owned(), Owned { line: line.clone(), table, members: alive.to_vec() });
+            self.tables.insert(id.to_owned(), Owned { line: line.clone(), table, members: alive.to_vec(), confirmed: 0 });
         }
         self.tables.get_mut(id).unwrap_or_else(|| unreachable!("inserted above"))
     }
@@ -157,7 +160,6 @@ impl OwnerState {
         let members = view.alive.len();
         let this_node = self.args.this_node.clone();
         let owned = self.table(&id, &line_message, limit, &view.alive).await;
-        let before = owned.table.version;
         let request = LeaseAsk {
             node: ask.node.clone(),
             incarnation: ask.incarnation,
@@ -166,12 +168,13 @@ impl OwnerState {
             needed: NanoUsd(ask.needed_nano_usd.max(0)),
         };
         let answer = owned.table.grant(&request, members);
-        let changed = owned.table.version != before;
+        let unconfirmed = owned.table.version > owned.confirmed;
+        let version = owned.table.version;
         let copy = wire::table_to_wire(owned.line.clone(), &owned.table, false);
         let holders: Vec<String> = owned.table.nodes.iter().filter(|(node, share)| **node != ask.node && share.allowance > share.spent).map(|(node, _)| node.clone()).collect();
         match answer {
             LeaseAnswer::Granted(allowance) => {
-                if changed {
+                if unconfirmed {
                     if let Some(standby) = owners.get(1).filter(|standby| **standby != this_node) {
                         let confirm = wire::encode(&wire::LeaseTableMessage { confirm: true, ..copy.clone() });
                         let confirmed = match member(wire::LEASE_REPLICA_GROUP, standby) {
@@ -191,6 +194,9 @@ impl OwnerState {
                     let bytes = wire::encode(&copy);
                     for replica in replicas() {
                         let _gone = replica.cast(LeaseReplicaMessage::Copy(bytes.clone()));
+                    }
+                    if let Some(owned) = self.tables.get_mut(&id) {
+                        owned.confirmed = version;
                     }
                     self.args.metrics.budget_lease_grants.inc();
                 }
@@ -216,7 +222,12 @@ impl OwnerState {
         let line = give_back.line.ok_or_else(|| wire::WireError { what: "lease give-back", cause: "no line".into() })?;
         let (line, period_key) = wire::line_from_wire(&line)?;
         if let Some(owned) = self.tables.get_mut(&line_id(&line, &period_key)) {
-            owned.table.give_back(&give_back.node, NanoUsd(give_back.spent_nano_usd.max(0)), NanoUsd(give_back.keep_nano_usd.max(0)));
+            owned.table.give_back(
+                &give_back.node,
+                NanoUsd(give_back.spent_nano_usd.max(0)),
+                NanoUsd(give_back.keep_nano_usd.max(0)),
+                NanoUsd(give_back.from_nano_usd.max(0)),
+            );
             let bytes = wire::encode(&wire::table_to_wire(owned.line.clone(), &owned.table, false));
             for replica in replicas() {
                 let _gone = replica.cast(LeaseReplicaMessage::Copy(bytes.clone()));

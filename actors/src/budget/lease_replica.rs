@@ -98,8 +98,8 @@ impl ReplicaState {
         let ask: wire::LeaseReclaim = wire::decode("lease reclaim", bytes)?;
         let line = ask.line.ok_or_else(|| wire::WireError { what: "lease reclaim", cause: "no line".into() })?;
         let (parsed, period_key) = wire::line_from_wire(&line)?;
-        let (spent, keep) = crate::budget::budget::lock(&self.args.book).give_back(&parsed.scope, parsed.period, &period_key);
-        let give_back = wire::LeaseGiveBack { line: Some(line), node: self.args.this_node.clone(), spent_nano_usd: spent.0, keep_nano_usd: keep.0 };
+        let (spent, keep, had) = crate::budget::budget::lock(&self.args.book).give_back(&parsed.scope, parsed.period, &period_key);
+        let give_back = wire::LeaseGiveBack { line: Some(line), node: self.args.this_node.clone(), spent_nano_usd: spent.0, keep_nano_usd: keep.0, from_nano_usd: had.0 };
         let view = self.args.view.borrow().clone();
         match owner_actor(&parsed.scope, &view) {
             Some(owner) => {
