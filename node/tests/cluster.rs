@@ -74,9 +74,30 @@ fn start_member_with(sim: SocketAddr, member: &Member, seeds: &[&Member], dir: &
     Node::start_in(dir, &cluster_config(sim, member, seeds, &cookie_file, tweak))
 }
 
-/// The node's cluster status (with the admin key, which the nodes with tenancy require).
+/// `GET path` of the node's Admin API, with the admin key (which the nodes with tenancy require).
+async fn admin_get(node: &Node, path: &str) -> Value {
+    reqwest::Client::new().get(format!("{}{path}", node.http)).bearer_auth("sk-admin").send().await.unwrap().json().await.unwrap()
+}
+
+/// The node's cluster status.
 async fn status(node: &Node) -> Value {
-    reqwest::Client::new().get(format!("{}/admin/v1/cluster", node.http)).bearer_auth("sk-admin").send().await.unwrap().json().await.unwrap()
+    admin_get(node, "/admin/v1/cluster").await
+}
+
+/// Every member but `members[index]`: its seeds.
+fn others(members: &[Member], index: usize) -> Vec<&Member> {
+    members.iter().enumerate().filter(|(other, _)| *other != index).map(|(_, member)| member).collect()
+}
+
+/// Starts every member, each seeded with the others and its config passed through `tweak`, and
+/// waits until each sees them all.
+async fn start_all(sim: SocketAddr, members: &[Member], tweak: &dyn Fn(String) -> String) -> Vec<Node> {
+    let nodes: Vec<Node> = (0..members.len()).map(|index| start_member_with(sim, &members[index], &others(members, index), &new_dir(), COOKIE, tweak)).collect();
+    let names: Vec<&str> = members.iter().map(|member| member.name.as_str()).collect();
+    for node in &nodes {
+        settled(node, &names).await;
+    }
+    nodes
 }
 
 fn alive(status: &Value) -> Vec<String> {
@@ -685,15 +706,7 @@ fn served_and_spent(outcomes: &[(u16, i64)]) -> (usize, i64) {
 
 /// What `user`'s daily budget line has spent, as `node` reports it.
 async fn budget_spent(node: &Node, user: &str) -> i64 {
-    let report: Value = reqwest::Client::new()
-        .get(format!("{}/admin/v1/budget?tenant=acme&user={user}", node.http))
-        .bearer_auth("sk-admin")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = admin_get(node, &format!("/admin/v1/budget?tenant=acme&user={user}")).await;
     report["budgets"][0]["spent"]["nano_usd"].as_i64().unwrap_or_else(|| panic!("{report}"))
 }
 
@@ -708,15 +721,7 @@ async fn a_burst_over_three_nodes_spends_one_budget_even_when_its_owner_is_kille
     let budget_nano = 50 * REQUEST_NANO;
     let members = [Member::new("node-a", 62), Member::new("node-b", 63), Member::new("node-c", 64)];
     let names: Vec<&str> = members.iter().map(|member| member.name.as_str()).collect();
-    let mut nodes: Vec<Option<Node>> = (0..3)
-        .map(|index| {
-            let seeds: Vec<&Member> = members.iter().enumerate().filter(|(other, _)| *other != index).map(|(_, member)| member).collect();
-            Some(start_member_with(sim.addr, &members[index], &seeds, &new_dir(), COOKIE, &users_with_budget(budget_nano)))
-        })
-        .collect();
-    for node in nodes.iter().flatten() {
-        settled(node, &names).await;
-    }
+    let mut nodes: Vec<Option<Node>> = start_all(sim.addr, &members, &users_with_budget(budget_nano)).await.into_iter().map(Some).collect();
     let urls: Vec<String> = nodes.iter().flatten().map(|node| node.http.clone()).collect();
 
     // 300 at once over three nodes, a budget covering 50.
@@ -781,8 +786,7 @@ async fn a_burst_over_three_nodes_spends_one_budget_even_when_its_owner_is_kille
 
     // Restarted with its ledger, the killed node is part of the sums again: a cost query through
     // any node equals what every client was told.
-    let seeds: Vec<&Member> = members.iter().enumerate().filter(|(other, _)| *other != owner_index).map(|(_, member)| member).collect();
-    nodes[owner_index] = Some(start_member_with(sim.addr, &members[owner_index], &seeds, &killed_dir, COOKIE, &users_with_budget(budget_nano)));
+    nodes[owner_index] = Some(start_member_with(sim.addr, &members[owner_index], &others(&members, owner_index), &killed_dir, COOKIE, &users_with_budget(budget_nano)));
     for node in nodes.iter().flatten() {
         settled(node, &names).await;
     }
@@ -796,16 +800,7 @@ async fn a_burst_over_three_nodes_spends_one_budget_even_when_its_owner_is_kille
 async fn a_key_limited_to_60_a_minute_gets_60_a_minute_through_three_nodes() {
     let sim = start_sim().await;
     let members = [Member::new("node-a", 72), Member::new("node-b", 73), Member::new("node-c", 74)];
-    let names: Vec<&str> = members.iter().map(|member| member.name.as_str()).collect();
-    let nodes: Vec<Node> = (0..3)
-        .map(|index| {
-            let seeds: Vec<&Member> = members.iter().enumerate().filter(|(other, _)| *other != index).map(|(_, member)| member).collect();
-            start_member_with(sim.addr, &members[index], &seeds, &new_dir(), COOKIE, &users_with_budget(1_000_000_000))
-        })
-        .collect();
-    for node in &nodes {
-        settled(node, &names).await;
-    }
+    let nodes = start_all(sim.addr, &members, &users_with_budget(1_000_000_000)).await;
     let urls: Vec<String> = nodes.iter().map(|node| node.http.clone()).collect();
     // Requests round-robin over the three nodes, four at a time, for ten seconds. Alone, a node
     // lets through the minute's quota at once (60) and then one a second: 70 in ten seconds.
@@ -840,15 +835,7 @@ async fn a_key_limited_to_60_a_minute_gets_60_a_minute_through_three_nodes() {
 
 /// The total a node reports for `date` (the whole cluster's).
 async fn daily_total(node: &Node, date: &str) -> i64 {
-    let report: Value = reqwest::Client::new()
-        .get(format!("{}/admin/v1/cost/daily?date={date}", node.http))
-        .bearer_auth("sk-admin")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = admin_get(node, &format!("/admin/v1/cost/daily?date={date}")).await;
     report["total"]["nano_usd"].as_i64().unwrap_or_else(|| panic!("{report}"))
 }
 
@@ -866,16 +853,7 @@ async fn spend_across_midnight_is_neither_lost_nor_counted_twice() {
     let budget_nano = 30 * REQUEST_NANO;
     let shifted = move |config: String| users_with_budget(budget_nano)(config).replace("[tenancy]\n", &format!("[tenancy]\nbudget_clock_offset_ms = {offset}\n"));
     let members = [Member::new("node-a", 82), Member::new("node-b", 83), Member::new("node-c", 84)];
-    let names: Vec<&str> = members.iter().map(|member| member.name.as_str()).collect();
-    let nodes: Vec<Node> = (0..3)
-        .map(|index| {
-            let seeds: Vec<&Member> = members.iter().enumerate().filter(|(other, _)| *other != index).map(|(_, member)| member).collect();
-            start_member_with(sim.addr, &members[index], &seeds, &new_dir(), COOKIE, &shifted)
-        })
-        .collect();
-    for node in &nodes {
-        settled(node, &names).await;
-    }
+    let nodes = start_all(sim.addr, &members, &shifted).await;
     assert!(node_now() < midnight - 2_000, "the nodes took too long to start for the test's clock");
     let urls: Vec<String> = nodes.iter().map(|node| node.http.clone()).collect();
     let (mut served, mut told) = (0usize, 0i64);

@@ -13,32 +13,28 @@ use xxhash_rust::xxh3::Xxh3;
 /// The owners of `partition` among `members`: the `replication` members with the highest
 /// rendezvous weight, best first (fewer when the cluster is smaller).
 pub fn owners<S: AsRef<str>>(partition: u32, members: &[S], replication: usize) -> Vec<&str> {
-    let mut weighted: Vec<(u64, &str)> = members
-        .iter()
-        .map(|member| {
-            let member = member.as_ref();
-            let mut hasher = Xxh3::new();
-            hasher.update(member.as_bytes());
-            hasher.update(&partition.to_le_bytes());
-            (hasher.digest(), member)
-        })
-        .collect();
-    weighted.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    weighted.dedup_by(|a, b| a.1 == b.1);
-    weighted.into_iter().take(replication).map(|(_, member)| member).collect()
+    top_by_weight(members, replication, |hasher| hasher.update(&partition.to_le_bytes()))
 }
 
 /// The owners of a named thing (a budget's scope) among `members`, best first: the same
 /// rendezvous hash over the key's bytes.
 pub fn owners_of_key<'a, S: AsRef<str>>(key: &str, members: &'a [S], replication: usize) -> Vec<&'a str> {
+    top_by_weight(members, replication, |hasher| {
+        hasher.update(b"\0");
+        hasher.update(key.as_bytes());
+    })
+}
+
+/// The `replication` members with the highest weight, xxh3 of the member's name followed by
+/// what `thing` adds, best first; ties broken by name, duplicates dropped.
+fn top_by_weight<S: AsRef<str>>(members: &[S], replication: usize, thing: impl Fn(&mut Xxh3)) -> Vec<&str> {
     let mut weighted: Vec<(u64, &str)> = members
         .iter()
         .map(|member| {
             let member = member.as_ref();
             let mut hasher = Xxh3::new();
             hasher.update(member.as_bytes());
-            hasher.update(b"\0");
-            hasher.update(key.as_bytes());
+            thing(&mut hasher);
             (hasher.digest(), member)
         })
         .collect();
