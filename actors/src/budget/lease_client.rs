@@ -129,7 +129,10 @@ impl LeaseClient {
                 }
             }
         }
-        Err(LeaseError::Unreachable(format!("the owner of {}'s budget did not grant an allowance: {last_problem}", short.line.scope)))
+        Err(LeaseError::Unreachable(format!(
+            "the owner of {}'s budget did not grant an allowance ({last_problem}); retry shortly: the cluster's members are settling or the owner is unreachable",
+            short.line.scope
+        )))
     }
 }
 
