@@ -151,6 +151,9 @@ pub struct SpendBook {
     reservations: HashMap<u64, Reservation>,
     next_reservation: u64,
     thresholds: Vec<u32>,
+    /// In a cluster, limited lines whose spend changed since it was last reported to their
+    /// owners, who alert on the cluster's spend (this book alerts only on one node).
+    unreported: Option<HashMap<(Scope, Period, String), NanoUsd>>,
 }
 
 impl SpendBook {
@@ -158,16 +161,57 @@ impl SpendBook {
     pub fn new(mut thresholds: Vec<u32>) -> Self {
         thresholds.sort_unstable();
         thresholds.dedup();
-        Self { counters: HashMap::new(), allowances: HashMap::new(), reservations: HashMap::new(), next_reservation: 1, thresholds }
+        Self { counters: HashMap::new(), allowances: HashMap::new(), reservations: HashMap::new(), next_reservation: 1, thresholds, unreported: None }
+    }
+
+    /// A clustered node's book: it alerts on nothing itself, and keeps which limited lines' spend
+    /// changed, for [`SpendBook::take_unreported`].
+    pub fn clustered(thresholds: Vec<u32>) -> Self {
+        Self { unreported: Some(HashMap::new()), ..Self::new(thresholds) }
+    }
+
+    /// The limited lines whose spend changed since the last call, with their period keys and
+    /// this node's spend on them (empty on a book that is not clustered).
+    pub fn take_unreported(&mut self) -> Vec<(BudgetLine, String, NanoUsd)> {
+        let Some(unreported) = self.unreported.as_mut() else { return Vec::new() };
+        let lines: Vec<_> = unreported.drain().collect();
+        lines
+            .into_iter()
+            .map(|((scope, period, key), limit)| {
+                let spent = self.counters.get(&(scope.clone(), period, key.clone())).map_or(NanoUsd::ZERO, |counter| counter.spent);
+                (BudgetLine { scope, period, limit: Some(limit) }, key, spent)
+            })
+            .collect()
+    }
+
+    /// Puts a line back among the unreported (its owner could not be told).
+    pub fn unreport(&mut self, line: &BudgetLine, period_key: &str) {
+        if let (Some(unreported), Some(limit)) = (self.unreported.as_mut(), line.limit) {
+            unreported.insert((line.scope.clone(), line.period, period_key.to_owned()), limit);
+        }
+    }
+
+    /// Counts `cost` on a limited counter: in a cluster it is to be reported, on one node it may
+    /// cross thresholds.
+    fn spent_on_limited(&mut self, scope: &Scope, period: Period, period_key: &str, limit: NanoUsd) -> Vec<Alert> {
+        if let Some(unreported) = self.unreported.as_mut() {
+            unreported.insert((scope.clone(), period, period_key.to_owned()), limit);
+            return Vec::new();
+        }
+        match self.counters.get_mut(&(scope.clone(), period, period_key.to_owned())) {
+            Some(counter) => fire(&self.thresholds, counter, scope, period, period_key, limit),
+            None => Vec::new(),
+        }
     }
 
     /// Reserves `amount` on every line like [`SpendBook::reserve`], but in a cluster: each limited
     /// line must fit this node's allowance (never above the limit, see `lease`) rather than the
     /// limit itself. Refuses, changing nothing, with every line that does not fit.
     pub fn reserve_within_allowances(&mut self, lines: &[BudgetLine], amount: NanoUsd, unix_ms: i64) -> Result<u64, Vec<Shortfall>> {
+        let keys: Vec<String> = lines.iter().map(|line| line.period.key(unix_ms)).collect();
         let mut short = Vec::new();
-        for line in lines.iter().filter(|line| line.limit.is_some()) {
-            let key = (line.scope.clone(), line.period, line.period.key(unix_ms));
+        for (line, period_key) in lines.iter().zip(&keys).filter(|(line, _)| line.limit.is_some()) {
+            let key = (line.scope.clone(), line.period, period_key.clone());
             let counter = self.counters.get(&key).cloned().unwrap_or_default();
             let allowance = self.allowances.get(&key).copied().unwrap_or(NanoUsd::ZERO);
             if counter.spent.plus(counter.reserved).plus(amount) > allowance {
@@ -177,7 +221,7 @@ impl SpendBook {
         if !short.is_empty() {
             return Err(short);
         }
-        self.reserve(lines, amount, unix_ms, false).map_err(|_never| Vec::new())
+        Ok(self.reserve_keyed(lines, keys, amount))
     }
 
     /// Raises this node's allowance on a line (an owner's grant; never lowers it).
@@ -232,9 +276,14 @@ impl SpendBook {
                 }
             }
         }
+        let keys = lines.iter().map(|line| line.period.key(unix_ms)).collect();
+        Ok(self.reserve_keyed(lines, keys, amount))
+    }
+
+    /// Reserves `amount` on every line, in the periods of `keys` (one per line).
+    fn reserve_keyed(&mut self, lines: &[BudgetLine], keys: Vec<String>, amount: NanoUsd) -> u64 {
         let mut counters = Vec::with_capacity(lines.len());
-        for line in lines {
-            let period_key = line.period.key(unix_ms);
+        for (line, period_key) in lines.iter().zip(keys) {
             let counter = self.counters.entry((line.scope.clone(), line.period, period_key.clone())).or_default();
             counter.reserved = counter.reserved.plus(amount);
             counters.push((line.scope.clone(), line.period, period_key, line.limit));
@@ -242,7 +291,7 @@ impl SpendBook {
         let id = self.next_reservation;
         self.next_reservation += 1;
         self.reservations.insert(id, Reservation { counters, amount });
-        Ok(id)
+        id
     }
 
     /// Settles reservation `id` with the real `cost`: the reservation is released and the cost
@@ -255,7 +304,7 @@ impl SpendBook {
             counter.reserved = counter.reserved.minus(reservation.amount);
             counter.spent = counter.spent.plus(cost);
             if let Some(limit) = limit {
-                alerts.extend(fire(&self.thresholds, counter, &scope, period, &period_key, limit));
+                alerts.extend(self.spent_on_limited(&scope, period, &period_key, limit));
             }
         }
         alerts
@@ -276,7 +325,7 @@ impl SpendBook {
     pub fn record(&mut self, lines: &[BudgetLine], cost: NanoUsd, unix_ms: i64) {
         for line in lines {
             let period_key = line.period.key(unix_ms);
-            let counter = self.counters.entry((line.scope.clone(), line.period, period_key)).or_default();
+            let counter = self.counters.entry((line.scope.clone(), line.period, period_key.clone())).or_default();
             counter.spent = counter.spent.plus(cost);
             // Thresholds already crossed before a restart are not alerted again.
             if let Some(limit) = line.limit {
@@ -284,6 +333,9 @@ impl SpendBook {
                     if crossed(counter.spent, limit, *threshold) && !counter.fired.contains(threshold) {
                         counter.fired.push(*threshold);
                     }
+                }
+                if let Some(unreported) = self.unreported.as_mut() {
+                    unreported.insert((line.scope.clone(), line.period, period_key), limit);
                 }
             }
         }
@@ -321,6 +373,9 @@ impl SpendBook {
             *key == period.key(unix_ms) || counter.reserved != NanoUsd::ZERO
         });
         self.allowances.retain(|(_, period, key), _| *key == period.key(unix_ms));
+        if let Some(unreported) = self.unreported.as_mut() {
+            unreported.retain(|(_, period, key), _| *key == period.key(unix_ms));
+        }
     }
 }
 

@@ -141,6 +141,8 @@ pub struct BudgetArgs {
     pub metrics: Arc<Metrics>,
     /// The Redis side of the ledger, when configured.
     pub redis: Option<RedisSink>,
+    /// In a cluster with limits: the lines' owners alert and export utilisation, not this node.
+    leased: bool,
 }
 
 /// The budget actor's state.
@@ -154,6 +156,7 @@ pub struct BudgetState {
     /// The UTC day closed periods were last dropped from the book and the index.
     pruned_on: NaiveDate,
     redis: Option<RedisSink>,
+    leased: bool,
 }
 
 /// Messages to the budget actor.
@@ -177,8 +180,11 @@ pub enum BudgetMessage {
 
 impl BudgetState {
     /// Sets the utilisation gauges of the request's limited budget lines (none on a node
-    /// without budgets, which then skips the book).
+    /// without budgets, which then skips the book; in a cluster, the lines' owners set them).
     fn utilisation(&self, tenant: &str, user: &str, unix_ms: i64) {
+        if self.leased {
+            return;
+        }
         let limited: Vec<_> = self.policy.lines(tenant, user).into_iter().filter(|line| line.limit.is_some()).collect();
         if limited.is_empty() {
             return;
@@ -266,6 +272,7 @@ impl Actor for Budget {
             metrics: args.metrics,
             pruned_on: today,
             redis: args.redis,
+            leased: args.leased,
         })
     }
 
@@ -335,7 +342,8 @@ impl BudgetHandle {
         let redis = redis.map(|settings| RedisSink::start(settings, &replay.events)).transpose()?;
         let policy = Arc::new(policy);
         let now = now_ms();
-        let mut spend = SpendBook::new(policy.thresholds.clone());
+        let leased = cluster.is_some() && policy.has_limits();
+        let mut spend = if leased { SpendBook::clustered(policy.thresholds.clone()) } else { SpendBook::new(policy.thresholds.clone()) };
         for event in &replay.events {
             spend.record(&policy.lines(&event.tenant, &event.user), event.charged(), event.unix_ms);
         }
@@ -349,9 +357,10 @@ impl BudgetHandle {
             book: Arc::clone(&book),
             replayed: replay.events,
             summaries: replay.summaries,
-            notifier,
+            notifier: notifier.clone(),
             metrics: Arc::clone(&metrics),
             redis,
+            leased,
         };
         let (actor, _join) = Actor::spawn(None, Budget, args).await.context("failed to start the budget actor")?;
         let mut cells = vec![actor.get_cell()];
@@ -364,7 +373,13 @@ impl BudgetHandle {
             None => None,
             Some(cluster) => {
                 let incarnation = u64::try_from(now).unwrap_or(0);
-                let owner_args = OwnerArgs { this_node: cluster.this_node.clone(), view: cluster.view.clone(), metrics: Arc::clone(&metrics) };
+                let owner_args = OwnerArgs {
+                    this_node: cluster.this_node.clone(),
+                    view: cluster.view.clone(),
+                    metrics: Arc::clone(&metrics),
+                    notifier,
+                    thresholds: policy.thresholds.clone(),
+                };
                 let (owner, _join) = Actor::spawn(Some(wire::actor_name("lease-owner", &cluster.this_node)), LeaseOwner, owner_args).await.context("failed to start the lease owner")?;
                 let replica_args = ReplicaArgs { this_node: cluster.this_node.clone(), incarnation, book: Arc::clone(&book), view: cluster.view.clone() };
                 let (replica, _join) =

@@ -25,6 +25,11 @@
 //! A node that becomes owner without the table (it joined after the grants) rebuilds it from the
 //! other nodes' copies and their own reports before it grants anything.
 //!
+//! The owner also hears every node's spend on the line (each node reports it every half second
+//! while it spends), so budget alerts fire once for the cluster's spend, from the owner, and the
+//! owner exports the line's utilisation. The thresholds already alerted travel with the copies,
+//! so a new owner does not alert them again.
+//!
 //! [`LeaseTable`] is the arithmetic, a plain value tested on its own.
 
 use std::collections::BTreeMap;
@@ -59,6 +64,8 @@ pub struct LeaseTable {
     pub version: u64,
     /// Shares by node name.
     pub nodes: BTreeMap<String, NodeShare>,
+    /// Alert thresholds (percent) the spend has crossed, each alerted once.
+    pub alerted: Vec<u32>,
 }
 
 /// What a node asks the owner for.
@@ -93,7 +100,35 @@ pub enum LeaseAnswer {
 impl LeaseTable {
     /// An empty table for a line limited to `limit`.
     pub fn new(limit: NanoUsd) -> Self {
-        Self { limit, version: 0, nodes: BTreeMap::new() }
+        Self { limit, version: 0, nodes: BTreeMap::new(), alerted: Vec::new() }
+    }
+
+    /// Raises what `node` has spent to `spent` (a spend report; spend never goes down). Not a
+    /// version change by itself: every node reports its own spend again to a new owner.
+    pub fn report_spent(&mut self, node: &str, spent: NanoUsd) {
+        let share = self.nodes.entry(node.to_owned()).or_default();
+        if spent > share.spent {
+            share.spent = spent;
+        }
+    }
+
+    /// The thresholds (percent, ascending) the cluster's spend has crossed and that were not
+    /// alerted yet; they count as alerted from now on.
+    pub fn crossed(&mut self, thresholds: &[u32]) -> Vec<u32> {
+        let spent = i128::from(self.spent().0);
+        let limit = i128::from(self.limit.0);
+        let mut fired = Vec::new();
+        for threshold in thresholds {
+            if limit > 0 && spent * 100 >= limit * i128::from(*threshold) && !self.alerted.contains(threshold) {
+                self.alerted.push(*threshold);
+                fired.push(*threshold);
+            }
+        }
+        if !fired.is_empty() {
+            self.alerted.sort_unstable();
+            self.version += 1;
+        }
+        fired
     }
 
     /// What all shares take from the limit.
@@ -268,5 +303,24 @@ mod tests {
         rebuilt.assert_share("b", 1, NanoUsd(30), NanoUsd(80));
         rebuilt.assert_share("a", 1, NanoUsd(10), NanoUsd(20));
         assert_eq!(rebuilt.committed(), NanoUsd(owner.nodes["a"].allowance.0 + 80));
+    }
+
+    #[test]
+    fn thresholds_fire_once_on_the_sum_of_every_node_spend_and_travel_with_copies() {
+        let mut table = LeaseTable::new(NanoUsd(1_000));
+        table.report_spent("a", NanoUsd(300));
+        assert!(table.crossed(&[50, 80]).is_empty(), "30% is below every threshold");
+        table.report_spent("b", NanoUsd(300));
+        assert_eq!(table.crossed(&[50, 80]), vec![50], "no node alone is at 50%, the cluster is at 60%");
+        assert!(table.crossed(&[50, 80]).is_empty(), "alerted once");
+        // A stale report does not lower a node's spend.
+        table.report_spent("a", NanoUsd(100));
+        assert_eq!(table.spent(), NanoUsd(600));
+        table.report_spent("c", NanoUsd(250));
+        let mut copy = LeaseTable::new(NanoUsd(1_000));
+        copy.merge(&table);
+        assert_eq!(copy.crossed(&[50, 80]), vec![80]);
+        assert_eq!(copy.alerted, vec![50, 80], "a new owner holding the copy does not alert 50% again");
+        assert!(copy.version > table.version, "an alert is a change the copies must carry");
     }
 }

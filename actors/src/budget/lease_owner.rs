@@ -8,6 +8,11 @@
 //! replica holds, raised by every live node's own word on its share. When what is left does not
 //! cover a request, the owner asks the nodes holding unreserved allowance to give it back.
 //!
+//! Nodes report their spend on a line to its owner as they spend; the owner alerts when the
+//! cluster's spend crosses a threshold (once per period, the alerted thresholds copied with the
+//! table) and exports the line's utilisation. Once a second it drops the tables of lines it no
+//! longer owns and of periods that ended, with their gauges.
+//!
 //! It waits only on replicas (which never wait), with short timeouts.
 
 use std::collections::HashMap;
@@ -17,8 +22,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use tracing::{debug, info, warn};
 
+use crate::budget::alert::AlertNotifier;
+use crate::budget::book::Alert;
 use crate::budget::lease::{LeaseAnswer, LeaseAsk, LeaseTable};
 use crate::budget::lease_replica::LeaseReplicaMessage;
+use crate::budget::period::now_ms;
 use crate::budget::{BudgetLine, NanoUsd, Scope};
 use crate::cluster::membership::ClusterView;
 use crate::cluster::{ring, wire};
@@ -69,11 +77,17 @@ pub struct OwnerArgs {
     pub view: tokio::sync::watch::Receiver<ClusterView>,
     /// The node's metrics.
     pub metrics: std::sync::Arc<Metrics>,
+    /// Where budget alerts go.
+    pub notifier: AlertNotifier,
+    /// Alert thresholds, in percent of a limit.
+    pub thresholds: Vec<u32>,
 }
 
 #[derive(Debug)]
 struct Owned {
     line: wire::BudgetLineMessage,
+    /// The line as the budgets know it, and its period's key.
+    parsed: (BudgetLine, String),
     table: LeaseTable,
     /// The alive members when the table was last rebuilt: a change means another node may
     /// have owned the line meanwhile.
@@ -103,6 +117,10 @@ pub enum LeaseOwnerMessage {
     ),
     /// A node gives allowance back ([`wire::LeaseGiveBack`]).
     GiveBack(Vec<u8>),
+    /// A node's spend on a line ([`wire::LeaseSpent`]).
+    Spent(Vec<u8>),
+    /// Time to drop lines no longer owned and periods that ended (local, from the timer).
+    Prune,
 }
 
 fn reply(answer: wire::lease_reply::Answer) -> Vec<u8> {
@@ -114,9 +132,10 @@ fn replicas() -> Vec<ActorRef<LeaseReplicaMessage>> {
 }
 
 impl OwnerState {
-    /// The table of `id`, rebuilt from every replica's report when this node has none or the
-    /// members changed since it last had it.
-    async fn table(&mut self, id: &str, line: &wire::BudgetLineMessage, limit: NanoUsd, alive: &[String]) -> &mut Owned {
+    /// Makes the table of `id` current: rebuilt from every replica's report when this node has
+    /// none or the members changed since it last had it.
+    async fn rebuild_if_stale(&mut self, id: &str, line: &wire::BudgetLineMessage, parsed: (BudgetLine, String), alive: &[String]) {
+        let limit = parsed.0.limit.unwrap_or_default();
         let current = self.tables.get(id).is_some_and(|owned| owned.members == alive);
         if !current {
             let mut table = self.tables.remove(id).map_or_else(|| LeaseTable::new(limit), |owned| owned.table);
@@ -131,6 +150,7 @@ impl OwnerState {
                     Err(error) => debug!(%error, "a replica did not report"),
                 }
             }
+            let had_table = table.version > 0 || reports.iter().any(|report| report.table.is_some());
             for report in &reports {
                 if let Some(copy) = &report.table {
                     table.merge(&wire::table_from_wire(copy, limit));
@@ -140,10 +160,14 @@ impl OwnerState {
                 table.assert_share(&own.node, own.incarnation, NanoUsd(own.spent_nano_usd.max(0)), NanoUsd(own.allowance_nano_usd.max(0)));
             }
             table.limit = limit;
+            if !had_table {
+                // Spend from before any table existed (a cluster restarted whole, as one node
+                // restarted does) was alerted when it was spent.
+                let _already = table.crossed(&self.args.thresholds);
+            }
             info!(line = id, reports = reports.len(), committed = %table.committed(), "lease table rebuilt");
-            self.tables.insert(id.to_owned(), Owned { line: line.clone(), table, members: alive.to_vec(), confirmed: 0 });
+            self.tables.insert(id.to_owned(), Owned { line: line.clone(), parsed, table, members: alive.to_vec(), confirmed: 0 });
         }
-        self.tables.get_mut(id).unwrap_or_else(|| unreachable!("inserted above"))
     }
 
     async fn ask(&mut self, bytes: &[u8]) -> Result<Vec<u8>, wire::WireError> {
@@ -155,11 +179,11 @@ impl OwnerState {
         if owners.first() != Some(&self.args.this_node) {
             return Ok(reply(wire::lease_reply::Answer::NotOwner(owners.first().cloned().unwrap_or_default())));
         }
-        let limit = line.limit.unwrap_or_default();
         let id = line_id(&line, &period_key);
         let members = view.alive.len();
         let this_node = self.args.this_node.clone();
-        let owned = self.table(&id, &line_message, limit, &view.alive).await;
+        self.rebuild_if_stale(&id, &line_message, (line.clone(), period_key), &view.alive).await;
+        let Some(owned) = self.tables.get_mut(&id) else { unreachable!("rebuilt above") };
         let request = LeaseAsk {
             node: ask.node.clone(),
             incarnation: ask.incarnation,
@@ -168,6 +192,7 @@ impl OwnerState {
             needed: NanoUsd(ask.needed_nano_usd.max(0)),
         };
         let answer = owned.table.grant(&request, members);
+        alert(owned, &self.args);
         let unconfirmed = owned.table.version > owned.confirmed;
         let version = owned.table.version;
         let copy = wire::table_to_wire(owned.line.clone(), &owned.table, false);
@@ -228,12 +253,68 @@ impl OwnerState {
                 NanoUsd(give_back.keep_nano_usd.max(0)),
                 NanoUsd(give_back.from_nano_usd.max(0)),
             );
-            let bytes = wire::encode(&wire::table_to_wire(owned.line.clone(), &owned.table, false));
-            for replica in replicas() {
-                let _gone = replica.cast(LeaseReplicaMessage::Copy(bytes.clone()));
-            }
+            copy_to_replicas(owned);
         }
         Ok(())
+    }
+
+    async fn spent(&mut self, bytes: &[u8]) -> Result<(), wire::WireError> {
+        let spent: wire::LeaseSpent = wire::decode("lease spend report", bytes)?;
+        let line_message = spent.line.ok_or_else(|| wire::WireError { what: "lease spend report", cause: "no line".into() })?;
+        let (line, period_key) = wire::line_from_wire(&line_message)?;
+        let view = self.args.view.borrow().clone();
+        if owners(&line.scope, &view).first() != Some(&self.args.this_node) {
+            debug!(line = %line.scope, node = %spent.node, "a spend report for a line this node does not own");
+            return Ok(());
+        }
+        let id = line_id(&line, &period_key);
+        self.rebuild_if_stale(&id, &line_message, (line, period_key), &view.alive).await;
+        let Some(owned) = self.tables.get_mut(&id) else { unreachable!("rebuilt above") };
+        owned.table.report_spent(&spent.node, NanoUsd(spent.spent_nano_usd.max(0)));
+        let version = owned.table.version;
+        alert(owned, &self.args);
+        if owned.table.version != version {
+            copy_to_replicas(owned);
+        }
+        Ok(())
+    }
+
+    /// Drops the tables of lines this node no longer owns and of periods that ended, and their
+    /// utilisation gauges.
+    fn prune(&mut self) {
+        let view = self.args.view.borrow().clone();
+        let now = now_ms();
+        let this_node = &self.args.this_node;
+        let metrics = &self.args.metrics;
+        self.tables.retain(|_, owned| {
+            let (line, period_key) = &owned.parsed;
+            let keep = *period_key == line.period.key(now) && owners(&line.scope, &view).first() == Some(this_node);
+            if !keep {
+                let _absent = metrics.budget_utilisation.remove_label_values(&[&line.scope.to_string(), line.period.as_str()]);
+            }
+            keep
+        });
+    }
+}
+
+/// Alerts the thresholds the cluster's spend on `owned` crossed, and sets its utilisation gauge.
+fn alert(owned: &mut Owned, args: &OwnerArgs) {
+    let (line, period_key) = &owned.parsed;
+    let limit = owned.table.limit;
+    let spent = owned.table.spent();
+    if limit.0 > 0 {
+        args.metrics.budget_utilisation.with_label_values(&[&line.scope.to_string(), line.period.as_str()]).set(spent.0 as f64 / limit.0 as f64);
+    }
+    for threshold_percent in owned.table.crossed(&args.thresholds) {
+        args.notifier.notify(Alert { scope: line.scope.clone(), period: line.period, period_key: period_key.clone(), threshold_percent, spent, limit });
+    }
+}
+
+/// Sends the table to every node's replica.
+fn copy_to_replicas(owned: &Owned) {
+    let bytes = wire::encode(&wire::table_to_wire(owned.line.clone(), &owned.table, false));
+    for replica in replicas() {
+        let _gone = replica.cast(LeaseReplicaMessage::Copy(bytes.clone()));
     }
 }
 
@@ -245,6 +326,11 @@ impl Actor for LeaseOwner {
     async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: OwnerArgs) -> Result<OwnerState, ActorProcessingErr> {
         ractor::pg::join(wire::LEASE_OWNER_GROUP.to_owned(), vec![myself.get_cell()]);
         Ok(OwnerState { args, tables: HashMap::new() })
+    }
+
+    async fn post_start(&self, myself: ActorRef<Self::Msg>, _state: &mut OwnerState) -> Result<(), ActorProcessingErr> {
+        myself.send_interval(Duration::from_secs(1), || LeaseOwnerMessage::Prune);
+        Ok(())
     }
 
     async fn handle(&self, _myself: ActorRef<Self::Msg>, message: LeaseOwnerMessage, state: &mut OwnerState) -> Result<(), ActorProcessingErr> {
@@ -263,6 +349,12 @@ impl Actor for LeaseOwner {
                     warn!(%error, "lease give-back ignored");
                 }
             }
+            LeaseOwnerMessage::Spent(bytes) => {
+                if let Err(error) = state.spent(&bytes).await {
+                    warn!(%error, "lease spend report ignored");
+                }
+            }
+            LeaseOwnerMessage::Prune => state.prune(),
         }
         Ok(())
     }

@@ -1,12 +1,14 @@
 //! The `LeaseReplica` actor: one per clustered node with budgets. It keeps this node's copy of
 //! every lease table the lines' owners broadcast, acknowledges the copies a standby must confirm,
 //! tells a new owner what it knows of a line (its copy and this node's own share, from the book),
-//! and gives back unreserved allowance when an owner reclaims it.
+//! gives back unreserved allowance when an owner reclaims it, and every half second tells each
+//! line's owner this node's spend on the lines it spent on (the owner alerts on the sum).
 //!
 //! It never waits on another node: owners wait on replicas, never the other way round, so two
 //! owners asking each other's replicas cannot deadlock.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
@@ -16,6 +18,9 @@ use crate::budget::budget::SharedBook;
 use crate::budget::lease_owner::{LeaseOwnerMessage, line_id, owner_actor};
 use crate::cluster::membership::ClusterView;
 use crate::cluster::wire;
+
+/// How often this node tells owners what it spent.
+pub const SPEND_REPORT_EVERY: Duration = Duration::from_millis(500);
 
 /// The actor; its state is [`ReplicaState`].
 #[derive(Debug, Default)]
@@ -65,6 +70,8 @@ pub enum LeaseReplicaMessage {
     ),
     /// The owner wants unreserved allowance back ([`wire::LeaseReclaim`]).
     Reclaim(Vec<u8>),
+    /// Time to tell owners what this node spent (local, from the timer).
+    TellSpend,
 }
 
 impl ReplicaState {
@@ -111,6 +118,27 @@ impl ReplicaState {
     }
 }
 
+impl ReplicaState {
+    /// Sends each changed line's spend to its owner; a line without a reachable owner waits for
+    /// the next turn.
+    fn tell_spend(&self) {
+        let lines = crate::budget::budget::lock(&self.args.book).take_unreported();
+        if lines.is_empty() {
+            return;
+        }
+        let view = self.args.view.borrow().clone();
+        for (line, period_key, spent) in lines {
+            match owner_actor(&line.scope, &view) {
+                Some(owner) => {
+                    let report = wire::LeaseSpent { line: Some(wire::line_to_wire(&line, &period_key)), node: self.args.this_node.clone(), spent_nano_usd: spent.0 };
+                    let _gone = owner.cast(LeaseOwnerMessage::Spent(wire::encode(&report)));
+                }
+                None => crate::budget::budget::lock(&self.args.book).unreport(&line, &period_key),
+            }
+        }
+    }
+}
+
 impl Actor for LeaseReplica {
     type Msg = LeaseReplicaMessage;
     type State = ReplicaState;
@@ -119,6 +147,11 @@ impl Actor for LeaseReplica {
     async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: ReplicaArgs) -> Result<ReplicaState, ActorProcessingErr> {
         ractor::pg::join(wire::LEASE_REPLICA_GROUP.to_owned(), vec![myself.get_cell()]);
         Ok(ReplicaState { args, tables: HashMap::new() })
+    }
+
+    async fn post_start(&self, myself: ActorRef<Self::Msg>, _state: &mut ReplicaState) -> Result<(), ActorProcessingErr> {
+        myself.send_interval(SPEND_REPORT_EVERY, || LeaseReplicaMessage::TellSpend);
+        Ok(())
     }
 
     async fn handle(&self, _myself: ActorRef<Self::Msg>, message: LeaseReplicaMessage, state: &mut ReplicaState) -> Result<(), ActorProcessingErr> {
@@ -131,6 +164,10 @@ impl Actor for LeaseReplica {
                 let _gone = reply.send(report);
             }),
             LeaseReplicaMessage::Reclaim(bytes) => state.reclaim(&bytes),
+            LeaseReplicaMessage::TellSpend => {
+                state.tell_spend();
+                Ok(())
+            }
         };
         if let Err(error) = outcome {
             warn!(%error, "lease message ignored");

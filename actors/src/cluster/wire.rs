@@ -17,7 +17,7 @@ use crate::provider::health::{HealthStats, ProviderHealth};
 
 pub use switchyard_proto::cluster::{Candidate, Heartbeat, PartitionChunk, PartitionPull, ShardHit, ShardInsert, ShardInvalidate, ShardLookup, ShardLookupReply};
 pub use switchyard_proto::cluster::{RateAsk, RateGrant};
-pub use switchyard_proto::cluster::{LeaseAsk, LeaseExhausted, LeaseGiveBack, LeaseReclaim, LeaseReply, LeaseReport, LeaseReportAsk, LeaseShare, lease_reply};
+pub use switchyard_proto::cluster::{LeaseAsk, LeaseExhausted, LeaseGiveBack, LeaseReclaim, LeaseReply, LeaseReport, LeaseReportAsk, LeaseShare, LeaseSpent, lease_reply};
 /// A lease table as it travels (the domain type is [`LeaseTable`]).
 pub use switchyard_proto::cluster::LeaseTable as LeaseTableMessage;
 /// A budget line as it travels (the domain type is [`BudgetLine`]).
@@ -161,6 +161,7 @@ pub fn table_to_wire(line: pb::BudgetLine, table: &LeaseTable, confirm: bool) ->
             .map(|(node, share)| pb::LeaseShare { node: node.clone(), incarnation: share.incarnation, allowance_nano_usd: share.allowance.0, spent_nano_usd: share.spent.0 })
             .collect(),
         confirm,
+        alerted_percent: table.alerted.clone(),
     }
 }
 
@@ -174,6 +175,7 @@ pub fn table_from_wire(table: &pb::LeaseTable, limit: NanoUsd) -> LeaseTable {
             .iter()
             .map(|share| (share.node.clone(), NodeShare { incarnation: share.incarnation, allowance: NanoUsd(share.allowance_nano_usd.max(0)), spent: NanoUsd(share.spent_nano_usd.max(0)) }))
             .collect(),
+        alerted: table.alerted_percent.clone(),
     }
 }
 

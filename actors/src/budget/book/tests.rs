@@ -107,3 +107,25 @@ proptest! {
         prop_assert_eq!(total, events.iter().map(|(_, cost)| cost).sum::<i64>());
     }
 }
+
+#[test]
+fn a_clustered_book_alerts_on_nothing_and_names_each_line_whose_spend_changed_once() {
+    let mut book = SpendBook::clustered(vec![50]);
+    let lines = daily(1.0);
+    book.allow(&alice(), Period::Daily, &Period::Daily.key(T0), NanoUsd::from_usd(1.0));
+    for _ in 0..3 {
+        let id = book.reserve_within_allowances(&lines, NanoUsd::from_usd(0.3), T0).unwrap_or_default();
+        assert!(book.settle(id, NanoUsd::from_usd(0.3)).is_empty(), "the line's owner alerts, on the cluster's spend");
+    }
+    let unreported = book.take_unreported();
+    assert_eq!(unreported.len(), 1, "{unreported:?}");
+    let (line, key, spent) = &unreported[0];
+    assert_eq!((line.scope.clone(), key.as_str(), *spent), (alice(), "2026-11-22", NanoUsd::from_usd(0.9)));
+    assert!(book.take_unreported().is_empty(), "reported once");
+    book.unreport(line, key);
+    assert_eq!(book.take_unreported().len(), 1, "a line its owner was not told of is reported again");
+    // A node alone keeps nothing to report.
+    let mut alone = SpendBook::new(vec![50]);
+    alone.record(&lines, NanoUsd::from_usd(0.9), T0);
+    assert!(alone.take_unreported().is_empty());
+}
