@@ -150,8 +150,8 @@ impl Metrics {
             )?,
             request_duration: histogram(
                 "request_duration_seconds",
-                "Whole-request latency",
-                &["front_door", "provider"],
+                "Whole-request latency of answered requests",
+                &["front_door", "route", "model", "provider", "cache"],
             )?,
             gateway_overhead,
             time_to_first_token: histogram(

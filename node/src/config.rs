@@ -559,8 +559,14 @@ pub struct NodeConfig {
 /// Where the config comes from.
 #[derive(Debug)]
 pub enum Source<'a> {
-    /// A TOML file.
-    File(&'a Path),
+    /// TOML files, each later one overriding the earlier ones key by key (an array, such as
+    /// `providers`, is replaced whole), over the embedded defaults when `over_defaults`.
+    Files {
+        /// The files, in order.
+        paths: &'a [PathBuf],
+        /// Start from the embedded defaults (models, prices, routing) rather than nothing.
+        over_defaults: bool,
+    },
     /// The embedded defaults.
     Embedded,
 }
@@ -568,16 +574,23 @@ pub enum Source<'a> {
 /// Reads the config from `source` plus environment overrides, and validates it.
 pub fn load(source: Source<'_>) -> Result<NodeConfig, ConfigError> {
     let figment = match source {
-        Source::File(path) => {
-            if !path.is_file() {
-                return Err(ConfigError::Parse(format!("config file {} does not exist or is not a file", path.display())));
+        Source::Files { paths, over_defaults } => {
+            let mut figment = if over_defaults { Figment::from(Toml::string(EMBEDDED_DEFAULTS)) } else { Figment::new() };
+            for path in paths {
+                if !path.is_file() {
+                    return Err(ConfigError::Parse(format!("config file {} does not exist or is not a file", path.display())));
+                }
+                figment = figment.merge(Toml::file_exact(path));
             }
-            Figment::from(Toml::file_exact(path))
+            figment
         }
         Source::Embedded => Figment::from(Toml::string(EMBEDDED_DEFAULTS)),
     };
+    // Every key lives in a section, so an override always has a separator; a prefixed variable
+    // without one (SWITCHYARD_COOKIE, named by `cluster.cookie_env`) is a secret, not an override.
     let overrides = Env::prefixed(env::OVERRIDE_PREFIX)
         .ignore(&[env::CONFIG_PATH.trim_start_matches(env::OVERRIDE_PREFIX)])
+        .filter(|key| key.as_str().contains(env::OVERRIDE_SEPARATOR))
         .split(env::OVERRIDE_SEPARATOR);
     let raw: RawConfig = figment.merge(overrides).extract().map_err(|error| {
         ConfigError::Parse(error.into_iter().map(|error| error.to_string()).collect::<Vec<_>>().join("; "))

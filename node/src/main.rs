@@ -11,6 +11,7 @@
 //! - [`http`]: the OpenAI-compatible HTTP front door and the operational endpoints.
 //! - [`error`]: the one mapping of pipeline errors to gRPC codes and HTTP statuses.
 //! - [`telemetry`]: logs with trace ids and OTLP trace export.
+//! - [`probe`]: `switchyard health`, the health check a container runs.
 
 mod admin;
 mod auth;
@@ -20,6 +21,7 @@ mod env;
 mod error;
 mod grpc;
 mod http;
+mod probe;
 mod server;
 mod telemetry;
 
@@ -46,51 +48,68 @@ enum Command {
     /// Runs a node. Without a config file it runs the embedded defaults: gRPC on 127.0.0.1:50051,
     /// HTTP on 127.0.0.1:8080, every provider pointed at switchyard-sim on 127.0.0.1:9100.
     Serve {
-        /// TOML config file.
-        #[arg(long, env = env::CONFIG_PATH)]
-        config: Option<PathBuf>,
+        /// TOML config file; given again, each later file overrides the earlier ones key by key
+        /// (an array such as `providers` is replaced whole). In the environment: comma-separated.
+        #[arg(long, env = env::CONFIG_PATH, value_delimiter = ',')]
+        config: Vec<PathBuf>,
+        /// Layer the config files over the embedded defaults (their models, prices and routing)
+        /// rather than over nothing.
+        #[arg(long)]
+        with_defaults: bool,
     },
-    /// Validates a config file (with environment overrides applied) and exits.
+    /// Validates config files (layered as `serve` layers them, with environment overrides
+    /// applied) and exits.
     CheckConfig {
-        /// TOML config file.
-        file: PathBuf,
+        /// TOML config files, later ones overriding earlier ones.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Layer them over the embedded defaults, as `serve --with-defaults` does.
+        #[arg(long)]
+        with_defaults: bool,
+    },
+    /// Asks a node whether it is ready: exits 0 when it answers 2xx, 1 otherwise (for container
+    /// health checks).
+    Health {
+        /// The readiness URL.
+        #[arg(long, default_value = probe::DEFAULT_URL)]
+        url: String,
+        /// How long to wait for the answer (e.g. `2s`, `500ms`).
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match config::load(config::Source::File(&file)) {
-            Ok(config) => {
-                println!(
-                    "{}: ok ({} providers, {} models)",
-                    file.display(),
-                    config.gateway.providers.len(),
-                    config.gateway.policy.models().len()
-                );
-                ExitCode::SUCCESS
+        Command::Health { url, timeout } => probe::run(&url, timeout),
+        Command::CheckConfig { files, with_defaults } => {
+            let names = shown(&files);
+            match config::load(config::Source::Files { paths: &files, over_defaults: with_defaults }) {
+                Ok(config) => {
+                    println!("{names}: ok ({} providers, {} models)", config.gateway.providers.len(), config.gateway.policy.models().len());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{names}: {error}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(error) => {
-                eprintln!("{}: {error}", file.display());
-                ExitCode::FAILURE
-            }
-        },
-        Command::Serve { config: path } => {
-            let source = match &path {
-                Some(path) => config::Source::File(path),
-                None => config::Source::Embedded,
-            };
+        }
+        Command::Serve { config: paths, with_defaults } => {
+            let source = if paths.is_empty() { config::Source::Embedded } else { config::Source::Files { paths: &paths, over_defaults: with_defaults } };
             let config = match config::load(source) {
                 Ok(config) => config,
                 Err(error) => {
-                    match &path {
-                        Some(path) => eprintln!("{}: {error}", path.display()),
-                        None => eprintln!("embedded defaults: {error}"),
+                    if paths.is_empty() {
+                        eprintln!("embedded defaults: {error}");
+                    } else {
+                        eprintln!("{}: {error}", shown(&paths));
                     }
                     return ExitCode::FAILURE;
                 }
             };
-            match serve(config, path.is_none()) {
+            match serve(config, paths.is_empty()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("switchyard: {error:#}");
@@ -99,6 +118,11 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Config files as errors name them: `base.toml + site.toml`.
+fn shown(paths: &[PathBuf]) -> String {
+    paths.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(" + ")
 }
 
 fn serve(config: config::NodeConfig, embedded: bool) -> anyhow::Result<()> {

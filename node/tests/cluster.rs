@@ -932,3 +932,68 @@ async fn budget_alerts_fire_once_on_the_cluster_spend_from_the_line_owner() {
         assert!(!metrics.contains(gauge), "only the owner exports a line's utilisation");
     }
 }
+
+/// The metric names a PromQL-bearing file names: every `switchyard_…` token.
+fn metric_names_in(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("switchyard_") {
+        let tail = &rest[at..];
+        let end = tail.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_and_the_alert_rules_query_is_one_the_nodes_export() {
+    let sim = start_sim().await;
+    let members = [Member::new("node-a", 102), Member::new("node-b", 103), Member::new("node-c", 104)];
+    // Both cache layers on, Alice with a budget, Erin with a budget smaller than one request.
+    let tweak = |config: String| {
+        let config = users_with_budget(1_000_000_000)(config)
+            .replace("[semantic_cache]\nenabled = false ", "[semantic_cache]\nenabled = true ")
+            .replace("exact = false ", "exact = true ");
+        config + "\n[[tenancy.keys]]\nid = \"erin-key\"\nkey_sha256 = \"1ba73778f50a157e4cdb409ed336a04eb85d97750c6972fbd452182df0defef0\"\ntenant = \"acme\"\nuser = \"erin\"\ntier = \"paid\"\ndaily_budget_usd = 0.000001\n"
+    };
+    let nodes = start_all(sim.addr, &members, &tweak).await;
+    let client = reqwest::Client::new();
+    let send = |node: &Node, key: &str, body: Value| client.post(format!("{}/v1/chat/completions", node.http)).bearer_auth(key.to_owned()).json(&body).send();
+    // Misses, exact hits, semantic lookups (some on another node's partitions), streams, and a
+    // budget refusal, through every node.
+    for (n, node) in nodes.iter().enumerate() {
+        for context in 0..6 {
+            let body = question(context + 10 * n, "How do I reset my password?");
+            assert_eq!(send(node, "sk-alice", body.clone()).await.unwrap().status(), 200);
+            assert_eq!(send(node, "sk-alice", body).await.unwrap().status(), 200);
+            let paraphrase = question(context + 10 * n, "How can I reset my password?");
+            assert_eq!(send(node, "sk-alice", paraphrase).await.unwrap().status(), 200);
+        }
+        let stream = json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": format!("stream {n}")}]});
+        let streamed = send(node, "sk-alice", stream).await.unwrap();
+        assert_eq!(streamed.status(), 200);
+        streamed.text().await.unwrap();
+        assert_eq!(send(node, "sk-erin", json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})).await.unwrap().status(), 429);
+    }
+    // Spend reaches the budget lines' owners, who export utilisation.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let mut exported = std::collections::BTreeSet::new();
+    for node in &nodes {
+        let metrics = reqwest::get(format!("{}/metrics", node.http)).await.unwrap().text().await.unwrap();
+        for line in metrics.lines().filter(|line| !line.starts_with('#')) {
+            if let Some(name) = line.split(['{', ' ']).next() {
+                exported.insert(name.to_owned());
+            }
+        }
+    }
+    let dashboard = include_str!("../../deploy/grafana/dashboards/switchyard.json");
+    let parsed: Value = serde_json::from_str(dashboard).expect("the dashboard is JSON");
+    assert!(parsed["panels"].as_array().is_some_and(|panels| panels.len() > 10));
+    for (file, text) in [("deploy/grafana/dashboards/switchyard.json", dashboard), ("deploy/prometheus/alerts.yml", include_str!("../../deploy/prometheus/alerts.yml"))] {
+        let named = metric_names_in(text);
+        assert!(named.len() > 5, "{file} names {named:?}");
+        let missing: Vec<&String> = named.iter().filter(|name| !exported.contains(*name)).collect();
+        assert!(missing.is_empty(), "{file} queries metrics the nodes do not export: {missing:?}\nexported: {exported:?}");
+    }
+}

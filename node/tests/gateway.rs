@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Node, chat_body, config_for, grpc_request, sim_behaviour, sim_calls, sim_endpoint_calls, start_sim};
+use common::{Node, chat_body, config_for, grpc_request, new_dir, sim_behaviour, sim_calls, sim_endpoint_calls, start_sim};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use switchyard_loadtest::sim::fingerprint;
@@ -135,7 +135,69 @@ fn check_config_names_the_bad_key() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("providers[2].max_concurrent: must be at least 1"), "{stderr}");
+    // A misspelt override is an error naming it; a prefixed secret (no `__`) is not an override.
+    let with_env = |name: &str| std::process::Command::new(env!("CARGO_BIN_EXE_switchyard")).arg("check-config").arg(&good).env(name, "x").output().unwrap();
+    let output = with_env("SWITCHYARD_SERVER__HTTP_LISTNE");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("http_listne"), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = with_env("SWITCHYARD_COOKIE");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_shipped_compose_and_kubernetes_configs_are_valid_over_the_defaults() {
+    let dir = new_dir();
+    let keys = dir.join("keys.toml");
+    std::fs::write(&keys, "[[keys]]\nid = \"team\"\nkey_sha256 = \"099295a3784e1bd368dc348843a7398c1931b6b8ec2504c73e91ed2040bdc46c\"\ntenant = \"acme\"\nuser = \"team\"\ntier = \"paid\"\n").unwrap();
+    let example_env = include_str!("../../deploy/compose/example.env");
+    let check = |file: &str, env: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        command.args(["check-config", "--with-defaults", &format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"))]);
+        command.envs(env.iter().copied());
+        command.output().unwrap()
+    };
+    // The compose stack's layer, with the secrets of the committed example env file.
+    let mut env: Vec<(&str, &str)> = example_env.lines().filter(|line| !line.starts_with('#')).filter_map(|line| line.split_once('=')).collect();
+    env.push(("SWITCHYARD_CLUSTER__NODE_NAME", "node-1"));
+    let output = check("deploy/compose/switchyard.toml", &env);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("3 providers, 6 models"), "{}", String::from_utf8_lossy(&output.stdout));
+    // Kubernetes' ConfigMap file, with what the StatefulSet maps from its Secrets.
+    let keys = keys.display().to_string();
+    let k8s = [
+        ("SWITCHYARD_COOKIE", "cookie"),
+        ("SWITCHYARD_ADMIN_KEY", "admin"),
+        ("OPENAI_API_KEY", "sk-openai"),
+        ("ANTHROPIC_API_KEY", "sk-anthropic"),
+        ("SWITCHYARD_CLUSTER__NODE_NAME", "switchyard-0"),
+        ("SWITCHYARD_CLUSTER__ADVERTISE", "switchyard-0.switchyard-headless.gw.svc.cluster.local"),
+        ("SWITCHYARD_TENANCY__KEYS_FILE", keys.as_str()),
+    ];
+    let output = check("k8s/base/switchyard.toml", &k8s);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // Without its cookie the node refuses to start, naming it.
+    let output = check("k8s/base/switchyard.toml", &k8s[1..]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("SWITCHYARD_COOKIE"), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test]
+async fn the_health_subcommand_exits_zero_only_for_a_ready_node() {
+    let sim = start_sim().await;
+    let node = Node::start(&config_for(sim.addr, |c| c));
+    let probe = |url: String| {
+        tokio::task::spawn_blocking(move || std::process::Command::new(env!("CARGO_BIN_EXE_switchyard")).args(["health", "--timeout", "2s", "--url", &url]).output().unwrap())
+    };
+    let ready = probe(format!("{}/ready", node.http)).await.unwrap();
+    assert!(ready.status.success(), "{}", String::from_utf8_lossy(&ready.stderr));
+    assert!(String::from_utf8_lossy(&ready.stdout).contains("200 OK ready"), "{}", String::from_utf8_lossy(&ready.stdout));
+    let missing = probe(format!("{}/no-such-endpoint", node.http)).await.unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"), "{}", String::from_utf8_lossy(&missing.stderr));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let refused = probe(format!("http://{closed}/ready")).await.unwrap();
+    assert_eq!(refused.status.code(), Some(1), "nothing listens there");
 }
 
 #[tokio::test]

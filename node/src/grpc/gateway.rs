@@ -152,7 +152,7 @@ impl v1::gateway_server::Gateway for GatewayService {
                 self.gateway
                     .metrics()
                     .request_duration
-                    .with_label_values(&["grpc", provider])
+                    .with_label_values(&["grpc", &route, model, provider, answer.cache_layer.as_str()])
                     .observe(answer.latency.as_secs_f64());
             }
             result.map(|answer| Response::new(to_response(answer))).map_err(|error| to_status(&error))
@@ -192,14 +192,14 @@ impl v1::gateway_server::Gateway for GatewayService {
             };
             let id = answer.id.clone();
             let metrics = std::sync::Arc::clone(self.gateway.metrics());
-            let (model, provider) = (answer.target.model.clone(), answer.target.provider.clone());
+            let (model, provider, cache) = (answer.target.model.clone(), answer.target.provider.clone(), answer.cache_layer.as_str());
             let items = ReceiverStream::new(answer.items).map(move |item| {
                 let (status, chunk) = match item {
                     Ok(StreamItem::Delta(delta)) => {
                         return Ok(v1::GenerateChunk { id: id.clone(), delta, ..v1::GenerateChunk::default() });
                     }
                     Ok(StreamItem::Finished { finish_reason, usage: used, cost, time_to_first_token, latency }) => {
-                        metrics.request_duration.with_label_values(&["grpc", &provider]).observe(latency.as_secs_f64());
+                        metrics.request_duration.with_label_values(&["grpc", &route, &model, &provider, cache]).observe(latency.as_secs_f64());
                         (
                             "ok",
                             Ok(v1::GenerateChunk {

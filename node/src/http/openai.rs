@@ -300,7 +300,7 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
         };
         let target = &answer.target;
         metrics.requests.with_label_values(&["http", &route, &target.model, &target.provider, "ok"]).inc();
-        metrics.request_duration.with_label_values(&["http", &target.provider]).observe(answer.latency.as_secs_f64());
+        metrics.request_duration.with_label_values(&["http", &route, &target.model, &target.provider, answer.cache_layer.as_str()]).observe(answer.latency.as_secs_f64());
         let body = json!({
             "id": answer.id,
             "object": "chat.completion",
@@ -376,7 +376,7 @@ fn stream_response(answer: AnswerStream, route: String, include_usage: bool, sta
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 
-    let (model, provider) = (target.model.clone(), target.provider.clone());
+    let (model, provider, cache) = (target.model.clone(), target.provider.clone(), cache_layer.as_str());
     let chunk = move |choices: Vec<serde_json::Value>, usage: Option<serde_json::Value>| {
         sse(&ChunkOut { id: &id, object: "chat.completion.chunk", created, model: &target.model, choices, usage })
     };
@@ -389,7 +389,7 @@ fn stream_response(answer: AnswerStream, route: String, include_usage: bool, sta
             }
             Ok(StreamItem::Finished { finish_reason, usage, latency, .. }) => {
                 metrics.requests.with_label_values(&["http", &route, &model, &provider, "ok"]).inc();
-                metrics.request_duration.with_label_values(&["http", &provider]).observe(latency.as_secs_f64());
+                metrics.request_duration.with_label_values(&["http", &route, &model, &provider, cache]).observe(latency.as_secs_f64());
                 let mut out = chunk(vec![json!({"index": 0, "delta": {}, "finish_reason": finish_reason.as_str()})], None).to_vec();
                 if include_usage {
                     out.extend_from_slice(&chunk(Vec::new(), Some(usage_json(usage))));
