@@ -9,6 +9,8 @@
 //!   calling a target over HTTP (OpenAI format) or gRPC (`switchyard.v1.Gateway`).
 //! - [`semantic`](mod@semantic): the semantic cache's quality benchmark behind
 //!   `switchyard-loadtest semantic-eval` and `semantic-fit`.
+//! - [`workload`](mod@workload): workload files, `build-workload` and `run` (replay with hit
+//!   ratios, semantic precision, percentiles by layer, cost avoided, JSON/Markdown/SVG reports).
 //! - [`floor`](mod@floor): bare servers built from the node's stack with none of its pipeline,
 //!   the floor under what a request costs the node.
 //! - `src/bin/switchyard-sim.rs`: runs the simulator.
@@ -18,3 +20,4 @@ pub mod bench;
 pub mod floor;
 pub mod semantic;
 pub mod sim;
+pub mod workload;

@@ -195,3 +195,65 @@ async fn semantic_entries_survive_a_restart() {
     assert!(header(&response, "x-switchyard-cache").starts_with("semantic"), "restored from the snapshot: {}", header(&response, "x-switchyard-cache"));
     assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 1);
 }
+
+#[tokio::test]
+async fn a_workload_replay_scores_hits_by_layer_and_semantic_precision_by_group() {
+    use switchyard_loadtest::workload::{self, BuildSettings, Pace, RunSettings, Stop};
+    let sim = start_sim().await;
+    // Both layers on.
+    let node = Node::start(&semantic_config(sim.addr).replace("exact = false ", "exact = true "));
+    let dir = common::new_dir();
+    let pairs = dir.join("pairs.jsonl");
+    let lines: Vec<String> = [
+        ("How do I reset my password?", "How can I reset my password?", true),
+        ("What is the capital of France?", "Which city is the capital of France?", true),
+        ("How do I learn Python quickly?", "What is the fastest way to learn Python?", true),
+        ("How do I learn Python?", "How do I learn Java?", false),
+        ("What is the best phone under $300?", "What is the best laptop under $300?", false),
+    ]
+    .iter()
+    .map(|(a, b, duplicate)| json!({"a": a, "b": b, "duplicate": duplicate}).to_string())
+    .collect();
+    std::fs::write(&pairs, lines.join("\n")).unwrap();
+    let prompts = dir.join("prompts.json");
+    std::fs::write(&prompts, json!([{"prompt": "Write a haiku about trains."}, {"prompt": "Explain TCP slow start."}]).to_string()).unwrap();
+    let settings = BuildSettings { count: 40, repeat: 0.3, paraphrase: 0.2, tenants: 1, seed: 3 };
+    let built = workload::build_workload(&workload::read_pairs(&pairs).unwrap(), &workload::read_prompts(&prompts).unwrap(), &settings);
+    // Forty lines need more fresh prompts than five pairs and two prompts hold: refused, naming why.
+    assert!(built.as_ref().err().is_some_and(|error| error.to_string().contains("ran out")), "{built:?}");
+    let settings = BuildSettings { count: 14, ..settings };
+    let lines = workload::build_workload(&workload::read_pairs(&pairs).unwrap(), &workload::read_prompts(&prompts).unwrap(), &settings).unwrap();
+    let file = dir.join("workload.jsonl");
+    workload::write_workload(&file, &lines).unwrap();
+    let lines = std::sync::Arc::new(workload::read_workload(&file).unwrap());
+    let run = RunSettings {
+        target: node.http.parse().unwrap(),
+        pace: Pace::Closed(1),
+        stop: Stop::Requests(28),
+        model: "gpt-4o-mini".into(),
+        max_tokens: 16,
+        keys: Default::default(),
+        default_key: None,
+        request_timeout: std::time::Duration::from_secs(30),
+        max_in_flight: 64,
+    };
+    let report = workload::run_workload(std::sync::Arc::clone(&lines), run.clone(), |_| {}).await.unwrap();
+    assert_eq!((report.requests, report.answered), (28, 28), "{:?}", report.errors);
+    // The second pass over the workload is all exact hits, and the first had paraphrases.
+    assert!(report.exact_hit_ratio >= 0.5, "{report:?}");
+    assert!(report.semantic_hit_ratio > 0.0, "{report:?}");
+    assert_eq!(report.semantic_precision, Some(1.0), "no near-miss served another's answer: {report:?}");
+    assert!(report.cost_avoided_usd > 0.0 && report.cost_usd > 0.0);
+    for layer in ["upstream", "exact", "semantic"] {
+        assert!(report.latency_by_layer[layer].count > 0, "{layer}: {report:?}");
+    }
+    let svg = dir.join("plot.svg");
+    workload::plot_svg(&report, &svg).unwrap();
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    assert!(report.markdown("replay").contains("| semantic |"));
+    // Open loop, straight at the simulator: every answer from the upstream, none from a cache.
+    let direct = RunSettings { target: format!("http://{}", sim.addr).parse().unwrap(), pace: Pace::Open(200.0), stop: Stop::Requests(20), ..run };
+    let report = workload::run_workload(lines, direct, |_| {}).await.unwrap();
+    assert_eq!(report.answered, 20);
+    assert_eq!((report.exact_hit_ratio, report.semantic_hit_ratio), (0.0, 0.0));
+}

@@ -77,16 +77,35 @@ impl Actor for CostPeer {
     }
 }
 
+/// How long a query waits for an alive member's cost peer to appear in the group (the group
+/// syncs shortly after a session starts, so a node that just joined may not be there yet).
+const PEER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Asks every node's cost peer (this node's included) and merges the answers. A node that does
-/// not answer makes the query fail, naming it: a partial sum would be a wrong figure.
-pub async fn cluster_query(query: CostQuery) -> Result<CostReport, GatewayError> {
+/// not answer makes the query fail, naming it: a partial sum would be a wrong figure. So does an
+/// `alive` member whose cost peer is not known here within [`PEER_WAIT`].
+pub async fn cluster_query(query: CostQuery, alive: &[String]) -> Result<CostReport, GatewayError> {
     // Each node answers the whole query: a per-user ranking is cut after the merge.
     let asked = match &query {
         CostQuery::ByUser { start, end, .. } => CostQuery::ByUser { start: *start, end: *end, limit: usize::MAX },
         other => other.clone(),
     };
     let bytes = serde_json::to_vec(&asked).map_err(|error| GatewayError::Internal(format!("cost query: {error}")))?;
-    let peers: Vec<ActorRef<CostPeerMessage>> = ractor::pg::get_members(&wire::COST_PEER_GROUP.to_owned()).into_iter().map(Into::into).collect();
+    let deadline = tokio::time::Instant::now() + PEER_WAIT;
+    let peers: Vec<ActorRef<CostPeerMessage>> = loop {
+        let peers: Vec<ActorRef<CostPeerMessage>> = ractor::pg::get_members(&wire::COST_PEER_GROUP.to_owned()).into_iter().map(Into::into).collect();
+        let missing: Vec<&String> = alive
+            .iter()
+            .filter(|node| !peers.iter().any(|peer| peer.get_name().as_deref().and_then(wire::node_of) == Some(node.as_str())))
+            .collect();
+        if missing.is_empty() {
+            break peers;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(GatewayError::Internal(format!("cluster members {missing:?} have no cost peer here yet: the cost query would miss their ledgers; retry shortly")));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let answers = futures::future::join_all(peers.iter().map(|peer| {
         let bytes = bytes.clone();
         async move {

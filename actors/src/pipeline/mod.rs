@@ -203,8 +203,12 @@ impl Gateway {
     /// Answers a cost query: for the whole cluster when clustered (every member's ledger,
     /// summed), else from this node's.
     pub async fn query(&self, query: CostQuery) -> Result<CostReport, GatewayError> {
-        if self.cluster_view.borrow().clustered {
-            return crate::budget::cost_peer::cluster_query(query).await;
+        let (clustered, alive) = {
+            let view = self.cluster_view.borrow();
+            (view.clustered, view.alive.clone())
+        };
+        if clustered {
+            return crate::budget::cost_peer::cluster_query(query, &alive).await;
         }
         ractor::call!(self.budget.actor, crate::budget::budget::BudgetMessage::Query, query)
             .map_err(|error| GatewayError::Internal(format!("budget actor: {error}")))

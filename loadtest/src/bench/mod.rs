@@ -8,8 +8,10 @@
 //! # Layout
 //! - `client`: [`Target`] and the per-worker clients (pooled HTTP, one gRPC channel per worker).
 //! - `report`: [`BenchReport`] and [`RampReport`].
+//! - [`cold_start`]: process start to `/ready`.
 
 mod client;
+pub mod cold_start;
 mod report;
 
 use std::sync::Arc;

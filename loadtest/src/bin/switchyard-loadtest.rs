@@ -6,6 +6,10 @@
 //! - `semantic-embed`, `semantic-fit` and `semantic-eval`: the semantic cache's quality benchmark
 //!   on labelled question pairs (embed them once, fit the hit policy on the train split, measure
 //!   it against plain cosine on the test split; the last line is JSON).
+//! - `build-workload` writes a workload (JSONL `{"prompt", "group", "tenant"}`) from labelled
+//!   pairs and real prompts; `run` replays one open- or closed-loop and reports percentiles by
+//!   cache layer, hit ratios, semantic precision, errors by kind and cost avoided (JSON last,
+//!   Markdown and SVG on request); `cold-start` times a node from start to `/ready`.
 //! - `floor-http` and `floor-grpc` serve the node's stack with none of its pipeline, to measure
 //!   what a request costs before the gateway does anything (see [`switchyard_loadtest::floor`]).
 //!
@@ -26,6 +30,7 @@ use switchyard_loadtest::bench::{
     RampConfig, StopCondition, Target,
 };
 use switchyard_loadtest::floor;
+use switchyard_loadtest::workload;
 use switchyard_loadtest::semantic::embeddings::{self, EmbeddingSource};
 use switchyard_loadtest::semantic::eval;
 use switchyard_loadtest::semantic::fit::{self, FitSettings};
@@ -65,10 +70,113 @@ enum Command {
     SemanticFit(SemanticFitArgs),
     /// Measure a hit policy against plain cosine on the test split of labelled pairs.
     SemanticEval(SemanticEvalArgs),
+    /// Write a workload from labelled pairs and real prompts.
+    BuildWorkload(BuildWorkloadArgs),
+    /// Replay a workload against a node (or an upstream) and score it.
+    Run(RunArgs),
+    /// Time a node from process start to its first 200 from /ready.
+    ColdStart(ColdStartArgs),
     /// Serve a bare HTTP forwarder built from the node's stack, none of its pipeline.
     FloorHttp(FloorHttpArgs),
     /// Serve a bare gRPC `Generate` answering one fixed response (from Redis with `--redis`).
     FloorGrpc(FloorGrpcArgs),
+}
+
+/// Flags of `build-workload`.
+#[derive(Debug, Args)]
+struct BuildWorkloadArgs {
+    /// Labelled pairs, JSONL `{"a", "b", "duplicate"}` (e.g. ../shared/data/qqp-dev.jsonl).
+    #[arg(long)]
+    pairs: PathBuf,
+    /// Real prompts: a JSON array or JSONL of objects with a "prompt".
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// Where to write the workload.
+    #[arg(long)]
+    out: PathBuf,
+    /// Lines to write.
+    #[arg(long, default_value_t = 5_000)]
+    count: usize,
+    /// Share of lines repeating an earlier one exactly.
+    #[arg(long, default_value_t = 0.3)]
+    repeat: f64,
+    /// Share of lines paraphrasing an earlier one (the other side of a duplicate pair).
+    #[arg(long, default_value_t = 0.2)]
+    paraphrase: f64,
+    /// Tenants to spread the lines over.
+    #[arg(long, default_value_t = 1)]
+    tenants: usize,
+    /// Seed of the choices.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+/// Flags of `run`.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// `http://host:port` or `grpc://host:port`.
+    #[arg(long)]
+    target: Target,
+    /// The workload file.
+    #[arg(long)]
+    workload: PathBuf,
+    /// Closed loop: this many workers (the default, 8, unless --rate is given).
+    #[arg(long, conflicts_with = "rate")]
+    concurrency: Option<usize>,
+    /// Open loop: this many requests a second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds to run (the default, 30, unless --requests is given).
+    #[arg(long, conflicts_with = "requests")]
+    duration: Option<f64>,
+    /// Requests to send, cycling through the workload.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Model or route of every request.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Token limit of the answers.
+    #[arg(long, default_value_t = DEFAULT_MAX_TOKENS)]
+    max_tokens: u32,
+    /// A tenant's API key, `TENANT=KEY`; repeatable.
+    #[arg(long = "key", value_parser = tenant_key)]
+    keys: Vec<(String, String)>,
+    /// The API key of tenants without their own.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Also send the same load straight at this upstream URL (e.g. the simulator) and report both.
+    #[arg(long)]
+    compare_direct: Option<Target>,
+    /// Write the report as Markdown here.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Write the latency-over-time and percentile plot here (SVG).
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Most requests in flight in open loop.
+    #[arg(long, default_value_t = 4_096)]
+    max_in_flight: usize,
+}
+
+/// Flags of `cold-start`.
+#[derive(Debug, Args)]
+struct ColdStartArgs {
+    /// The switchyard binary.
+    #[arg(long, default_value = "target/release/switchyard")]
+    binary: PathBuf,
+    /// Its config file.
+    #[arg(long)]
+    config: PathBuf,
+    /// The readiness URL of that config.
+    #[arg(long, default_value = "http://127.0.0.1:8080/ready")]
+    ready_url: String,
+    /// Starts to measure.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+}
+
+fn tenant_key(value: &str) -> Result<(String, String), String> {
+    value.split_once('=').map(|(tenant, key)| (tenant.to_owned(), key.to_owned())).filter(|(tenant, key)| !tenant.is_empty() && !key.is_empty()).ok_or_else(|| format!("expected TENANT=KEY, not {value:?}"))
 }
 
 /// Flags of `floor-http`.
@@ -271,7 +379,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::SemanticFit(args) => return semantic_fit(args),
         Command::SemanticEval(args) => return semantic_eval(args),
-        Command::Bench(_) | Command::Ramp(_) | Command::FloorHttp(_) | Command::FloorGrpc(_) => {}
+        Command::BuildWorkload(args) => return build_workload(args),
+        Command::Bench(_) | Command::Ramp(_) | Command::Run(_) | Command::ColdStart(_) | Command::FloorHttp(_) | Command::FloorGrpc(_) => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
@@ -298,9 +407,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 serde_json::to_string(&report).context("failed to encode the report")?
             );
         }
-        Command::SemanticEmbed(_) | Command::SemanticFit(_) | Command::SemanticEval(_) => {
-            bail!("semantic commands run without a runtime")
+        Command::SemanticEmbed(_) | Command::SemanticFit(_) | Command::SemanticEval(_) | Command::BuildWorkload(_) => {
+            bail!("this command runs without a runtime")
         }
+        Command::Run(args) => run_workload(args).await?,
+        Command::ColdStart(args) => cold_start(args).await?,
         Command::FloorHttp(args) => floor::serve_http(floor::bind(args.listen).await?, &args.upstream).await?,
         Command::FloorGrpc(args) => floor::serve_grpc(floor::bind(args.listen).await?, args.redis.as_deref()).await?,
         Command::Ramp(args) => {
@@ -326,6 +437,98 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `build-workload`.
+fn build_workload(args: &BuildWorkloadArgs) -> anyhow::Result<()> {
+    let pairs = workload::read_pairs(&args.pairs)?;
+    let prompts = args.prompts.as_deref().map(workload::read_prompts).transpose()?.unwrap_or_default();
+    let settings = workload::BuildSettings { count: args.count, repeat: args.repeat, paraphrase: args.paraphrase, tenants: args.tenants, seed: args.seed };
+    let lines = workload::build_workload(&pairs, &prompts, &settings)?;
+    workload::write_workload(&args.out, &lines)?;
+    let distinct = lines.iter().map(|line| line.prompt.as_str()).collect::<std::collections::HashSet<_>>().len();
+    println!("{}: {} lines, {distinct} distinct prompts", args.out.display(), lines.len());
+    Ok(())
+}
+
+/// `run`: replays the workload (and again straight at `--compare-direct`), prints Markdown,
+/// then one JSON line.
+async fn run_workload(args: RunArgs) -> anyhow::Result<()> {
+    let lines = std::sync::Arc::new(workload::read_workload(&args.workload)?);
+    let pace = match (args.rate, args.concurrency) {
+        (Some(rate), _) => workload::Pace::Open(rate),
+        (None, concurrency) => workload::Pace::Closed(concurrency.unwrap_or(8)),
+    };
+    let stop = match (args.requests, args.duration) {
+        (Some(requests), _) => workload::Stop::Requests(requests),
+        (None, duration) => workload::Stop::Duration(seconds("--duration", duration.unwrap_or(30.0))?),
+    };
+    let settings = workload::RunSettings {
+        target: args.target.clone(),
+        pace,
+        stop,
+        model: args.model.clone(),
+        max_tokens: args.max_tokens,
+        keys: args.keys.iter().cloned().collect(),
+        default_key: args.api_key.clone(),
+        request_timeout: Duration::from_secs(60),
+        max_in_flight: args.max_in_flight,
+    };
+    let report = replay(std::sync::Arc::clone(&lines), settings.clone(), &args.target.to_string()).await?;
+    let direct = match &args.compare_direct {
+        Some(upstream) => Some(replay(lines, workload::RunSettings { target: upstream.clone(), keys: Default::default(), default_key: None, ..settings }, &upstream.to_string()).await?),
+        None => None,
+    };
+    let mut markdown = report.markdown(&format!("{} ({})", args.target, args.workload.display()));
+    if let Some(direct) = &direct {
+        markdown.push('\n');
+        markdown.push_str(&direct.markdown(&format!("straight at {} (--compare-direct)", args.compare_direct.as_ref().map(ToString::to_string).unwrap_or_default())));
+    }
+    print!("{markdown}");
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, &markdown).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        workload::plot_svg(&report, path)?;
+    }
+    let json = serde_json::json!({"target": args.target.to_string(), "report": report, "direct": direct});
+    println!("{}", serde_json::to_string(&json).context("failed to encode the report")?);
+    Ok(())
+}
+
+/// One replay with a progress bar on a terminal (hidden otherwise).
+async fn replay(lines: std::sync::Arc<Vec<workload::WorkloadLine>>, settings: workload::RunSettings, target: &str) -> anyhow::Result<workload::WorkloadReport> {
+    let bar = match settings.stop {
+        workload::Stop::Requests(count) => indicatif::ProgressBar::new(count),
+        workload::Stop::Duration(_) => indicatif::ProgressBar::new_spinner(),
+    };
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {pos} answered {per_sec}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_message(target.to_owned());
+    let ticker = bar.clone();
+    let report = workload::run_workload(lines, settings, move |done| ticker.set_position(done)).await?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// `cold-start`: prints each start's time to /ready, then one JSON line with them and the median.
+async fn cold_start(args: ColdStartArgs) -> anyhow::Result<()> {
+    let settings = switchyard_loadtest::bench::cold_start::ColdStart {
+        binary: args.binary.clone(),
+        args: vec!["serve".to_owned(), "--config".to_owned(), args.config.display().to_string()],
+        ready_url: args.ready_url.clone(),
+        timeout: Duration::from_secs(60),
+    };
+    let mut runs_ms = Vec::with_capacity(args.runs);
+    for run in 0..args.runs.max(1) {
+        let ready = switchyard_loadtest::bench::cold_start::measure(&settings).await?;
+        println!("start {}: ready in {:.1} ms", run + 1, ready.as_secs_f64() * 1e3);
+        runs_ms.push(ready.as_secs_f64() * 1e3);
+    }
+    let mut sorted = runs_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    println!("{}", serde_json::json!({"binary": args.binary.display().to_string(), "config": args.config.display().to_string(), "runs_ms": runs_ms, "median_ms": median}));
     Ok(())
 }
 
