@@ -251,6 +251,11 @@ async fn a_workload_replay_scores_hits_by_layer_and_semantic_precision_by_group(
     workload::plot_svg(&report, &svg).unwrap();
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     assert!(report.markdown("replay").contains("| semantic |"));
+    // Over gRPC: the same workload, by now all answered from the caches.
+    let grpc = RunSettings { target: node.grpc.replacen("http://", "grpc://", 1).parse().unwrap(), stop: Stop::Requests(14), ..run.clone() };
+    let report = workload::run_workload(std::sync::Arc::clone(&lines), grpc, |_| {}).await.unwrap();
+    assert_eq!(report.answered, 14, "{:?}", report.errors);
+    assert!(report.exact_hit_ratio + report.semantic_hit_ratio > 0.9, "{report:?}");
     // Open loop, straight at the simulator: every answer from the upstream, none from a cache.
     let direct = RunSettings { target: format!("http://{}", sim.addr).parse().unwrap(), pace: Pace::Open(200.0), stop: Stop::Requests(20), ..run };
     let report = workload::run_workload(lines, direct, |_| {}).await.unwrap();
