@@ -433,6 +433,16 @@ async fn bad_input_gets_a_clear_error_naming_the_field_and_reaches_no_upstream()
         (json!({"model": "gpt-4o", "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}]}), "max_tokens", 400),
         (json!({"model": "gpt-4o", "messages": "hi"}), "messages", 400),
         (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}), "temperature", 400),
+        // Fields the gateway does not honour are refused, never dropped.
+        (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]}), "tools", 400),
+        (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}), "response_format", 400),
+        (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "temprature": 0.2}), "temprature", 400),
+        (json!({"model": "gpt-4o", "messages": [{"role": "tool", "content": "42", "tool_call_id": "call_1"}]}), "messages[0].tool_call_id", 400),
+        (
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}),
+            "messages[0].content[1]",
+            400,
+        ),
     ];
     for (body, field, status) in cases {
         let response = http().post(&url).json(&body).send().await.unwrap();

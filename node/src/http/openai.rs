@@ -34,8 +34,11 @@ const QUALITY: &str = "x-switchyard-quality";
 const CACHE: &str = "x-switchyard-cache";
 const CACHE_TTL: &str = "x-switchyard-cache-ttl";
 
-/// The request body, as OpenAI defines it (fields the gateway does not use are ignored).
+/// The request body, as OpenAI defines it. A field the gateway does not honour is refused (400
+/// naming it), never dropped: an answer without the `tools` or `response_format` the client
+/// sent would be a different answer than it asked for.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CompletionRequest {
     #[serde(default)]
     model: Option<String>,
@@ -70,31 +73,49 @@ enum Stop {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct InMessage {
     role: String,
+    /// A string or an array of content parts, read by [`content_text`].
     #[serde(default)]
-    content: Option<Content>,
+    content: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-}
-
-#[derive(Debug, Deserialize)]
-struct Part {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    text: Option<String>,
+/// The text of a message's `content` (a string, or text parts), refusing every other kind of
+/// part and every part field the gateway does not honour, naming it.
+fn content_text(content: Option<serde_json::Value>, index: usize) -> Result<String, GatewayError> {
+    use serde_json::Value;
+    let parts = match content {
+        None | Some(Value::Null) => return Ok(String::new()),
+        Some(Value::String(text)) => return Ok(text),
+        Some(Value::Array(parts)) => parts,
+        Some(_) => return Err(GatewayError::invalid(format!("messages[{index}].content"), "must be a string or an array of content parts")),
+    };
+    let mut text = String::new();
+    for (part_index, part) in parts.into_iter().enumerate() {
+        let field = format!("messages[{index}].content[{part_index}]");
+        let Value::Object(part) = part else { return Err(GatewayError::invalid(field, "must be an object with a \"type\"")) };
+        match part.get("type").and_then(Value::as_str) {
+            Some("text") => {}
+            Some(kind) => return Err(GatewayError::invalid(field, not_honoured(kind))),
+            None => return Err(GatewayError::invalid(format!("{field}.type"), "is missing")),
+        }
+        if let Some(other) = part.keys().find(|key| *key != "type" && *key != "text") {
+            return Err(GatewayError::invalid(format!("{field}.{other}"), not_honoured(other)));
+        }
+        match part.get("text") {
+            Some(Value::String(part_text)) => text.push_str(part_text),
+            _ => return Err(GatewayError::invalid(format!("{field}.text"), "must be a string")),
+        }
+    }
+    Ok(text)
 }
 
 /// An OpenAI-style error response.
@@ -158,8 +179,13 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<(ChatRequest, bool, bo
     let deserializer = &mut serde_json::Deserializer::from_slice(body);
     let request: CompletionRequest = serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
+        let message = error.into_inner().to_string();
+        if let Some(name) = unknown_field(&message) {
+            // The path already ends with the unknown field.
+            return GatewayError::invalid(path, not_honoured(name));
+        }
         let field = if path == "." { "body".to_owned() } else { path };
-        GatewayError::invalid(field, error.into_inner().to_string())
+        GatewayError::invalid(field, message)
     })?;
     if request.n.is_some_and(|n| n != 1) {
         return Err(GatewayError::invalid("n", "only n = 1 is supported"));
@@ -167,25 +193,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<(ChatRequest, bool, bo
     let mut messages = Vec::with_capacity(request.messages.len());
     for (index, message) in request.messages.into_iter().enumerate() {
         let role = Role::parse(&message.role, &format!("messages[{index}].role"))?;
-        let content = match message.content {
-            None => String::new(),
-            Some(Content::Text(text)) => text,
-            Some(Content::Parts(parts)) => {
-                let mut text = String::new();
-                for (part_index, part) in parts.into_iter().enumerate() {
-                    match (part.kind.as_str(), part.text) {
-                        ("text", Some(part_text)) => text.push_str(&part_text),
-                        (kind, _) => {
-                            return Err(GatewayError::invalid(
-                                format!("messages[{index}].content[{part_index}]"),
-                                format!("only text parts are supported, got \"{kind}\""),
-                            ));
-                        }
-                    }
-                }
-                text
-            }
-        };
+        let content = content_text(message.content, index)?;
         messages.push(Message { role, content });
     }
     let (hints, cache) = parse_hints(headers)?;
@@ -213,6 +221,27 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<(ChatRequest, bool, bo
         metadata,
     };
     Ok((chat, stream, include_usage))
+}
+
+/// Chat Completions fields (of the request and its messages) the gateway does not honour yet.
+const NOT_YET_HONOURED: &[&str] = &[
+    "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call", "response_format", "seed", "logprobs", "top_logprobs",
+    "frequency_penalty", "presence_penalty", "logit_bias", "reasoning_effort", "service_tier", "store", "modalities", "audio",
+    "prediction", "web_search_options", "tool_calls", "tool_call_id", "name", "refusal", "image_url", "input_audio", "file",
+];
+
+/// The field serde names in an "unknown field `…`" error.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split_once('`').map(|(name, _)| name)
+}
+
+fn not_honoured(name: &str) -> String {
+    if NOT_YET_HONOURED.contains(&name) {
+        format!("`{name}` is not supported by this gateway yet; the request is refused rather than answered without it")
+    } else {
+        format!("`{name}` is not a Chat Completions field")
+    }
 }
 
 fn unix_now() -> u64 {
