@@ -511,3 +511,45 @@ async fn past_days_are_closed_into_files_and_summaries_that_restore_costs_and_bu
     let node = Node::start_in(&dir, &config);
     check(&node).await;
 }
+
+/// The ids `GET /v1/models` lists with `key` and extra `headers`.
+async fn listed(node: &Node, key: Option<&str>, headers: &[(&str, &str)]) -> (u16, Vec<String>) {
+    let mut request = http().get(format!("{}/v1/models", node.http));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    let ids = body["data"].as_array().map(|data| data.iter().map(|model| model["id"].as_str().unwrap().to_owned()).collect()).unwrap_or_default();
+    (status, ids)
+}
+
+#[tokio::test]
+async fn the_model_list_holds_exactly_what_the_caller_may_use() {
+    let sim = start_sim().await;
+    // An open node: the tier comes from the header (free without one).
+    let open = Node::start(&config_for(sim.addr, |c| c));
+    let (status, free) = listed(&open, None, &[]).await;
+    assert_eq!(status, 200);
+    assert!(!free.contains(&"claude-opus-4".to_owned()), "enterprise only: {free:?}");
+    assert!(free.contains(&"gpt-4o-mini".to_owned()) && free.contains(&"fast".to_owned()), "{free:?}");
+    for id in &free {
+        let status = ask(&open, None, &chat_body(id, "listed, so usable")).await.status();
+        assert_eq!(status, 200, "{id} is listed but answers {status}");
+    }
+    let (_, enterprise) = listed(&open, None, &[("x-switchyard-tier", "enterprise")]).await;
+    assert!(enterprise.contains(&"claude-opus-4".to_owned()), "{enterprise:?}");
+    let (status, _) = listed(&open, None, &[("x-switchyard-tier", "platinum")]).await;
+    assert_eq!(status, 400);
+    // With keys: the key's own list and tier; no key, no list.
+    let keyed = Node::start(&config_for(sim.addr, |c| c + &tenancy("", "")));
+    assert_eq!(listed(&keyed, None, &[]).await.0, 401);
+    assert_eq!(listed(&keyed, Some(BOB), &[]).await, (200, vec!["gpt-4o-mini".to_owned()]));
+    let (_, alice) = listed(&keyed, Some(ALICE), &[("x-switchyard-tier", "enterprise")]).await;
+    assert!(!alice.contains(&"claude-opus-4".to_owned()), "a paid key's tier is not raised by a header: {alice:?}");
+    assert!(alice.contains(&"smart".to_owned()), "{alice:?}");
+}

@@ -272,6 +272,21 @@ impl Gateway {
         self.router.snapshot().policy.models().to_vec()
     }
 
+    /// The models and routes `principal` may name, with who serves them (see
+    /// `RoutingPolicy::usable`); `tier_hint` is the tier header's, used only on an open node.
+    pub fn usable_models(&self, principal: &Principal, tier_hint: Tier) -> Vec<(String, String)> {
+        let context = RoutingContext {
+            tier: if self.keys.is_open() { tier_hint } else { principal.tier },
+            allowed_models: principal.models.clone(),
+            task_type: String::new(),
+            estimated_tokens: 0,
+            latency_budget_ms: None,
+            quality: crate::model::Quality::Standard,
+            requested: None,
+        };
+        self.router.snapshot().policy.usable(&context)
+    }
+
     /// Stops taking requests; [`Gateway::drained`] then resolves once the last one is answered.
     pub fn begin_shutdown(&self) {
         self.in_flight.close();

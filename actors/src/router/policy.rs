@@ -142,6 +142,25 @@ impl RoutingPolicy {
         &self.models
     }
 
+    /// What a caller in `context` (its tier and its key's allowed names) may name: each model it
+    /// may use, with its provider, then each route with at least one model it may use (owned by
+    /// `switchyard`), as selection would judge them. Sorted by name within each kind.
+    pub fn usable(&self, context: &RoutingContext) -> Vec<(String, String)> {
+        let named = |name: &str| context.allowed_models.is_empty() || context.allowed_models.contains(name);
+        let mut models: Vec<(String, String)> =
+            self.models.iter().filter(|model| model.allows(context)).map(|model| (model.name.clone(), model.provider.clone())).collect();
+        models.sort();
+        let mut routes: Vec<(String, String)> = self
+            .routes
+            .iter()
+            .filter(|(route, members)| named(route) && members.iter().filter_map(|name| self.model(name)).any(|model| model.allows(context)))
+            .map(|(route, _)| (route.clone(), "switchyard".to_owned()))
+            .collect();
+        routes.sort();
+        models.extend(routes);
+        models
+    }
+
     /// Every route name.
     pub fn route_names(&self) -> impl Iterator<Item = &str> {
         self.routes.keys().map(String::as_str)

@@ -436,13 +436,22 @@ fn stream_response(answer: AnswerStream, route: String, include_usage: bool, sta
     (StatusCode::OK, headers, Body::from_stream(body)).into_response()
 }
 
-/// `GET /v1/models`: every configured model, in OpenAI's list format.
-pub async fn models(State(state): State<AppState>) -> Response {
+/// `GET /v1/models`: the models and routes the caller may name (its key's list and tier; on an
+/// open node the tier header's), in OpenAI's list format.
+pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let principal = match state.gateway.authenticate(crate::auth::bearer_of(&headers)) {
+        Ok(principal) => principal,
+        Err(error) => return error_response(&error),
+    };
+    let tier = match parse_hints(&headers) {
+        Ok((hints, _)) => hints.tier,
+        Err(error) => return error_response(&error),
+    };
     let data: Vec<serde_json::Value> = state
         .gateway
-        .models()
-        .iter()
-        .map(|model| json!({"id": model.name, "object": "model", "created": 0, "owned_by": model.provider}))
+        .usable_models(&principal, tier)
+        .into_iter()
+        .map(|(name, owned_by)| json!({"id": name, "object": "model", "created": 0, "owned_by": owned_by}))
         .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
