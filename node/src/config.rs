@@ -482,6 +482,8 @@ struct RawModel {
     #[serde(default)]
     cached_input_usd_per_mtok: Option<f64>,
     #[serde(default)]
+    cache_write_input_usd_per_mtok: Option<f64>,
+    #[serde(default)]
     fallbacks: Vec<String>,
 }
 
@@ -829,16 +831,19 @@ impl RawConfig {
                             return Err(invalid(format!("{key}.{field}"), format!("{value} is not a price of zero or more")));
                         }
                     }
-                    let cached = model.cached_input_usd_per_mtok;
-                    if let Some(value) = cached
-                        && !(value.is_finite() && value >= 0.0)
-                    {
-                        return Err(invalid(format!("{key}.cached_input_usd_per_mtok"), format!("{value} is not a price of zero or more")));
+                    let (cached, write) = (model.cached_input_usd_per_mtok, model.cache_write_input_usd_per_mtok);
+                    for (field, value) in [("cached_input_usd_per_mtok", cached), ("cache_write_input_usd_per_mtok", write)] {
+                        if let Some(value) = value
+                            && !(value.is_finite() && value >= 0.0)
+                        {
+                            return Err(invalid(format!("{key}.{field}"), format!("{value} is not a price of zero or more")));
+                        }
                     }
-                    Some(Price { input_usd_per_mtok: input, output_usd_per_mtok: output, cached_input_usd_per_mtok: cached })
+                    Some(Price { input_usd_per_mtok: input, output_usd_per_mtok: output, cached_input_usd_per_mtok: cached, cache_write_input_usd_per_mtok: write })
                 }
-                (None, None) if model.cached_input_usd_per_mtok.is_some() => {
-                    return Err(invalid(format!("{key}.cached_input_usd_per_mtok"), "needs input_usd_per_mtok and output_usd_per_mtok"));
+                (None, None) if model.cached_input_usd_per_mtok.is_some() || model.cache_write_input_usd_per_mtok.is_some() => {
+                    let field = if model.cached_input_usd_per_mtok.is_some() { "cached_input_usd_per_mtok" } else { "cache_write_input_usd_per_mtok" };
+                    return Err(invalid(format!("{key}.{field}"), "needs input_usd_per_mtok and output_usd_per_mtok"));
                 }
                 (None, None) => None,
                 _ => {

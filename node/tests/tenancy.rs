@@ -553,3 +553,40 @@ async fn the_model_list_holds_exactly_what_the_caller_may_use() {
     assert!(!alice.contains(&"claude-opus-4".to_owned()), "a paid key's tier is not raised by a header: {alice:?}");
     assert!(alice.contains(&"smart".to_owned()), "{alice:?}");
 }
+
+#[tokio::test]
+async fn provider_prompt_cache_reads_and_writes_are_priced_as_the_provider_bills_them() {
+    let sim = start_sim().await;
+    sim_behaviour(&sim, Some("claude-haiku"), json!({"prompt_cache_read_tokens": 1, "prompt_cache_write_tokens": 1})).await;
+    sim_behaviour(&sim, Some("gpt-4o"), json!({"prompt_cache_read_tokens": 2, "prompt_cache_write_tokens": 1})).await;
+    // claude-haiku: $0.80 in, $0.08 cache read, $1.00 cache write, $4 out per million tokens;
+    // gpt-4o: $2.50 in, $1.25 cached (the example's), $10 out, no write price.
+    let config = config_for(sim.addr, |c| {
+        c.replace("input_usd_per_mtok = 0.8\n", "input_usd_per_mtok = 0.8\ncached_input_usd_per_mtok = 0.08\ncache_write_input_usd_per_mtok = 1.0\n")
+    });
+    let node = Node::start(&config);
+    let body = |model: &str| json!({"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "one two three"}]});
+    // Three input tokens: one fresh, one read, one written; sixteen out.
+    let haiku = ask(&node, None, &body("claude-haiku")).await;
+    assert_eq!(haiku.status(), 200);
+    assert_eq!(told_nano(&haiku), 800 + 80 + 1_000 + 16 * 4_000);
+    let usage: Value = haiku.json().await.unwrap();
+    assert_eq!(usage["usage"]["prompt_tokens"], 3, "reads and writes are input tokens: {usage}");
+    // OpenAI reports reads only (writes are not billed apart): one fresh, two cached.
+    let gpt = ask(&node, None, &body("gpt-4o")).await;
+    assert_eq!(told_nano(&gpt), 2_500 + 2 * 1_250 + 16 * 10_000);
+    // Streamed, the same.
+    let mut streamed = body("claude-haiku");
+    streamed["stream"] = json!(true);
+    let response = ask(&node, None, &streamed).await;
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap();
+    let total = admin(&node, &format!("/admin/v1/cost/daily?date={}", chrono::Utc::now().format("%Y-%m-%d"))).await;
+    assert_eq!(total["total"]["nano_usd"], 2 * (800 + 80 + 1_000 + 16 * 4_000) + 2_500 + 2 * 1_250 + 16 * 10_000, "{total}");
+    // A cache-write price without the model's prices is a config error naming it.
+    let bad = config_for(sim.addr, |c| c.replace("input_usd_per_mtok = 0.8\noutput_usd_per_mtok = 4.0\n", "cache_write_input_usd_per_mtok = 1.0\n"));
+    let dir = new_dir();
+    std::fs::write(dir.join("bad.toml"), bad).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard")).arg("check-config").arg(dir.join("bad.toml")).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cache_write_input_usd_per_mtok: needs input_usd_per_mtok"), "{}", String::from_utf8_lossy(&output.stderr));
+}

@@ -10,6 +10,9 @@ pub struct Usage {
     /// The part of `input_tokens` the provider served from its prompt cache (priced apart when
     /// the model has a cached-input price).
     pub cached_input_tokens: u32,
+    /// The part of `input_tokens` the provider wrote to its prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`, priced apart when the model has a cache-write price).
+    pub cache_write_input_tokens: u32,
 }
 
 impl Usage {

@@ -68,7 +68,7 @@ pub fn worst_case_cost(request: &ChatRequest, selection: &ModelSelection, policy
     policy
         .model(&selection.primary.model)
         .and_then(|model| model.price)
-        .map_or(NanoUsd::ZERO, |price| NanoUsd::from_usd(price.cost(Usage { input_tokens: input, output_tokens: output, cached_input_tokens: 0 })))
+        .map_or(NanoUsd::ZERO, |price| NanoUsd::from_usd(price.cost(Usage { input_tokens: input, output_tokens: output, cached_input_tokens: 0, cache_write_input_tokens: 0 })))
 }
 
 /// Rate limits, then the budget reservation. Under the downgrade policy an exhausted budget

@@ -452,7 +452,7 @@ impl Gateway {
             id,
             model: &cached.model,
             provider: &cached.provider,
-            usage: Some(Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0 }),
+            usage: Some(Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0, cache_write_input_tokens: 0 }),
             cost: Some(NanoUsd::ZERO),
             latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             status: "ok",
@@ -473,7 +473,7 @@ impl Gateway {
             completion: Completion {
                 text: cached.text.clone(),
                 finish_reason: FinishReason::parse(&cached.finish_reason),
-                usage: Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0 },
+                usage: Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0, cache_write_input_tokens: 0 },
             },
             target: Target { model: cached.model.clone(), provider: cached.provider.clone(), upstream_model: cached.model.clone() },
             routing_reason: hit.reason(),

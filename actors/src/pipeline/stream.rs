@@ -244,7 +244,7 @@ pub(crate) fn replay(
     let cached = &hit.answer;
     let chunks: Vec<String> = cached.text.split_inclusive(' ').map(str::to_owned).collect();
     let finish_reason = FinishReason::parse(&cached.finish_reason);
-    let usage = Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0 };
+    let usage = Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0, cache_write_input_tokens: 0 };
     tokio::spawn(async move {
         let _in_flight = in_flight;
         for chunk in chunks {

@@ -120,6 +120,7 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
             input_tokens: message.usage.all_input(),
             output_tokens: message.usage.output_tokens,
             cached_input_tokens: message.usage.cache_read_input_tokens,
+            cache_write_input_tokens: message.usage.cache_creation_input_tokens,
         },
     })
 }
@@ -161,6 +162,7 @@ struct MessageDeltaBody {
 pub struct AnthropicDecoder {
     input_tokens: u32,
     cached_input_tokens: u32,
+    cache_write_input_tokens: u32,
     output_tokens: u32,
     finish_reason: Option<FinishReason>,
 }
@@ -173,6 +175,7 @@ impl StreamDecoder for AnthropicDecoder {
             Event::MessageStart { message } => {
                 self.input_tokens = message.usage.all_input();
                 self.cached_input_tokens = message.usage.cache_read_input_tokens;
+                self.cache_write_input_tokens = message.usage.cache_creation_input_tokens;
                 self.output_tokens = message.usage.output_tokens;
                 None
             }
@@ -190,6 +193,7 @@ impl StreamDecoder for AnthropicDecoder {
                     input_tokens: self.input_tokens,
                     output_tokens: self.output_tokens,
                     cached_input_tokens: self.cached_input_tokens,
+                    cache_write_input_tokens: self.cache_write_input_tokens,
                 }),
             }),
             Event::Error { error } => return Err(ProviderError::StreamCut(format!("upstream error event: {error}"))),
@@ -228,9 +232,9 @@ mod tests {
     fn parses_a_unary_answer() {
         let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"c",
             "content":[{"type":"text","text":"Hi "},{"type":"text","text":"there"}],
-            "stop_reason":"max_tokens","usage":{"input_tokens":4,"output_tokens":2,"cache_read_input_tokens":10}}"#;
+            "stop_reason":"max_tokens","usage":{"input_tokens":4,"output_tokens":2,"cache_read_input_tokens":10,"cache_creation_input_tokens":5}}"#;
         let completion = parse_completion(body).ok();
-        assert_eq!(completion.as_ref().map(|c| (c.usage.input_tokens, c.usage.cached_input_tokens)), Some((14, 10)));
+        assert_eq!(completion.as_ref().map(|c| (c.usage.input_tokens, c.usage.cached_input_tokens, c.usage.cache_write_input_tokens)), Some((19, 10, 5)));
         assert_eq!(completion.as_ref().map(|c| c.text.as_str()), Some("Hi there"));
         assert_eq!(completion.map(|c| c.finish_reason), Some(FinishReason::Length));
         assert!(matches!(parse_completion(b"<html>"), Err(ProviderError::Malformed(_))));
@@ -257,7 +261,7 @@ mod tests {
                 StreamEvent::Delta("Hi".into()),
                 StreamEvent::Finished {
                     finish_reason: FinishReason::Stop,
-                    usage: Some(Usage { input_tokens: 9, output_tokens: 3, cached_input_tokens: 0 })
+                    usage: Some(Usage { input_tokens: 9, output_tokens: 3, cached_input_tokens: 0, cache_write_input_tokens: 0 })
                 }
             ]
         );

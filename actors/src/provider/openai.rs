@@ -108,6 +108,8 @@ impl From<WireUsage> for Usage {
             input_tokens: usage.prompt_tokens,
             output_tokens: usage.completion_tokens,
             cached_input_tokens: usage.prompt_tokens_details.unwrap_or_default().cached_tokens.min(usage.prompt_tokens),
+            // OpenAI does not bill prompt-cache writes apart.
+            cache_write_input_tokens: 0,
         }
     }
 }
@@ -257,7 +259,7 @@ mod tests {
                 StreamEvent::Delta("lo".into()),
                 StreamEvent::Finished {
                     finish_reason: FinishReason::Stop,
-                    usage: Some(Usage { input_tokens: 5, output_tokens: 2, cached_input_tokens: 0 })
+                    usage: Some(Usage { input_tokens: 5, output_tokens: 2, cached_input_tokens: 0, cache_write_input_tokens: 0 })
                 },
             ]
         );

@@ -25,16 +25,22 @@ pub struct Price {
     pub output_usd_per_mtok: f64,
     /// Per million input tokens served from the provider's prompt cache; the input price when unset.
     pub cached_input_usd_per_mtok: Option<f64>,
+    /// Per million input tokens written to the provider's prompt cache (Anthropic bills them
+    /// above the input price); the input price when unset.
+    pub cache_write_input_usd_per_mtok: Option<f64>,
 }
 
 impl Price {
     /// The cost of `usage` in dollars.
     pub fn cost(&self, usage: Usage) -> f64 {
         let cached = usage.cached_input_tokens.min(usage.input_tokens);
-        let fresh = usage.input_tokens - cached;
+        let written = usage.cache_write_input_tokens.min(usage.input_tokens - cached);
+        let fresh = usage.input_tokens - cached - written;
         let cached_price = self.cached_input_usd_per_mtok.unwrap_or(self.input_usd_per_mtok);
+        let write_price = self.cache_write_input_usd_per_mtok.unwrap_or(self.input_usd_per_mtok);
         (f64::from(fresh) * self.input_usd_per_mtok
             + f64::from(cached) * cached_price
+            + f64::from(written) * write_price
             + f64::from(usage.output_tokens) * self.output_usd_per_mtok)
             / 1_000_000.0
     }
@@ -46,11 +52,14 @@ mod price_tests {
 
     #[test]
     fn cached_input_is_priced_apart_when_configured() {
-        let usage = Usage { input_tokens: 1000, output_tokens: 100, cached_input_tokens: 800 };
-        let plain = Price { input_usd_per_mtok: 2.0, output_usd_per_mtok: 10.0, cached_input_usd_per_mtok: None };
+        let usage = Usage { input_tokens: 1000, output_tokens: 100, cached_input_tokens: 800, cache_write_input_tokens: 150 };
+        let plain = Price { input_usd_per_mtok: 2.0, output_usd_per_mtok: 10.0, cached_input_usd_per_mtok: None, cache_write_input_usd_per_mtok: None };
         assert!((plain.cost(usage) - (1000.0 * 2.0 + 100.0 * 10.0) / 1e6).abs() < 1e-15);
-        let cached = Price { cached_input_usd_per_mtok: Some(0.5), ..plain };
-        assert!((cached.cost(usage) - (200.0 * 2.0 + 800.0 * 0.5 + 100.0 * 10.0) / 1e6).abs() < 1e-15);
+        let cached = Price { cached_input_usd_per_mtok: Some(0.5), cache_write_input_usd_per_mtok: Some(2.5), ..plain };
+        assert!((cached.cost(usage) - (50.0 * 2.0 + 800.0 * 0.5 + 150.0 * 2.5 + 100.0 * 10.0) / 1e6).abs() < 1e-15);
+        // Reads and writes never count more input than there was.
+        let over = Usage { input_tokens: 100, output_tokens: 0, cached_input_tokens: 80, cache_write_input_tokens: 80 };
+        assert!((cached.cost(over) - (80.0 * 0.5 + 20.0 * 2.5) / 1e6).abs() < 1e-15);
     }
 }
 

@@ -86,6 +86,10 @@ pub(crate) struct Answer {
     pub(crate) tokens: u32,
     /// Usage: input tokens.
     pub(crate) input_tokens: u32,
+    /// Of those, read from the prompt cache.
+    pub(crate) cache_read_tokens: u32,
+    /// Of those, written to the prompt cache.
+    pub(crate) cache_write_tokens: u32,
     /// Why the answer ends.
     pub(crate) stop: StopCause,
 }
@@ -102,8 +106,18 @@ impl Answer {
             fingerprint: prompt.fingerprint(),
             tokens,
             input_tokens: prompt.input_tokens(),
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             stop,
         }
+    }
+
+    /// Reports `read` and `write` of the input tokens as prompt-cache reads and writes, cut to
+    /// the input there is.
+    pub(crate) fn with_prompt_cache(mut self, read: u32, write: u32) -> Self {
+        self.cache_read_tokens = read.min(self.input_tokens);
+        self.cache_write_tokens = write.min(self.input_tokens - self.cache_read_tokens);
+        self
     }
 
     /// The text of token `index` (0-based): `"[sim <fingerprint>]"` for the first, a space and a

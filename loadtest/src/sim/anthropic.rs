@@ -117,7 +117,7 @@ pub(crate) async fn messages(State(state): State<Arc<SimState>>, headers: http::
     for message in request.messages.iter().flatten() {
         prompt.push(&message.role, message.content.parts());
     }
-    let answer = Answer::plan(&prompt, behaviour.answer_tokens, request.max_tokens);
+    let answer = Answer::plan(&prompt, behaviour.answer_tokens, request.max_tokens).with_prompt_cache(behaviour.prompt_cache_read_tokens, behaviour.prompt_cache_write_tokens);
     let wire = AnthropicWire {
         id: format!("msg_sim_{:024}", state.next_response_id()),
         model: request.model.unwrap_or_default(),
@@ -171,11 +171,25 @@ struct TextBlock<'a> {
     text: &'a str,
 }
 
-/// `usage` of a message.
+/// `usage` of a message: Anthropic counts prompt-cache reads and writes apart from
+/// `input_tokens`.
 #[derive(Serialize)]
 struct Usage {
     input_tokens: u32,
     output_tokens: u32,
+    cache_read_input_tokens: u32,
+    cache_creation_input_tokens: u32,
+}
+
+impl Usage {
+    fn of(answer: &Answer, output_tokens: u32) -> Self {
+        Self {
+            input_tokens: answer.input_tokens - answer.cache_read_tokens - answer.cache_write_tokens,
+            output_tokens,
+            cache_read_input_tokens: answer.cache_read_tokens,
+            cache_creation_input_tokens: answer.cache_write_tokens,
+        }
+    }
 }
 
 /// `message_start`.
@@ -296,10 +310,7 @@ impl WireFormat for AnthropicWire {
             }],
             stop_reason: Some(stop_reason(answer.stop)),
             stop_sequence: None,
-            usage: Usage {
-                input_tokens: answer.input_tokens,
-                output_tokens: answer.tokens,
-            },
+            usage: Usage::of(answer, answer.tokens),
         })
     }
 
@@ -312,10 +323,7 @@ impl WireFormat for AnthropicWire {
             content: &[],
             stop_reason: None,
             stop_sequence: None,
-            usage: Usage {
-                input_tokens: answer.input_tokens,
-                output_tokens: 1,
-            },
+            usage: Usage::of(answer, 1),
         };
         write_named_event(
             out,

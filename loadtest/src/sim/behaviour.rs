@@ -25,6 +25,13 @@ pub struct Behaviour {
     pub fault: Option<Fault>,
     /// Inject `fault` into the next N calls only, then clear it; `None` injects it into every call.
     pub fault_count: Option<u32>,
+    /// Input tokens the simulated provider says it read from its prompt cache (at most the
+    /// prompt's): OpenAI's `prompt_tokens_details.cached_tokens`, Anthropic's
+    /// `cache_read_input_tokens`.
+    pub prompt_cache_read_tokens: u32,
+    /// Input tokens it says it wrote to its prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`; OpenAI reports none).
+    pub prompt_cache_write_tokens: u32,
 }
 
 impl Default for Behaviour {
@@ -35,6 +42,8 @@ impl Default for Behaviour {
             answer_tokens: DEFAULT_ANSWER_TOKENS,
             fault: None,
             fault_count: None,
+            prompt_cache_read_tokens: 0,
+            prompt_cache_write_tokens: 0,
         }
     }
 }

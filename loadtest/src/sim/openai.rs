@@ -138,7 +138,7 @@ pub(crate) async fn chat_completions(State(state): State<Arc<SimState>>, headers
     for message in request.messages.iter().flatten() {
         prompt.push(&message.role, message.content.parts());
     }
-    let answer = Answer::plan(&prompt, behaviour.answer_tokens, request.max_tokens());
+    let answer = Answer::plan(&prompt, behaviour.answer_tokens, request.max_tokens()).with_prompt_cache(behaviour.prompt_cache_read_tokens, 0);
     let wire = OpenAiWire {
         id: format!("chatcmpl-sim-{}", state.next_response_id()),
         created: super::unix_seconds(),
@@ -176,6 +176,14 @@ struct Usage {
     prompt_tokens: u32,
     completion_tokens: u32,
     total_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// `usage.prompt_tokens_details`: the prompt-cache reads, when there were any.
+#[derive(Debug, Serialize)]
+struct PromptTokensDetails {
+    cached_tokens: u32,
 }
 
 impl Usage {
@@ -185,6 +193,7 @@ impl Usage {
             prompt_tokens: answer.input_tokens,
             completion_tokens: answer.tokens,
             total_tokens: answer.input_tokens.saturating_add(answer.tokens),
+            prompt_tokens_details: (answer.cache_read_tokens > 0).then_some(PromptTokensDetails { cached_tokens: answer.cache_read_tokens }),
         }
     }
 }
