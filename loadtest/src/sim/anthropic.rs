@@ -177,8 +177,16 @@ struct TextBlock<'a> {
 struct Usage {
     input_tokens: u32,
     output_tokens: u32,
+    #[serde(skip_serializing_if = "is_zero")]
     cache_read_input_tokens: u32,
+    #[serde(skip_serializing_if = "is_zero")]
     cache_creation_input_tokens: u32,
+}
+
+/// Prompt-cache counts appear only when there were any, as in answers without a cache.
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+fn is_zero(count: &u32) -> bool {
+    *count == 0
 }
 
 impl Usage {
