@@ -880,26 +880,12 @@ async fn spend_across_midnight_is_neither_lost_nor_counted_twice() {
 
 #[tokio::test]
 async fn budget_alerts_fire_once_on_the_cluster_spend_from_the_line_owner() {
-    let received: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
-    let sink = Arc::clone(&received);
-    let app = axum::Router::new().route(
-        "/alerts",
-        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-            let sink = Arc::clone(&sink);
-            async move {
-                sink.lock().unwrap().push(body);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let webhook = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (webhook, received) = common::alert_sink().await;
 
     let sim = start_sim().await;
     let budget_nano = 10 * REQUEST_NANO;
     let alerting = move |config: String| {
-        users_with_budget(budget_nano)(config).replace("[tenancy]\n", &format!("[tenancy]\nalert_thresholds = [20, 50]\nalert_webhook = \"http://{webhook}/alerts\"\n"))
+        users_with_budget(budget_nano)(config).replace("[tenancy]\n", &format!("[tenancy]\nalert_thresholds = [20, 50]\nalert_webhook = \"{webhook}\"\n"))
     };
     let members = [Member::new("node-a", 92), Member::new("node-b", 93), Member::new("node-c", 94)];
     let names: Vec<&str> = members.iter().map(|member| member.name.as_str()).collect();

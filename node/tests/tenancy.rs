@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Node, chat_body, config_for, grpc_request, new_dir, sim_behaviour, start_sim};
@@ -225,25 +225,11 @@ async fn a_burst_cannot_overspend_a_budget() {
 
 #[tokio::test]
 async fn each_alert_threshold_fires_once_per_period_and_reaches_the_webhook() {
-    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let sink = Arc::clone(&received);
-    let app = axum::Router::new().route(
-        "/alerts",
-        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-            let sink = Arc::clone(&sink);
-            async move {
-                sink.lock().unwrap().push(body);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let webhook = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (webhook, received) = common::alert_sink().await;
 
     let sim = start_sim().await;
     let alice = format!("daily_budget_usd = {}", 10.0 * 10_050.0 / 1e9);
-    let extra = format!("alert_thresholds = [20, 50]\nalert_webhook = \"http://{webhook}/alerts\"");
+    let extra = format!("alert_thresholds = [20, 50]\nalert_webhook = \"{webhook}\"");
     let node = Node::start(&config_for(sim.addr, |c| c + &tenancy(&alice, &extra)));
     let body = json!({"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "one two three"}]});
     for _ in 0..6 {

@@ -342,3 +342,27 @@ impl TraceCollector {
         (collector, address)
     }
 }
+
+/// Alert bodies a webhook received, in arrival order.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// Starts a webhook receiver collecting every JSON body POSTed to `/alerts`; returns its URL
+/// and what it received.
+pub async fn alert_sink() -> (String, Received) {
+    let received: Received = Received::default();
+    let sink = std::sync::Arc::clone(&received);
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = std::sync::Arc::clone(&sink);
+            async move {
+                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
