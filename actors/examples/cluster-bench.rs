@@ -108,6 +108,7 @@ fn entry(position: usize) -> SemanticEntry {
             tenant: "bench".into(),
             route: "auto".into(),
             text: "A switchyard sorts railway cars onto tracks by destination, so that trains can be assembled and split. ".repeat(3),
+            tool_calls: Vec::new(),
             model: "gpt-4o-mini".into(),
             provider: "openai".into(),
             input_tokens: 14,

@@ -100,7 +100,7 @@ fn millis(duration: Duration) -> f64 {
 }
 
 fn request(question: &str) -> ChatRequest {
-    ChatRequest { messages: vec![Message { role: Role::User, content: question.to_owned() }], model: Some("bench".into()), ..ChatRequest::default() }
+    ChatRequest { messages: vec![Message::text(Role::User, question)], model: Some("bench".into()), ..ChatRequest::default() }
 }
 
 fn answer(question: &str) -> CachedAnswer {
@@ -108,6 +108,7 @@ fn answer(question: &str) -> CachedAnswer {
         tenant: "bench".into(),
         route: "bench".into(),
         text: format!("the answer to {question}"),
+        tool_calls: Vec::new(),
         model: "bench".into(),
         provider: "bench".into(),
         input_tokens: 10,

@@ -59,7 +59,7 @@ async fn the_grpc_floor_answers_generate_with_its_fixed_response() -> anyhow::Re
     tokio::spawn(async move { floor::serve_grpc(listener, None).await });
     let mut client = GatewayClient::connect(format!("http://{address}")).await?;
     let request = GenerateRequest {
-        messages: vec![ChatMessage { role: "user".into(), content: "hello".into() }],
+        messages: vec![ChatMessage { role: "user".into(), content: "hello".into(), ..ChatMessage::default() }],
         ..GenerateRequest::default()
     };
     let answer = client.generate(request.clone()).await?.into_inner();

@@ -360,6 +360,8 @@ struct RawProvider {
     #[serde(default = "default_max_tokens")]
     default_max_tokens: u32,
     #[serde(default)]
+    pass_unknown_fields: bool,
+    #[serde(default)]
     retry: RawRetry,
     #[serde(default)]
     circuit_breaker: RawBreaker,
@@ -771,6 +773,9 @@ impl RawConfig {
             if provider.retry.base_delay > provider.retry.max_delay {
                 return Err(invalid(format!("{key}.retry.base_delay"), "must not exceed retry.max_delay"));
             }
+            if provider.pass_unknown_fields && provider.kind == ProviderKind::Anthropic {
+                return Err(invalid(format!("{key}.pass_unknown_fields"), "applies to OpenAI-wire providers only; Anthropic's API has its own fields"));
+            }
             providers.push(ProviderSettings {
                 name: provider.name.clone(),
                 kind: provider.kind,
@@ -796,6 +801,7 @@ impl RawConfig {
                 },
                 anthropic_version: provider.anthropic_version.clone(),
                 default_max_tokens: provider.default_max_tokens.max(1),
+                pass_unknown_fields: provider.pass_unknown_fields,
             });
         }
         Ok(providers)

@@ -419,6 +419,48 @@ async fn malformed_upstream_answers_fail_over_instead_of_failing_the_request() {
 }
 
 #[tokio::test]
+async fn a_field_one_provider_cannot_honour_routes_to_one_that_can() {
+    let sim = start_sim().await;
+    let node = Node::start(&config_for(sim.addr, |c| c));
+    let url = format!("{}/v1/chat/completions", node.http);
+    // claude-sonnet-4 (Anthropic) has no `seed`; its fallback gpt-4o (OpenAI) serves instead.
+    let mut body = chat_body("claude-sonnet-4", "pick a number");
+    body["seed"] = json!(7);
+    let response = http().post(&url).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-switchyard-model"], "gpt-4o");
+    let reason = response.headers()["x-switchyard-routing-reason"].to_str().unwrap().to_owned();
+    assert!(reason.contains("anthropic/claude-sonnet-4 skipped for `seed`"), "{reason}");
+    // Tools and tool turns are honoured by both kinds: the first choice serves.
+    let tools = json!({
+        "model": "claude-sonnet-4",
+        "messages": [
+            {"role": "user", "content": "weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C"}
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    });
+    let response = http().post(&url).json(&tools).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-switchyard-model"], "claude-sonnet-4");
+    // Strict schemas only OpenAI guarantees.
+    let mut strict = tools.clone();
+    strict["tools"][0]["function"]["strict"] = json!(true);
+    let response = http().post(&url).json(&strict).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-switchyard-model"], "gpt-4o");
+    // Nobody passes unknown fields on in this config: 400 naming the field and a provider.
+    let mut unknown = chat_body("claude-sonnet-4", "hi");
+    unknown["prediction"] = json!({"type": "content", "content": "x"});
+    let response = http().post(&url).json(&unknown).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "prediction", "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("pass_unknown_fields"), "{error}");
+}
+
+#[tokio::test]
 async fn bad_input_gets_a_clear_error_naming_the_field_and_reaches_no_upstream() {
     let sim = start_sim().await;
     let node = Node::start(&config_for(sim.addr, |c| c.replace("max_prompt_chars = 400000", "max_prompt_chars = 1000")));
@@ -433,14 +475,16 @@ async fn bad_input_gets_a_clear_error_naming_the_field_and_reaches_no_upstream()
         (json!({"model": "gpt-4o", "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}]}), "max_tokens", 400),
         (json!({"model": "gpt-4o", "messages": "hi"}), "messages", 400),
         (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}), "temperature", 400),
-        // Fields the gateway does not honour are refused, never dropped.
-        (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]}), "tools", 400),
-        (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}), "response_format", 400),
+        // Fields that no provider can honour are refused, never dropped.
+        (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}), "tool_choice", 400),
+        (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "has space"}}]}), "tools[0].function.name", 400),
+        (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}}), "response_format.type", 400),
         (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "temprature": 0.2}), "temprature", 400),
-        (json!({"model": "gpt-4o", "messages": [{"role": "tool", "content": "42", "tool_call_id": "call_1"}]}), "messages[0].tool_call_id", 400),
+        (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "functions": []}), "functions", 400),
+        (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "42", "tool_call_id": "call_1"}]}), "messages[1].tool_call_id", 400),
         (
-            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}),
-            "messages[0].content[1]",
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": [{"type": "text", "text": "what is this?"}, {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}]}),
+            "messages[0].content[1].type",
             400,
         ),
     ];

@@ -27,6 +27,9 @@ pub struct CachedAnswer {
     pub route: String,
     /// The whole answer.
     pub text: String,
+    /// The tools it called (stored by the exact layer only; see the semantic layer's `store`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<crate::model::ToolCall>,
     /// The model that produced it.
     pub model: String,
     /// The provider that produced it.
@@ -35,7 +38,7 @@ pub struct CachedAnswer {
     pub input_tokens: u32,
     /// Its answer tokens.
     pub output_tokens: u32,
-    /// Why generation stopped (`stop`, `length`, `content_filter`).
+    /// Why generation stopped (`stop`, `length`, `content_filter`, `tool_calls`).
     pub finish_reason: String,
     /// What producing it cost, in nanodollars (a hit saves this); `None` when unpriced.
     pub cost_nano_usd: Option<i64>,
@@ -322,6 +325,7 @@ mod tests {
             tenant: tenant.into(),
             route: "auto".into(),
             text: "hi".into(),
+            tool_calls: Vec::new(),
             model: model.into(),
             provider: "p".into(),
             input_tokens: 1,

@@ -5,21 +5,25 @@ use std::fmt;
 
 use crate::error::GatewayError;
 use crate::model::selection::{Quality, Tier};
+use crate::model::tools::{self, ResponseFormat, Tool, ToolCall, ToolChoice};
 
 /// Answer length assumed for routing when the request sets no `max_tokens`.
 const DEFAULT_ANSWER_ESTIMATE: u32 = 256;
 
 /// Who wrote a chat turn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Instructions from the application.
     System,
     /// OpenAI's newer name for system instructions; sent upstream as `system` where unsupported.
     Developer,
     /// The end user.
+    #[default]
     User,
     /// The model.
     Assistant,
+    /// The result of a tool call, answering the assistant turn that made it.
+    Tool,
 }
 
 impl Role {
@@ -30,9 +34,10 @@ impl Role {
             "developer" => Ok(Self::Developer),
             "user" => Ok(Self::User),
             "assistant" => Ok(Self::Assistant),
+            "tool" => Ok(Self::Tool),
             other => Err(GatewayError::invalid(
                 field,
-                format!("unknown role \"{other}\" (expected system, developer, user or assistant)"),
+                format!("unknown role \"{other}\" (expected system, developer, user, assistant or tool)"),
             )),
         }
     }
@@ -44,6 +49,7 @@ impl Role {
             Self::Developer => "developer",
             Self::User => "user",
             Self::Assistant => "assistant",
+            Self::Tool => "tool",
         }
     }
 
@@ -59,14 +65,52 @@ impl fmt::Display for Role {
     }
 }
 
+/// One part of a message's content, when it is more than text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContentPart {
+    /// Text.
+    Text(String),
+    /// An image, by URL (`https:` or a `data:` URL with the bytes).
+    Image {
+        /// Where the image is.
+        url: String,
+        /// OpenAI's `detail` (`auto`, `low`, `high`), when given.
+        detail: Option<String>,
+    },
+}
+
 /// One chat turn.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Message {
     /// Who wrote it.
     pub role: Role,
-    /// Its text.
+    /// Its text: the text parts joined, when it came as parts.
     pub content: String,
+    /// Every part in order, when the content has a part other than text; empty otherwise (the
+    /// content is then `content` alone).
+    pub parts: Vec<ContentPart>,
+    /// The tool calls of an assistant turn.
+    pub tool_calls: Vec<ToolCall>,
+    /// For a tool turn: the id of the call it answers.
+    pub tool_call_id: Option<String>,
+    /// The participant's name (OpenAI's `name`).
+    pub name: Option<String>,
 }
+
+impl Message {
+    /// A turn of plain text.
+    pub fn text(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: content.into(), ..Self::default() }
+    }
+
+    /// True when the content has an image.
+    pub fn has_image(&self) -> bool {
+        self.parts.iter().any(|part| matches!(part, ContentPart::Image { .. }))
+    }
+}
+
+/// Reasoning effort levels OpenAI accepts.
+pub const REASONING_EFFORTS: &[&str] = &["none", "minimal", "low", "medium", "high"];
 
 /// Sampling parameters; `None` leaves the upstream's default.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -79,6 +123,19 @@ pub struct Sampling {
     pub max_tokens: Option<u32>,
     /// Stop sequences.
     pub stop: Vec<String>,
+    /// Seed for deterministic sampling, where the provider offers it.
+    pub seed: Option<i64>,
+    /// -2.0 ..= 2.0.
+    pub frequency_penalty: Option<f32>,
+    /// -2.0 ..= 2.0.
+    pub presence_penalty: Option<f32>,
+    /// Bias per token id, -100 ..= 100, in token order.
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Token log-probabilities wanted in the answer: `Some(n)` with the `n` most likely
+    /// alternatives of each token.
+    pub logprobs: Option<u8>,
+    /// How hard a reasoning model thinks (one of [`REASONING_EFFORTS`]).
+    pub reasoning_effort: Option<String>,
 }
 
 /// Hints the router reads.
@@ -120,6 +177,20 @@ pub struct ChatRequest {
     pub cache: CacheControl,
     /// Free-form metadata, logged with the request.
     pub metadata: BTreeMap<String, String>,
+    /// The end user's id, sent to providers that take one (OpenAI `user`, Anthropic
+    /// `metadata.user_id`).
+    pub user: Option<String>,
+    /// Functions the model may call.
+    pub tools: Vec<Tool>,
+    /// Whether and which tool the model must call; `None` leaves the provider's default.
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether the model may call several tools at once; `None` leaves the provider's default.
+    pub parallel_tool_calls: Option<bool>,
+    /// The form the answer must take; `None` is free text.
+    pub response_format: Option<ResponseFormat>,
+    /// Top-level fields of the client's body that the gateway does not know, to be passed
+    /// through unchanged to providers configured with `pass_unknown_fields`.
+    pub passthrough: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Bounds a request must stay within, from the node's config.
@@ -195,17 +266,89 @@ impl ChatRequest {
         {
             return Err(GatewayError::invalid("model", "must not be blank"));
         }
+        self.validate_sampling()?;
+        self.validate_turns()?;
+        tools::validate(&self.tools, self.tool_choice.as_ref(), self.response_format.as_ref())
+    }
+
+    fn validate_sampling(&self) -> Result<(), GatewayError> {
+        let sampling = &self.sampling;
+        for (field, penalty) in [("frequency_penalty", sampling.frequency_penalty), ("presence_penalty", sampling.presence_penalty)] {
+            if let Some(penalty) = penalty
+                && !(-2.0..=2.0).contains(&penalty)
+            {
+                return Err(GatewayError::invalid(field, format!("{penalty} is outside -2.0 ..= 2.0")));
+            }
+        }
+        if let Some((token, bias)) = sampling.logit_bias.iter().find(|(_, bias)| !(-100.0..=100.0).contains(bias)) {
+            return Err(GatewayError::invalid(format!("logit_bias.{token}"), format!("{bias} is outside -100 ..= 100")));
+        }
+        if let Some(top) = sampling.logprobs
+            && top > 20
+        {
+            return Err(GatewayError::invalid("top_logprobs", format!("{top} is outside 0 ..= 20")));
+        }
+        if let Some(effort) = &sampling.reasoning_effort
+            && !REASONING_EFFORTS.contains(&effort.as_str())
+        {
+            return Err(GatewayError::invalid("reasoning_effort", format!("\"{effort}\" is not one of {}", REASONING_EFFORTS.join(", "))));
+        }
         Ok(())
     }
 
-    /// Characters over all message contents.
-    pub fn prompt_chars(&self) -> usize {
-        self.messages.iter().map(|message| message.content.chars().count()).sum()
+    /// Tool turns answer calls made earlier; only assistant turns make calls.
+    fn validate_turns(&self) -> Result<(), GatewayError> {
+        for (index, message) in self.messages.iter().enumerate() {
+            if !message.tool_calls.is_empty() && message.role != Role::Assistant {
+                return Err(GatewayError::invalid(format!("messages[{index}].tool_calls"), "only assistant messages make tool calls"));
+            }
+            if message.role != Role::Tool {
+                if message.tool_call_id.is_some() {
+                    return Err(GatewayError::invalid(format!("messages[{index}].tool_call_id"), "only tool messages answer tool calls"));
+                }
+                continue;
+            }
+            let Some(id) = &message.tool_call_id else {
+                return Err(GatewayError::invalid(format!("messages[{index}].tool_call_id"), "is required on a tool message"));
+            };
+            let called = self.messages[..index].iter().flat_map(|earlier| &earlier.tool_calls).any(|call| &call.id == id);
+            if !called {
+                return Err(GatewayError::invalid(
+                    format!("messages[{index}].tool_call_id"),
+                    format!("\"{id}\" answers no tool call of an earlier assistant message"),
+                ));
+            }
+        }
+        Ok(())
     }
 
-    /// A cheap token estimate (about four characters a token) of prompt plus answer.
+    /// True when the request offers tools or carries tool calls or tool turns.
+    pub fn uses_tools(&self) -> bool {
+        !self.tools.is_empty() || self.messages.iter().any(|message| !message.tool_calls.is_empty() || message.role == Role::Tool)
+    }
+
+    /// Characters over all message contents and tool call arguments.
+    pub fn prompt_chars(&self) -> usize {
+        self.messages
+            .iter()
+            .map(|message| message.content.chars().count() + message.tool_calls.iter().map(|call| call.arguments.chars().count()).sum::<usize>())
+            .sum()
+    }
+
+    /// A cheap token estimate (about four characters a token) of prompt plus answer; each tool
+    /// definition counts by the length of its schema.
     pub fn estimated_tokens(&self, limits: &RequestLimits) -> u64 {
-        let prompt = self.messages.iter().map(|message| message.content.len() as u64).sum::<u64>() / 4;
+        let turns: u64 = self
+            .messages
+            .iter()
+            .map(|message| message.content.len() as u64 + message.tool_calls.iter().map(|call| call.arguments.len() as u64).sum::<u64>())
+            .sum();
+        let tools: u64 = self
+            .tools
+            .iter()
+            .map(|tool| (tool.name.len() + tool.description.as_ref().map_or(0, String::len)) as u64 + tool.parameters.as_ref().map_or(0, |schema| schema.to_string().len() as u64))
+            .sum();
+        let prompt = (turns + tools) / 4;
         let answer = u64::from(self.sampling.max_tokens.unwrap_or(DEFAULT_ANSWER_ESTIMATE).min(limits.max_output_tokens));
         prompt + answer
     }
@@ -217,7 +360,7 @@ mod tests {
 
     fn request() -> ChatRequest {
         ChatRequest {
-            messages: vec![Message { role: Role::User, content: "hello".into() }],
+            messages: vec![Message::text(Role::User, "hello")],
             ..ChatRequest::default()
         }
     }
@@ -267,11 +410,48 @@ mod tests {
     }
 
     #[test]
+    fn tool_turns_must_answer_earlier_calls() {
+        let limits = RequestLimits::default();
+        let call = ToolCall { id: "call_1".into(), name: "f".into(), arguments: "{}".into() };
+        let mut conversation = request();
+        conversation.messages.push(Message { role: Role::Assistant, tool_calls: vec![call.clone()], ..Message::default() });
+        conversation.messages.push(Message { role: Role::Tool, content: "42".into(), tool_call_id: Some("call_1".into()), ..Message::default() });
+        assert!(conversation.validate(&limits).is_ok());
+        assert!(conversation.uses_tools());
+        let mut stray = conversation.clone();
+        stray.messages[2].tool_call_id = Some("call_2".into());
+        assert_eq!(field_of(stray.validate(&limits)), "messages[2].tool_call_id");
+        let mut unnamed = conversation.clone();
+        unnamed.messages[2].tool_call_id = None;
+        assert_eq!(field_of(unnamed.validate(&limits)), "messages[2].tool_call_id");
+        let mut user_calls = request();
+        user_calls.messages[0].tool_calls = vec![call];
+        assert_eq!(field_of(user_calls.validate(&limits)), "messages[0].tool_calls");
+    }
+
+    #[test]
+    fn sampling_extras_are_bounded() {
+        let limits = RequestLimits::default();
+        let mut penalty = request();
+        penalty.sampling.presence_penalty = Some(2.5);
+        assert_eq!(field_of(penalty.validate(&limits)), "presence_penalty");
+        let mut bias = request();
+        bias.sampling.logit_bias = vec![(50256, -101.0)];
+        assert_eq!(field_of(bias.validate(&limits)), "logit_bias.50256");
+        let mut top = request();
+        top.sampling.logprobs = Some(21);
+        assert_eq!(field_of(top.validate(&limits)), "top_logprobs");
+        let mut effort = request();
+        effort.sampling.reasoning_effort = Some("extreme".into());
+        assert_eq!(field_of(effort.validate(&limits)), "reasoning_effort");
+    }
+
+    #[test]
     fn unknown_roles_are_rejected_by_name() {
         let error = Role::parse("wizard", "messages[2].role").err().map(|error| error.to_string());
         assert_eq!(
             error.as_deref(),
-            Some("messages[2].role: unknown role \"wizard\" (expected system, developer, user or assistant)")
+            Some("messages[2].role: unknown role \"wizard\" (expected system, developer, user, assistant or tool)")
         );
     }
 }

@@ -1,5 +1,7 @@
 //! What a provider answers: a whole [`Completion`] or a stream of [`StreamEvent`]s.
 
+use crate::model::tools::{ToolCall, ToolCallDelta};
+
 /// Token counts reported by the provider.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -23,14 +25,17 @@ impl Usage {
 }
 
 /// Why generation stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FinishReason {
     /// The model finished or hit a stop sequence.
+    #[default]
     Stop,
     /// `max_tokens` was reached.
     Length,
     /// The provider filtered the answer.
     ContentFilter,
+    /// The model called tools and waits for their results.
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -40,15 +45,20 @@ impl FinishReason {
             Self::Stop => "stop",
             Self::Length => "length",
             Self::ContentFilter => "content_filter",
+            Self::ToolCalls => "tool_calls",
         }
     }
 }
 
 /// A whole answer.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Completion {
-    /// The text.
+    /// The text (empty when the model only called tools).
     pub text: String,
+    /// The tools the model called, in order.
+    pub tool_calls: Vec<ToolCall>,
+    /// Token log-probabilities in OpenAI's `logprobs` shape, when asked for and given.
+    pub logprobs: Option<serde_json::Value>,
     /// Why it ended.
     pub finish_reason: FinishReason,
     /// Token counts.
@@ -60,6 +70,10 @@ pub struct Completion {
 pub enum StreamEvent {
     /// Text to append.
     Delta(String),
+    /// A piece of a tool call.
+    ToolCall(ToolCallDelta),
+    /// Log-probabilities of the text that follows (OpenAI's `logprobs` of one chunk).
+    Logprobs(serde_json::Value),
     /// The answer is complete. A stream that ends without this event was cut.
     Finished {
         /// Why it ended.
@@ -98,6 +112,7 @@ impl FinishReason {
         match name {
             "length" => Self::Length,
             "content_filter" => Self::ContentFilter,
+            "tool_calls" | "function_call" => Self::ToolCalls,
             _ => Self::Stop,
         }
     }

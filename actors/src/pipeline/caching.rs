@@ -10,7 +10,7 @@ use crate::cache::{CachedAnswer, ExactCache, Invalidation, Lookup};
 use crate::cache::key::exact_key;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::model::{CacheLayer, ChatRequest, FinishReason, Target, Usage};
+use crate::model::{CacheLayer, ChatRequest, Completion, Target};
 use crate::tenancy::Principal;
 
 /// The node's cache layers; either may be off.
@@ -59,11 +59,13 @@ pub(crate) struct CacheProbe {
 
 impl CacheProbe {
     /// The entry both layers store for an answer to the probed request.
-    pub fn entry(&self, text: String, target: &Target, usage: Usage, finish_reason: FinishReason, cost: Option<NanoUsd>) -> CachedAnswer {
+    pub fn entry(&self, completion: &Completion, target: &Target, cost: Option<NanoUsd>) -> CachedAnswer {
+        let Completion { text, tool_calls, finish_reason, usage, .. } = completion;
         CachedAnswer {
             tenant: self.tenant.clone(),
             route: self.route.clone(),
-            text,
+            text: text.clone(),
+            tool_calls: tool_calls.clone(),
             model: target.model.clone(),
             provider: target.provider.clone(),
             input_tokens: usage.input_tokens,
@@ -82,7 +84,8 @@ impl CacheProbe {
 
 impl Caches {
     /// Looks `request` up in the exact layer, then the semantic one. `bypass` skips both (and
-    /// storing); an unavailable layer is a miss, never a failure.
+    /// storing), and so does asking for log-probabilities (a cached answer keeps none); an
+    /// unavailable layer is a miss, never a failure.
     pub async fn lookup(&self, principal: &Principal, request: &ChatRequest) -> (CacheProbe, Option<CacheHit>) {
         let mut probe = CacheProbe {
             exact_key: None,
@@ -93,10 +96,15 @@ impl Caches {
             ttl: request.cache.ttl_seconds.map(|seconds| Duration::from_secs(u64::from(seconds))),
             no_store: request.cache.no_store,
         };
-        if request.cache.bypass {
+        let skip = if request.cache.bypass {
+            Some("bypass")
+        } else {
+            request.sampling.logprobs.is_some().then_some("skipped")
+        };
+        if let Some(result) = skip {
             for (layer, on) in [("exact", self.exact.is_some()), ("semantic", self.semantic.is_some())] {
                 if on {
-                    self.metrics.record_lookup(layer, "bypass");
+                    self.metrics.record_lookup(layer, result);
                 }
             }
             return (probe, None);

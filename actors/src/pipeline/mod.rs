@@ -34,7 +34,7 @@ use crate::cache::{CachedAnswer, ExactCache, Invalidation, RedisCacheSettings};
 use crate::pipeline::caching::{CacheHit, Caches};
 use crate::model::{CacheLayer, ChatRequest, Completion, FinishReason, ModelSelection, RequestLimits, RoutingContext, Target, Tier, Usage};
 use crate::pipeline::accounting::{Admission, Outcome};
-use crate::provider::{ErrorClass, ProviderHandle, ProviderSettings};
+use crate::provider::{ErrorClass, ProviderHandle, ProviderSettings, capability};
 use crate::router::{ModelSettings, RouterHandle, RoutingPolicy};
 use crate::runtime::{NodeActors, RuntimeHandle};
 use crate::tenancy::{KeyRing, KeySettings, Principal};
@@ -353,6 +353,7 @@ impl Gateway {
             let _span = info_span!("route", tier = %context.tier, quality = %context.quality).entered();
             snapshot.select(&context)?
         };
+        self.keep_honouring(request, &mut selection)?;
         let policy = &self.budget.policy;
         let reserve_output = policy.reserve_output_tokens;
         let token_estimate = request.estimated_tokens(&self.limits);
@@ -378,6 +379,34 @@ impl Gateway {
                 Err(error)
             }
         }
+    }
+
+    /// Leaves only the targets whose provider honours every field of `request` (see
+    /// [`crate::provider::capability`]); refuses the request, naming the field and the provider,
+    /// when none does.
+    fn keep_honouring(&self, request: &ChatRequest, selection: &mut ModelSelection) -> Result<(), GatewayError> {
+        let mut first_refusal = None;
+        let mut kept = Vec::new();
+        for target in selection.chain() {
+            match capability::unhonoured(self.provider(target)?.client.settings(), request) {
+                None => kept.push(target.clone()),
+                Some(refusal) => {
+                    first_refusal.get_or_insert((target.clone(), refusal));
+                }
+            }
+        }
+        let Some((skipped, refusal)) = first_refusal else { return Ok(()) };
+        let mut kept = kept.into_iter();
+        let Some(primary) = kept.next() else {
+            let others = if selection.fallbacks.is_empty() { "" } else { ", nor does any fallback" };
+            return Err(GatewayError::invalid(refusal.field, format!("{} (model \"{}\"{others})", refusal.reason, skipped.model)));
+        };
+        if primary != selection.primary {
+            selection.reason = format!("{}; {} skipped for `{}`: {}", selection.reason, selection.primary, refusal.field, refusal.reason);
+            selection.primary = primary;
+        }
+        selection.fallbacks = kept.collect();
+        Ok(())
     }
 
     fn provider(&self, target: &Target) -> Result<&ProviderHandle, GatewayError> {
@@ -420,8 +449,7 @@ impl Gateway {
         match result {
             Ok(answer) => {
                 if probe.stores() {
-                    let completion = &answer.completion;
-                    let stored = probe.entry(completion.text.clone(), &answer.target, completion.usage, completion.finish_reason, answer.cost);
+                    let stored = probe.entry(&answer.completion, &answer.target, answer.cost);
                     self.caches.store(probe, stored).await;
                 }
                 let outcome = Outcome {
@@ -472,6 +500,8 @@ impl Gateway {
             id,
             completion: Completion {
                 text: cached.text.clone(),
+                tool_calls: cached.tool_calls.clone(),
+                logprobs: None,
                 finish_reason: FinishReason::parse(&cached.finish_reason),
                 usage: Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0, cache_write_input_tokens: 0 },
             },

@@ -19,7 +19,7 @@ use crate::pipeline::caching::{CacheHit, CacheProbe, Caches};
 use crate::model::{CacheLayer, ChatRequest};
 use crate::pipeline::accounting::{self, Admission, Outcome};
 use crate::metrics::Metrics;
-use crate::model::{FinishReason, StreamEvent, Target, Usage};
+use crate::model::{Completion, FinishReason, StreamEvent, Target, ToolCallAssembler, ToolCallDelta, Usage};
 use crate::pipeline::attempt::OpenedStream;
 use crate::provider::ProviderError;
 use crate::provider::health::AttemptSample;
@@ -33,6 +33,10 @@ const CHANNEL_CAPACITY: usize = 64;
 pub enum StreamItem {
     /// Text to append.
     Delta(String),
+    /// A piece of a tool call.
+    ToolCall(ToolCallDelta),
+    /// Log-probabilities of the text that follows, in OpenAI's `logprobs` shape.
+    Logprobs(serde_json::Value),
     /// The answer is complete.
     Finished {
         /// Why it ended.
@@ -137,6 +141,7 @@ async fn pump(
     accounting: Accounting,
 ) {
     let mut answer_text = (accounting.audit_request.is_some() || accounting.store.is_some()).then(String::new);
+    let mut tool_calls = ToolCallAssembler::default();
     let OpenedStream { first, mut rest, ticket, attempt_started, time_to_first_token, request_timeout, rate_limit_remaining } =
         opened;
     let deadline = attempt_started + request_timeout;
@@ -163,6 +168,17 @@ async fn pump(
                 }
                 if client_connected {
                     client_connected = matches!(timeout_at(deadline, sender.send(Ok(StreamItem::Delta(text)))).await, Ok(Ok(())));
+                }
+            }
+            Ok(StreamEvent::ToolCall(delta)) => {
+                tool_calls.push(&delta);
+                if client_connected {
+                    client_connected = matches!(timeout_at(deadline, sender.send(Ok(StreamItem::ToolCall(delta)))).await, Ok(Ok(())));
+                }
+            }
+            Ok(StreamEvent::Logprobs(logprobs)) => {
+                if client_connected {
+                    client_connected = matches!(timeout_at(deadline, sender.send(Ok(StreamItem::Logprobs(logprobs)))).await, Ok(Ok(())));
                 }
             }
             Ok(StreamEvent::Finished { finish_reason, usage }) => break Ok((finish_reason, usage)),
@@ -211,8 +227,9 @@ async fn pump(
         warn!(request_id = %accounting.id, %error, "failed to record the cost of a stream");
     }
     // Only a complete stream is stored.
-    if let (Ok((finish_reason, Some(usage))), Some(store), Some(text)) = (&outcome, accounting.store, &answer_text) {
-        let answer = store.probe.entry(text.clone(), &target, *usage, *finish_reason, cost);
+    if let (Ok((finish_reason, Some(usage))), Some(store), Some(text)) = (&outcome, accounting.store, answer_text) {
+        let completion = Completion { text, tool_calls: tool_calls.finish(), logprobs: None, finish_reason: *finish_reason, usage: *usage };
+        let answer = store.probe.entry(&completion, &target, cost);
         store.caches.store(store.probe, answer).await;
     }
     let item = match outcome {
@@ -231,8 +248,8 @@ async fn pump(
     }
 }
 
-/// Replays a cached answer as a stream: the text in word-sized chunks, then the finish, in the
-/// same items a live stream sends.
+/// Replays a cached answer as a stream: the text in word-sized chunks, each tool call whole (its
+/// id, name and arguments in one piece), then the finish, in the same items a live stream sends.
 pub(crate) fn replay(
     id: String,
     hit: CacheHit,
@@ -242,13 +259,16 @@ pub(crate) fn replay(
 ) -> AnswerStream {
     let (sender, items) = mpsc::channel(CHANNEL_CAPACITY);
     let cached = &hit.answer;
-    let chunks: Vec<String> = cached.text.split_inclusive(' ').map(str::to_owned).collect();
+    let mut chunks: Vec<StreamItem> = cached.text.split_inclusive(' ').map(|chunk| StreamItem::Delta(chunk.to_owned())).collect();
+    chunks.extend(cached.tool_calls.iter().zip(0u32..).map(|(call, index)| {
+        StreamItem::ToolCall(ToolCallDelta { index, id: Some(call.id.clone()), name: Some(call.name.clone()), arguments: call.arguments.clone() })
+    }));
     let finish_reason = FinishReason::parse(&cached.finish_reason);
     let usage = Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0, cache_write_input_tokens: 0 };
     tokio::spawn(async move {
         let _in_flight = in_flight;
         for chunk in chunks {
-            if sender.send(Ok(StreamItem::Delta(chunk))).await.is_err() {
+            if sender.send(Ok(chunk)).await.is_err() {
                 return;
             }
         }

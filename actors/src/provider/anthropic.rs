@@ -2,8 +2,9 @@
 //! required), the unary answer and the named-event stream, mapped to the gateway's types.
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
 
-use crate::model::{ChatRequest, Completion, FinishReason, Role, StreamEvent, Usage};
+use crate::model::{ChatRequest, Completion, ContentPart, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolChoice, Usage};
 use crate::provider::ProviderError;
 use crate::provider::stream::StreamDecoder;
 
@@ -13,7 +14,7 @@ pub struct MessagesRequest<'a> {
     model: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     system: Option<String>,
-    messages: Vec<WireMessage<'a>>,
+    messages: Vec<WireMessage>,
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
@@ -22,16 +23,126 @@ pub struct MessagesRequest<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop_sequences: &'a [String],
     stream: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Value>,
 }
 
 #[derive(Debug, Serialize)]
-struct WireMessage<'a> {
+struct WireMessage {
     role: &'static str,
-    content: &'a str,
+    /// A string for a plain text turn, else content blocks.
+    content: Value,
+}
+
+#[derive(Debug, Serialize)]
+struct WireTool<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    input_schema: Value,
+}
+
+/// A tool call's arguments as Anthropic's `input` object; `None` when they are not a JSON
+/// object (see [`crate::provider::capability`], which refuses such a request for Anthropic).
+pub fn call_input(call: &ToolCall) -> Option<Value> {
+    if call.arguments.trim().is_empty() {
+        return Some(Value::Object(Map::new()));
+    }
+    serde_json::from_str::<Value>(&call.arguments).ok().filter(Value::is_object)
+}
+
+/// An image part as an Anthropic image block: a `data:` URL as base64 bytes, an `http(s)` URL
+/// by reference; `None` for any other URL.
+pub fn image_block(url: &str) -> Option<Value> {
+    if let Some(data) = url.strip_prefix("data:") {
+        let (media_type, bytes) = data.split_once(";base64,")?;
+        return Some(json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": bytes}}));
+    }
+    (url.starts_with("https://") || url.starts_with("http://")).then(|| json!({"type": "image", "source": {"type": "url", "url": url}}))
+}
+
+/// The content blocks of one turn.
+fn blocks(message: &Message) -> Vec<Value> {
+    let mut out = Vec::new();
+    if message.role == Role::Tool {
+        let id = message.tool_call_id.as_deref().unwrap_or_default();
+        out.push(json!({"type": "tool_result", "tool_use_id": id, "content": message.content}));
+        return out;
+    }
+    if message.parts.is_empty() {
+        if !message.content.is_empty() {
+            out.push(json!({"type": "text", "text": message.content}));
+        }
+    } else {
+        for part in &message.parts {
+            match part {
+                ContentPart::Text(text) => out.push(json!({"type": "text", "text": text})),
+                ContentPart::Image { url, .. } => out.extend(image_block(url)),
+            }
+        }
+    }
+    for call in &message.tool_calls {
+        let input = call_input(call).unwrap_or_else(|| Value::Object(Map::new()));
+        out.push(json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input}));
+    }
+    out
+}
+
+/// The turns as Anthropic takes them: instructions apart (the caller puts them in `system`),
+/// tool results as `tool_result` blocks of a user turn, and consecutive turns that involve tool
+/// results joined into one turn, since Anthropic alternates user and assistant.
+fn turns(request: &ChatRequest) -> Vec<WireMessage> {
+    let mut out: Vec<(WireMessage, bool)> = Vec::new();
+    for message in request.messages.iter().filter(|message| !message.role.is_instruction()) {
+        let role = if message.role == Role::Assistant { "assistant" } else { "user" };
+        let plain = message.parts.is_empty() && message.tool_calls.is_empty() && message.role != Role::Tool;
+        let joins_tool_turn = message.role == Role::Tool || out.last().is_some_and(|(_, tool_turn)| *tool_turn);
+        if let Some((last, tool_turn)) = out.last_mut()
+            && last.role == role
+            && joins_tool_turn
+        {
+            if let Value::String(text) = &last.content {
+                last.content = json!([{"type": "text", "text": text}]);
+            }
+            if let Value::Array(existing) = &mut last.content {
+                existing.extend(blocks(message));
+            }
+            *tool_turn = true;
+            continue;
+        }
+        let content = if plain { Value::String(message.content.clone()) } else { Value::Array(blocks(message)) };
+        out.push((WireMessage { role, content }, message.role == Role::Tool));
+    }
+    out.into_iter().map(|(message, _)| message).collect()
+}
+
+/// Anthropic's `tool_choice`, with `disable_parallel_tool_use` when the caller asked for one
+/// call at a time.
+fn tool_choice(request: &ChatRequest) -> Option<Value> {
+    let mut choice = match &request.tool_choice {
+        None if request.parallel_tool_calls == Some(false) && !request.tools.is_empty() => json!({"type": "auto"}),
+        None => return None,
+        Some(ToolChoice::Auto) => json!({"type": "auto"}),
+        Some(ToolChoice::None) => return Some(json!({"type": "none"})),
+        Some(ToolChoice::Required) => json!({"type": "any"}),
+        Some(ToolChoice::Named(name)) => json!({"type": "tool", "name": name}),
+    };
+    if request.parallel_tool_calls == Some(false)
+        && let Value::Object(fields) = &mut choice
+    {
+        fields.insert("disable_parallel_tool_use".into(), Value::Bool(true));
+    }
+    Some(choice)
 }
 
 /// Builds the body: system and developer turns join the top-level `system` prompt, the rest stay
-/// in order. `default_max_tokens` fills the field Anthropic requires when the caller left it out.
+/// in order, tools and tool turns become Anthropic's tools and blocks. `default_max_tokens`
+/// fills the field Anthropic requires when the caller left it out. Only requests that
+/// [`crate::provider::capability`] passes for Anthropic come here.
 pub fn request_body<'a>(
     upstream_model: &'a str,
     request: &'a ChatRequest,
@@ -44,24 +155,27 @@ pub fn request_body<'a>(
         .filter(|message| message.role.is_instruction())
         .map(|message| message.content.as_str())
         .collect();
-    let messages = request
-        .messages
+    let tools = request
+        .tools
         .iter()
-        .filter(|message| !message.role.is_instruction())
-        .map(|message| WireMessage {
-            role: if message.role == Role::Assistant { "assistant" } else { "user" },
-            content: &message.content,
+        .map(|tool| WireTool {
+            name: &tool.name,
+            description: tool.description.as_deref(),
+            input_schema: tool.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
         })
         .collect();
     MessagesRequest {
         model: upstream_model,
         system: (!system.is_empty()).then(|| system.join("\n\n")),
-        messages,
+        messages: turns(request),
         max_tokens: request.sampling.max_tokens.unwrap_or(default_max_tokens),
         temperature: request.sampling.temperature.map(|temperature| temperature.min(1.0)),
         top_p: request.sampling.top_p,
         stop_sequences: &request.sampling.stop,
         stream,
+        tools,
+        tool_choice: tool_choice(request),
+        metadata: request.user.as_ref().map(|user| json!({"user_id": user})),
     }
 }
 
@@ -78,6 +192,12 @@ struct ContentBlock {
     kind: String,
     #[serde(default)]
     text: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    input: Option<Value>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
@@ -104,6 +224,7 @@ fn finish_reason(reason: &str) -> FinishReason {
     match reason {
         "max_tokens" => FinishReason::Length,
         "refusal" => FinishReason::ContentFilter,
+        "tool_use" => FinishReason::ToolCalls,
         _ => FinishReason::Stop,
     }
 }
@@ -113,8 +234,20 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
     let message: MessageResponse =
         serde_json::from_slice(body).map_err(|error| ProviderError::Malformed(format!("message: {error}")))?;
     let text = message.content.iter().filter(|block| block.kind == "text").map(|block| block.text.as_str()).collect();
+    let tool_calls = message
+        .content
+        .iter()
+        .filter(|block| block.kind == "tool_use")
+        .map(|block| ToolCall {
+            id: block.id.clone(),
+            name: block.name.clone(),
+            arguments: block.input.as_ref().map_or_else(|| "{}".to_owned(), Value::to_string),
+        })
+        .collect();
     Ok(Completion {
         text,
+        tool_calls,
+        logprobs: None,
         finish_reason: finish_reason(message.stop_reason.as_deref().unwrap_or("end_turn")),
         usage: Usage {
             input_tokens: message.usage.all_input(),
@@ -129,8 +262,8 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Event {
     MessageStart { message: StartMessage },
-    ContentBlockStart {},
-    ContentBlockDelta { delta: BlockDelta },
+    ContentBlockStart { #[serde(default)] index: u32, content_block: StartBlock },
+    ContentBlockDelta { #[serde(default)] index: u32, delta: BlockDelta },
     ContentBlockStop {},
     MessageDelta { delta: MessageDeltaBody, #[serde(default)] usage: WireUsage },
     MessageStop {},
@@ -146,8 +279,17 @@ struct StartMessage {
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+enum StartBlock {
+    ToolUse { id: String, name: String },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 enum BlockDelta {
     TextDelta { text: String },
+    InputJsonDelta { partial_json: String },
     #[serde(other)]
     Other,
 }
@@ -165,6 +307,8 @@ pub struct AnthropicDecoder {
     cache_write_input_tokens: u32,
     output_tokens: u32,
     finish_reason: Option<FinishReason>,
+    /// Block index of each tool call, in call order: a call's index is its position here.
+    tool_blocks: Vec<u32>,
 }
 
 impl StreamDecoder for AnthropicDecoder {
@@ -179,8 +323,20 @@ impl StreamDecoder for AnthropicDecoder {
                 self.output_tokens = message.usage.output_tokens;
                 None
             }
-            Event::ContentBlockDelta { delta: BlockDelta::TextDelta { text } } if !text.is_empty() => {
+            Event::ContentBlockDelta { delta: BlockDelta::TextDelta { text }, .. } if !text.is_empty() => {
                 Some(StreamEvent::Delta(text))
+            }
+            Event::ContentBlockStart { index, content_block: StartBlock::ToolUse { id, name } } => {
+                let call = u32::try_from(self.tool_blocks.len()).unwrap_or(u32::MAX);
+                self.tool_blocks.push(index);
+                Some(StreamEvent::ToolCall(ToolCallDelta { index: call, id: Some(id), name: Some(name), arguments: String::new() }))
+            }
+            Event::ContentBlockDelta { index, delta: BlockDelta::InputJsonDelta { partial_json } } => {
+                let Some(call) = self.tool_blocks.iter().position(|block| *block == index) else {
+                    return Err(ProviderError::Malformed(format!("input_json_delta for block {index}, which is no tool_use block")));
+                };
+                let call = u32::try_from(call).unwrap_or(u32::MAX);
+                Some(StreamEvent::ToolCall(ToolCallDelta { index: call, arguments: partial_json, ..ToolCallDelta::default() }))
             }
             Event::MessageDelta { delta, usage } => {
                 self.finish_reason = Some(finish_reason(delta.stop_reason.as_deref().unwrap_or("end_turn")));
@@ -197,7 +353,7 @@ impl StreamDecoder for AnthropicDecoder {
                 }),
             }),
             Event::Error { error } => return Err(ProviderError::StreamCut(format!("upstream error event: {error}"))),
-            Event::ContentBlockDelta { .. } | Event::ContentBlockStart {} | Event::ContentBlockStop {} | Event::Ping {} => {
+            Event::ContentBlockDelta { .. } | Event::ContentBlockStart { .. } | Event::ContentBlockStop {} | Event::Ping {} => {
                 None
             }
         })
@@ -211,15 +367,11 @@ impl StreamDecoder for AnthropicDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Message;
 
     #[test]
     fn system_turns_move_to_the_system_field() {
         let request = ChatRequest {
-            messages: vec![
-                Message { role: Role::System, content: "be brief".into() },
-                Message { role: Role::User, content: "hi".into() },
-            ],
+            messages: vec![Message::text(Role::System, "be brief"), Message::text(Role::User, "hi")],
             ..ChatRequest::default()
         };
         let body = serde_json::to_value(request_body("claude", &request, false, 512)).unwrap_or_default();

@@ -10,6 +10,7 @@
 
 pub mod anthropic;
 pub mod breaker;
+pub mod capability;
 pub mod client;
 pub mod error;
 pub mod health;
@@ -80,4 +81,7 @@ pub struct ProviderSettings {
     pub anthropic_version: String,
     /// `max_tokens` sent to Anthropic when the caller gave none (the API requires one).
     pub default_max_tokens: u32,
+    /// Pass request fields the gateway does not know on unchanged (OpenAI-wire providers only);
+    /// otherwise such a request is not sent here.
+    pub pass_unknown_fields: bool,
 }

@@ -2,8 +2,9 @@
 //! (vLLM, Ollama, TGI, LM Studio): the request body, the unary answer and the SSE chunk stream.
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-use crate::model::{ChatRequest, Completion, FinishReason, Role, StreamEvent, Usage};
+use crate::model::{ChatRequest, Completion, ContentPart, FinishReason, Message, ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolCallDelta, ToolChoice, Usage};
 use crate::provider::ProviderError;
 use crate::provider::stream::StreamDecoder;
 
@@ -25,12 +26,78 @@ pub struct ChatCompletionRequest<'a> {
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f32>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    logit_bias: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    /// The client's fields the gateway does not know, for providers that pass them on.
+    #[serde(flatten)]
+    passthrough: &'a Map<String, Value>,
 }
 
 #[derive(Debug, Serialize)]
 struct WireMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    /// A string, an array of parts, or `null` (an assistant turn of tool calls only).
+    content: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireToolCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunction<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct WireFunction<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct WireToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireCalled<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct WireCalled<'a> {
+    name: &'a str,
+    arguments: &'a str,
 }
 
 #[derive(Debug, Serialize)]
@@ -38,8 +105,73 @@ struct StreamOptions {
     include_usage: bool,
 }
 
+/// A message's `content`: parts when it has more than text, `null` for an assistant turn that
+/// only calls tools, else the text.
+fn content(message: &Message) -> Value {
+    if !message.parts.is_empty() {
+        return Value::Array(message.parts.iter().map(part).collect());
+    }
+    if message.content.is_empty() && !message.tool_calls.is_empty() {
+        return Value::Null;
+    }
+    Value::String(message.content.clone())
+}
+
+fn part(part: &ContentPart) -> Value {
+    match part {
+        ContentPart::Text(text) => serde_json::json!({"type": "text", "text": text}),
+        ContentPart::Image { url, detail: Some(detail) } => {
+            serde_json::json!({"type": "image_url", "image_url": {"url": url, "detail": detail}})
+        }
+        ContentPart::Image { url, detail: None } => serde_json::json!({"type": "image_url", "image_url": {"url": url}}),
+    }
+}
+
+/// OpenAI's `tool_choice` value.
+pub fn tool_choice(choice: &ToolChoice) -> Value {
+    match choice {
+        ToolChoice::Auto => Value::from("auto"),
+        ToolChoice::None => Value::from("none"),
+        ToolChoice::Required => Value::from("required"),
+        ToolChoice::Named(name) => serde_json::json!({"type": "function", "function": {"name": name}}),
+    }
+}
+
+/// OpenAI's `response_format` value.
+pub fn response_format(format: &ResponseFormat) -> Value {
+    match format {
+        ResponseFormat::Text => serde_json::json!({"type": "text"}),
+        ResponseFormat::JsonObject => serde_json::json!({"type": "json_object"}),
+        ResponseFormat::JsonSchema { name, description, schema, strict } => {
+            let mut inner = Map::new();
+            inner.insert("name".into(), Value::from(name.as_str()));
+            if let Some(description) = description {
+                inner.insert("description".into(), Value::from(description.as_str()));
+            }
+            inner.insert("schema".into(), schema.clone());
+            if let Some(strict) = strict {
+                inner.insert("strict".into(), Value::from(*strict));
+            }
+            serde_json::json!({"type": "json_schema", "json_schema": inner})
+        }
+    }
+}
+
+fn wire_tool(tool: &Tool) -> WireTool<'_> {
+    WireTool {
+        kind: "function",
+        function: WireFunction {
+            name: &tool.name,
+            description: tool.description.as_deref(),
+            parameters: tool.parameters.as_ref(),
+            strict: tool.strict,
+        },
+    }
+}
+
 /// Builds the body. OpenAI itself takes `max_completion_tokens` and the `developer` role;
-/// compatible servers get `max_tokens` and `system`, which they all understand.
+/// compatible servers get `max_tokens` and `system`, which they all understand. Everything else
+/// the request carries goes as OpenAI defines it.
 pub fn request_body<'a>(
     upstream_model: &'a str,
     request: &'a ChatRequest,
@@ -54,20 +186,41 @@ pub fn request_body<'a>(
                 Role::Developer if !native_openai => "system",
                 role => role.as_str(),
             },
-            content: &message.content,
+            content: content(message),
+            name: message.name.as_deref(),
+            tool_calls: message
+                .tool_calls
+                .iter()
+                .map(|call| WireToolCall { id: &call.id, kind: "function", function: WireCalled { name: &call.name, arguments: &call.arguments } })
+                .collect(),
+            tool_call_id: message.tool_call_id.as_deref(),
         })
         .collect();
-    let max_tokens = request.sampling.max_tokens;
+    let sampling = &request.sampling;
+    let max_tokens = sampling.max_tokens;
     ChatCompletionRequest {
         model: upstream_model,
         messages,
-        temperature: request.sampling.temperature,
-        top_p: request.sampling.top_p,
+        temperature: sampling.temperature,
+        top_p: sampling.top_p,
         max_tokens: if native_openai { None } else { max_tokens },
         max_completion_tokens: if native_openai { max_tokens } else { None },
-        stop: &request.sampling.stop,
+        stop: &sampling.stop,
         stream,
         stream_options: stream.then_some(StreamOptions { include_usage: true }),
+        tools: request.tools.iter().map(wire_tool).collect(),
+        tool_choice: request.tool_choice.as_ref().map(tool_choice),
+        parallel_tool_calls: request.parallel_tool_calls,
+        response_format: request.response_format.as_ref().map(response_format),
+        seed: sampling.seed,
+        frequency_penalty: sampling.frequency_penalty,
+        presence_penalty: sampling.presence_penalty,
+        logit_bias: sampling.logit_bias.iter().map(|(token, bias)| (token.to_string(), Value::from(*bias))).collect(),
+        logprobs: sampling.logprobs.map(|_| true),
+        top_logprobs: sampling.logprobs.filter(|top| *top > 0),
+        reasoning_effort: sampling.reasoning_effort.as_deref(),
+        user: request.user.as_deref(),
+        passthrough: &request.passthrough,
     }
 }
 
@@ -81,11 +234,30 @@ struct ChatCompletion {
 struct Choice {
     message: ChoiceMessage,
     finish_reason: Option<String>,
+    #[serde(default)]
+    logprobs: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
 struct ChoiceMessage {
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<InToolCall>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InToolCall {
+    #[serde(default)]
+    id: String,
+    function: InCalled,
+}
+
+#[derive(Debug, Deserialize)]
+struct InCalled {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    arguments: String,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -115,11 +287,7 @@ impl From<WireUsage> for Usage {
 }
 
 fn finish_reason(reason: &str) -> FinishReason {
-    match reason {
-        "length" => FinishReason::Length,
-        "content_filter" => FinishReason::ContentFilter,
-        _ => FinishReason::Stop,
-    }
+    FinishReason::parse(reason)
 }
 
 /// Parses a unary answer.
@@ -133,6 +301,13 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
         .ok_or_else(|| ProviderError::Malformed("chat completion has no choices".into()))?;
     Ok(Completion {
         text: choice.message.content.unwrap_or_default(),
+        tool_calls: choice
+            .message
+            .tool_calls
+            .into_iter()
+            .map(|call| ToolCall { id: call.id, name: call.function.name, arguments: call.function.arguments })
+            .collect(),
+        logprobs: choice.logprobs.filter(|logprobs| !logprobs.is_null()),
         finish_reason: finish_reason(choice.finish_reason.as_deref().unwrap_or("stop")),
         usage: completion.usage.map(Usage::from).unwrap_or_default(),
     })
@@ -151,19 +326,44 @@ struct ChunkChoice {
     #[serde(default)]
     delta: Option<Delta>,
     finish_reason: Option<String>,
+    #[serde(default)]
+    logprobs: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
 struct Delta {
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<DeltaToolCall>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DeltaToolCall {
+    #[serde(default)]
+    index: u32,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<DeltaCalled>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DeltaCalled {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
 }
 
 /// Turns `chat.completion.chunk` events into [`StreamEvent`]s. The answer is complete at
 /// `[DONE]`, or at the end of the body once a `finish_reason` was seen (some servers omit `[DONE]`).
+/// A chunk can carry several things at once (log-probabilities, text, tool-call pieces); they
+/// are queued and handed out one event at a time.
 #[derive(Debug, Default)]
 pub struct OpenAiDecoder {
     finish_reason: Option<FinishReason>,
     usage: Option<Usage>,
+    queued: std::collections::VecDeque<StreamEvent>,
 }
 
 impl StreamDecoder for OpenAiDecoder {
@@ -188,7 +388,23 @@ impl StreamDecoder for OpenAiDecoder {
         if let Some(reason) = choice.finish_reason {
             self.finish_reason = Some(finish_reason(&reason));
         }
-        Ok(choice.delta.and_then(|delta| delta.content).filter(|text| !text.is_empty()).map(StreamEvent::Delta))
+        if let Some(logprobs) = choice.logprobs.filter(|logprobs| !logprobs.is_null()) {
+            self.queued.push_back(StreamEvent::Logprobs(logprobs));
+        }
+        if let Some(delta) = choice.delta {
+            if let Some(text) = delta.content.filter(|text| !text.is_empty()) {
+                self.queued.push_back(StreamEvent::Delta(text));
+            }
+            for call in delta.tool_calls {
+                let (name, arguments) = call.function.map_or((None, None), |function| (function.name, function.arguments));
+                self.queued.push_back(StreamEvent::ToolCall(ToolCallDelta { index: call.index, id: call.id, name, arguments: arguments.unwrap_or_default() }));
+            }
+        }
+        Ok(self.queued.pop_front())
+    }
+
+    fn pending(&mut self) -> Option<StreamEvent> {
+        self.queued.pop_front()
     }
 
     fn on_end(&mut self) -> Result<StreamEvent, ProviderError> {
@@ -202,15 +418,11 @@ impl StreamDecoder for OpenAiDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Message;
 
     #[test]
     fn body_uses_each_servers_dialect() {
         let request = ChatRequest {
-            messages: vec![
-                Message { role: Role::Developer, content: "be brief".into() },
-                Message { role: Role::User, content: "hi".into() },
-            ],
+            messages: vec![Message::text(Role::Developer, "be brief"), Message::text(Role::User, "hi")],
             sampling: crate::model::Sampling { max_tokens: Some(7), ..Default::default() },
             ..ChatRequest::default()
         };

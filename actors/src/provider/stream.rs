@@ -9,10 +9,16 @@ use crate::provider::ProviderError;
 
 /// A wire format's stream parser.
 pub trait StreamDecoder: Send + 'static {
-    /// One SSE event (`event` name may be empty). `Ok(None)` for events that carry no text.
+    /// One SSE event (`event` name may be empty). `Ok(None)` for events that carry nothing
+    /// for the answer.
     fn on_event(&mut self, event: &str, data: &str) -> Result<Option<StreamEvent>, ProviderError>;
     /// The body ended without the format's final event: a finished answer or a cut.
     fn on_end(&mut self) -> Result<StreamEvent, ProviderError>;
+    /// More events of the last SSE event, when it carried several (asked after each
+    /// `on_event` until `None`).
+    fn pending(&mut self) -> Option<StreamEvent> {
+        None
+    }
 }
 
 /// A decoded upstream stream: deltas, then exactly one `Finished` or one error.
@@ -29,7 +35,12 @@ pub fn decode(response: reqwest::Response, mut decoder: impl StreamDecoder) -> U
                         yield Ok(finished);
                         return;
                     }
-                    Ok(Some(delta)) => yield Ok(delta),
+                    Ok(Some(delta)) => {
+                        yield Ok(delta);
+                        while let Some(more) = decoder.pending() {
+                            yield Ok(more);
+                        }
+                    }
                     Ok(None) => {}
                     Err(error) => {
                         yield Err(error);

@@ -144,6 +144,7 @@ impl ClientFactory {
                     messages: vec![ChatMessage {
                         role: "user".to_owned(),
                         content: template.prompt.clone(),
+                        ..ChatMessage::default()
                     }],
                     model: template.model.clone(),
                     sampling: Some(SamplingParams {

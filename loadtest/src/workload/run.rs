@@ -113,7 +113,7 @@ impl Caller {
             }
             Self::Grpc { channel } => {
                 let mut request = tonic::Request::new(GenerateRequest {
-                    messages: vec![ChatMessage { role: "user".to_owned(), content: line.prompt.clone() }],
+                    messages: vec![ChatMessage { role: "user".to_owned(), content: line.prompt.clone(), ..ChatMessage::default() }],
                     model: settings.model.clone(),
                     sampling: Some(SamplingParams { max_tokens: Some(settings.max_tokens), ..SamplingParams::default() }),
                     ..GenerateRequest::default()

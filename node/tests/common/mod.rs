@@ -184,7 +184,7 @@ impl Drop for Node {
 /// A gRPC request with one user message.
 pub fn grpc_request(prompt: &str) -> v1::GenerateRequest {
     v1::GenerateRequest {
-        messages: vec![v1::ChatMessage { role: "user".into(), content: prompt.into() }],
+        messages: vec![v1::ChatMessage { role: "user".into(), content: prompt.into(), ..v1::ChatMessage::default() }],
         ..Default::default()
     }
 }

@@ -288,10 +288,12 @@ impl SemanticCache {
     }
 
     /// Stores a complete answer under the probe of the lookup that missed, with the request's
-    /// exact key (invalidating that key drops it too). Only answers that ended naturally are
-    /// stored: one cut at `max_tokens` is not an answer to the question.
+    /// exact key (invalidating that key drops it too). Only text answers that ended naturally
+    /// are stored: one cut at `max_tokens` is not an answer to the question, and a tool call's
+    /// arguments come from the question's exact words (a paraphrase about another city would get
+    /// this one's weather), so tool calls are left to the exact layer.
     pub fn store(&self, probe: SemanticProbe, answer: CachedAnswer, ttl: Option<Duration>, exact_key: Option<String>) {
-        if answer.finish_reason != "stop" {
+        if answer.finish_reason != "stop" || !answer.tool_calls.is_empty() {
             return;
         }
         let now = now_ms();

@@ -1,13 +1,14 @@
 //! Partitions and their owners. The context key is what must match for a cached answer to be
-//! reusable at all: tenant, model or route, earlier turns (the system prompt among them), stop
-//! sequences and sampling class. Its hash picks one
+//! reusable at all: tenant, model or route, earlier turns (the system prompt among them, with
+//! their tool calls and results), stop sequences, sampling class and the answer's shape (tools,
+//! tool choice, response format, seed and the other output controls). Its hash picks one
 //! of a fixed number of partitions, so ownership moves in whole units; who owns a partition is
 //! the cluster's ring ([`crate::cluster::ring`]). The hash is fixed and seedless (xxh3), never
 //! `RandomState`, so every node puts a context in the same partition.
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
-use crate::cache::key::normalise;
+use crate::cache::key::{answer_shape, field, message};
 use crate::model::{ChatRequest, Role};
 
 /// Partitions of the semantic cache.
@@ -24,11 +25,11 @@ fn sampling_class(request: &ChatRequest) -> &'static str {
 }
 
 /// The user turn the semantic cache matches by meaning: the last message, when it is the
-/// user's. Anything else (an assistant prefill, a conversation ending in a tool or system turn)
-/// is not looked up.
+/// user's and text only. Anything else (an assistant prefill, a conversation ending in a tool or
+/// system turn, a question about an image) is not looked up.
 pub fn semantic_prompt(request: &ChatRequest) -> Option<&str> {
     let last = request.messages.last()?;
-    (last.role == Role::User).then_some(last.content.as_str())
+    (last.role == Role::User && !last.has_image()).then_some(last.content.as_str())
 }
 
 /// The context key of `request` for `tenant`, as 16 hex digits: tenant, model or route, every
@@ -37,23 +38,19 @@ pub fn semantic_prompt(request: &ChatRequest) -> Option<&str> {
 /// turn is matched by meaning; everything else must be identical.
 pub fn context_key(tenant: &str, request: &ChatRequest) -> String {
     let mut hasher = Xxh3::new();
-    let mut field = |bytes: &[u8]| {
-        hasher.update(&(bytes.len() as u64).to_le_bytes());
-        hasher.update(bytes);
-    };
-    field(b"semantic-context-v2");
-    field(tenant.as_bytes());
-    field(request.model.as_deref().unwrap_or("auto").as_bytes());
+    field(&mut hasher, b"semantic-context-v3");
+    field(&mut hasher, tenant.as_bytes());
+    field(&mut hasher, request.model.as_deref().unwrap_or("auto").as_bytes());
     let earlier = request.messages.len().saturating_sub(1);
-    for message in &request.messages[..earlier] {
-        field(message.role.as_str().as_bytes());
-        field(normalise(&message.content).as_bytes());
+    for turn in &request.messages[..earlier] {
+        message(&mut hasher, turn);
     }
-    field(b"stop");
+    field(&mut hasher, b"stop");
     for stop in &request.sampling.stop {
-        field(stop.as_bytes());
+        field(&mut hasher, stop.as_bytes());
     }
-    field(sampling_class(request).as_bytes());
+    field(&mut hasher, sampling_class(request).as_bytes());
+    answer_shape(&mut hasher, request);
     format!("{:016x}", hasher.digest())
 }
 
@@ -69,10 +66,7 @@ mod tests {
 
     fn request(system: &str, temperature: Option<f32>) -> ChatRequest {
         let mut request = ChatRequest {
-            messages: vec![
-                Message { role: Role::System, content: system.into() },
-                Message { role: Role::User, content: "any question".into() },
-            ],
+            messages: vec![Message::text(Role::System, system), Message::text(Role::User, "any question")],
             ..ChatRequest::default()
         };
         request.sampling.temperature = temperature;
@@ -97,15 +91,33 @@ mod tests {
     #[test]
     fn earlier_turns_are_context_and_only_a_final_user_turn_is_matched() {
         let mut follow_up = request("be brief", None);
-        follow_up.messages.push(Message { role: Role::Assistant, content: "an answer".into() });
-        follow_up.messages.push(Message { role: Role::User, content: "and then?".into() });
+        follow_up.messages.push(Message::text(Role::Assistant, "an answer"));
+        follow_up.messages.push(Message::text(Role::User, "and then?"));
         let mut other_history = follow_up.clone();
         other_history.messages[1].content = "another question".into();
         assert_ne!(context_key("acme", &follow_up), context_key("acme", &other_history), "\"and then?\" depends on what came before");
         assert_eq!(semantic_prompt(&follow_up), Some("and then?"));
         let mut prefill = follow_up.clone();
-        prefill.messages.push(Message { role: Role::Assistant, content: "Sure,".into() });
+        prefill.messages.push(Message::text(Role::Assistant, "Sure,"));
         assert_eq!(semantic_prompt(&prefill), None);
+    }
+
+    #[test]
+    fn tool_sets_and_formats_are_context_and_images_are_not_matched() {
+        let base = context_key("acme", &request("be brief", None));
+        let mut tools = request("be brief", None);
+        tools.tools = vec![crate::model::Tool { name: "f".into(), description: None, parameters: None, strict: None }];
+        let tools_key = context_key("acme", &tools);
+        assert_ne!(base, tools_key);
+        let mut other_tools = tools.clone();
+        other_tools.tools[0].name = "g".into();
+        assert_ne!(tools_key, context_key("acme", &other_tools));
+        let mut json = request("be brief", None);
+        json.response_format = Some(crate::model::ResponseFormat::JsonObject);
+        assert_ne!(base, context_key("acme", &json));
+        let mut image = request("be brief", None);
+        image.messages[1].parts = vec![crate::model::ContentPart::Image { url: "https://x/a.png".into(), detail: None }];
+        assert_eq!(semantic_prompt(&image), None);
     }
 
     #[test]

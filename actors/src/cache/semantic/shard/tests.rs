@@ -23,6 +23,7 @@ fn entry(context: &str, tenant: &str, prompt: &str, ttl_ms: i64) -> SemanticEntr
             tenant: tenant.into(),
             route: "auto".into(),
             text: format!("answer to {prompt}"),
+            tool_calls: Vec::new(),
             model: "m".into(),
             provider: "p".into(),
             input_tokens: 1,

@@ -1,9 +1,12 @@
 //! The OpenAI-compatible API: `POST /v1/chat/completions` (unary, and `stream: true` as SSE in
 //! OpenAI's chunk format ending with `data: [DONE]`) and `GET /v1/models`. Official OpenAI SDKs
-//! work against it with only `base_url` changed. Routing hints and cache controls travel in
-//! `x-switchyard-*` headers; the answer's headers say who served it and why.
+//! work against it with only `base_url` changed: tools and tool calls (streamed as OpenAI's
+//! `tool_calls` deltas), structured output, image parts and log-probabilities included. Routing
+//! hints and cache controls travel in `x-switchyard-*` headers; the answer's headers say who
+//! served it and why. The body is read in [`request`].
 
-use std::collections::BTreeMap;
+pub mod request;
+
 use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,11 +14,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use switchyard_actors::error::GatewayError;
 use switchyard_actors::cache::semantic::SemanticMatch;
-use switchyard_actors::model::{CacheControl, ChatRequest, Message, Quality, Role, RoutingHints, Sampling, Target, Tier, Usage, CacheLayer};
+use switchyard_actors::model::{CacheControl, CacheLayer, Completion, Quality, RoutingHints, Target, Tier, ToolCall, ToolCallDelta, Usage};
 use switchyard_actors::pipeline::{AnswerStream, StreamItem};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,90 +36,6 @@ const QUALITY: &str = "x-switchyard-quality";
 /// Cache control headers: `bypass`, `no-store` (comma-separated), and a TTL in seconds.
 const CACHE: &str = "x-switchyard-cache";
 const CACHE_TTL: &str = "x-switchyard-cache-ttl";
-
-/// The request body, as OpenAI defines it. A field the gateway does not honour is refused (400
-/// naming it), never dropped: an answer without the `tools` or `response_format` the client
-/// sent would be a different answer than it asked for.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CompletionRequest {
-    #[serde(default)]
-    model: Option<String>,
-    messages: Vec<InMessage>,
-    #[serde(default)]
-    temperature: Option<f32>,
-    #[serde(default)]
-    top_p: Option<f32>,
-    #[serde(default)]
-    max_tokens: Option<u32>,
-    #[serde(default)]
-    max_completion_tokens: Option<u32>,
-    #[serde(default)]
-    stop: Option<Stop>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-    #[serde(default)]
-    n: Option<u32>,
-    #[serde(default)]
-    user: Option<String>,
-    #[serde(default)]
-    metadata: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Stop {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InMessage {
-    role: String,
-    /// A string or an array of content parts, read by [`content_text`].
-    #[serde(default)]
-    content: Option<serde_json::Value>,
-}
-
-/// The text of a message's `content` (a string, or text parts), refusing every other kind of
-/// part and every part field the gateway does not honour, naming it.
-fn content_text(content: Option<serde_json::Value>, index: usize) -> Result<String, GatewayError> {
-    use serde_json::Value;
-    let parts = match content {
-        None | Some(Value::Null) => return Ok(String::new()),
-        Some(Value::String(text)) => return Ok(text),
-        Some(Value::Array(parts)) => parts,
-        Some(_) => return Err(GatewayError::invalid(format!("messages[{index}].content"), "must be a string or an array of content parts")),
-    };
-    let mut text = String::new();
-    for (part_index, part) in parts.into_iter().enumerate() {
-        let field = format!("messages[{index}].content[{part_index}]");
-        let Value::Object(part) = part else { return Err(GatewayError::invalid(field, "must be an object with a \"type\"")) };
-        match part.get("type").and_then(Value::as_str) {
-            Some("text") => {}
-            Some(kind) => return Err(GatewayError::invalid(field, not_honoured(kind))),
-            None => return Err(GatewayError::invalid(format!("{field}.type"), "is missing")),
-        }
-        if let Some(other) = part.keys().find(|key| *key != "type" && *key != "text") {
-            return Err(GatewayError::invalid(format!("{field}.{other}"), not_honoured(other)));
-        }
-        match part.get("text") {
-            Some(Value::String(part_text)) => text.push_str(part_text),
-            _ => return Err(GatewayError::invalid(format!("{field}.text"), "must be a string")),
-        }
-    }
-    Ok(text)
-}
 
 /// An OpenAI-style error response.
 pub fn error_response(error: &GatewayError) -> Response {
@@ -174,74 +93,16 @@ fn parse_hints(headers: &HeaderMap) -> Result<(RoutingHints, CacheControl), Gate
     Ok((RoutingHints { task_type, latency_budget_ms, quality, tier }, cache))
 }
 
-/// Parses the body, naming the offending field of any problem.
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<(ChatRequest, bool, bool), GatewayError> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(body);
-    let request: CompletionRequest = serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let message = error.into_inner().to_string();
-        if let Some(name) = unknown_field(&message) {
-            // The path already ends with the unknown field.
-            return GatewayError::invalid(path, not_honoured(name));
-        }
-        let field = if path == "." { "body".to_owned() } else { path };
-        GatewayError::invalid(field, message)
-    })?;
-    if request.n.is_some_and(|n| n != 1) {
-        return Err(GatewayError::invalid("n", "only n = 1 is supported"));
-    }
-    let mut messages = Vec::with_capacity(request.messages.len());
-    for (index, message) in request.messages.into_iter().enumerate() {
-        let role = Role::parse(&message.role, &format!("messages[{index}].role"))?;
-        let content = content_text(message.content, index)?;
-        messages.push(Message { role, content });
-    }
+/// Parses the body and the headers, naming the offending field of any problem.
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<request::Parsed, GatewayError> {
+    let mut parsed = request::parse(body)?;
     let (hints, cache) = parse_hints(headers)?;
-    let mut metadata = request.metadata.unwrap_or_default();
-    if let Some(user) = request.user {
-        metadata.insert("user".into(), user);
+    parsed.chat.hints = hints;
+    parsed.chat.cache = cache;
+    if let Some(user) = &parsed.chat.user {
+        parsed.chat.metadata.insert("user".into(), user.clone());
     }
-    let stream = request.stream.unwrap_or(false);
-    let include_usage = request.stream_options.is_some_and(|options| options.include_usage);
-    let chat = ChatRequest {
-        messages,
-        model: request.model.filter(|model| !model.is_empty() && model != "auto"),
-        sampling: Sampling {
-            temperature: request.temperature,
-            top_p: request.top_p,
-            max_tokens: request.max_completion_tokens.or(request.max_tokens),
-            stop: match request.stop {
-                None => Vec::new(),
-                Some(Stop::One(stop)) => vec![stop],
-                Some(Stop::Many(stops)) => stops,
-            },
-        },
-        hints,
-        cache,
-        metadata,
-    };
-    Ok((chat, stream, include_usage))
-}
-
-/// Chat Completions fields (of the request and its messages) the gateway does not honour yet.
-const NOT_YET_HONOURED: &[&str] = &[
-    "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call", "response_format", "seed", "logprobs", "top_logprobs",
-    "frequency_penalty", "presence_penalty", "logit_bias", "reasoning_effort", "service_tier", "store", "modalities", "audio",
-    "prediction", "web_search_options", "tool_calls", "tool_call_id", "name", "refusal", "image_url", "input_audio", "file",
-];
-
-/// The field serde names in an "unknown field `…`" error.
-fn unknown_field(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
-    rest.split_once('`').map(|(name, _)| name)
-}
-
-fn not_honoured(name: &str) -> String {
-    if NOT_YET_HONOURED.contains(&name) {
-        format!("`{name}` is not supported by this gateway yet; the request is refused rather than answered without it")
-    } else {
-        format!("`{name}` is not a Chat Completions field")
-    }
+    Ok(parsed)
 }
 
 fn unix_now() -> u64 {
@@ -286,6 +147,37 @@ fn answer_headers(headers: &mut HeaderMap, served: Served<'_>) {
     set_header(headers, "x-switchyard-fallback", if fallback { "true" } else { "false" });
 }
 
+/// The assistant message of an answer: `content` null when the model only called tools, and
+/// its `tool_calls` when it made any.
+fn answer_message(completion: &Completion) -> serde_json::Value {
+    let content = if completion.text.is_empty() && !completion.tool_calls.is_empty() { None } else { Some(completion.text.as_str()) };
+    let mut message = json!({"role": "assistant", "content": content, "refusal": null});
+    if !completion.tool_calls.is_empty() {
+        message["tool_calls"] = completion.tool_calls.iter().map(tool_call_json).collect();
+    }
+    message
+}
+
+fn tool_call_json(call: &ToolCall) -> serde_json::Value {
+    json!({"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}})
+}
+
+/// A streamed tool-call piece as OpenAI's `delta.tool_calls` entry: id, type and name on the
+/// first piece of a call, argument fragments on the rest.
+fn tool_delta_json(delta: &ToolCallDelta) -> serde_json::Value {
+    let mut function = serde_json::Map::new();
+    if let Some(name) = &delta.name {
+        function.insert("name".into(), json!(name));
+    }
+    function.insert("arguments".into(), json!(delta.arguments));
+    let mut entry = json!({"index": delta.index, "function": function});
+    if let Some(id) = &delta.id {
+        entry["id"] = json!(id);
+        entry["type"] = json!("function");
+    }
+    entry
+}
+
 fn usage_json(usage: Usage) -> serde_json::Value {
     json!({"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens, "total_tokens": usage.total()})
 }
@@ -303,7 +195,7 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
                 return error_response(&error);
             }
         };
-        let (request, stream, include_usage) = match parse_body(&headers, &body) {
+        let request::Parsed { chat: request, stream, include_usage } = match parse_body(&headers, &body) {
             Ok(parsed) => parsed,
             Err(error) => {
                 metrics.requests.with_label_values(&["http", "", "", "", error.label()]).inc();
@@ -337,9 +229,9 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
             "model": target.model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": answer.completion.text},
+                "message": answer_message(&answer.completion),
                 "finish_reason": answer.completion.finish_reason.as_str(),
-                "logprobs": null,
+                "logprobs": answer.completion.logprobs,
             }],
             "usage": usage_json(answer.completion.usage),
             "system_fingerprint": null,
@@ -415,6 +307,12 @@ fn stream_response(answer: AnswerStream, route: String, include_usage: bool, sta
         Ok(match item {
             Ok(StreamItem::Delta(text)) => {
                 chunk(vec![json!({"index": 0, "delta": {"content": text}, "finish_reason": null})], None)
+            }
+            Ok(StreamItem::ToolCall(delta)) => {
+                chunk(vec![json!({"index": 0, "delta": {"tool_calls": [tool_delta_json(&delta)]}, "finish_reason": null})], None)
+            }
+            Ok(StreamItem::Logprobs(logprobs)) => {
+                chunk(vec![json!({"index": 0, "delta": {}, "logprobs": logprobs, "finish_reason": null})], None)
             }
             Ok(StreamItem::Finished { finish_reason, usage, latency, .. }) => {
                 metrics.requests.with_label_values(&["http", &route, &model, &provider, "ok"]).inc();
