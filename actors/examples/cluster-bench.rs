@@ -105,6 +105,7 @@ fn entry(position: usize) -> SemanticEntry {
         prompt: format!("What does a railway switchyard do with train number {position}?"),
         exact_key: None,
         answer: CachedAnswer {
+            embeddings: Vec::new(),
             tenant: "bench".into(),
             route: "auto".into(),
             text: "A switchyard sorts railway cars onto tracks by destination, so that trains can be assembled and split. ".repeat(3),

@@ -105,6 +105,7 @@ fn request(question: &str) -> ChatRequest {
 
 fn answer(question: &str) -> CachedAnswer {
     CachedAnswer {
+        embeddings: Vec::new(),
         tenant: "bench".into(),
         route: "bench".into(),
         text: format!("the answer to {question}"),

@@ -17,7 +17,7 @@ use switchyard_actors::model::{Quality, RequestLimits, Tier};
 use switchyard_actors::tenancy::KeySettings;
 use switchyard_actors::pipeline::{ExactCacheSettings, GatewaySettings};
 use switchyard_actors::provider::{BreakerSettings, ProviderKind, ProviderSettings, RetrySettings};
-use switchyard_actors::router::{ModelSettings, Price, RoutingPolicy, RoutingRule};
+use switchyard_actors::router::{ModelKind, ModelSettings, Price, RoutingPolicy, RoutingRule};
 
 use crate::env;
 
@@ -470,6 +470,8 @@ impl Default for RawBreaker {
 #[serde(deny_unknown_fields)]
 struct RawModel {
     name: String,
+    #[serde(default)]
+    kind: ModelKind,
     provider: String,
     #[serde(default)]
     upstream_model: Option<String>,
@@ -666,12 +668,12 @@ impl RawConfig {
         }
 
         let providers = self.validate_providers()?;
-        let provider_names: HashSet<&str> = providers.iter().map(|provider| provider.name.as_str()).collect();
         let self_hosted: HashSet<String> =
             providers.iter().filter(|provider| provider.self_hosted).map(|provider| provider.name.clone()).collect();
-        let models = self.validate_models(&provider_names)?;
+        let models = self.validate_models(&providers)?;
         let model_names: HashSet<&str> = models.iter().map(|model| model.name.as_str()).collect();
-        let policy = self.validate_routing(models.clone(), &model_names, self_hosted)?;
+        let chat_names: HashSet<&str> = models.iter().filter(|model| model.kind == ModelKind::Chat).map(|model| model.name.as_str()).collect();
+        let policy = self.validate_routing(models.clone(), &chat_names, self_hosted)?;
         let tenancy = self.tenancy.validate(&model_names, &self.routing.routes)?;
         let route_names: HashSet<&str> = model_names.iter().copied().chain(self.routing.routes.keys().map(String::as_str)).collect();
         let semantic_cache = self.semantic_cache.validate(&self.embedding, &route_names)?;
@@ -807,11 +809,13 @@ impl RawConfig {
         Ok(providers)
     }
 
-    fn validate_models(&self, providers: &HashSet<&str>) -> Result<Vec<ModelSettings>, ConfigError> {
+    fn validate_models(&self, providers: &[ProviderSettings]) -> Result<Vec<ModelSettings>, ConfigError> {
         if self.models.is_empty() {
             return Err(invalid("models", "at least one model is required"));
         }
         let names: HashSet<&str> = self.models.iter().map(|model| model.name.as_str()).collect();
+        let embedding_names: HashSet<&str> =
+            self.models.iter().filter(|model| model.kind == ModelKind::Embedding).map(|model| model.name.as_str()).collect();
         let mut seen = HashSet::new();
         let mut models = Vec::new();
         for (position, model) in self.models.iter().enumerate() {
@@ -822,15 +826,36 @@ impl RawConfig {
             if !seen.insert(model.name.as_str()) {
                 return Err(invalid(format!("{key}.name"), format!("model \"{}\" is defined twice", model.name)));
             }
-            if !providers.contains(model.provider.as_str()) {
+            let Some(provider) = providers.iter().find(|provider| provider.name == model.provider) else {
                 return Err(invalid(format!("{key}.provider"), format!("unknown provider \"{}\"", model.provider)));
+            };
+            if model.kind == ModelKind::Embedding {
+                if !provider.kind.embeds() {
+                    return Err(invalid(
+                        format!("{key}.provider"),
+                        format!("provider \"{}\" ({}) has no embeddings API; embedding models need an openai or openai_compatible provider", provider.name, provider.kind.as_str()),
+                    ));
+                }
+                if !model.fallbacks.is_empty() {
+                    return Err(invalid(format!("{key}.fallbacks"), "an embedding model has no fallbacks: another model's vectors are in another space"));
+                }
+                if model.output_usd_per_mtok.is_some_and(|price| price != 0.0) {
+                    return Err(invalid(format!("{key}.output_usd_per_mtok"), "an embedding model has no output tokens"));
+                }
             }
             for (index, fallback) in model.fallbacks.iter().enumerate() {
                 if !names.contains(fallback.as_str()) {
                     return Err(invalid(format!("{key}.fallbacks[{index}]"), format!("unknown model \"{fallback}\"")));
                 }
+                if embedding_names.contains(fallback.as_str()) {
+                    return Err(invalid(format!("{key}.fallbacks[{index}]"), format!("\"{fallback}\" is an embedding model")));
+                }
             }
-            let price = match (model.input_usd_per_mtok, model.output_usd_per_mtok) {
+            let output_price = match model.kind {
+                ModelKind::Embedding => model.input_usd_per_mtok.map(|_| 0.0),
+                ModelKind::Chat => model.output_usd_per_mtok,
+            };
+            let price = match (model.input_usd_per_mtok, output_price) {
                 (Some(input), Some(output)) => {
                     for (field, value) in [("input_usd_per_mtok", input), ("output_usd_per_mtok", output)] {
                         if !(value.is_finite() && value >= 0.0) {
@@ -858,6 +883,7 @@ impl RawConfig {
             };
             models.push(ModelSettings {
                 name: model.name.clone(),
+                kind: model.kind,
                 provider: model.provider.clone(),
                 upstream_model: model.upstream_model.clone().unwrap_or_else(|| model.name.clone()),
                 quality: model.quality,

@@ -1,5 +1,5 @@
-//! The one place that maps a [`GatewayError`] to a gRPC code, an HTTP status and an
-//! OpenAI-style error type. No catch-all arm: a new variant must be mapped here.
+//! The one place that maps a [`GatewayError`] to a gRPC code, an HTTP status and the error
+//! types of the OpenAI and Anthropic APIs. No catch-all arm: a new variant must be mapped here.
 
 use http::StatusCode;
 use switchyard_actors::error::GatewayError;
@@ -13,25 +13,27 @@ pub struct ErrorMapping {
     pub http: StatusCode,
     /// OpenAI's `error.type`.
     pub openai_type: &'static str,
+    /// Anthropic's `error.type`.
+    pub anthropic_type: &'static str,
 }
 
 /// Maps `error` for the front doors.
 pub fn map(error: &GatewayError) -> ErrorMapping {
-    let (grpc, http, openai_type) = match error {
-        GatewayError::InvalidArgument { .. } => (tonic::Code::InvalidArgument, StatusCode::BAD_REQUEST, "invalid_request_error"),
-        GatewayError::UnknownModel(_) => (tonic::Code::InvalidArgument, StatusCode::BAD_REQUEST, "invalid_request_error"),
-        GatewayError::ModelForbidden { .. } => (tonic::Code::PermissionDenied, StatusCode::FORBIDDEN, "permission_error"),
-        GatewayError::UpstreamRejected { .. } => (tonic::Code::InvalidArgument, StatusCode::BAD_REQUEST, "invalid_request_error"),
-        GatewayError::AllProvidersFailed(_) => (tonic::Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE, "upstream_error"),
-        GatewayError::StreamInterrupted { .. } => (tonic::Code::Unavailable, StatusCode::BAD_GATEWAY, "upstream_error"),
-        GatewayError::Unauthenticated(_) => (tonic::Code::Unauthenticated, StatusCode::UNAUTHORIZED, "authentication_error"),
-        GatewayError::KeyModelForbidden { .. } => (tonic::Code::PermissionDenied, StatusCode::FORBIDDEN, "permission_error"),
-        GatewayError::RateLimited { .. } => (tonic::Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
-        GatewayError::BudgetExhausted { .. } => (tonic::Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS, "budget_exhausted"),
-        GatewayError::ShuttingDown | GatewayError::BudgetUnavailable(_) => (tonic::Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE, "server_error"),
-        GatewayError::Internal(_) => (tonic::Code::Internal, StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+    let (grpc, http, openai_type, anthropic_type) = match error {
+        GatewayError::InvalidArgument { .. } => (tonic::Code::InvalidArgument, StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request_error"),
+        GatewayError::UnknownModel(_) => (tonic::Code::InvalidArgument, StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request_error"),
+        GatewayError::ModelForbidden { .. } => (tonic::Code::PermissionDenied, StatusCode::FORBIDDEN, "permission_error", "permission_error"),
+        GatewayError::UpstreamRejected { .. } => (tonic::Code::InvalidArgument, StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request_error"),
+        GatewayError::AllProvidersFailed(_) => (tonic::Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE, "upstream_error", "overloaded_error"),
+        GatewayError::StreamInterrupted { .. } => (tonic::Code::Unavailable, StatusCode::BAD_GATEWAY, "upstream_error", "api_error"),
+        GatewayError::Unauthenticated(_) => (tonic::Code::Unauthenticated, StatusCode::UNAUTHORIZED, "authentication_error", "authentication_error"),
+        GatewayError::KeyModelForbidden { .. } => (tonic::Code::PermissionDenied, StatusCode::FORBIDDEN, "permission_error", "permission_error"),
+        GatewayError::RateLimited { .. } => (tonic::Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_error"),
+        GatewayError::BudgetExhausted { .. } => (tonic::Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS, "budget_exhausted", "rate_limit_error"),
+        GatewayError::ShuttingDown | GatewayError::BudgetUnavailable(_) => (tonic::Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE, "server_error", "overloaded_error"),
+        GatewayError::Internal(_) => (tonic::Code::Internal, StatusCode::INTERNAL_SERVER_ERROR, "server_error", "api_error"),
     };
-    ErrorMapping { grpc, http, openai_type }
+    ErrorMapping { grpc, http, openai_type, anthropic_type }
 }
 
 /// The gRPC status for `error`; rate limits carry `retry-after` (seconds) in the trailers.

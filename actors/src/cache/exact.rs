@@ -30,6 +30,10 @@ pub struct CachedAnswer {
     /// The tools it called (stored by the exact layer only; see the semantic layer's `store`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<crate::model::ToolCall>,
+    /// For an embeddings request: one vector per input (the text is then empty). Stored by the
+    /// exact layer only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub embeddings: Vec<Vec<f32>>,
     /// The model that produced it.
     pub model: String,
     /// The provider that produced it.
@@ -322,6 +326,7 @@ mod tests {
 
     fn answer(tenant: &str, model: &str) -> CachedAnswer {
         CachedAnswer {
+            embeddings: Vec::new(),
             tenant: tenant.into(),
             route: "auto".into(),
             text: "hi".into(),

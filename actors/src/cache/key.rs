@@ -1,9 +1,9 @@
 //! The exact cache key: a 128-bit xxh3 of, in order, the schema version, the tenant, the model or
 //! route the caller named (`auto` for the router's choice), every message (role, whitespace-
-//! normalised content, image parts, tool calls, the call a tool turn answers, the name), every
-//! sampling parameter that changes the output (temperature, top_p, max_tokens, stop sequences,
-//! seed, penalties, logit bias, reasoning effort) and the answer's shape (tools, tool choice,
-//! parallel calls, response format). Each field is length-prefixed, so no two different requests
+//! normalised content, image parts, tool calls, the call a tool turn answers and whether it failed,
+//! the name), every sampling parameter that changes the output (temperature, top_p, top_k,
+//! max_tokens, stop sequences, seed, penalties, logit bias, reasoning effort) and the answer's
+//! shape (tools, tool choice, parallel calls, response format). Each field is length-prefixed, so no two different requests
 //! encode alike; two requests that differ in any of these never share an answer, and the tenant
 //! in every key keeps tenants apart.
 
@@ -12,7 +12,7 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::model::{ChatRequest, ContentPart, Message, ResponseFormat, ToolChoice};
 
 /// Bumped whenever the encoding below changes, so old entries are never read as new ones.
-pub const SCHEMA_VERSION: &str = "exact-v2";
+pub const SCHEMA_VERSION: &str = "exact-v3";
 
 /// Feeds `bytes`, length-prefixed.
 pub(crate) fn field(hasher: &mut Xxh3, bytes: &[u8]) {
@@ -57,6 +57,7 @@ pub(crate) fn message(hasher: &mut Xxh3, message: &Message) {
     }
     field(hasher, message.tool_call_id.as_deref().unwrap_or_default().as_bytes());
     field(hasher, message.name.as_deref().unwrap_or_default().as_bytes());
+    hasher.update(&[u8::from(message.tool_error)]);
 }
 
 /// What shapes an answer besides the conversation and the sampling class: tools, tool choice,
@@ -104,6 +105,7 @@ pub(crate) fn answer_shape(hasher: &mut Xxh3, request: &ChatRequest) {
         hasher.update(&bias.to_bits().to_le_bytes());
     }
     field(hasher, sampling.reasoning_effort.as_deref().unwrap_or_default().as_bytes());
+    optional(hasher, sampling.top_k);
 }
 
 /// The key of `request` for `tenant`, as 32 hex digits.
@@ -172,7 +174,7 @@ mod tests {
     #[test]
     fn tools_formats_parts_and_tool_turns_are_in_the_key() {
         let base = exact_key("acme", &request("weather in Paris?"));
-        let tool = Tool { name: "get_weather".into(), description: None, parameters: Some(serde_json::json!({"type": "object"})), strict: None };
+        let tool = Tool { name: "get_weather".into(), description: None, parameters: Some(serde_json::json!({"type": "object"})), strict: None, prompt_cache: None };
         let mut with_tools = request("weather in Paris?");
         with_tools.tools = vec![tool.clone()];
         let tools_key = exact_key("acme", &with_tools);

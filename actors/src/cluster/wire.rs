@@ -224,6 +224,7 @@ pub fn entry_from_wire(wire: pb::SemanticEntry) -> Result<(SemanticEntry, Vec<f3
         prompt: wire.prompt,
         exact_key: wire.exact_key,
         answer: CachedAnswer {
+            embeddings: Vec::new(),
             tenant: answer.tenant,
             route: answer.route,
             text: answer.text,
@@ -310,6 +311,7 @@ mod tests {
             prompt: "what is rust".into(),
             exact_key: Some("k".into()),
             answer: CachedAnswer {
+                embeddings: Vec::new(),
                 tenant: "acme".into(),
                 route: "auto".into(),
                 text: "a language".into(),

@@ -86,8 +86,8 @@ pub struct Message {
     pub role: Role,
     /// Its text: the text parts joined, when it came as parts.
     pub content: String,
-    /// Every part in order, when the content has a part other than text; empty otherwise (the
-    /// content is then `content` alone).
+    /// Every part in order, when the content has a part other than text or came as several
+    /// blocks of text (Anthropic); empty otherwise (the content is then `content` alone).
     pub parts: Vec<ContentPart>,
     /// The tool calls of an assistant turn.
     pub tool_calls: Vec<ToolCall>,
@@ -95,6 +95,14 @@ pub struct Message {
     pub tool_call_id: Option<String>,
     /// The participant's name (OpenAI's `name`).
     pub name: Option<String>,
+    /// For a tool turn: the tool failed and its content says how (Anthropic's `is_error`; on the
+    /// OpenAI wire, which has no such flag, the content is sent as `Error: …`).
+    pub tool_error: bool,
+    /// Anthropic's `cache_control` on the turn (or on one of its blocks): the prompt up to the
+    /// end of this turn is worth caching at the provider. Sent to Anthropic on the turn's last
+    /// block; OpenAI-wire providers cache prompt prefixes by themselves and take no mark. It
+    /// changes the price, never the answer, so no cache key includes it.
+    pub prompt_cache: Option<serde_json::Value>,
 }
 
 impl Message {
@@ -119,6 +127,8 @@ pub struct Sampling {
     pub temperature: Option<f32>,
     /// (0.0 ..= 1.0].
     pub top_p: Option<f32>,
+    /// Sample only from the `k` most likely tokens (Anthropic's and vLLM's `top_k`), at least 1.
+    pub top_k: Option<u32>,
     /// Upper bound on generated tokens.
     pub max_tokens: Option<u32>,
     /// Stop sequences.
@@ -244,6 +254,9 @@ impl ChatRequest {
         {
             return Err(GatewayError::invalid("top_p", format!("{top_p} is outside (0.0 ..= 1.0]")));
         }
+        if self.sampling.top_k == Some(0) {
+            return Err(GatewayError::invalid("top_k", "must be at least 1"));
+        }
         if let Some(max_tokens) = self.sampling.max_tokens
             && !(1..=limits.max_output_tokens).contains(&max_tokens)
         {
@@ -303,6 +316,9 @@ impl ChatRequest {
                 return Err(GatewayError::invalid(format!("messages[{index}].tool_calls"), "only assistant messages make tool calls"));
             }
             if message.role != Role::Tool {
+                if message.tool_error {
+                    return Err(GatewayError::invalid(format!("messages[{index}].is_error"), "only tool results can be errors"));
+                }
                 if message.tool_call_id.is_some() {
                     return Err(GatewayError::invalid(format!("messages[{index}].tool_call_id"), "only tool messages answer tool calls"));
                 }

@@ -49,7 +49,7 @@ impl fmt::Display for Quality {
 }
 
 /// Everything the routing rules look at, derived from one request.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RoutingContext {
     /// The caller's tier.
     pub tier: Tier,

@@ -24,6 +24,9 @@ pub struct Tool {
     pub parameters: Option<Value>,
     /// OpenAI's strict schema adherence.
     pub strict: Option<bool>,
+    /// Anthropic's `cache_control` on the tool: the tool list up to here is worth caching at the
+    /// provider (see [`crate::model::Message::prompt_cache`]).
+    pub prompt_cache: Option<Value>,
 }
 
 /// Whether and which tool the model must call.
@@ -185,7 +188,7 @@ mod tests {
     use super::*;
 
     fn tool(name: &str) -> Tool {
-        Tool { name: name.into(), description: None, parameters: Some(serde_json::json!({"type": "object"})), strict: None }
+        Tool { name: name.into(), description: None, parameters: Some(serde_json::json!({"type": "object"})), strict: None, prompt_cache: None }
     }
 
     fn field_of(result: Result<(), GatewayError>) -> String {

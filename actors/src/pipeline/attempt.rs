@@ -9,7 +9,8 @@ use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
-use crate::model::{ChatRequest, Completion, StreamEvent, Target};
+use crate::model::{ChatRequest, Completion, EmbeddingRequest, StreamEvent, Target};
+use crate::provider::openai::Embeddings;
 use crate::provider::health::AttemptSample;
 use crate::provider::retry::RetryPlan;
 use crate::provider::stream::UpstreamStream;
@@ -117,6 +118,63 @@ pub async fn unary(
         warn!(provider = %target.provider, model = %target.model, %error, "provider failed");
     }
     result
+}
+
+/// Embeds `request`'s inputs at `provider`, with retries, through its breaker and concurrency
+/// slots like a generation; `None` when the provider has no embeddings endpoint.
+pub async fn embed(provider: &ProviderHandle, target: &Target, request: &EmbeddingRequest, metrics: &Metrics) -> Option<Result<Embeddings, ProviderError>> {
+    provider.client.settings().kind.embeds().then_some(())?;
+    let request_timeout = provider.client.settings().request_timeout;
+    let result = with_retries(provider, metrics, || async {
+        let ticket = admit(provider, request_timeout).await?;
+        let started = Instant::now();
+        let result = timeout(request_timeout, provider.client.embed(&target.upstream_model, request))
+            .await
+            .unwrap_or(Some(Err(ProviderError::Timeout(request_timeout))))
+            .unwrap_or_else(|| Err(ProviderError::Malformed("the provider has no embeddings endpoint".into())));
+        let (sample, result) = match result {
+            Ok((embeddings, meta)) => {
+                let sample = AttemptSample {
+                    model: target.model.clone(),
+                    failed: false,
+                    latency: Some(started.elapsed()),
+                    time_to_first_token: None,
+                    rate_limit_remaining: meta.rate_limit_remaining,
+                };
+                (sample, Ok(embeddings))
+            }
+            Err(error) => (failed_sample(target, &error), Err(error)),
+        };
+        record(metrics, target, &result.as_ref().map(|_| ()));
+        ticket.report(sample);
+        result
+    })
+    .await;
+    if let Err(error) = &result {
+        warn!(provider = %target.provider, model = %target.model, %error, "embedding failed");
+    }
+    Some(result)
+}
+
+/// Asks `provider` how many input tokens `request` takes on `target`, with retries; `None` when
+/// the provider cannot count. A count is no generation: it takes no concurrency slot and does not
+/// move the provider's health.
+pub async fn count_tokens(provider: &ProviderHandle, target: &Target, request: &ChatRequest, metrics: &Metrics) -> Option<Result<u32, ProviderError>> {
+    if !provider.client.counts_tokens() {
+        return None;
+    }
+    let request_timeout = provider.client.settings().request_timeout;
+    let result = with_retries(provider, metrics, || async {
+        timeout(request_timeout, provider.client.count_tokens(&target.upstream_model, request))
+            .await
+            .unwrap_or(Some(Err(ProviderError::Timeout(request_timeout))))
+            .unwrap_or_else(|| Err(ProviderError::Malformed("the provider stopped counting tokens".into())))
+    })
+    .await;
+    if let Err(error) = &result {
+        warn!(provider = %target.provider, model = %target.model, %error, "token count failed");
+    }
+    Some(result)
 }
 
 fn failed_sample(target: &Target, error: &ProviderError) -> AttemptSample {

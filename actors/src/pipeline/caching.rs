@@ -62,6 +62,7 @@ impl CacheProbe {
     pub fn entry(&self, completion: &Completion, target: &Target, cost: Option<NanoUsd>) -> CachedAnswer {
         let Completion { text, tool_calls, finish_reason, usage, .. } = completion;
         CachedAnswer {
+            embeddings: Vec::new(),
             tenant: self.tenant.clone(),
             route: self.route.clone(),
             text: text.clone(),

@@ -10,10 +10,12 @@
 //! - [`caching`]: both cache layers as steps: exact, then semantic, and storing the answer.
 //! - [`attempt`]: one provider with its retries, unary or up to the first token of a stream.
 //! - [`stream`]: forwarding a streamed answer as it arrives.
+//! - [`embeddings`]: embeddings through the same admission, cache and accounting.
 
 pub mod accounting;
 pub mod attempt;
 mod caching;
+pub mod embeddings;
 pub mod stream;
 
 use std::collections::HashMap;
@@ -39,6 +41,7 @@ use crate::router::{ModelSettings, RouterHandle, RoutingPolicy};
 use crate::runtime::{NodeActors, RuntimeHandle};
 use crate::tenancy::{KeyRing, KeySettings, Principal};
 
+pub use embeddings::EmbeddingAnswer;
 pub use stream::{AnswerStream, StreamItem};
 
 /// Everything the pipeline is built from, validated by the node's config loader.
@@ -378,6 +381,41 @@ impl Gateway {
                 }
                 Err(error)
             }
+        }
+    }
+
+    /// Counts the input tokens `request` would take on the model it routes to, as that model's
+    /// provider counts them (Anthropic's count endpoint): validated, authorised and routed like a
+    /// generation, but neither admitted against limits and budgets nor charged. Tokens are the
+    /// model's own, so only the routed model counts, never a fallback: when its provider cannot
+    /// count, the request is refused naming the model and the provider.
+    #[instrument(name = "count_tokens", skip_all, fields(tenant = %principal.tenant))]
+    pub async fn count_tokens(&self, principal: &Arc<Principal>, request: &ChatRequest) -> Result<(Target, u32), GatewayError> {
+        let _in_flight = self.admit()?;
+        request.validate(&self.limits)?;
+        if let Some(model) = &request.model
+            && !principal.may_use(model)
+        {
+            return Err(GatewayError::KeyModelForbidden { model: model.clone(), key_id: principal.key_id.clone() });
+        }
+        let context = self.routing_context(principal, request);
+        let mut selection = self.router.snapshot().select(&context)?;
+        self.keep_honouring(request, &mut selection)?;
+        let target = selection.primary;
+        let provider = self.provider(&target)?;
+        match attempt::count_tokens(provider, &target, request, &self.metrics).await {
+            Some(Ok(tokens)) => Ok((target, tokens)),
+            Some(Err(error)) if error.class() == ErrorClass::Final => Err(GatewayError::UpstreamRejected { target: target.to_string(), error }),
+            Some(Err(error)) => Err(GatewayError::AllProvidersFailed(vec![AttemptFailure { target: target.to_string(), error }])),
+            None => Err(GatewayError::invalid(
+                "model",
+                format!(
+                    "model \"{}\" is served by provider \"{}\" ({}), which cannot count tokens without answering; name a model of an anthropic provider",
+                    target.model,
+                    target.provider,
+                    provider.client.settings().kind.as_str()
+                ),
+            )),
         }
     }
 

@@ -12,14 +12,17 @@ use crate::provider::stream::StreamDecoder;
 #[derive(Debug, Serialize)]
 pub struct MessagesRequest<'a> {
     model: &'a str,
+    /// A string, or one text block when the caller marked the system prompt for caching.
     #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<String>,
+    system: Option<Value>,
     messages: Vec<WireMessage>,
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop_sequences: &'a [String],
     stream: bool,
@@ -44,6 +47,8 @@ struct WireTool<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
     input_schema: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_control: Option<&'a Value>,
 }
 
 /// A tool call's arguments as Anthropic's `input` object; `None` when they are not a JSON
@@ -70,7 +75,12 @@ fn blocks(message: &Message) -> Vec<Value> {
     let mut out = Vec::new();
     if message.role == Role::Tool {
         let id = message.tool_call_id.as_deref().unwrap_or_default();
-        out.push(json!({"type": "tool_result", "tool_use_id": id, "content": message.content}));
+        let mut result = json!({"type": "tool_result", "tool_use_id": id, "content": message.content});
+        if message.tool_error {
+            result["is_error"] = Value::Bool(true);
+        }
+        out.push(result);
+        mark_last(&mut out, message);
         return out;
     }
     if message.parts.is_empty() {
@@ -89,7 +99,15 @@ fn blocks(message: &Message) -> Vec<Value> {
         let input = call_input(call).unwrap_or_else(|| Value::Object(Map::new()));
         out.push(json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input}));
     }
+    mark_last(&mut out, message);
     out
+}
+
+/// Puts the turn's prompt-cache mark on its last block.
+fn mark_last(blocks: &mut [Value], message: &Message) {
+    if let (Some(mark), Some(Value::Object(last))) = (&message.prompt_cache, blocks.last_mut()) {
+        last.insert("cache_control".into(), mark.clone());
+    }
 }
 
 /// The turns as Anthropic takes them: instructions apart (the caller puts them in `system`),
@@ -99,7 +117,7 @@ fn turns(request: &ChatRequest) -> Vec<WireMessage> {
     let mut out: Vec<(WireMessage, bool)> = Vec::new();
     for message in request.messages.iter().filter(|message| !message.role.is_instruction()) {
         let role = if message.role == Role::Assistant { "assistant" } else { "user" };
-        let plain = message.parts.is_empty() && message.tool_calls.is_empty() && message.role != Role::Tool;
+        let plain = message.parts.is_empty() && message.tool_calls.is_empty() && message.role != Role::Tool && message.prompt_cache.is_none();
         let joins_tool_turn = message.role == Role::Tool || out.last().is_some_and(|(_, tool_turn)| *tool_turn);
         if let Some((last, tool_turn)) = out.last_mut()
             && last.role == role
@@ -149,12 +167,16 @@ pub fn request_body<'a>(
     stream: bool,
     default_max_tokens: u32,
 ) -> MessagesRequest<'a> {
-    let system: Vec<&str> = request
-        .messages
-        .iter()
-        .filter(|message| message.role.is_instruction())
-        .map(|message| message.content.as_str())
-        .collect();
+    let instructions = || request.messages.iter().filter(|message| message.role.is_instruction());
+    let system: Vec<&str> = instructions().map(|message| message.content.as_str()).collect();
+    let system_mark = instructions().filter_map(|message| message.prompt_cache.as_ref()).last();
+    let system = (!system.is_empty()).then(|| {
+        let text = system.join("\n\n");
+        match system_mark {
+            Some(mark) => json!([{"type": "text", "text": text, "cache_control": mark}]),
+            None => Value::String(text),
+        }
+    });
     let tools = request
         .tools
         .iter()
@@ -162,21 +184,47 @@ pub fn request_body<'a>(
             name: &tool.name,
             description: tool.description.as_deref(),
             input_schema: tool.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            cache_control: tool.prompt_cache.as_ref(),
         })
         .collect();
     MessagesRequest {
         model: upstream_model,
-        system: (!system.is_empty()).then(|| system.join("\n\n")),
+        system,
         messages: turns(request),
         max_tokens: request.sampling.max_tokens.unwrap_or(default_max_tokens),
         temperature: request.sampling.temperature.map(|temperature| temperature.min(1.0)),
         top_p: request.sampling.top_p,
+        top_k: request.sampling.top_k,
         stop_sequences: &request.sampling.stop,
         stream,
         tools,
         tool_choice: tool_choice(request),
         metadata: request.user.as_ref().map(|user| json!({"user_id": user})),
     }
+}
+
+/// The fields of a messages body that `/v1/messages/count_tokens` takes.
+const COUNTED_FIELDS: &[&str] = &["model", "system", "messages", "tools", "tool_choice"];
+
+/// The body of a token count: the messages body without what only shapes the answer.
+pub fn count_tokens_body(upstream_model: &str, request: &ChatRequest, default_max_tokens: u32) -> Value {
+    let mut body = serde_json::to_value(request_body(upstream_model, request, false, default_max_tokens)).unwrap_or_default();
+    if let Value::Object(fields) = &mut body {
+        fields.retain(|name, _| COUNTED_FIELDS.contains(&name.as_str()));
+    }
+    body
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenCount {
+    input_tokens: u32,
+}
+
+/// Parses a token count's answer.
+pub fn parse_token_count(body: &[u8]) -> Result<u32, ProviderError> {
+    serde_json::from_slice::<TokenCount>(body)
+        .map(|count| count.input_tokens)
+        .map_err(|error| ProviderError::Malformed(format!("token count: {error}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -378,6 +426,33 @@ mod tests {
         assert_eq!(body["system"], "be brief");
         assert_eq!(body["messages"].as_array().map(Vec::len), Some(1));
         assert_eq!(body["max_tokens"], 512);
+    }
+
+    #[test]
+    fn cache_marks_top_k_and_failed_tool_results_reach_anthropic() {
+        let mark = json!({"type": "ephemeral"});
+        let mut system = Message::text(Role::System, "be brief");
+        system.prompt_cache = Some(mark.clone());
+        let call = ToolCall { id: "toolu_1".into(), name: "f".into(), arguments: "{}".into() };
+        let mut result = Message { role: Role::Tool, content: "boom".into(), tool_call_id: Some("toolu_1".into()), tool_error: true, ..Message::default() };
+        result.prompt_cache = Some(mark.clone());
+        let mut request = ChatRequest {
+            messages: vec![system, Message::text(Role::User, "hi"), Message { role: Role::Assistant, tool_calls: vec![call], ..Message::default() }, result],
+            tools: vec![crate::model::Tool { name: "f".into(), description: None, parameters: None, strict: None, prompt_cache: Some(mark.clone()) }],
+            ..ChatRequest::default()
+        };
+        request.sampling.top_k = Some(5);
+        let body = serde_json::to_value(request_body("claude", &request, false, 512)).unwrap_or_default();
+        assert_eq!(body["system"], json!([{"type": "text", "text": "be brief", "cache_control": mark}]));
+        assert_eq!(body["top_k"], 5);
+        assert_eq!(body["tools"][0]["cache_control"], mark);
+        let tool_turn = &body["messages"][2]["content"][0];
+        assert_eq!((tool_turn["type"].as_str(), tool_turn["is_error"].as_bool()), (Some("tool_result"), Some(true)));
+        assert_eq!(tool_turn["cache_control"], mark);
+        let counted = count_tokens_body("claude", &request, 512);
+        let keys: Vec<&String> = counted.as_object().map(|fields| fields.keys().collect()).unwrap_or_default();
+        assert_eq!(keys, ["model", "system", "messages", "tools"]);
+        assert_eq!(parse_token_count(br#"{"input_tokens": 42}"#).ok(), Some(42));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! | response_format json_object/json_schema | yes    | yes               | no                         |
 //! | seed, penalties, logit_bias, logprobs   | yes    | yes               | no                         |
 //! | reasoning_effort                        | yes    | yes               | no                         |
+//! | top_k                                   | no     | yes (vLLM, TGI)   | yes                        |
+//! | a tool result's is_error                | as `Error: …` text | same  | yes                        |
 //! | unknown top-level fields                | with `pass_unknown_fields` | same | no                |
 
 use crate::model::{ChatRequest, ContentPart, ResponseFormat};
@@ -45,6 +47,7 @@ pub fn unhonoured(provider: &ProviderSettings, request: &ChatRequest) -> Option<
         }
     }
     match provider.kind {
+        ProviderKind::OpenAi if request.sampling.top_k.is_some() => Some(Unhonoured::new("top_k", provider, "has no equivalent of it")),
         ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => None,
         ProviderKind::Anthropic => anthropic_unhonoured(provider, request),
     }
@@ -131,11 +134,21 @@ mod tests {
     }
 
     #[test]
+    fn top_k_goes_where_it_is_understood() {
+        let mut request = request();
+        request.sampling.top_k = Some(40);
+        let field = |kind| unhonoured(&provider(kind, false), &request).map(|refused| refused.field);
+        assert_eq!(field(ProviderKind::OpenAi).as_deref(), Some("top_k"));
+        assert_eq!(field(ProviderKind::OpenAiCompatible), None);
+        assert_eq!(field(ProviderKind::Anthropic), None);
+    }
+
+    #[test]
     fn anthropic_names_what_it_cannot_do() {
         let anthropic = provider(ProviderKind::Anthropic, false);
         let field = |request: &ChatRequest| unhonoured(&anthropic, request).map(|refused| refused.field);
         let mut tools = request();
-        tools.tools = vec![Tool { name: "f".into(), description: None, parameters: None, strict: None }];
+        tools.tools = vec![Tool { name: "f".into(), description: None, parameters: None, strict: None, prompt_cache: None }];
         assert_eq!(field(&tools), None);
         tools.tools[0].strict = Some(true);
         assert_eq!(field(&tools).as_deref(), Some("tools[0].function.strict"));

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::{ChatRequest, Completion};
+use crate::model::{ChatRequest, Completion, EmbeddingRequest};
 use crate::provider::stream::{UpstreamStream, decode};
 use crate::provider::{ProviderError, ProviderKind, ProviderSettings, anthropic, health, openai};
 
@@ -41,6 +41,10 @@ pub struct ProviderClient {
     http: reqwest::Client,
     /// The endpoint, parsed once: parsing it per request showed in profiles.
     url: reqwest::Url,
+    /// Anthropic's token counting endpoint; `None` for providers that have none.
+    count_url_opt: Option<reqwest::Url>,
+    /// The embeddings endpoint of OpenAI-wire providers; `None` for Anthropic, which has none.
+    embeddings_url_opt: Option<reqwest::Url>,
 }
 
 impl ProviderClient {
@@ -58,8 +62,51 @@ impl ProviderClient {
             ProviderKind::Anthropic => format!("{base}/messages"),
             ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => format!("{base}/chat/completions"),
         };
-        let url = reqwest::Url::parse(&url).map_err(|error| ClientError::Url { url: url.clone(), error: error.to_string() })?;
-        Ok(Self { settings, http, url })
+        let parse = |url: String| reqwest::Url::parse(&url).map_err(|error| ClientError::Url { url: url.clone(), error: error.to_string() });
+        let (count_url_opt, embeddings_url_opt) = match settings.kind {
+            ProviderKind::Anthropic => (Some(parse(format!("{base}/messages/count_tokens"))?), None),
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => (None, Some(parse(format!("{base}/embeddings"))?)),
+        };
+        let url = parse(url)?;
+        Ok(Self { settings, http, url, count_url_opt, embeddings_url_opt })
+    }
+
+    /// Embeds `request`'s inputs with `upstream_model`; `None` when the provider has no
+    /// embeddings endpoint. The caller bounds it with the request timeout.
+    pub async fn embed(&self, upstream_model: &str, request: &EmbeddingRequest) -> Option<Result<(openai::Embeddings, ResponseMeta), ProviderError>> {
+        let url = self.embeddings_url_opt.clone()?;
+        let mut builder = self.http.post(url);
+        if let Some(key) = self.settings.api_key.as_deref() {
+            builder = builder.bearer_auth(key);
+        }
+        let body = openai::embeddings_body(upstream_model, request);
+        Some(async move {
+            let (response, meta) = self.send(builder.json(&body)).await?;
+            let body = response.bytes().await.map_err(|error| ProviderError::StreamCut(error.to_string()))?;
+            Ok((openai::parse_embeddings(&body, request.inputs.len())?, meta))
+        }.await)
+    }
+
+    /// True when the provider counts a prompt's tokens without answering it.
+    pub fn counts_tokens(&self) -> bool {
+        self.count_url_opt.is_some()
+    }
+
+    /// The input tokens `request` would take on `upstream_model`, counted by the provider
+    /// (Anthropic's `/v1/messages/count_tokens`); `None` when it has no such endpoint. The caller
+    /// bounds it with the request timeout.
+    pub async fn count_tokens(&self, upstream_model: &str, request: &ChatRequest) -> Option<Result<u32, ProviderError>> {
+        let url = self.count_url_opt.clone()?;
+        let mut builder = self.http.post(url).header("anthropic-version", &self.settings.anthropic_version);
+        if let Some(key) = self.settings.api_key.as_deref() {
+            builder = builder.header("x-api-key", key);
+        }
+        let body = anthropic::count_tokens_body(upstream_model, request, self.settings.default_max_tokens);
+        Some(async move {
+            let (response, _meta) = self.send(builder.json(&body)).await?;
+            let body = response.bytes().await.map_err(|error| ProviderError::StreamCut(error.to_string()))?;
+            anthropic::parse_token_count(&body)
+        }.await)
     }
 
     /// The provider's settings.

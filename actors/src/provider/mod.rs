@@ -41,6 +41,11 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// True for the kinds with an embeddings endpoint (OpenAI's wire; Anthropic has none).
+    pub fn embeds(self) -> bool {
+        matches!(self, Self::OpenAi | Self::OpenAiCompatible)
+    }
+
     /// The config name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::model::{ChatRequest, Completion, ContentPart, FinishReason, Message, ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolCallDelta, ToolChoice, Usage};
+use crate::model::{ChatRequest, Completion, EmbeddingRequest, ContentPart, FinishReason, Message, ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolCallDelta, ToolChoice, Usage};
 use crate::provider::ProviderError;
 use crate::provider::stream::StreamDecoder;
 
@@ -17,6 +17,9 @@ pub struct ChatCompletionRequest<'a> {
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<f32>,
+    /// vLLM's and TGI's extension; never sent to OpenAI itself (see [`crate::provider::capability`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,8 +109,12 @@ struct StreamOptions {
 }
 
 /// A message's `content`: parts when it has more than text, `null` for an assistant turn that
-/// only calls tools, else the text.
+/// only calls tools, else the text. A failed tool's result says so in words, as OpenAI's wire has
+/// no flag for it.
 fn content(message: &Message) -> Value {
+    if message.tool_error {
+        return Value::String(format!("Error: {}", message.content));
+    }
     if !message.parts.is_empty() {
         return Value::Array(message.parts.iter().map(part).collect());
     }
@@ -203,6 +210,7 @@ pub fn request_body<'a>(
         messages,
         temperature: sampling.temperature,
         top_p: sampling.top_p,
+        top_k: sampling.top_k,
         max_tokens: if native_openai { None } else { max_tokens },
         max_completion_tokens: if native_openai { max_tokens } else { None },
         stop: &sampling.stop,
@@ -311,6 +319,66 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ProviderError> {
         finish_reason: finish_reason(choice.finish_reason.as_deref().unwrap_or("stop")),
         usage: completion.usage.map(Usage::from).unwrap_or_default(),
     })
+}
+
+/// An embeddings request body (`POST /embeddings`): floats always, whatever the caller wants
+/// them encoded as, so one cached answer serves both encodings.
+pub fn embeddings_body(upstream_model: &str, request: &EmbeddingRequest) -> Value {
+    let mut body = serde_json::json!({"model": upstream_model, "input": request.inputs, "encoding_format": "float"});
+    if let Some(dimensions) = request.dimensions {
+        body["dimensions"] = Value::from(dimensions);
+    }
+    if let Some(user) = &request.user {
+        body["user"] = Value::from(user.as_str());
+    }
+    body
+}
+
+#[derive(Debug, Deserialize)]
+struct EmbeddingList {
+    data: Vec<EmbeddingItem>,
+    #[serde(default)]
+    usage: Option<EmbeddingUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EmbeddingItem {
+    index: usize,
+    embedding: Vec<f32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EmbeddingUsage {
+    #[serde(default)]
+    prompt_tokens: u32,
+}
+
+/// Embeddings as the provider returned them, one per input in input order, with the input
+/// tokens it counted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Embeddings {
+    /// One vector per input.
+    pub vectors: Vec<Vec<f32>>,
+    /// Input tokens.
+    pub input_tokens: u32,
+}
+
+/// Parses an embeddings answer for `inputs` texts: every index exactly once.
+pub fn parse_embeddings(body: &[u8], inputs: usize) -> Result<Embeddings, ProviderError> {
+    let list: EmbeddingList = serde_json::from_slice(body).map_err(|error| ProviderError::Malformed(format!("embeddings: {error}")))?;
+    let mut vectors: Vec<Option<Vec<f32>>> = vec![None; inputs];
+    for item in list.data {
+        match vectors.get_mut(item.index) {
+            Some(slot @ None) => *slot = Some(item.embedding),
+            _ => return Err(ProviderError::Malformed(format!("embeddings: index {} is out of range or repeated", item.index))),
+        }
+    }
+    let vectors = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, vector)| vector.ok_or_else(|| ProviderError::Malformed(format!("embeddings: no vector for input {index}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Embeddings { vectors, input_tokens: list.usage.map_or(0, |usage| usage.prompt_tokens) })
 }
 
 #[derive(Debug, Deserialize)]
@@ -436,6 +504,33 @@ mod tests {
         assert_eq!(compatible["messages"][0]["role"], "system");
         assert_eq!(compatible["max_tokens"], 7);
         assert!(compatible.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn a_failed_tool_result_says_so_in_words() {
+        let call = ToolCall { id: "c".into(), name: "f".into(), arguments: "{}".into() };
+        let request = ChatRequest {
+            messages: vec![
+                Message::text(Role::User, "hi"),
+                Message { role: Role::Assistant, tool_calls: vec![call], ..Message::default() },
+                Message { role: Role::Tool, content: "timed out".into(), tool_call_id: Some("c".into()), tool_error: true, ..Message::default() },
+            ],
+            ..ChatRequest::default()
+        };
+        let body = serde_json::to_value(request_body("m", &request, false, true)).unwrap_or_default();
+        assert_eq!(body["messages"][2]["content"], "Error: timed out");
+    }
+
+    #[test]
+    fn embeddings_come_back_in_input_order_or_not_at_all() {
+        let body = br#"{"object":"list","data":[{"object":"embedding","index":1,"embedding":[0.0,1.0]},{"object":"embedding","index":0,"embedding":[1.0,0.0]}],"usage":{"prompt_tokens":3,"total_tokens":3}}"#;
+        let parsed = parse_embeddings(body, 2).ok();
+        assert_eq!(parsed, Some(Embeddings { vectors: vec![vec![1.0, 0.0], vec![0.0, 1.0]], input_tokens: 3 }));
+        assert!(parse_embeddings(body, 3).is_err(), "a missing vector");
+        let repeated = br#"{"data":[{"index":0,"embedding":[1.0]},{"index":0,"embedding":[1.0]}]}"#;
+        assert!(parse_embeddings(repeated, 2).is_err(), "a repeated index");
+        let request = EmbeddingRequest { model: "e".into(), inputs: vec!["a".into()], dimensions: Some(8), ..EmbeddingRequest::default() };
+        assert_eq!(embeddings_body("up", &request), serde_json::json!({"model": "up", "input": ["a"], "encoding_format": "float", "dimensions": 8}));
     }
 
     #[test]

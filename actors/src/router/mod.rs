@@ -10,5 +10,5 @@ pub mod policy;
 pub mod router;
 pub mod views;
 
-pub use policy::{HealthTable, ModelSettings, Price, RoutingPolicy, RoutingRule};
+pub use policy::{HealthTable, ModelKind, ModelSettings, Price, RoutingPolicy, RoutingRule};
 pub use router::{Router, RouterHandle, RouterMessage, RoutingSnapshot};

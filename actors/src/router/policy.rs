@@ -63,11 +63,24 @@ mod price_tests {
     }
 }
 
+/// What a model does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Answers chat requests.
+    #[default]
+    Chat,
+    /// Embeds texts (`POST /v1/embeddings`); never chosen for a chat request.
+    Embedding,
+}
+
 /// One model clients can ask for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSettings {
     /// The name clients use.
     pub name: String,
+    /// Chat or embedding.
+    pub kind: ModelKind,
     /// The provider serving it.
     pub provider: String,
     /// The name the provider knows it by.
@@ -83,6 +96,10 @@ pub struct ModelSettings {
 }
 
 impl ModelSettings {
+    fn chats(&self) -> bool {
+        self.kind == ModelKind::Chat
+    }
+
     fn allows(&self, context: &RoutingContext) -> bool {
         (self.tiers.is_empty() || self.tiers.contains(&context.tier))
             && (context.allowed_models.is_empty() || context.allowed_models.contains(&self.name))
@@ -207,6 +224,9 @@ impl RoutingPolicy {
 
     fn select_requested(&self, requested: &str, context: &RoutingContext, health: &HealthTable) -> Result<ModelSelection, GatewayError> {
         if let Some(model) = self.model(requested) {
+            if !model.chats() {
+                return Err(GatewayError::invalid("model", format!("\"{requested}\" is an embedding model: ask POST /v1/embeddings")));
+            }
             if !model.allows(context) {
                 return Err(GatewayError::ModelForbidden { model: requested.to_owned(), tier: context.tier });
             }
@@ -228,11 +248,24 @@ impl RoutingPolicy {
         Ok(selection)
     }
 
+    /// The embedding model `requested` for a caller in `context`: it must be one, and the caller
+    /// may use it. It has no fallbacks: another model's vectors are in another space.
+    pub fn select_embedding(&self, requested: &str, context: &RoutingContext) -> Result<Target, GatewayError> {
+        let model = self.model(requested).ok_or_else(|| GatewayError::UnknownModel(requested.to_owned()))?;
+        if model.chats() {
+            return Err(GatewayError::invalid("model", format!("\"{requested}\" is a chat model, not an embedding model")));
+        }
+        if !model.allows(context) {
+            return Err(GatewayError::ModelForbidden { model: requested.to_owned(), tier: context.tier });
+        }
+        Ok(model.target())
+    }
+
     /// The cheapest model `context` may use (by the sum of its input and output prices),
     /// available ones first: what an exhausted budget is downgraded to.
     pub fn cheapest(&self, context: &RoutingContext, health: &HealthTable) -> Option<ModelSelection> {
         let price = |model: &ModelSettings| model.price.map_or(f64::INFINITY, |price| price.input_usd_per_mtok + price.output_usd_per_mtok);
-        let permitted = || self.models.iter().filter(|model| model.allows(context));
+        let permitted = || self.models.iter().filter(|model| model.chats() && model.allows(context));
         let model = permitted()
             .filter(|model| self.available(model, health))
             .min_by(|a, b| price(a).total_cmp(&price(b)))
@@ -258,7 +291,7 @@ impl RoutingPolicy {
             None => self
                 .models
                 .iter()
-                .filter(|model| self.self_hosted.contains(&model.provider))
+                .filter(|model| model.chats() && self.self_hosted.contains(&model.provider))
                 .filter(usable)
                 .min_by(|a, b| {
                     let a = Self::latency_ema(a, health).unwrap_or(0.0);

@@ -207,3 +207,26 @@ fn the_budget_clock_offset_is_bounded_and_carried_to_the_policy() {
     let error = error_of(&format!("{MINIMAL}\n[tenancy]\nbudget_clock_offset_ms = 99999999999\n"));
     assert!(error.starts_with("tenancy.budget_clock_offset_ms"), "{error}");
 }
+
+#[test]
+fn embedding_models_serve_only_embeddings() {
+    let with = |extra: &str| format!("{MINIMAL}\n[[providers]]\nname = \"claude\"\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9100/v1\"\n{extra}");
+    let good = with("[[models]]\nname = \"e\"\nkind = \"embedding\"\nprovider = \"sim\"\ninput_usd_per_mtok = 0.02\n");
+    let config = parse(&good).map_err(|error| error.to_string());
+    let price = config.as_ref().ok().and_then(|config| config.gateway.policy.model("e")).and_then(|model| model.price);
+    assert_eq!(price.map(|price| (price.input_usd_per_mtok, price.output_usd_per_mtok)), Some((0.02, 0.0)), "{config:?}");
+    for (extra, key) in [
+        ("[[models]]\nname = \"e\"\nkind = \"embedding\"\nprovider = \"claude\"\n", "models[1].provider"),
+        ("[[models]]\nname = \"e\"\nkind = \"embedding\"\nprovider = \"sim\"\nfallbacks = [\"m\"]\n", "models[1].fallbacks"),
+        ("[[models]]\nname = \"e\"\nkind = \"embedding\"\nprovider = \"sim\"\ninput_usd_per_mtok = 1.0\noutput_usd_per_mtok = 2.0\n", "models[1].output_usd_per_mtok"),
+        ("[[models]]\nname = \"e\"\nkind = \"picture\"\nprovider = \"sim\"\n", "kind"),
+    ] {
+        let error = error_of(&with(extra));
+        assert!(error.contains(key), "{key}: {error}");
+    }
+    // A chat model may not fall back to an embedding model, nor may routing prefer one.
+    let fallback = with("[[models]]\nname = \"e\"\nkind = \"embedding\"\nprovider = \"sim\"\n").replace("provider = \"sim\"\n[routing]", "provider = \"sim\"\nfallbacks = [\"e\"]\n[routing]");
+    assert!(error_of(&fallback).contains("models[0].fallbacks[0]"));
+    let preferred = with("[[models]]\nname = \"e\"\nkind = \"embedding\"\nprovider = \"sim\"\n").replace("preference = [\"m\"]", "preference = [\"m\", \"e\"]");
+    assert!(error_of(&preferred).contains("routing.preference[1]"));
+}

@@ -96,6 +96,8 @@ fn to_message(message: v1::ChatMessage, index: usize) -> Result<Message, Gateway
         tool_calls: message.tool_calls.into_iter().map(|call| ToolCall { id: call.id, name: call.name, arguments: call.arguments }).collect(),
         tool_call_id: (!message.tool_call_id.is_empty()).then_some(message.tool_call_id),
         name: (!message.name.is_empty()).then_some(message.name),
+        tool_error: message.tool_error,
+        prompt_cache: None,
     })
 }
 
@@ -148,7 +150,7 @@ pub fn to_chat_request(request: v1::GenerateRequest) -> Result<ChatRequest, Gate
     let mut tools = Vec::with_capacity(request.tools.len());
     for (index, tool) in request.tools.into_iter().enumerate() {
         let parameters = json_field(&tool.parameters_json, &format!("tools[{index}].parameters_json"))?;
-        tools.push(Tool { name: tool.name, description: (!tool.description.is_empty()).then_some(tool.description), parameters, strict: tool.strict });
+        tools.push(Tool { name: tool.name, description: (!tool.description.is_empty()).then_some(tool.description), parameters, strict: tool.strict, prompt_cache: None });
     }
     let top_logprobs = match sampling.top_logprobs.map(u8::try_from).transpose() {
         Ok(top) => top,
@@ -167,6 +169,7 @@ pub fn to_chat_request(request: v1::GenerateRequest) -> Result<ChatRequest, Gate
         sampling: Sampling {
             temperature: sampling.temperature,
             top_p: sampling.top_p,
+            top_k: sampling.top_k,
             max_tokens: sampling.max_tokens,
             stop: sampling.stop,
             seed: sampling.seed,

@@ -1,7 +1,11 @@
 //! The HTTP front door: route table only. Handlers live in [`openai`] (the OpenAI-compatible
-//! API), [`admin`] (the Admin API) and [`ops`] (health, readiness, metrics).
+//! API), [`anthropic`] (the Anthropic-compatible Messages API), [`admin`] (the Admin API) and
+//! [`ops`] (health, readiness, metrics); [`headers`] holds the `x-switchyard-*` headers the two
+//! model APIs share.
 
 pub mod admin;
+pub mod anthropic;
+pub mod headers;
 pub mod openai;
 pub mod ops;
 
@@ -23,6 +27,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
+        .route("/v1/embeddings", post(openai::embeddings::embeddings))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/admin/v1/cost/daily", get(admin::daily))
         .route("/admin/v1/cost/by-model", get(admin::by_model))
         .route("/admin/v1/cost/by-user", get(admin::by_user))

@@ -38,7 +38,7 @@ pub fn semantic_prompt(request: &ChatRequest) -> Option<&str> {
 /// turn is matched by meaning; everything else must be identical.
 pub fn context_key(tenant: &str, request: &ChatRequest) -> String {
     let mut hasher = Xxh3::new();
-    field(&mut hasher, b"semantic-context-v3");
+    field(&mut hasher, b"semantic-context-v4");
     field(&mut hasher, tenant.as_bytes());
     field(&mut hasher, request.model.as_deref().unwrap_or("auto").as_bytes());
     let earlier = request.messages.len().saturating_sub(1);
@@ -106,7 +106,7 @@ mod tests {
     fn tool_sets_and_formats_are_context_and_images_are_not_matched() {
         let base = context_key("acme", &request("be brief", None));
         let mut tools = request("be brief", None);
-        tools.tools = vec![crate::model::Tool { name: "f".into(), description: None, parameters: None, strict: None }];
+        tools.tools = vec![crate::model::Tool { name: "f".into(), description: None, parameters: None, strict: None, prompt_cache: None }];
         let tools_key = context_key("acme", &tools);
         assert_ne!(base, tools_key);
         let mut other_tools = tools.clone();

@@ -6,6 +6,7 @@ use crate::provider::health::HealthStats;
 fn model(name: &str, provider: &str, quality: Quality) -> ModelSettings {
     ModelSettings {
         name: name.into(),
+        kind: ModelKind::Chat,
         provider: provider.into(),
         upstream_model: name.into(),
         quality,
@@ -143,4 +144,19 @@ fn explicit_models_and_routes_are_honoured_within_policy() {
     assert_eq!(selection.as_ref().map(|s| s.fallbacks[0].model.as_str()).ok(), Some("strong"));
     assert_eq!(selection.as_ref().map(|s| s.fallbacks.last().map(|t| t.model.clone())).ok().flatten().as_deref(), Some("local"));
     assert_eq!(primary(selection), "cheap");
+}
+
+#[test]
+fn embedding_models_are_named_only_for_embeddings() {
+    let mut embed = model("embed", "openai", Quality::Standard);
+    embed.kind = ModelKind::Embedding;
+    let models = vec![model("chat", "openai", Quality::Standard), embed];
+    let policy = RoutingPolicy::new(models, HashSet::new(), HashMap::new(), Vec::new(), vec!["chat".into()], 0.5);
+    let mut context = RoutingContext { requested: Some("embed".into()), ..RoutingContext::default() };
+    assert!(matches!(policy.select(&context, &HealthTable::new()), Err(GatewayError::InvalidArgument { .. })));
+    assert_eq!(policy.select_embedding("embed", &context).map(|target| target.model).ok().as_deref(), Some("embed"));
+    assert!(matches!(policy.select_embedding("chat", &context), Err(GatewayError::InvalidArgument { .. })));
+    assert!(matches!(policy.select_embedding("nothing", &context), Err(GatewayError::UnknownModel(_))));
+    context.requested = None;
+    assert_eq!(policy.cheapest(&context, &HealthTable::new()).map(|selection| selection.primary.model).as_deref(), Some("chat"));
 }

@@ -3,22 +3,22 @@
 //! work against it with only `base_url` changed: tools and tool calls (streamed as OpenAI's
 //! `tool_calls` deltas), structured output, image parts and log-probabilities included. Routing
 //! hints and cache controls travel in `x-switchyard-*` headers; the answer's headers say who
-//! served it and why. The body is read in [`request`].
+//! served it and why. The body is read in [`request`]; `POST /v1/embeddings` is in
+//! [`embeddings`].
 
+pub mod embeddings;
 pub mod request;
 
 use std::convert::Infallible;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 use switchyard_actors::error::GatewayError;
-use switchyard_actors::cache::semantic::SemanticMatch;
-use switchyard_actors::model::{CacheControl, CacheLayer, Completion, Quality, RoutingHints, Target, Tier, ToolCall, ToolCallDelta, Usage};
+use switchyard_actors::model::{Completion, ToolCall, ToolCallDelta, Usage};
 use switchyard_actors::pipeline::{AnswerStream, StreamItem};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,16 +26,8 @@ use tracing::{Instrument as _, info_span};
 
 use crate::error::{map, param};
 use crate::http::AppState;
+use crate::http::headers::{Served, answer_headers, parse_hints, set_header, unix_now, whole_answer_headers};
 use crate::telemetry::adopt_trace;
-
-/// Routing hint headers.
-const TIER: &str = "x-switchyard-tier";
-const TASK: &str = "x-switchyard-task";
-const LATENCY_BUDGET: &str = "x-switchyard-latency-budget-ms";
-const QUALITY: &str = "x-switchyard-quality";
-/// Cache control headers: `bypass`, `no-store` (comma-separated), and a TTL in seconds.
-const CACHE: &str = "x-switchyard-cache";
-const CACHE_TTL: &str = "x-switchyard-cache-ttl";
 
 /// An OpenAI-style error response.
 pub fn error_response(error: &GatewayError) -> Response {
@@ -55,44 +47,6 @@ pub fn error_response(error: &GatewayError) -> Response {
     response
 }
 
-fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, GatewayError> {
-    headers
-        .get(name)
-        .map(|value| value.to_str().map(str::trim).map_err(|_| GatewayError::invalid(name, "is not visible ASCII")))
-        .transpose()
-}
-
-fn parse_hints(headers: &HeaderMap) -> Result<(RoutingHints, CacheControl), GatewayError> {
-    let tier = match header_text(headers, TIER)? {
-        None | Some("free") => Tier::Free,
-        Some("paid") => Tier::Paid,
-        Some("enterprise") => Tier::Enterprise,
-        Some(other) => return Err(GatewayError::invalid(TIER, format!("\"{other}\" is not free, paid or enterprise"))),
-    };
-    let quality = match header_text(headers, QUALITY)? {
-        None | Some("standard") => Quality::Standard,
-        Some("low") => Quality::Low,
-        Some("high") => Quality::High,
-        Some(other) => return Err(GatewayError::invalid(QUALITY, format!("\"{other}\" is not low, standard or high"))),
-    };
-    let latency_budget_ms = header_text(headers, LATENCY_BUDGET)?
-        .map(|value| value.parse::<u32>().map_err(|_| GatewayError::invalid(LATENCY_BUDGET, format!("\"{value}\" is not a whole number of milliseconds"))))
-        .transpose()?;
-    let mut cache = CacheControl::default();
-    for directive in header_text(headers, CACHE)?.unwrap_or_default().split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        match directive {
-            "bypass" => cache.bypass = true,
-            "no-store" => cache.no_store = true,
-            other => return Err(GatewayError::invalid(CACHE, format!("unknown directive \"{other}\" (expected bypass or no-store)"))),
-        }
-    }
-    cache.ttl_seconds = header_text(headers, CACHE_TTL)?
-        .map(|value| value.parse::<u32>().map_err(|_| GatewayError::invalid(CACHE_TTL, format!("\"{value}\" is not a whole number of seconds"))))
-        .transpose()?;
-    let task_type = header_text(headers, TASK)?.unwrap_or_default().to_owned();
-    Ok((RoutingHints { task_type, latency_budget_ms, quality, tier }, cache))
-}
-
 /// Parses the body and the headers, naming the offending field of any problem.
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<request::Parsed, GatewayError> {
     let mut parsed = request::parse(body)?;
@@ -103,48 +57,6 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<request::Parsed, Gatew
         parsed.chat.metadata.insert("user".into(), user.clone());
     }
     Ok(parsed)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or_default()
-}
-
-fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    let printable: String = value.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
-    if let Ok(value) = HeaderValue::from_str(&printable) {
-        headers.insert(HeaderName::from_static(name), value);
-    }
-}
-
-/// Who served an answer and why, as the headers tell it.
-struct Served<'a> {
-    id: &'a str,
-    target: &'a Target,
-    routing_reason: &'a str,
-    fallback: bool,
-    cache: CacheLayer,
-    cache_key: Option<&'a str>,
-    cache_match: Option<&'a SemanticMatch>,
-}
-
-/// The headers that say who served an answer and why.
-fn answer_headers(headers: &mut HeaderMap, served: Served<'_>) {
-    let Served { id, target, routing_reason, fallback, cache, cache_key, cache_match } = served;
-    if let Some(key) = cache_key {
-        set_header(headers, "x-switchyard-cache-key", key);
-    }
-    match cache_match {
-        Some(found) => {
-            set_header(headers, "x-switchyard-cache", &format!("semantic; similarity={:.3}", found.similarity));
-            set_header(headers, "x-switchyard-cache-entry", &found.entry);
-        }
-        None => set_header(headers, "x-switchyard-cache", cache.as_str()),
-    }
-    set_header(headers, "x-switchyard-request-id", id);
-    set_header(headers, "x-switchyard-provider", &target.provider);
-    set_header(headers, "x-switchyard-model", &target.model);
-    set_header(headers, "x-switchyard-routing-reason", routing_reason);
-    set_header(headers, "x-switchyard-fallback", if fallback { "true" } else { "false" });
 }
 
 /// The assistant message of an answer: `content` null when the model only called tools, and
@@ -237,23 +149,7 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
             "system_fingerprint": null,
         });
         let mut response = axum::Json(body).into_response();
-        let headers = response.headers_mut();
-        answer_headers(
-            headers,
-            Served {
-                id: &answer.id,
-                target,
-                routing_reason: &answer.routing_reason,
-                fallback: answer.fallback,
-                cache: answer.cache_layer,
-                cache_key: answer.cache_key.as_deref(),
-                cache_match: answer.cache_match.as_ref(),
-            },
-        );
-        set_header(headers, "x-switchyard-latency-us", &answer.latency.as_micros().to_string());
-        if let Some(cost) = answer.cost {
-            set_header(headers, "x-switchyard-cost-usd", &format!("{:.9}", cost.as_usd()));
-        }
+        whole_answer_headers(response.headers_mut(), &answer);
         response
     }
     .instrument(span)
@@ -282,18 +178,9 @@ fn sse(value: &impl Serialize) -> Bytes {
 
 fn stream_response(answer: AnswerStream, route: String, include_usage: bool, state: AppState) -> Response {
     let created = unix_now();
-    let AnswerStream { id, target, routing_reason, fallback, items, cache_layer, cache_key, cache_match, .. } = answer;
     let mut headers = HeaderMap::new();
-    let served = Served {
-        id: &id,
-        target: &target,
-        routing_reason: &routing_reason,
-        fallback,
-        cache: cache_layer,
-        cache_key: cache_key.as_deref(),
-        cache_match: cache_match.as_ref(),
-    };
-    answer_headers(&mut headers, served);
+    answer_headers(&mut headers, Served::of_stream(&answer));
+    let AnswerStream { id, target, items, cache_layer, .. } = answer;
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 

@@ -325,7 +325,7 @@ fn message(message: InMessage, index: usize) -> Result<Message, GatewayError> {
         }
         tool_calls.push(ToolCall { id: call.id, name: call.function.name, arguments: call.function.arguments });
     }
-    Ok(Message { role, content, parts, tool_calls, tool_call_id: message.tool_call_id, name: message.name })
+    Ok(Message { role, content, parts, tool_calls, tool_call_id: message.tool_call_id, name: message.name, ..Message::default() })
 }
 
 fn tool_choice(value: Value) -> Result<ToolChoice, GatewayError> {
@@ -392,7 +392,7 @@ fn into_request(request: CompletionRequest, passthrough: Map<String, Value>) -> 
                 return Err(GatewayError::invalid(format!("tools[{index}].type"), format!("\"{}\" is not \"function\"", tool.kind)));
             }
             let InFunction { name, description, parameters, strict } = tool.function;
-            tools.push(Tool { name, description, parameters, strict });
+            tools.push(Tool { name, description, parameters, strict, prompt_cache: None });
         }
         let metadata = request.metadata.unwrap_or_default();
         let stream = request.stream.unwrap_or(false);
@@ -403,6 +403,7 @@ fn into_request(request: CompletionRequest, passthrough: Map<String, Value>) -> 
             sampling: Sampling {
                 temperature: request.temperature,
                 top_p: request.top_p,
+                top_k: None,
                 max_tokens: request.max_completion_tokens.or(request.max_tokens),
                 stop: match request.stop {
                     None => Vec::new(),

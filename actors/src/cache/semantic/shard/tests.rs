@@ -20,6 +20,7 @@ fn entry(context: &str, tenant: &str, prompt: &str, ttl_ms: i64) -> SemanticEntr
         prompt: prompt.into(),
         exact_key: Some(format!("key-{prompt}")),
         answer: CachedAnswer {
+            embeddings: Vec::new(),
             tenant: tenant.into(),
             route: "auto".into(),
             text: format!("answer to {prompt}"),

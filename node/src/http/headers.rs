@@ -1,0 +1,146 @@
+//! The `x-switchyard-*` headers every HTTP API shares: routing hints and cache controls read off
+//! a request, and who served an answer and why, written on the response.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use switchyard_actors::cache::semantic::SemanticMatch;
+use switchyard_actors::error::GatewayError;
+use switchyard_actors::model::{CacheControl, CacheLayer, Quality, RoutingHints, Target, Tier};
+
+/// Routing hint headers.
+const TIER: &str = "x-switchyard-tier";
+const TASK: &str = "x-switchyard-task";
+const LATENCY_BUDGET: &str = "x-switchyard-latency-budget-ms";
+const QUALITY: &str = "x-switchyard-quality";
+/// Cache control headers: `bypass`, `no-store` (comma-separated), and a TTL in seconds.
+const CACHE: &str = "x-switchyard-cache";
+const CACHE_TTL: &str = "x-switchyard-cache-ttl";
+
+/// A header's value, trimmed; an error naming the header when it is not visible ASCII.
+pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, GatewayError> {
+    headers
+        .get(name)
+        .map(|value| value.to_str().map(str::trim).map_err(|_| GatewayError::invalid(name, "is not visible ASCII")))
+        .transpose()
+}
+
+/// The routing hints and cache controls of a request's headers.
+pub fn parse_hints(headers: &HeaderMap) -> Result<(RoutingHints, CacheControl), GatewayError> {
+    let tier = match header_text(headers, TIER)? {
+        None | Some("free") => Tier::Free,
+        Some("paid") => Tier::Paid,
+        Some("enterprise") => Tier::Enterprise,
+        Some(other) => return Err(GatewayError::invalid(TIER, format!("\"{other}\" is not free, paid or enterprise"))),
+    };
+    let quality = match header_text(headers, QUALITY)? {
+        None | Some("standard") => Quality::Standard,
+        Some("low") => Quality::Low,
+        Some("high") => Quality::High,
+        Some(other) => return Err(GatewayError::invalid(QUALITY, format!("\"{other}\" is not low, standard or high"))),
+    };
+    let latency_budget_ms = header_text(headers, LATENCY_BUDGET)?
+        .map(|value| value.parse::<u32>().map_err(|_| GatewayError::invalid(LATENCY_BUDGET, format!("\"{value}\" is not a whole number of milliseconds"))))
+        .transpose()?;
+    let mut cache = CacheControl::default();
+    for directive in header_text(headers, CACHE)?.unwrap_or_default().split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match directive {
+            "bypass" => cache.bypass = true,
+            "no-store" => cache.no_store = true,
+            other => return Err(GatewayError::invalid(CACHE, format!("unknown directive \"{other}\" (expected bypass or no-store)"))),
+        }
+    }
+    cache.ttl_seconds = header_text(headers, CACHE_TTL)?
+        .map(|value| value.parse::<u32>().map_err(|_| GatewayError::invalid(CACHE_TTL, format!("\"{value}\" is not a whole number of seconds"))))
+        .transpose()?;
+    let task_type = header_text(headers, TASK)?.unwrap_or_default().to_owned();
+    Ok((RoutingHints { task_type, latency_budget_ms, quality, tier }, cache))
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or_default()
+}
+
+/// Sets a header, replacing what a header value cannot carry with `?`.
+pub fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    let printable: String = value.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
+    if let Ok(value) = HeaderValue::from_str(&printable) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// Who served an answer and why, as the headers tell it.
+pub struct Served<'a> {
+    /// The gateway's id of the answer.
+    pub id: &'a str,
+    /// The model and provider that answered (or whose answer was cached).
+    pub target: &'a Target,
+    /// Why the router chose it.
+    pub routing_reason: &'a str,
+    /// True when a fallback served.
+    pub fallback: bool,
+    /// The cache layer that answered.
+    pub cache: CacheLayer,
+    /// The exact-cache key, when the cache is on.
+    pub cache_key: Option<&'a str>,
+    /// For a semantic hit: its similarity and entry.
+    pub cache_match: Option<&'a SemanticMatch>,
+}
+
+impl<'a> Served<'a> {
+    /// What a whole answer says of itself.
+    pub fn of_answer(answer: &'a switchyard_actors::pipeline::Answer) -> Self {
+        Self {
+            id: &answer.id,
+            target: &answer.target,
+            routing_reason: &answer.routing_reason,
+            fallback: answer.fallback,
+            cache: answer.cache_layer,
+            cache_key: answer.cache_key.as_deref(),
+            cache_match: answer.cache_match.as_ref(),
+        }
+    }
+
+    /// What a streamed answer says of itself.
+    pub fn of_stream(answer: &'a switchyard_actors::pipeline::AnswerStream) -> Self {
+        Self {
+            id: &answer.id,
+            target: &answer.target,
+            routing_reason: &answer.routing_reason,
+            fallback: answer.fallback,
+            cache: answer.cache_layer,
+            cache_key: answer.cache_key.as_deref(),
+            cache_match: answer.cache_match.as_ref(),
+        }
+    }
+}
+
+/// Writes the headers that say who served an answer and why.
+pub fn answer_headers(headers: &mut HeaderMap, served: Served<'_>) {
+    let Served { id, target, routing_reason, fallback, cache, cache_key, cache_match } = served;
+    if let Some(key) = cache_key {
+        set_header(headers, "x-switchyard-cache-key", key);
+    }
+    match cache_match {
+        Some(found) => {
+            set_header(headers, "x-switchyard-cache", &format!("semantic; similarity={:.3}", found.similarity));
+            set_header(headers, "x-switchyard-cache-entry", &found.entry);
+        }
+        None => set_header(headers, "x-switchyard-cache", cache.as_str()),
+    }
+    set_header(headers, "x-switchyard-request-id", id);
+    set_header(headers, "x-switchyard-provider", &target.provider);
+    set_header(headers, "x-switchyard-model", &target.model);
+    set_header(headers, "x-switchyard-routing-reason", routing_reason);
+    set_header(headers, "x-switchyard-fallback", if fallback { "true" } else { "false" });
+}
+
+/// The headers of a whole answer: who served it, its latency and its cost.
+pub fn whole_answer_headers(headers: &mut HeaderMap, answer: &switchyard_actors::pipeline::Answer) {
+    answer_headers(headers, Served::of_answer(answer));
+    set_header(headers, "x-switchyard-latency-us", &answer.latency.as_micros().to_string());
+    if let Some(cost) = answer.cost {
+        set_header(headers, "x-switchyard-cost-usd", &format!("{:.9}", cost.as_usd()));
+    }
+}
