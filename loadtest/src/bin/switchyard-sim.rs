@@ -1,5 +1,6 @@
 //! `switchyard-sim`: runs the upstream simulator, an OpenAI- and Anthropic-compatible HTTP server
-//! with deterministic answers and injectable faults, until SIGINT or SIGTERM.
+//! (chat completions, messages, token counts, embeddings) with deterministic answers, tool calls
+//! and structured output, and injectable faults, until SIGINT or SIGTERM.
 //!
 //! Once bound it prints `switchyard-sim listening on <addr>` on stdout; logs go to stderr and
 //! follow `RUST_LOG` (default `info`). Behaviours and faults are changed at run time through

@@ -14,8 +14,8 @@ pub const DEFAULT_ANSWER_TOKENS: u32 = 16;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Behaviour {
-    /// Time to the first content token, in milliseconds; for a unary answer, added before the
-    /// response.
+    /// Time to the first content token (or streamed piece), in milliseconds; for a unary answer,
+    /// added before the response; token counts and embeddings answer after it.
     pub ttft_ms: u64,
     /// Pace of the tokens after the first; 0 sends them without delay.
     pub tokens_per_sec: u64,
@@ -90,10 +90,12 @@ pub enum Fault {
     /// Answer 200 with a body that is not valid JSON (a unary call) or an SSE `data:` line that is
     /// not valid JSON (a stream).
     Malformed,
-    /// Stream `after_tokens` content tokens, then end the body abruptly, without the finish chunk,
-    /// `[DONE]` or `message_stop`. A unary call gets a truncated JSON body.
+    /// Stream `after_tokens` pieces (content tokens of a text answer; fragments of a JSON answer;
+    /// call openings and argument fragments of tool calls), then end the body abruptly, without
+    /// the finish chunk, `[DONE]` or `message_stop`. A unary call (and a token count or
+    /// embeddings call) gets a truncated JSON body.
     CutStream {
-        /// Content tokens sent before the cut.
+        /// Pieces sent before the cut.
         after_tokens: u32,
     },
 }

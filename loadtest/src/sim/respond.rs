@@ -1,5 +1,6 @@
 //! Turning a planned answer into an HTTP response, for any wire format: pacing, faults, the
-//! streamed body and the response headers.
+//! streamed body and the response headers; and the plain answers of the endpoints that do not
+//! generate (embeddings, token counts), with the same faults.
 
 use std::io;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::answer::Answer;
+use super::answer::{Answer, Piece};
 use super::behaviour::{Behaviour, Fault};
 use super::state::SimState;
 
@@ -32,10 +33,10 @@ pub(crate) trait WireFormat: Send + 'static {
     fn error_body(&self, status: StatusCode, message: &str) -> Vec<u8>;
     /// JSON body of the whole answer.
     fn unary_body(&self, answer: &Answer) -> Vec<u8>;
-    /// Appends the events that open a stream, before the first token.
+    /// Appends the events that open a stream, before the first piece.
     fn open_stream(&self, answer: &Answer, out: &mut Vec<u8>);
-    /// Appends the event carrying one token.
-    fn token_event(&self, text: &str, out: &mut Vec<u8>);
+    /// Appends the events carrying one piece of the answer.
+    fn piece_event(&self, piece: &Piece<'_>, out: &mut Vec<u8>);
     /// Appends the events that end a complete stream.
     fn close_stream(&self, answer: &Answer, out: &mut Vec<u8>);
     /// Appends an event whose data is not valid JSON.
@@ -52,45 +53,95 @@ pub(crate) async fn respond<W: WireFormat>(
     wire: W,
 ) -> Response {
     let fingerprint = answer.fingerprint_hex.clone();
+    if let Some(response) = fault_response(&state, behaviour.fault, &wire, Some(&fingerprint)).await
+    {
+        return response;
+    }
+    if stream {
+        event_stream(state, arrival, &behaviour, answer, wire)
+    } else {
+        unary(&state, arrival, &behaviour, &answer, &wire).await
+    }
+}
+
+/// Answers one call to an endpoint that does not generate (embeddings, token counts) with
+/// `body`, applying `behaviour`'s wait before the first token and its fault: an error fault
+/// answers the error, `malformed` a body that is not JSON, `cut_stream` a truncated body. The
+/// prompt's fingerprint, when there is one, goes in the `x-sim-fingerprint` header.
+pub(crate) async fn respond_plain<W: WireFormat>(
+    state: Arc<SimState>,
+    arrival: Instant,
+    behaviour: Behaviour,
+    body: Vec<u8>,
+    fingerprint_opt: Option<String>,
+    wire: W,
+) -> Response {
+    let fingerprint_opt = fingerprint_opt.as_deref();
+    if let Some(response) = fault_response(&state, behaviour.fault, &wire, fingerprint_opt).await {
+        return response;
+    }
+    if !state
+        .sleep_until(after(arrival, behaviour.time_to_first_token()))
+        .await
+    {
+        let message = "the simulator is shutting down";
+        return error_response(
+            &wire,
+            StatusCode::SERVICE_UNAVAILABLE,
+            message,
+            fingerprint_opt,
+        );
+    }
     match behaviour.fault {
-        Some(Fault::Status { status }) => {
+        Some(Fault::Malformed) => {
+            json_response(StatusCode::OK, MALFORMED_BODY.to_vec(), fingerprint_opt)
+        }
+        Some(Fault::CutStream { .. }) => truncated_response(body, fingerprint_opt),
+        _ => json_response(StatusCode::OK, body, fingerprint_opt),
+    }
+}
+
+/// The answer to an error fault (`status`, `rate_limit`, `hang`); `None` for the others.
+async fn fault_response<W: WireFormat>(
+    state: &SimState,
+    fault_opt: Option<Fault>,
+    wire: &W,
+    fingerprint_opt: Option<&str>,
+) -> Option<Response> {
+    match fault_opt? {
+        Fault::Status { status } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let message = format!("simulated upstream error (status {})", status.as_u16());
-            error_response(&wire, status, &message, Some(&fingerprint))
+            Some(error_response(wire, status, &message, fingerprint_opt))
         }
-        Some(Fault::RateLimit { retry_after_s }) => {
+        Fault::RateLimit { retry_after_s } => {
             let message = format!("simulated rate limit, retry after {retry_after_s} s");
             let mut response = error_response(
-                &wire,
+                wire,
                 StatusCode::TOO_MANY_REQUESTS,
                 &message,
-                Some(&fingerprint),
+                fingerprint_opt,
             );
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
-            response
+            Some(response)
         }
-        Some(Fault::Hang) => {
+        Fault::Hang => {
             state.hang().await;
             let message = "the simulator is shutting down";
-            error_response(
-                &wire,
+            Some(error_response(
+                wire,
                 StatusCode::SERVICE_UNAVAILABLE,
                 message,
-                Some(&fingerprint),
-            )
+                fingerprint_opt,
+            ))
         }
-        Some(Fault::Malformed | Fault::CutStream { .. }) | None if stream => {
-            event_stream(state, arrival, &behaviour, answer, wire)
-        }
-        Some(Fault::Malformed | Fault::CutStream { .. }) | None => {
-            unary(&state, arrival, &behaviour, &answer, &wire).await
-        }
+        Fault::Malformed | Fault::CutStream { .. } => None,
     }
 }
 
-/// A unary answer: waits as long as streaming every token would take, then sends the body.
+/// A unary answer: waits as long as streaming every piece would take, then sends the body.
 async fn unary<W: WireFormat>(
     state: &SimState,
     arrival: Instant,
@@ -100,7 +151,10 @@ async fn unary<W: WireFormat>(
 ) -> Response {
     let fingerprint = Some(answer.fingerprint_hex.as_str());
     if !state
-        .sleep_until(after(arrival, behaviour.time_to_token(answer.tokens)))
+        .sleep_until(after(
+            arrival,
+            behaviour.time_to_token(answer.piece_count()),
+        ))
         .await
     {
         let message = "the simulator is shutting down";
@@ -115,8 +169,9 @@ async fn unary<W: WireFormat>(
     }
 }
 
-/// A streamed answer: the body is produced as the tokens come due, and each piece is flushed
-/// before the next wait. Without waits the whole stream goes out as one piece.
+/// A streamed answer: the body is produced as the pieces come due (one per token of a text
+/// answer), and each piece is flushed before the next wait. Without waits the whole stream goes
+/// out as one piece.
 fn event_stream<W: WireFormat>(
     state: Arc<SimState>,
     arrival: Instant,
@@ -143,11 +198,12 @@ fn event_stream<W: WireFormat>(
             yield Ok(Bytes::from(out));
             return;
         }
+        let pieces = answer.piece_count();
         let cut_after_opt = match fault {
-            Some(Fault::CutStream { after_tokens }) => Some(after_tokens.min(answer.tokens)),
+            Some(Fault::CutStream { after_tokens }) => Some(after_tokens.min(pieces)),
             _ => None,
         };
-        for index in 0..cut_after_opt.unwrap_or(answer.tokens) {
+        for index in 0..cut_after_opt.unwrap_or(pieces) {
             let due = after(first_token_due, inter_token_delay.saturating_mul(index));
             if due > Instant::now() {
                 if !out.is_empty() {
@@ -158,7 +214,9 @@ fn event_stream<W: WireFormat>(
                     return;
                 }
             }
-            wire.token_event(&answer.token(index), &mut out);
+            if let Some(piece) = answer.piece(index) {
+                wire.piece_event(&piece, &mut out);
+            }
         }
         if cut_after_opt.is_some() {
             if !out.is_empty() {

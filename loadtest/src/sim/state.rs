@@ -17,21 +17,40 @@ use super::behaviour::Behaviour;
 /// How long a hanging call waits when the simulator does not shut down.
 const HANG_FOR: Duration = Duration::from_secs(3600);
 
-/// The generation endpoints, as counted by `GET /_sim/calls`.
+/// The model endpoints, as counted by `GET /_sim/calls`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     /// `POST /v1/chat/completions`.
     OpenAi,
     /// `POST /v1/messages`.
     Anthropic,
+    /// `POST /v1/messages/count_tokens`.
+    CountTokens,
+    /// `POST /v1/embeddings`.
+    Embeddings,
 }
 
 impl Endpoint {
+    /// Every endpoint, in the order of [`Table::by_endpoint`].
+    const ALL: [Self; 4] = [Self::OpenAi, Self::Anthropic, Self::CountTokens, Self::Embeddings];
+
     /// The endpoint's key in [`CallCounts::by_endpoint`].
     fn key(self) -> &'static str {
         match self {
             Self::OpenAi => "openai",
             Self::Anthropic => "anthropic",
+            Self::CountTokens => "count_tokens",
+            Self::Embeddings => "embeddings",
+        }
+    }
+
+    /// The endpoint's position in [`Endpoint::ALL`].
+    fn position(self) -> usize {
+        match self {
+            Self::OpenAi => 0,
+            Self::Anthropic => 1,
+            Self::CountTokens => 2,
+            Self::Embeddings => 3,
         }
     }
 }
@@ -39,11 +58,14 @@ impl Endpoint {
 /// The calls the simulator has received since it started or was last reset.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallCounts {
-    /// Every call to a generation endpoint, including faulted and rejected ones.
+    /// Every call to a model endpoint (chat completions, messages, token counts, embeddings),
+    /// including faulted and rejected ones.
     pub total: u64,
     /// Calls per requested model; a call whose body names no model is counted in `total` only.
     pub by_model: BTreeMap<String, u64>,
-    /// Calls per endpoint: `openai` and `anthropic`.
+    /// Calls per endpoint: `openai` (`/v1/chat/completions`), `anthropic` (`/v1/messages`),
+    /// `count_tokens` (`/v1/messages/count_tokens`) and `embeddings` (`/v1/embeddings`), each
+    /// always present.
     pub by_endpoint: BTreeMap<String, u64>,
 }
 
@@ -88,10 +110,8 @@ struct Table {
     total: u64,
     /// Calls per model name.
     by_model: HashMap<String, u64>,
-    /// Calls to `/v1/chat/completions`.
-    openai_calls: u64,
-    /// Calls to `/v1/messages`.
-    anthropic_calls: u64,
+    /// Calls per endpoint, in the order of [`Endpoint::ALL`].
+    by_endpoint: [u64; Endpoint::ALL.len()],
 }
 
 /// State shared by every handler of one simulator.
@@ -116,8 +136,7 @@ impl SimState {
                 caller_behaviours: HashMap::new(),
                 total: 0,
                 by_model: HashMap::new(),
-                openai_calls: 0,
-                anthropic_calls: 0,
+                by_endpoint: [0; Endpoint::ALL.len()],
             }),
             startup_behaviour: default_behaviour,
             next_response_id: AtomicU64::new(1),
@@ -147,9 +166,8 @@ impl SimState {
         let mut table = self.table();
         let table = &mut *table;
         table.total += 1;
-        match endpoint {
-            Endpoint::OpenAi => table.openai_calls += 1,
-            Endpoint::Anthropic => table.anthropic_calls += 1,
+        if let Some(count) = table.by_endpoint.get_mut(endpoint.position()) {
+            *count += 1;
         }
         if let Some(model) = model_opt {
             match table.by_model.get_mut(model) {
@@ -197,12 +215,11 @@ impl SimState {
                 .iter()
                 .map(|(model, count)| (model.clone(), *count))
                 .collect(),
-            by_endpoint: [
-                (Endpoint::OpenAi.key().to_owned(), table.openai_calls),
-                (Endpoint::Anthropic.key().to_owned(), table.anthropic_calls),
-            ]
-            .into_iter()
-            .collect(),
+            by_endpoint: Endpoint::ALL
+                .iter()
+                .zip(table.by_endpoint)
+                .map(|(endpoint, count)| (endpoint.key().to_owned(), count))
+                .collect(),
         }
     }
 
@@ -259,8 +276,7 @@ impl SimState {
         let mut table = self.table();
         table.total = 0;
         table.by_model.clear();
-        table.openai_calls = 0;
-        table.anthropic_calls = 0;
+        table.by_endpoint = [0; Endpoint::ALL.len()];
         table.model_behaviours.clear();
         table.caller_behaviours.clear();
         table.default_behaviour = self.startup_behaviour.clone();
@@ -403,20 +419,24 @@ mod tests {
         state.begin_call(Endpoint::OpenAi, Some("a"), None, true);
         state.begin_call(Endpoint::Anthropic, Some("a"), None, true);
         state.begin_call(Endpoint::Anthropic, None, None, true);
+        state.begin_call(Endpoint::Embeddings, Some("e"), None, true);
         state.set_behaviour(&Scope::default(), Behaviour::default());
         state.set_behaviour(&Scope { model: Some("b".into()), caller: None }, Behaviour::default());
         let calls = state.calls();
-        assert_eq!(calls.total, 3);
+        assert_eq!(calls.total, 4);
         assert_eq!(calls.by_model.get("a"), Some(&2));
         assert_eq!(calls.by_endpoint.get("openai"), Some(&1));
         assert_eq!(calls.by_endpoint.get("anthropic"), Some(&2));
-        assert_eq!(state.known_models(), vec!["a".to_owned(), "b".to_owned()]);
+        assert_eq!(calls.by_endpoint.get("embeddings"), Some(&1));
+        assert_eq!(calls.by_endpoint.get("count_tokens"), Some(&0));
+        assert_eq!(state.known_models(), vec!["a".to_owned(), "b".to_owned(), "e".to_owned()]);
 
         state.reset();
         let calls = state.calls();
         assert_eq!(calls.total, 0);
         assert!(calls.by_model.is_empty());
         assert_eq!(calls.by_endpoint.get("openai"), Some(&0));
+        assert_eq!(calls.by_endpoint.get("embeddings"), Some(&0));
         assert_eq!(
             state.behaviours(),
             Behaviours {

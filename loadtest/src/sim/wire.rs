@@ -1,13 +1,17 @@
-//! Request pieces both wire formats share: message content given as a string or as blocks.
+//! Request pieces both wire formats share: message content given as a string or as blocks, and
+//! checks both formats make on tool names and JSON Schemas.
 
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde_json::Value;
 
-/// Message content: a string, a list of content blocks, or absent (`null`).
+/// Message content: a string, a list of content blocks (OpenAI's parts, Anthropic's blocks), or
+/// absent (`null`).
 ///
-/// Only `text` blocks carry text; other blocks (images, tool calls) are accepted and ignored.
+/// Only `text` blocks carry the text the fingerprint hashes; the other blocks are kept for the
+/// checks and the tool turns of each format.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) enum Content {
     /// `null` or missing.
@@ -15,19 +19,77 @@ pub(crate) enum Content {
     Empty,
     /// A plain string.
     Text(String),
-    /// The texts of the `text` blocks, in order.
-    Blocks(Vec<String>),
+    /// The blocks, in order.
+    Blocks(Vec<Block>),
+}
+
+/// One content block (OpenAI calls them parts). Every field but `type` is optional here; each
+/// format checks the ones its block types require.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub(crate) struct Block {
+    /// The block's `type`: `text`, `image_url`, `image`, `tool_use`, `tool_result`, ...
+    #[serde(rename = "type", default)]
+    pub(crate) kind: String,
+    /// The text of a `text` block.
+    #[serde(default)]
+    pub(crate) text: Option<String>,
+    /// OpenAI's `image_url` part: `{"url": ..., "detail"?: ...}`.
+    #[serde(default)]
+    pub(crate) image_url: Option<Value>,
+    /// Anthropic's `image` (or `document`) source: `{"type": "base64" | "url" | "file", ...}`.
+    #[serde(default)]
+    pub(crate) source: Option<Value>,
+    /// The id of an Anthropic `tool_use` block.
+    #[serde(default)]
+    pub(crate) id: Option<String>,
+    /// The tool named by an Anthropic `tool_use` block.
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    /// The input of an Anthropic `tool_use` block.
+    #[serde(default)]
+    pub(crate) input: Option<Value>,
+    /// The `tool_use` an Anthropic `tool_result` block answers.
+    #[serde(default)]
+    pub(crate) tool_use_id: Option<String>,
+    /// The content of an Anthropic `tool_result` block: a string or blocks.
+    #[serde(default)]
+    pub(crate) content: Option<Content>,
+    /// Whether an Anthropic `tool_result` reports a failure.
+    #[serde(default)]
+    pub(crate) is_error: Option<bool>,
+}
+
+impl Block {
+    /// The text of a `text` block; `None` for any other block.
+    pub(crate) fn text_part(&self) -> Option<&str> {
+        if self.kind == "text" {
+            self.text.as_deref()
+        } else {
+            None
+        }
+    }
 }
 
 impl Content {
-    /// The text pieces whose concatenation is the content.
+    /// The text pieces whose concatenation is the content: the string, or the texts of the
+    /// `text` blocks.
     pub(crate) fn parts(&self) -> impl Iterator<Item = &str> {
-        let (single, blocks): (Option<&str>, &[String]) = match self {
+        let (single, blocks): (Option<&str>, &[Block]) = match self {
             Self::Empty => (None, &[]),
             Self::Text(text) => (Some(text.as_str()), &[]),
             Self::Blocks(blocks) => (None, blocks.as_slice()),
         };
-        single.into_iter().chain(blocks.iter().map(String::as_str))
+        single
+            .into_iter()
+            .chain(blocks.iter().filter_map(Block::text_part))
+    }
+
+    /// The blocks, none for a string or `null`.
+    pub(crate) fn blocks(&self) -> &[Block] {
+        match self {
+            Self::Blocks(blocks) => blocks,
+            Self::Empty | Self::Text(_) => &[],
+        }
     }
 }
 
@@ -68,36 +130,12 @@ impl<'de> Visitor<'de> for ContentVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut blocks: A) -> Result<Content, A::Error> {
-        let mut texts = Vec::with_capacity(blocks.size_hint().unwrap_or(1));
-        while let Some(block) = blocks.next_element::<ContentBlock>()? {
-            if let (BlockKind::Text, Some(text)) = (block.kind, block.text) {
-                texts.push(text);
-            }
+        let mut all = Vec::with_capacity(blocks.size_hint().unwrap_or(1));
+        while let Some(block) = blocks.next_element::<Block>()? {
+            all.push(block);
         }
-        Ok(Content::Blocks(texts))
+        Ok(Content::Blocks(all))
     }
-}
-
-/// One content block; only its type and text matter here.
-#[derive(Deserialize)]
-struct ContentBlock {
-    /// The block's `type`.
-    #[serde(rename = "type")]
-    kind: BlockKind,
-    /// The text of a `text` block.
-    #[serde(default)]
-    text: Option<String>,
-}
-
-/// The kinds of content block the simulator tells apart.
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum BlockKind {
-    /// A text block.
-    Text,
-    /// Any other block.
-    #[serde(other)]
-    Other,
 }
 
 /// A value given as one string or a list of strings, such as OpenAI's `stop`.
@@ -118,6 +156,23 @@ impl OneOrMany {
             Self::Many(many) => many.len(),
         }
     }
+}
+
+/// Longest tool name both providers accept.
+const MAX_TOOL_NAME: usize = 64;
+
+/// Whether `name` is a tool name both providers accept: 1 to 64 ASCII letters, digits, `_` or
+/// `-`.
+pub(crate) fn valid_tool_name(name: &str) -> bool {
+    (1..=MAX_TOOL_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+}
+
+/// The canonical text of a tool call's arguments: compact JSON, keys in the order given.
+pub(crate) fn compact_json(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -141,9 +196,39 @@ mod tests {
     }
 
     #[test]
+    fn tool_blocks_keep_their_fields() -> anyhow::Result<()> {
+        let content: Content = serde_json::from_str(
+            r#"[{"type":"tool_result","tool_use_id":"t1","is_error":true,
+                 "content":[{"type":"text","text":"18C"}]},
+                {"type":"tool_use","id":"t2","name":"f","input":{"a":1}}]"#,
+        )?;
+        let blocks = content.blocks();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0].tool_use_id.as_deref(), Some("t1"));
+        assert_eq!(blocks[0].is_error, Some(true));
+        let inner: Vec<&str> = blocks[0].content.iter().flat_map(Content::parts).collect();
+        assert_eq!(inner, ["18C"]);
+        assert_eq!(blocks[1].input, Some(serde_json::json!({"a": 1})));
+        assert_eq!(
+            content.parts().count(),
+            0,
+            "tool blocks carry no text of their own"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn stop_is_one_string_or_many() -> anyhow::Result<()> {
         assert_eq!(serde_json::from_str::<OneOrMany>(r#""x""#)?.len(), 1);
         assert_eq!(serde_json::from_str::<OneOrMany>(r#"["x","y"]"#)?.len(), 2);
         Ok(())
+    }
+
+    #[test]
+    fn tool_names_follow_the_providers_pattern() {
+        assert!(valid_tool_name("get_weather-2"));
+        assert!(!valid_tool_name(""));
+        assert!(!valid_tool_name("has space"));
+        assert!(!valid_tool_name(&"x".repeat(65)));
     }
 }
