@@ -1,6 +1,7 @@
-//! The official `openai` Python package against a real node, unary and streaming. The test
-//! command (`scripts/test`) installs the package into `.venv`; `INTEROP_TEST_PYTHON` may name
-//! another interpreter that has it.
+//! The official `openai` and `anthropic` Python packages against a real node: plain answers,
+//! tools, structured output, images, embeddings and token counting, unary and streaming, routed
+//! to providers of either wire format. The test command (`scripts/test`) installs the packages
+//! into `.venv`; `INTEROP_TEST_PYTHON` may name another interpreter that has them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,21 +21,23 @@ fn python() -> PathBuf {
     if venv.exists() { venv } else { PathBuf::from("python3") }
 }
 
-#[tokio::test]
-async fn the_official_openai_python_sdk_works_unchanged_but_for_base_url() {
+/// Runs `script` (in `tests/`) with `python` against a fresh node and the simulator, passing the
+/// base URL (`http://…` plus `base_path`) and the answer prefix the simulator gives the question
+/// "interop check"; fails with the script's output and the node's logs unless it prints `done`.
+async fn run_script(module: &str, script: &str, base_path: &str, done: &str) {
     let python = python();
-    let probe = Command::new(&python).args(["-c", "import openai"]).output().expect("python runs");
+    let probe = Command::new(&python).args(["-c", &format!("import {module}")]).output().expect("python runs");
     assert!(
         probe.status.success(),
-        "{} cannot import openai ({}); run scripts/test, which installs it into .venv",
+        "{} cannot import {module} ({}); run scripts/test, which installs it into .venv",
         python.display(),
         String::from_utf8_lossy(&probe.stderr).trim()
     );
     let sim = start_sim().await;
     let node = Node::start(&config_for(sim.addr, |c| c));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openai_interop.py");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
     let prefix = format!("[sim {}]", fingerprint(&[("user", "interop check")]));
-    let base_url = format!("{}/v1", node.http);
+    let base_url = format!("{}{base_path}", node.http);
     let output = tokio::task::spawn_blocking(move || Command::new(python).arg(script).arg(base_url).arg(prefix).output())
         .await
         .unwrap()
@@ -46,5 +49,15 @@ async fn the_official_openai_python_sdk_works_unchanged_but_for_base_url() {
         String::from_utf8_lossy(&output.stderr),
         node.logs()
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("openai interop ok"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains(done));
+}
+
+#[tokio::test]
+async fn the_official_openai_python_sdk_works_unchanged_but_for_base_url() {
+    run_script("openai", "openai_interop.py", "/v1", "openai interop ok").await;
+}
+
+#[tokio::test]
+async fn the_official_anthropic_python_sdk_works_unchanged_but_for_base_url() {
+    run_script("anthropic", "anthropic_interop.py", "", "anthropic interop ok").await;
 }

@@ -193,6 +193,22 @@ pub async fn count_tokens(State(state): State<AppState>, headers: HeaderMap, bod
     .await
 }
 
+/// `GET /v1/models` for Anthropic's SDKs: the models and routes the caller may name, in
+/// Anthropic's list format (one page).
+pub fn models(state: &AppState, headers: &HeaderMap) -> Response {
+    let usable = state.gateway.authenticate(crate::auth::api_key_of(headers)).and_then(|principal| {
+        let (hints, _) = parse_hints(headers)?;
+        Ok(state.gateway.usable_models(&principal, hints.tier))
+    });
+    let names: Vec<String> = match usable {
+        Ok(usable) => usable.into_iter().map(|(name, _)| name).collect(),
+        Err(error) => return error_response(&error),
+    };
+    let data: Vec<Value> =
+        names.iter().map(|name| json!({"type": "model", "id": name, "display_name": name, "created_at": "1970-01-01T00:00:00Z"})).collect();
+    axum::Json(json!({"data": data, "has_more": false, "first_id": names.first(), "last_id": names.last()})).into_response()
+}
+
 /// One named SSE event.
 fn event(name: &str, data: &Value) -> Vec<u8> {
     let mut out = format!("event: {name}\ndata: ").into_bytes();

@@ -223,7 +223,11 @@ fn stream_response(answer: AnswerStream, route: String, include_usage: bool, sta
 
 /// `GET /v1/models`: the models and routes the caller may name (its key's list and tier; on an
 /// open node the tier header's), in OpenAI's list format.
+/// A request carrying `anthropic-version` (Anthropic's SDKs) gets Anthropic's list format.
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if headers.contains_key("anthropic-version") {
+        return crate::http::anthropic::models(&state, &headers);
+    }
     let principal = match state.gateway.authenticate(crate::auth::bearer_of(&headers)) {
         Ok(principal) => principal,
         Err(error) => return error_response(&error),
