@@ -241,3 +241,85 @@ async fn the_semantic_layer_never_answers_across_tool_sets_or_formats() {
         assert_eq!(header(&response, "x-switchyard-cache"), "none", "{extra}");
     }
 }
+
+/// What the simulator answers the OpenAI body `body`, predicted without a call.
+fn predicted(body: &Value) -> switchyard_loadtest::sim::SimAnswer {
+    switchyard_loadtest::sim::predict_openai(body, &switchyard_loadtest::sim::Behaviour::default()).expect("the sim takes the body")
+}
+
+#[tokio::test]
+async fn grpc_tool_calls_are_the_calls_the_model_made_unary_and_streamed_over_both_wires() {
+    use futures::StreamExt as _;
+    use switchyard_proto::v1;
+
+    let sim = start_sim().await;
+    let node = Node::start(&config_for(sim.addr, |c| c));
+    let mut client = node.grpc_client().await;
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1, "maximum": 7}}, "required": ["city", "days"]});
+    for (model, anthropic) in [("gpt-4o-mini", false), ("claude-haiku", true)] {
+        let question = format!("forecast for Lyon, asked of {model}");
+        let request = v1::GenerateRequest {
+            model: model.into(),
+            tools: vec![v1::Tool { name: "get_forecast".into(), parameters_json: schema.to_string(), ..v1::Tool::default() }],
+            tool_choice: Some(v1::ToolChoice { choice: Some(v1::tool_choice::Choice::Function("get_forecast".into())) }),
+            ..common::grpc_request(&question)
+        };
+        let body = json!({
+            "model": model,
+            "messages": [{"role": "user", "content": question}],
+            "tools": [{"type": "function", "function": {"name": "get_forecast", "parameters": schema}}],
+            "tool_choice": {"type": "function", "function": {"name": "get_forecast"}},
+        });
+        let expected = &predicted(&body).tool_calls[0];
+        let expected_id = if anthropic { expected.anthropic_id() } else { expected.openai_id() };
+
+        let answer = client.generate(request.clone()).await.unwrap().into_inner();
+        assert_eq!(answer.finish_reason, "tool_calls", "{model}");
+        assert_eq!(answer.tool_calls.len(), 1, "{model}");
+        let call = &answer.tool_calls[0];
+        assert_eq!((call.id.as_str(), call.name.as_str(), call.arguments.as_str()), (expected_id.as_str(), "get_forecast", expected.arguments.as_str()), "{model}");
+
+        let mut stream = client.generate_stream(request).await.unwrap().into_inner();
+        let (mut id, mut name, mut arguments, mut pieces, mut finish) = (String::new(), String::new(), String::new(), 0, String::new());
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.unwrap();
+            if let Some(delta) = chunk.tool_call {
+                assert_eq!(delta.index, 0);
+                id.push_str(&delta.id);
+                name.push_str(&delta.name);
+                arguments.push_str(&delta.arguments);
+                pieces += 1;
+            }
+            if !chunk.finish_reason.is_empty() {
+                finish = chunk.finish_reason;
+            }
+        }
+        assert_eq!((id.as_str(), name.as_str(), arguments.as_str()), (expected_id.as_str(), "get_forecast", expected.arguments.as_str()), "{model}");
+        assert!(pieces >= 3, "{model}: the call arrived in {pieces} pieces, not as it was produced");
+        assert_eq!(finish, "tool_calls", "{model}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_fields_reach_only_providers_that_pass_them_on() {
+    let sim = start_sim().await;
+    let config = config_for(sim.addr, |c| c.replace("self_hosted = true\nrequest_timeout", "self_hosted = true\npass_unknown_fields = true\nrequest_timeout"));
+    assert!(config.contains("pass_unknown_fields = true"), "the example's vllm provider is where the flag goes");
+    let node = Node::start(&config);
+    let body = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "prediction": {"type": "content", "content": "hello"}});
+    let passed = post(&node, "/v1/chat/completions", &body("llama-3.1-8b")).await;
+    assert_eq!(passed.status(), 200);
+    assert_eq!(header(&passed, "x-switchyard-provider"), "vllm");
+    // gpt-4o-mini falls back to llama-3.1-8b, which takes the field.
+    let routed = post(&node, "/v1/chat/completions", &body("gpt-4o-mini")).await;
+    assert_eq!(header(&routed, "x-switchyard-provider"), "vllm");
+    assert!(header(&routed, "x-switchyard-routing-reason").contains("prediction"));
+    // Without the flag no provider takes it: refused, naming it, before any upstream is called.
+    let calls = sim_endpoint_calls(&sim, "openai").await;
+    let strict = Node::start(&config_for(sim.addr, |c| c));
+    let refused = post(&strict, "/v1/chat/completions", &body("gpt-4o-mini")).await;
+    assert_eq!(refused.status(), 400);
+    let message = refused.text().await.unwrap();
+    assert!(message.contains("prediction") && message.contains("pass_unknown_fields"), "{message}");
+    assert_eq!(sim_endpoint_calls(&sim, "openai").await, calls);
+}

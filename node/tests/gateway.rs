@@ -162,7 +162,7 @@ fn the_shipped_compose_and_kubernetes_configs_are_valid_over_the_defaults() {
     env.push(("SWITCHYARD_CLUSTER__NODE_NAME", "node-1"));
     let output = check("deploy/compose/switchyard.toml", &env);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("3 providers, 6 models"), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("3 providers, 7 models"), "{}", String::from_utf8_lossy(&output.stdout));
     // Kubernetes' ConfigMap file, with what the StatefulSet maps from its Secrets.
     let keys = keys.display().to_string();
     let k8s = [

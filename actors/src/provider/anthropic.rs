@@ -169,7 +169,7 @@ pub fn request_body<'a>(
 ) -> MessagesRequest<'a> {
     let instructions = || request.messages.iter().filter(|message| message.role.is_instruction());
     let system: Vec<&str> = instructions().map(|message| message.content.as_str()).collect();
-    let system_mark = instructions().filter_map(|message| message.prompt_cache.as_ref()).last();
+    let system_mark = instructions().filter_map(|message| message.prompt_cache.as_ref()).next_back();
     let system = (!system.is_empty()).then(|| {
         let text = system.join("\n\n");
         match system_mark {
