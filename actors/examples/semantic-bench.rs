@@ -134,6 +134,9 @@ async fn lookup_bench(options: &Options) -> anyhow::Result<()> {
         data_dir: None,
         snapshot_interval: Duration::from_secs(3600),
         policy: HitPolicy::shipped()?,
+        // The benchmark measures lookups themselves: never shed or cut short.
+        lookup_budget: Some(Duration::from_secs(60)),
+        store_queue: 1024,
     };
     let metrics = Arc::new(Metrics::new()?);
     let (cache, _cells) = SemanticCache::start(settings, None, metrics).await?;

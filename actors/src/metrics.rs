@@ -59,7 +59,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Tokens by model, tenant and direction.
     pub tenant_tokens: IntCounterVec,
-    /// Cache lookups by layer and result (hit, miss, bypass, error).
+    /// Cache lookups by layer and result (hit, miss, bypass, skipped, error; the semantic layer
+    /// also shed: not started, the embedder being saturated; timeout: past the lookup budget).
     pub cache_lookups: IntCounterVec,
     /// Entries held by each cache layer.
     pub cache_entries: IntGaugeVec,
@@ -69,6 +70,9 @@ pub struct Metrics {
     pub cache_hit_ratio: GaugeVec,
     /// Cosine similarity of the semantic hits served.
     pub semantic_similarity: Histogram,
+    /// Answers offered to the semantic layer by outcome: stored, dropped (the store queue was
+    /// full), failed (their embedding failed).
+    pub semantic_stores: IntCounterVec,
     /// Time to embed one lookup's user turn, as the request waits for it.
     pub embedding_duration: Histogram,
     /// Texts per forward pass of the embedder.
@@ -192,6 +196,7 @@ impl Metrics {
             cache_entries: int_gauge("cache_entries", "Entries held by each cache layer", &["layer"])?,
             cache_evictions: counter("cache_evictions_total", "Entries evicted for space", &["layer"])?,
             cache_hit_ratio: gauge("cache_hit_ratio", "Hits over hits and misses since start", &["layer"])?,
+            semantic_stores: counter("semantic_stores_total", "Answers offered to the semantic layer, by outcome", &["result"])?,
             semantic_similarity: plain_histogram(
                 "semantic_cache_similarity",
                 "Cosine similarity of the semantic hits served",

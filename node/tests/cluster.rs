@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Node, TraceCollector, chat_body, config_for, new_dir, sim_calls, start_sim};
+use common::{Node, TraceCollector, chat_body, config_for, metric, new_dir, sim_calls, start_sim};
 use serde_json::{Value, json};
 
 const COOKIE: &str = "cluster-test-cookie";
@@ -213,11 +213,6 @@ impl Load {
         self.task.await.unwrap();
         (self.sent.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
     }
-}
-
-async fn metric(node: &Node, line_start: &str) -> f64 {
-    let metrics = reqwest::get(format!("{}/metrics", node.http)).await.unwrap().text().await.unwrap();
-    metrics.lines().find(|line| line.starts_with(line_start)).and_then(|line| line.rsplit(' ').next()).and_then(|value| value.parse().ok()).unwrap_or(0.0)
 }
 
 #[tokio::test]

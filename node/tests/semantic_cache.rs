@@ -262,3 +262,46 @@ async fn a_workload_replay_scores_hits_by_layer_and_semantic_precision_by_group(
     assert_eq!(report.answered, 20);
     assert_eq!((report.exact_hit_ratio, report.semantic_hit_ratio), (0.0, 0.0));
 }
+
+/// The semantic layer's lookups of `result` on `node`.
+async fn lookups(node: &Node, result: &str) -> f64 {
+    common::metric(node, &format!("switchyard_cache_lookups_total{{layer=\"semantic\",result=\"{result}\"}}")).await
+}
+
+#[tokio::test]
+async fn a_lookup_past_its_budget_goes_upstream_at_once_and_its_answer_is_still_stored() {
+    let sim = start_sim().await;
+    // No embedding finishes in a millisecond: every lookup runs out of budget.
+    let node = Node::start(&semantic_config(sim.addr).replace("lookup_budget = \"auto\"", "lookup_budget = \"1ms\""));
+    let response = ask(&node, &chat_body("gpt-4o-mini", "What is the tallest mountain in Europe?"), None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-switchyard-cache"), "none");
+    assert_eq!(lookups(&node, "timeout").await, 1.0);
+    // The embedding went on after the request left: the answer is stored under it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while common::metric(&node, "switchyard_semantic_stores_total{result=\"stored\"}").await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the answer was never stored");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(common::metric(&node, "switchyard_cache_entries{layer=\"semantic\"}").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_saturated_embedder_sheds_lookups_and_every_request_is_answered() {
+    let sim = start_sim().await;
+    let config = semantic_config(sim.addr).replace("lookup_budget = \"auto\"", "lookup_budget = \"1ms\"").replace("cores = 0", "cores = 1");
+    let node = Node::start(&config);
+    // Sixteen different questions at once: the first takes the embedder's one lane, and the
+    // texts behind it could not be embedded within a millisecond, so they are not started.
+    let asks = (0..16).map(|index| {
+        let body = chat_body("gpt-4o-mini", &format!("Question number {index}: how far is the moon?"));
+        let node = &node;
+        async move { ask(node, &body, None).await.status() }
+    });
+    let statuses = futures::future::join_all(asks).await;
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    let (shed, timeout) = (lookups(&node, "shed").await, lookups(&node, "timeout").await);
+    assert!(shed >= 1.0, "nothing was shed: {timeout} timed out");
+    assert_eq!(shed + timeout + lookups(&node, "miss").await, 16.0);
+    assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 16);
+}

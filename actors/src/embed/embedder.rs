@@ -4,12 +4,14 @@
 //! model on a blocking thread), which answers every caller itself and then tells the actor the
 //! batch is done.
 
+use std::sync::Arc;
+
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::embed::EmbedderSettings;
+use crate::embed::{EmbedLoad, EmbedderSettings};
 use crate::embed::backend::EmbedBackend;
 use crate::embed::batch::{BatchSettings, Batcher, Plan};
 use crate::embed::error::EmbedError;
@@ -30,6 +32,8 @@ pub struct EmbedderArgs {
     pub batch: BatchSettings,
     /// Observes the texts of every batch sent to the backend.
     pub batch_sizes: Option<prometheus::Histogram>,
+    /// Where batches report what they cost.
+    pub load: Arc<EmbedLoad>,
 }
 
 /// One caller's text and where its vector goes.
@@ -47,6 +51,7 @@ pub struct EmbedderState {
     backend: EmbedBackend,
     batcher: Batcher<EmbedRequest>,
     batch_sizes: Option<prometheus::Histogram>,
+    load: Arc<EmbedLoad>,
 }
 
 /// Messages to the embedder.
@@ -70,7 +75,7 @@ impl Actor for Embedder {
     type Arguments = EmbedderArgs;
 
     async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: EmbedderArgs) -> Result<EmbedderState, ActorProcessingErr> {
-        Ok(EmbedderState { backend: args.backend, batcher: Batcher::new(args.batch), batch_sizes: args.batch_sizes })
+        Ok(EmbedderState { backend: args.backend, batcher: Batcher::new(args.batch), batch_sizes: args.batch_sizes, load: args.load })
     }
 
     async fn handle(&self, myself: ActorRef<Self::Msg>, message: EmbedderMessage, state: &mut EmbedderState) -> Result<(), ActorProcessingErr> {
@@ -85,7 +90,7 @@ impl Actor for Embedder {
             if let Some(sizes) = &state.batch_sizes {
                 sizes.observe(batch.len() as f64);
             }
-            start_batch(&myself, &state.backend, batch);
+            start_batch(&myself, &state.backend, &state.load, batch);
         }
         if let Some(deadline) = timer {
             myself.send_after(deadline.saturating_duration_since(now), move || EmbedderMessage::Deadline(deadline));
@@ -96,15 +101,19 @@ impl Actor for Embedder {
 
 /// Runs one batch on its own task: callers that gave up are left out, every other caller gets
 /// its vector (or the batch's error), then the actor hears that the batch is done.
-fn start_batch(myself: &ActorRef<EmbedderMessage>, backend: &EmbedBackend, batch: Vec<EmbedRequest>) {
+fn start_batch(myself: &ActorRef<EmbedderMessage>, backend: &EmbedBackend, load: &Arc<EmbedLoad>, batch: Vec<EmbedRequest>) {
     let (texts, replies): (Vec<String>, Vec<RpcReplyPort<EmbedReply>>) =
         batch.into_iter().filter(|request| !request.reply.is_closed()).map(|request| (request.text, request.reply)).unzip();
     let backend = backend.clone();
     let myself = myself.clone();
+    let load = Arc::clone(load);
     tokio::spawn(async move {
         if !texts.is_empty() {
             debug!(texts = texts.len(), "embedding batch");
-            match backend.embed(texts).await {
+            let (count, started) = (texts.len(), Instant::now());
+            let embedded = backend.embed(texts).await;
+            load.observe_batch(count, started.elapsed());
+            match embedded {
                 Ok(vectors) => {
                     for (reply, vector) in replies.into_iter().zip(vectors) {
                         let _caller_gone = reply.send(Ok(vector));
@@ -126,6 +135,8 @@ fn start_batch(myself: &ActorRef<EmbedderMessage>, backend: &EmbedBackend, batch
 pub struct EmbedderHandle {
     /// The actor.
     pub actor: ActorRef<EmbedderMessage>,
+    /// How busy it is.
+    pub load: Arc<EmbedLoad>,
 }
 
 impl EmbedderHandle {
@@ -142,15 +153,17 @@ impl EmbedderHandle {
         let backend = tokio::task::spawn_blocking(move || EmbedBackend::open(&backend_settings))
             .await
             .map_err(|error| EmbedError::Unavailable(format!("loading the backend failed: {error}")))??;
-        let (actor, _join) = Actor::spawn(None, Embedder, EmbedderArgs { backend, batch: settings.batch, batch_sizes })
-            .await
-            .map_err(|error| EmbedError::Unavailable(format!("failed to start the embedder: {error}")))?;
+        let load = Arc::new(EmbedLoad::new(settings.batch.max_in_flight));
+        let args = EmbedderArgs { backend, batch: settings.batch, batch_sizes, load: Arc::clone(&load) };
+        let (actor, _join) =
+            Actor::spawn(None, Embedder, args).await.map_err(|error| EmbedError::Unavailable(format!("failed to start the embedder: {error}")))?;
         let cell = actor.get_cell();
-        Ok((Self { actor }, cell))
+        Ok((Self { actor, load }, cell))
     }
 
     /// Embeds `text`, batched with whatever other texts are waiting: a unit-length vector.
     pub async fn embed(&self, text: String) -> Result<Vec<f32>, EmbedError> {
+        let _outstanding = self.load.begin();
         ractor::call!(self.actor, EmbedderMessage::Embed, text).map_err(|error| EmbedError::Unavailable(error.to_string()))?
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`embedder`]: the `Embedder` actor, one per node, and the [`EmbedderHandle`] callers use.
 //! - [`batch`]: the actor's batching (max batch, max wait, batches in flight) as plain state.
+//! - [`load`]: how busy the embedder is, read by request tasks to shed before queueing.
 //! - [`backend`]: the local model or a remote server behind one call.
 //! - [`local`]: all-MiniLM-L6-v2 on the CPU, with length-bucketed passes on per-pass thread pools.
 //! - [`bert`]: the BERT encoder forward pass the local backend runs (packed, no padding).
@@ -14,6 +15,7 @@ pub mod batch;
 pub mod bert;
 pub mod embedder;
 pub mod error;
+pub mod load;
 pub mod local;
 pub mod pooling;
 pub mod remote;
@@ -25,6 +27,7 @@ pub use backend::{BackendSettings, EmbedBackend};
 pub use batch::BatchSettings;
 pub use embedder::{Embedder, EmbedderHandle, EmbedderMessage};
 pub use error::EmbedError;
+pub use load::EmbedLoad;
 pub use local::{BucketSettings, LocalEncoder, LocalSettings};
 pub use remote::{RemoteEncoder, RemoteSettings};
 
@@ -49,8 +52,15 @@ impl EmbedderSettings {
     /// companions, as many batches at once as the model runs passes (one per core, each on one
     /// thread).
     pub fn local(model_dir: impl Into<PathBuf>) -> Self {
-        let local = LocalSettings::new(model_dir);
-        let max_in_flight = local.passes.max(1);
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Self::local_on(model_dir, cores)
+    }
+
+    /// The local model on at most `cores` cores: one single-threaded pass per core, as many
+    /// batches in flight. The rest of the node's cores stay with the request pipeline.
+    pub fn local_on(model_dir: impl Into<PathBuf>, cores: usize) -> Self {
+        let local = LocalSettings { passes: cores.max(1), ..LocalSettings::new(model_dir) };
+        let max_in_flight = local.passes;
         Self {
             backend: BackendSettings::Local(local),
             batch: BatchSettings { max_batch: 64, max_wait: Duration::from_millis(2), max_in_flight },

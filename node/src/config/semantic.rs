@@ -28,6 +28,9 @@ pub(super) struct RawSemanticCache {
     data_dir: PathBuf,
     #[serde(with = "humantime_serde")]
     snapshot_interval: Duration,
+    /// `"auto"` (sized at start from the measured single embedding) or a duration.
+    lookup_budget: String,
+    store_queue: usize,
 }
 
 impl Default for RawSemanticCache {
@@ -43,6 +46,8 @@ impl Default for RawSemanticCache {
             max_prompt_chars: DEFAULT_MAX_PROMPT_CHARS,
             data_dir: PathBuf::from("data/semantic"),
             snapshot_interval: Duration::from_secs(60),
+            lookup_budget: "auto".into(),
+            store_queue: 256,
         }
     }
 }
@@ -73,6 +78,8 @@ pub(super) struct RawEmbedding {
     #[serde(with = "humantime_serde")]
     max_wait: Option<Duration>,
     max_in_flight: Option<usize>,
+    /// Cores the local model may use at once (0: half the node's, at least one).
+    cores: usize,
 }
 
 impl Default for RawEmbedding {
@@ -87,6 +94,7 @@ impl Default for RawEmbedding {
             max_batch: None,
             max_wait: None,
             max_in_flight: None,
+            cores: 0,
         }
     }
 }
@@ -98,9 +106,20 @@ impl RawEmbedding {
                 if !self.base_url.is_empty() || !self.model.is_empty() {
                     return Err(invalid("embedding.base_url", "is for backend = \"remote\"; the local backend reads embedding.model_dir"));
                 }
-                EmbedderSettings::local(self.model_dir.clone())
+                let available = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+                let cores = match self.cores {
+                    0 => available.div_ceil(2).max(1),
+                    cores if cores > available => {
+                        return Err(invalid("embedding.cores", format!("{cores} is more than this machine's {available} cores")));
+                    }
+                    cores => cores,
+                };
+                EmbedderSettings::local_on(self.model_dir.clone(), cores)
             }
             RawBackend::Remote => {
+                if self.cores != 0 {
+                    return Err(invalid("embedding.cores", "is for backend = \"local\"; a remote server's cores are its own"));
+                }
                 if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
                     return Err(invalid("embedding.base_url", format!("\"{}\" is not an http(s) URL", self.base_url)));
                 }
@@ -141,6 +160,15 @@ impl RawSemanticCache {
         at_least_one("semantic_cache.max_entries", self.max_entries)?;
         at_least_one("semantic_cache.candidates", self.candidates)?;
         at_least_one("semantic_cache.max_prompt_chars", self.max_prompt_chars)?;
+        at_least_one("semantic_cache.store_queue", self.store_queue)?;
+        let lookup_budget = match self.lookup_budget.trim() {
+            "auto" => None,
+            text => {
+                let budget = humantime::parse_duration(text)
+                    .map_err(|error| invalid("semantic_cache.lookup_budget", format!("\"{text}\" is neither \"auto\" nor a duration: {error}")))?;
+                Some(positive("semantic_cache.lookup_budget", budget)?)
+            }
+        };
         for route in self.route_precision.keys() {
             if !names.contains(route.as_str()) {
                 return Err(invalid(format!("semantic_cache.route_precision.{route}"), format!("unknown model or route \"{route}\"")));
@@ -166,6 +194,8 @@ impl RawSemanticCache {
             data_dir: (!self.data_dir.as_os_str().is_empty()).then(|| self.data_dir.clone()),
             snapshot_interval: positive("semantic_cache.snapshot_interval", self.snapshot_interval)?,
             policy: HitPolicy::shipped().map_err(|error| invalid("semantic_cache", format!("the shipped hit policy: {error}")))?,
+            lookup_budget,
+            store_queue: self.store_queue,
         };
         SemanticCache::check(&settings).map_err(|wrong| {
             let key = wrong.route.map_or_else(|| "semantic_cache.precision".to_owned(), |route| format!("semantic_cache.route_precision.{route}"));

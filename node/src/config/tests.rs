@@ -230,3 +230,23 @@ fn embedding_models_serve_only_embeddings() {
     let preferred = with("[[models]]\nname = \"e\"\nkind = \"embedding\"\nprovider = \"sim\"\n").replace("preference = [\"m\"]", "preference = [\"m\", \"e\"]");
     assert!(error_of(&preferred).contains("routing.preference[1]"));
 }
+
+#[test]
+fn the_semantic_layers_bounds_are_checked_by_key() {
+    let semantic = |lines: &str| format!("{MINIMAL}\n[semantic_cache]\nenabled = true\n{lines}\n");
+    let config = parse(&semantic("lookup_budget = \"12ms\"\nstore_queue = 8")).map_err(|error| error.to_string());
+    let settings = config.as_ref().ok().and_then(|config| config.gateway.semantic_cache.clone());
+    assert_eq!(settings.as_ref().map(|settings| (settings.lookup_budget, settings.store_queue)), Some((Some(Duration::from_millis(12)), 8)), "{config:?}");
+    let auto = parse(&semantic("")).ok().and_then(|config| config.gateway.semantic_cache).map(|settings| settings.lookup_budget);
+    assert_eq!(auto, Some(None), "auto by default");
+    for (lines, key) in [
+        ("lookup_budget = \"soon\"", "semantic_cache.lookup_budget"),
+        ("lookup_budget = \"0ms\"", "semantic_cache.lookup_budget"),
+        ("store_queue = 0", "semantic_cache.store_queue"),
+        ("[embedding]\ncores = 4096", "embedding.cores"),
+        ("[embedding]\nbackend = \"remote\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\ncores = 1", "embedding.cores"),
+    ] {
+        let error = error_of(&semantic(lines));
+        assert!(error.contains(key), "{key}: {error}");
+    }
+}

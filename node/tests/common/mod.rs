@@ -189,6 +189,12 @@ pub fn grpc_request(prompt: &str) -> v1::GenerateRequest {
     }
 }
 
+/// The value of the first metric line of `node` that starts with `line_start` (0 when none).
+pub async fn metric(node: &Node, line_start: &str) -> f64 {
+    let metrics = reqwest::get(format!("{}/metrics", node.http)).await.unwrap().text().await.unwrap();
+    metrics.lines().find(|line| line.starts_with(line_start)).and_then(|line| line.rsplit(' ').next()).and_then(|value| value.parse().ok()).unwrap_or(0.0)
+}
+
 /// An OpenAI chat body with one user message.
 pub fn chat_body(model: &str, prompt: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": prompt}]})

@@ -37,6 +37,15 @@ pub const DEFAULT_MAX_PROMPT_CHARS: usize = 1_000;
 /// How long a lookup waits for its shard before treating the request as a miss.
 const SHARD_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Single embeddings timed at start to size the automatic lookup budget.
+const BUDGET_PROBES: usize = 5;
+
+/// The automatic lookup budget, as a multiple of the median single embedding measured at start.
+const BUDGET_MULTIPLE: u32 = 2;
+
+/// Bounds of the automatic lookup budget.
+const AUTO_BUDGET_BOUNDS: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(250));
+
 /// The semantic layer's validated settings.
 #[derive(Clone, Debug)]
 pub struct SemanticSettings {
@@ -63,6 +72,12 @@ pub struct SemanticSettings {
     pub snapshot_interval: Duration,
     /// The hit decision (the shipped fitted policy, unless a benchmark passes another).
     pub policy: HitPolicy,
+    /// Longest a request waits for its lookup (embedding and shards) before it goes on upstream
+    /// as a miss; `None` sizes it at start from the measured single embedding.
+    pub lookup_budget: Option<Duration>,
+    /// Most answers waiting for a vector to be stored (their lookup ran out of budget while the
+    /// embedding went on); past it an answer is not stored, and counted as dropped.
+    pub store_queue: usize,
 }
 
 /// How the layer spreads over a cluster.
@@ -90,12 +105,46 @@ pub struct SemanticMatch {
 }
 
 /// A lookup that missed, kept to store the answer under the same vector.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct SemanticProbe {
+    key: ProbeKey,
+    vector: ProbeVector,
+}
+
+/// Where a lookup's answer is stored: its context, partition and user turn.
+#[derive(Debug)]
+struct ProbeKey {
     context_key: String,
     partition: u32,
     prompt: String,
-    vector: Vec<f32>,
+}
+
+/// The vector of a lookup that missed: known, or still being computed because the lookup ran out
+/// of budget first.
+#[derive(Debug)]
+enum ProbeVector {
+    Ready(Vec<f32>),
+    Pending(PendingVector),
+}
+
+/// An embedding that goes on after its lookup gave up on it, so the answer can still be stored
+/// under it. Dropped unstored, it is cancelled.
+#[derive(Debug)]
+struct PendingVector(Option<tokio::task::JoinHandle<Result<Vec<f32>, crate::embed::EmbedError>>>);
+
+impl PendingVector {
+    async fn wait(mut self) -> Option<Vec<f32>> {
+        let handle = self.0.take()?;
+        handle.await.ok()?.ok()
+    }
+}
+
+impl Drop for PendingVector {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
 }
 
 /// What a lookup found.
@@ -114,6 +163,10 @@ pub enum SemanticLookup {
 #[derive(Clone, Debug)]
 pub struct SemanticCache {
     embedder: EmbedderHandle,
+    /// Longest a request waits for its lookup.
+    lookup_budget: Duration,
+    /// Stores waiting for their vector.
+    stores: Arc<tokio::sync::Semaphore>,
     shards: Arc<Vec<ActorRef<ShardMessage>>>,
     directory: Arc<ArcSwap<Directory>>,
     remote_lookup_timeout: Duration,
@@ -163,6 +216,10 @@ impl SemanticCache {
         // One embedding up front: it tells the dimensions (a remote model's are not known before)
         // and takes the first-call cost off the first request.
         let dimensions = embedder.embed("warm up".into()).await?.len();
+        let lookup_budget = match settings.lookup_budget {
+            Some(budget) => budget,
+            None => auto_budget(&embedder).await?,
+        };
         if let Some(fitted) = settings.policy.parameters()
             && fitted.dimensions != dimensions
         {
@@ -213,9 +270,18 @@ impl SemanticCache {
             cells.push(placement.get_cell());
         }
         metrics.cluster_partitions_owned.set(i64::from(PARTITIONS));
-        info!(partitions = PARTITIONS, max_entries = settings.max_entries, default_threshold, clustered = cluster.is_some(), "semantic cache ready");
+        info!(
+            partitions = PARTITIONS,
+            max_entries = settings.max_entries,
+            default_threshold,
+            lookup_budget_ms = lookup_budget.as_secs_f64() * 1000.0,
+            clustered = cluster.is_some(),
+            "semantic cache ready"
+        );
         let cache = Self {
             embedder,
+            lookup_budget,
+            stores: Arc::new(tokio::sync::Semaphore::new(settings.store_queue.max(1))),
             shards,
             directory,
             remote_lookup_timeout: cluster.as_ref().map_or(SHARD_TIMEOUT, |cluster| cluster.remote_lookup_timeout),
@@ -243,23 +309,50 @@ impl SemanticCache {
             self.metrics.record_lookup("semantic", "skipped");
             return SemanticLookup::Skipped;
         }
+        // A lookup that would queue behind a saturated embedder past its budget is not started:
+        // queueing it would only make every request wait.
+        if self.embedder.load.saturated_past(self.lookup_budget) {
+            self.metrics.record_lookup("semantic", "shed");
+            return SemanticLookup::Skipped;
+        }
         let context_key = context_key(tenant, request);
         let partition = partition_of(&context_key);
         tracing::Span::current().record("partition", partition);
         let embed_started = Instant::now();
-        let vector = match self.embedder.embed(prompt.to_owned()).await {
-            Ok(vector) => vector,
-            Err(error) => {
+        let deadline = embed_started + self.lookup_budget;
+        let embedder = self.embedder.clone();
+        let text = prompt.to_owned();
+        let mut embedding = tokio::spawn(async move { embedder.embed(text).await });
+        let vector = match tokio::time::timeout_at(deadline, &mut embedding).await {
+            Ok(Ok(Ok(vector))) => vector,
+            Ok(Ok(Err(error))) => {
                 warn!(%error, "embedding failed; the request goes on uncached");
                 self.metrics.record_lookup("semantic", "error");
                 return SemanticLookup::Skipped;
             }
+            Ok(Err(error)) => {
+                warn!(%error, "embedding task failed; the request goes on uncached");
+                self.metrics.record_lookup("semantic", "error");
+                return SemanticLookup::Skipped;
+            }
+            Err(_) => {
+                // Out of budget: the request goes on upstream now; the embedding goes on for
+                // storing its answer.
+                self.metrics.record_lookup("semantic", "timeout");
+                let vector = ProbeVector::Pending(PendingVector(Some(embedding)));
+                return SemanticLookup::Miss(SemanticProbe { key: ProbeKey { context_key, partition, prompt: prompt.to_owned() }, vector });
+            }
         };
         self.metrics.embedding_duration.observe(embed_started.elapsed().as_secs_f64());
-        let Some((candidates, answered_by)) = self.ask_shards(partition, &context_key, &vector).await else {
+        let asked = tokio::time::timeout_at(deadline, self.ask_shards(partition, &context_key, &vector)).await;
+        let Ok(asked) = asked else {
+            self.metrics.record_lookup("semantic", "timeout");
+            return SemanticLookup::Miss(SemanticProbe { key: ProbeKey { context_key, partition, prompt: prompt.to_owned() }, vector: ProbeVector::Ready(vector) });
+        };
+        let Some((candidates, answered_by)) = asked else {
             // Nobody answered: a miss, and the answer is still stored with the owners.
             self.metrics.record_lookup("semantic", "miss");
-            return SemanticLookup::Miss(SemanticProbe { context_key, partition, prompt: prompt.to_owned(), vector });
+            return SemanticLookup::Miss(SemanticProbe { key: ProbeKey { context_key, partition, prompt: prompt.to_owned() }, vector: ProbeVector::Ready(vector) });
         };
         let max_tokens = request.sampling.max_tokens;
         let threshold = self.threshold(request);
@@ -282,7 +375,7 @@ impl SemanticCache {
             }
             None => {
                 self.metrics.record_lookup("semantic", "miss");
-                SemanticLookup::Miss(SemanticProbe { context_key, partition, prompt: prompt.to_owned(), vector })
+                SemanticLookup::Miss(SemanticProbe { key: ProbeKey { context_key, partition, prompt: prompt.to_owned() }, vector: ProbeVector::Ready(vector) })
             }
         }
     }
@@ -292,10 +385,39 @@ impl SemanticCache {
     /// are stored: one cut at `max_tokens` is not an answer to the question, and a tool call's
     /// arguments come from the question's exact words (a paraphrase about another city would get
     /// this one's weather), so tool calls are left to the exact layer.
+    ///
+    /// Storing never holds the request up: an answer whose vector is still being computed waits
+    /// for it on a task of its own, while fewer than `store_queue` do; past that it is dropped
+    /// (counted in `semantic_stores_total{result="dropped"}`).
     pub fn store(&self, probe: SemanticProbe, answer: CachedAnswer, ttl: Option<Duration>, exact_key: Option<String>) {
         if answer.finish_reason != "stop" || !answer.tool_calls.is_empty() {
             return;
         }
+        let SemanticProbe { key, vector } = probe;
+        let pending = match vector {
+            ProbeVector::Ready(vector) => {
+                self.insert(key, vector, answer, ttl, exact_key);
+                return;
+            }
+            ProbeVector::Pending(pending) => pending,
+        };
+        let Ok(permit) = Arc::clone(&self.stores).try_acquire_owned() else {
+            self.metrics.semantic_stores.with_label_values(&["dropped"]).inc();
+            return;
+        };
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match pending.wait().await {
+                Some(vector) => cache.insert(key, vector, answer, ttl, exact_key),
+                None => cache.metrics.semantic_stores.with_label_values(&["failed"]).inc(),
+            }
+        });
+    }
+
+    /// Inserts an entry with every owner of its partition.
+    fn insert(&self, probe: ProbeKey, vector: Vec<f32>, answer: CachedAnswer, ttl: Option<Duration>, exact_key: Option<String>) {
+        self.metrics.semantic_stores.with_label_values(&["stored"]).inc();
         let now = now_ms();
         let ttl_ms = i64::try_from(ttl.unwrap_or(self.settings.ttl).as_millis()).unwrap_or(i64::MAX);
         let entry = SemanticEntry {
@@ -320,7 +442,7 @@ impl SemanticCache {
                 Some(Route::Local(shard)) => local = Some(shard),
                 Some(Route::Remote { peer, .. }) => {
                     let bytes = wire_insert.get_or_insert_with(|| {
-                        wire::encode(&wire::ShardInsert { traceparent: wire::traceparent(), partition, entry: Some(wire::entry_to_wire(&entry, &probe.vector)) })
+                        wire::encode(&wire::ShardInsert { traceparent: wire::traceparent(), partition, entry: Some(wire::entry_to_wire(&entry, &vector)) })
                     });
                     if let Err(error) = peer.cast(CachePeerMessage::Insert(bytes.clone())) {
                         warn!(partition, node, %error, "failed to send a semantic entry to its owner");
@@ -330,7 +452,7 @@ impl SemanticCache {
             }
         }
         if let Some(shard) = local
-            && let Err(error) = shard.cast(ShardMessage::Insert { entry: Box::new(entry), vector: probe.vector })
+            && let Err(error) = shard.cast(ShardMessage::Insert { entry: Box::new(entry), vector })
         {
             warn!(partition, %error, "failed to store a semantic entry");
         }
@@ -437,6 +559,20 @@ impl SemanticCache {
         }
         total
     }
+}
+
+/// The automatic lookup budget: a multiple of the median of a few single embeddings timed now,
+/// within [`AUTO_BUDGET_BOUNDS`].
+async fn auto_budget(embedder: &EmbedderHandle) -> anyhow::Result<Duration> {
+    let mut took = Vec::with_capacity(BUDGET_PROBES);
+    for probe in 0..BUDGET_PROBES {
+        let started = Instant::now();
+        embedder.embed(format!("how long does embedding sentence number {probe} take")).await?;
+        took.push(started.elapsed());
+    }
+    took.sort();
+    let (low, high) = AUTO_BUDGET_BOUNDS;
+    Ok((took[took.len() / 2] * BUDGET_MULTIPLE).clamp(low, high))
 }
 
 /// Counts a hit on the entry `id` of whoever answered.
