@@ -272,7 +272,7 @@ async fn lookups(node: &Node, result: &str) -> f64 {
 async fn a_lookup_past_its_budget_goes_upstream_at_once_and_its_answer_is_still_stored() {
     let sim = start_sim().await;
     // No embedding finishes in a millisecond: every lookup runs out of budget.
-    let node = Node::start(&semantic_config(sim.addr).replace("lookup_budget = \"auto\"", "lookup_budget = \"1ms\""));
+    let node = Node::start(&semantic_config(sim.addr).replace("lookup_budget = \"10s\"", "lookup_budget = \"1ms\""));
     let response = ask(&node, &chat_body("gpt-4o-mini", "What is the tallest mountain in Europe?"), None).await;
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "x-switchyard-cache"), "none");
@@ -289,7 +289,7 @@ async fn a_lookup_past_its_budget_goes_upstream_at_once_and_its_answer_is_still_
 #[tokio::test]
 async fn a_saturated_embedder_sheds_lookups_and_every_request_is_answered() {
     let sim = start_sim().await;
-    let config = semantic_config(sim.addr).replace("lookup_budget = \"auto\"", "lookup_budget = \"1ms\"").replace("cores = 0", "cores = 1");
+    let config = semantic_config(sim.addr).replace("lookup_budget = \"10s\"", "lookup_budget = \"1ms\"").replace("cores = 0", "cores = 1");
     let node = Node::start(&config);
     // Sixteen different questions at once: the first takes the embedder's one lane, and the
     // texts behind it could not be embedded within a millisecond, so they are not started.
@@ -304,4 +304,29 @@ async fn a_saturated_embedder_sheds_lookups_and_every_request_is_answered() {
     assert!(shed >= 1.0, "nothing was shed: {timeout} timed out");
     assert_eq!(shed + timeout + lookups(&node, "miss").await, 16.0);
     assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 16);
+}
+
+#[tokio::test]
+async fn the_automatic_budget_is_sized_at_start_and_logged() {
+    let sim = start_sim().await;
+    let node = Node::start(&semantic_config(sim.addr).replace("lookup_budget = \"10s\"", "lookup_budget = \"auto\""));
+    let logs = node.logs();
+    let line = logs.lines().find(|line| line.contains("semantic cache ready")).unwrap_or_default();
+    let entry: Value = serde_json::from_str(line).unwrap_or_default();
+    let budget_ms = entry["fields"]["lookup_budget_ms"].as_f64().unwrap_or(0.0);
+    assert!((5.0..=250.0).contains(&budget_ms), "{line}");
+    let response = ask(&node, &chat_body("gpt-4o-mini", "Where do trains go at night?"), None).await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn questions_that_differ_only_in_their_numbers_never_share_an_answer() {
+    let sim = start_sim().await;
+    let node = Node::start(&semantic_config(sim.addr));
+    let first = ask(&node, &chat_body("gpt-4o-mini", "Distinct question 38-541728109: which rail yard handles freight number 842300081?"), None).await;
+    assert_eq!(header(&first, "x-switchyard-cache"), "none");
+    let other = ask(&node, &chat_body("gpt-4o-mini", "Distinct question 61-1186488970: which rail yard handles freight number 890025528?"), None).await;
+    assert_eq!(header(&other, "x-switchyard-cache"), "none", "the vectors are 0.99 alike, the numbers are not");
+    let again = ask(&node, &chat_body("gpt-4o-mini", "distinct question 38-541728109: which rail yard handles freight number 842300081"), None).await;
+    assert!(header(&again, "x-switchyard-cache").starts_with("semantic"), "the same numbers still hit");
 }

@@ -38,6 +38,9 @@ pub struct LocalSettings {
     /// Threads each pass's matrix products are split over (default 1: on small matrices the
     /// split costs more in synchronisation than it gains).
     pub threads_per_pass: usize,
+    /// Run the passes' threads at idle scheduling priority (Linux `SCHED_IDLE`): they then take
+    /// only the CPU the rest of the node leaves, so embedding never slows the request pipeline.
+    pub idle_priority: bool,
 }
 
 impl LocalSettings {
@@ -49,6 +52,7 @@ impl LocalSettings {
             buckets: BucketSettings::default(),
             passes: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             threads_per_pass: 1,
+            idle_priority: false,
         }
     }
 }
@@ -129,6 +133,25 @@ impl std::fmt::Debug for LocalEncoder {
     }
 }
 
+/// Puts the calling thread on the idle scheduling policy; where the system refuses or has none,
+/// the thread keeps its priority and the refusal is logged.
+fn lower_to_idle_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id};
+        let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        if let Err(error) = set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, policy) {
+            tracing::warn!(?error, "the embedding thread keeps its scheduling priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        if let Err(error) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
+            tracing::warn!(?error, "the embedding thread keeps its scheduling priority");
+        }
+    }
+}
+
 /// `sentence_bert_config.json`: the sequence length sentence-transformers truncates at.
 #[derive(serde::Deserialize)]
 struct SentenceBertConfig {
@@ -173,11 +196,17 @@ impl LocalEncoder {
             .map_err(|error| invalid(&tokenizer_path, error))?;
         tokenizer.with_padding(None);
 
+        let idle_priority = settings.idle_priority;
         let pools = (0..settings.passes.max(1))
             .map(|index| {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(settings.threads_per_pass.max(1))
                     .thread_name(move |thread| format!("embed-pass-{index}-{thread}"))
+                    .start_handler(move |_| {
+                        if idle_priority {
+                            lower_to_idle_priority();
+                        }
+                    })
                     .build()
                     .map_err(|error| EmbedError::Unavailable(format!("failed to start the embedding threads: {error}")))
             })

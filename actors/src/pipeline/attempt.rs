@@ -14,6 +14,7 @@ use crate::provider::openai::Embeddings;
 use crate::provider::health::AttemptSample;
 use crate::provider::retry::RetryPlan;
 use crate::provider::stream::UpstreamStream;
+use crate::provider::client::ResponseMeta;
 use crate::provider::{AttemptTicket, ErrorClass, ProviderError, ProviderHandle};
 
 /// A stream that has produced its first event, with what is needed to finish it.
@@ -77,6 +78,36 @@ fn record(metrics: &Metrics, target: &Target, outcome: &Result<(), &ProviderErro
     metrics.upstream_attempts.with_label_values(&[target.provider.as_str(), target.model.as_str(), label]).inc();
 }
 
+/// One whole-answer attempt at `provider`: admitted through its breaker and slots, bounded by the
+/// request timeout, its outcome reported to the pool and counted.
+async fn whole_attempt<T>(
+    provider: &ProviderHandle,
+    target: &Target,
+    metrics: &Metrics,
+    call: impl Future<Output = Result<(T, ResponseMeta), ProviderError>>,
+) -> Result<T, ProviderError> {
+    let request_timeout = provider.client.settings().request_timeout;
+    let ticket = admit(provider, request_timeout).await?;
+    let started = Instant::now();
+    let result = timeout(request_timeout, call).await.unwrap_or(Err(ProviderError::Timeout(request_timeout)));
+    let (sample, result) = match result {
+        Ok((value, meta)) => {
+            let sample = AttemptSample {
+                model: target.model.clone(),
+                failed: false,
+                latency: Some(started.elapsed()),
+                time_to_first_token: None,
+                rate_limit_remaining: meta.rate_limit_remaining,
+            };
+            (sample, Ok(value))
+        }
+        Err(error) => (failed_sample(target, &error), Err(error)),
+    };
+    record(metrics, target, &result.as_ref().map(|_| ()));
+    ticket.report(sample);
+    result
+}
+
 /// Calls `provider` for a whole answer, with retries. Adds the time spent upstream and in
 /// backoff to `upstream_time`.
 pub async fn unary(
@@ -86,33 +117,9 @@ pub async fn unary(
     metrics: &Metrics,
     upstream_time: &mut Duration,
 ) -> Result<Completion, ProviderError> {
-    let request_timeout = provider.client.settings().request_timeout;
     let began = Instant::now();
-    let result = with_retries(provider, metrics, || async {
-        let ticket = admit(provider, request_timeout).await?;
-        let started = Instant::now();
-        let result = timeout(request_timeout, provider.client.complete(&target.upstream_model, request))
-            .await
-            .unwrap_or(Err(ProviderError::Timeout(request_timeout)));
-        let latency = started.elapsed();
-        let (sample, result) = match result {
-            Ok((completion, meta)) => (
-                AttemptSample {
-                    model: target.model.clone(),
-                    failed: false,
-                    latency: Some(latency),
-                    time_to_first_token: None,
-                    rate_limit_remaining: meta.rate_limit_remaining,
-                },
-                Ok(completion),
-            ),
-            Err(error) => (failed_sample(target, &error), Err(error)),
-        };
-        record(metrics, target, &result.as_ref().map(|_| ()));
-        ticket.report(sample);
-        result
-    })
-    .await;
+    let result =
+        with_retries(provider, metrics, || whole_attempt(provider, target, metrics, provider.client.complete(&target.upstream_model, request))).await;
     *upstream_time += began.elapsed();
     if let Err(error) = &result {
         warn!(provider = %target.provider, model = %target.model, %error, "provider failed");
@@ -124,30 +131,11 @@ pub async fn unary(
 /// slots like a generation; `None` when the provider has no embeddings endpoint.
 pub async fn embed(provider: &ProviderHandle, target: &Target, request: &EmbeddingRequest, metrics: &Metrics) -> Option<Result<Embeddings, ProviderError>> {
     provider.client.settings().kind.embeds().then_some(())?;
-    let request_timeout = provider.client.settings().request_timeout;
-    let result = with_retries(provider, metrics, || async {
-        let ticket = admit(provider, request_timeout).await?;
-        let started = Instant::now();
-        let result = timeout(request_timeout, provider.client.embed(&target.upstream_model, request))
-            .await
-            .unwrap_or(Some(Err(ProviderError::Timeout(request_timeout))))
-            .unwrap_or_else(|| Err(ProviderError::Malformed("the provider has no embeddings endpoint".into())));
-        let (sample, result) = match result {
-            Ok((embeddings, meta)) => {
-                let sample = AttemptSample {
-                    model: target.model.clone(),
-                    failed: false,
-                    latency: Some(started.elapsed()),
-                    time_to_first_token: None,
-                    rate_limit_remaining: meta.rate_limit_remaining,
-                };
-                (sample, Ok(embeddings))
-            }
-            Err(error) => (failed_sample(target, &error), Err(error)),
+    let result = with_retries(provider, metrics, || {
+        let call = async {
+            provider.client.embed(&target.upstream_model, request).await.unwrap_or_else(|| Err(ProviderError::Malformed("the provider has no embeddings endpoint".into())))
         };
-        record(metrics, target, &result.as_ref().map(|_| ()));
-        ticket.report(sample);
-        result
+        whole_attempt(provider, target, metrics, call)
     })
     .await;
     if let Err(error) = &result {

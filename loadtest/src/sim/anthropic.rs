@@ -130,14 +130,6 @@ struct ToolChoiceSpec {
     disable_parallel_tool_use: Option<bool>,
 }
 
-/// Just the model of a request whose body did not parse, so the call can still be counted.
-#[derive(Deserialize)]
-struct ModelOnly {
-    /// The requested model.
-    #[serde(default)]
-    model: Option<String>,
-}
-
 /// Which endpoint a body is checked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Purpose {
@@ -527,17 +519,7 @@ fn read_request(
         Endpoint::CountTokens => Purpose::CountTokens,
         _ => Purpose::Messages,
     };
-    let request: MessagesRequest = match serde_json::from_slice(body) {
-        Ok(request) => request,
-        Err(error) => {
-            let model_opt = serde_json::from_slice::<ModelOnly>(body)
-                .ok()
-                .and_then(|m| m.model);
-            let model_opt = model_opt.as_deref().filter(|model| !model.is_empty());
-            state.begin_call(endpoint, model_opt, caller_opt, false);
-            return Err(format!("invalid request body: {error}"));
-        }
-    };
+    let request: MessagesRequest = state.parse_body(endpoint, caller_opt, body)?;
     let model_opt = request.model.as_deref().filter(|model| !model.is_empty());
     let problem_opt = request.problem(purpose);
     let behaviour = state.begin_call(endpoint, model_opt, caller_opt, problem_opt.is_none());

@@ -89,14 +89,6 @@ struct EmbeddingsRequest {
     encoding_format: Option<String>,
 }
 
-/// Just the model of a request whose body did not parse, so the call can still be counted.
-#[derive(Deserialize)]
-struct ModelOnly {
-    /// The requested model.
-    #[serde(default)]
-    model: Option<String>,
-}
-
 /// A valid request, read.
 struct Embed<'a> {
     /// The texts, in order.
@@ -298,21 +290,9 @@ pub(crate) async fn embeddings(
 ) -> Response {
     let arrival = Instant::now();
     let caller_opt = super::control::caller(&headers);
-    let request: EmbeddingsRequest = match serde_json::from_slice(&body) {
+    let request: EmbeddingsRequest = match state.parse_body(Endpoint::Embeddings, caller_opt.as_deref(), &body) {
         Ok(request) => request,
-        Err(error) => {
-            let model_opt = serde_json::from_slice::<ModelOnly>(&body)
-                .ok()
-                .and_then(|m| m.model);
-            let model_opt = model_opt.as_deref().filter(|model| !model.is_empty());
-            state.begin_call(
-                Endpoint::Embeddings,
-                model_opt,
-                caller_opt.as_deref(),
-                false,
-            );
-            return invalid_request(&format!("invalid request body: {error}"));
-        }
+        Err(problem) => return invalid_request(&problem),
     };
     let model_opt = request.model.as_deref().filter(|model| !model.is_empty());
     let read = request.read();

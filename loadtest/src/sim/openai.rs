@@ -140,14 +140,6 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-/// Just the model of a request whose body did not parse, so the call can still be counted.
-#[derive(Deserialize)]
-struct ModelOnly {
-    /// The requested model.
-    #[serde(default)]
-    model: Option<String>,
-}
-
 /// What `response_format` asks for.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Format<'a> {
@@ -536,16 +528,9 @@ pub(crate) async fn chat_completions(
 ) -> Response {
     let arrival = Instant::now();
     let caller_opt = super::control::caller(&headers);
-    let request: ChatRequest = match serde_json::from_slice(&body) {
+    let request: ChatRequest = match state.parse_body(Endpoint::OpenAi, caller_opt.as_deref(), &body) {
         Ok(request) => request,
-        Err(error) => {
-            let model_opt = serde_json::from_slice::<ModelOnly>(&body)
-                .ok()
-                .and_then(|m| m.model);
-            let model_opt = model_opt.as_deref().filter(|model| !model.is_empty());
-            state.begin_call(Endpoint::OpenAi, model_opt, caller_opt.as_deref(), false);
-            return invalid_request(&format!("invalid request body: {error}"));
-        }
+        Err(problem) => return invalid_request(&problem),
     };
     let model_opt = request.model.as_deref().filter(|model| !model.is_empty());
     let problem_opt = request.problem();

@@ -14,6 +14,14 @@ use tokio::time::Instant;
 
 use super::behaviour::Behaviour;
 
+/// Just the model of a request whose body did not parse, so the call can still be counted.
+#[derive(Deserialize)]
+struct ModelOnly {
+    /// The requested model.
+    #[serde(default)]
+    model: Option<String>,
+}
+
 /// How long a hanging call waits when the simulator does not shut down.
 const HANG_FOR: Duration = Duration::from_secs(3600);
 
@@ -148,6 +156,16 @@ impl SimState {
     /// ignored.
     fn table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Parses a request body for `endpoint`. A body that does not parse still counts as a call
+    /// (of the model it names, if it names one) and comes back as the message to refuse it with.
+    pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(&self, endpoint: Endpoint, caller_opt: Option<&str>, body: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(body).map_err(|error| {
+            let model_opt = serde_json::from_slice::<ModelOnly>(body).ok().and_then(|only| only.model);
+            self.begin_call(endpoint, model_opt.as_deref().filter(|model| !model.is_empty()), caller_opt, false);
+            format!("invalid request body: {error}")
+        })
     }
 
     /// Counts a call to `endpoint` for `model_opt` from `caller_opt` and, when `take_behaviour`

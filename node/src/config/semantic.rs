@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchyard_actors::cache::semantic::layer::DEFAULT_MAX_PROMPT_CHARS;
 use switchyard_actors::cache::semantic::{HitPolicy, SemanticCache, SemanticSettings};
-use switchyard_actors::embed::{BatchSettings, EmbedderSettings, RemoteSettings, DEFAULT_MODEL_DIR};
+use switchyard_actors::embed::{BackendSettings, BatchSettings, EmbedderSettings, RemoteSettings, DEFAULT_MODEL_DIR};
 
 use super::{ConfigError, at_least_one, invalid, positive, secret_from_env};
 
@@ -78,8 +78,22 @@ pub(super) struct RawEmbedding {
     #[serde(with = "humantime_serde")]
     max_wait: Option<Duration>,
     max_in_flight: Option<usize>,
-    /// Cores the local model may use at once (0: half the node's, at least one).
+    /// Cores the local model may use at once (0: every core at idle priority, half of them at
+    /// normal priority).
     cores: usize,
+    /// Scheduling priority of the local model's threads.
+    priority: RawPriority,
+}
+
+/// Scheduling priority of the local embedder's threads.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum RawPriority {
+    /// Only the CPU the rest of the node leaves (Linux `SCHED_IDLE`).
+    #[default]
+    Idle,
+    /// Like the request pipeline's.
+    Normal,
 }
 
 impl Default for RawEmbedding {
@@ -95,6 +109,7 @@ impl Default for RawEmbedding {
             max_wait: None,
             max_in_flight: None,
             cores: 0,
+            priority: RawPriority::Idle,
         }
     }
 }
@@ -107,18 +122,25 @@ impl RawEmbedding {
                     return Err(invalid("embedding.base_url", "is for backend = \"remote\"; the local backend reads embedding.model_dir"));
                 }
                 let available = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+                let idle = self.priority == RawPriority::Idle;
                 let cores = match self.cores {
+                    0 if idle => available,
                     0 => available.div_ceil(2).max(1),
                     cores if cores > available => {
                         return Err(invalid("embedding.cores", format!("{cores} is more than this machine's {available} cores")));
                     }
                     cores => cores,
                 };
-                EmbedderSettings::local_on(self.model_dir.clone(), cores)
+                let mut settings = EmbedderSettings::local_on(self.model_dir.clone(), cores);
+                if let BackendSettings::Local(local) = &mut settings.backend {
+                    local.idle_priority = idle;
+                }
+                settings
             }
             RawBackend::Remote => {
-                if self.cores != 0 {
-                    return Err(invalid("embedding.cores", "is for backend = \"local\"; a remote server's cores are its own"));
+                if self.cores != 0 || self.priority != RawPriority::Idle {
+                    let key = if self.cores != 0 { "embedding.cores" } else { "embedding.priority" };
+                    return Err(invalid(key, "is for backend = \"local\"; a remote server's cores are its own"));
                 }
                 if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
                     return Err(invalid("embedding.base_url", format!("\"{}\" is not an http(s) URL", self.base_url)));

@@ -139,8 +139,13 @@ pub fn answer_headers(headers: &mut HeaderMap, served: Served<'_>) {
 /// The headers of a whole answer: who served it, its latency and its cost.
 pub fn whole_answer_headers(headers: &mut HeaderMap, answer: &switchyard_actors::pipeline::Answer) {
     answer_headers(headers, Served::of_answer(answer));
-    set_header(headers, "x-switchyard-latency-us", &answer.latency.as_micros().to_string());
-    if let Some(cost) = answer.cost {
+    latency_and_cost(headers, answer.latency, answer.cost);
+}
+
+/// The latency and cost headers (cost only when the model has a price).
+pub fn latency_and_cost(headers: &mut HeaderMap, latency: std::time::Duration, cost: Option<switchyard_actors::budget::NanoUsd>) {
+    set_header(headers, "x-switchyard-latency-us", &latency.as_micros().to_string());
+    if let Some(cost) = cost {
         set_header(headers, "x-switchyard-cost-usd", &format!("{:.9}", cost.as_usd()));
     }
 }

@@ -59,6 +59,9 @@ pub fn config_for(sim: SocketAddr, tweak: impl Fn(String) -> String) -> String {
         .replace("drain_timeout = \"30s\"", "drain_timeout = \"10s\"")
         // Tests repeat prompts on purpose; the cache tests turn it back on.
         .replace("exact = true ", "exact = false ")
+        // Nodes share the machine with other tests' nodes and builds: a lookup that ran out of
+        // its budget would make a test that expects a hit flaky. The budget's own tests set it.
+        .replace("lookup_budget = \"auto\"", "lookup_budget = \"10s\"")
         .replace("[semantic_cache]\nenabled = true ", "[semantic_cache]\nenabled = false ");
     tweak(config)
 }

@@ -40,6 +40,9 @@ pub const LEXICAL_FEATURE_NAMES: [&str; LEXICAL_FEATURES] = [
     "mean_length",
 ];
 
+/// Position of `number_mismatch` in [`LEXICAL_FEATURE_NAMES`].
+const NUMBER_MISMATCH: usize = 5;
+
 /// How many lexical features [`lexical_features`] computes.
 pub const LEXICAL_FEATURES: usize = 14;
 
@@ -333,6 +336,13 @@ impl HitPolicy {
                     return 0.0;
                 }
                 let features = pair_features(query_text, query_vector, candidate_text, candidate_vector);
+                // Different numbers on the two sides ("freight number 842300081" against
+                // "freight number 890025528") are never the same question, however close the
+                // vectors and the rest of the words: the fitted weights alone let such pairs
+                // through when everything else matches.
+                if features[2 * parameters.dimensions + 1 + NUMBER_MISMATCH] > 0.5 {
+                    return 0.0;
+                }
                 let logit = forward(&parameters.layers, &features);
                 1.0 / (1.0 + (-logit).exp())
             }
@@ -606,6 +616,17 @@ mod tests {
         query[0] = 1.0;
         candidate[1] = 1.0;
         assert_eq!(policy.score("How do I learn Python?", &query, "How do I learn Python?", &candidate), 0.0);
+    }
+
+    #[test]
+    fn different_numbers_are_never_the_same_question() {
+        let policy = HitPolicy::shipped().unwrap();
+        let dimensions = policy.parameters().unwrap().dimensions;
+        let vector: Vec<f32> = (0..dimensions).map(|index| if index == 0 { 1.0 } else { 0.0 }).collect();
+        let (left, right) = ("Which rail yard handles freight number 842300081?", "Which rail yard handles freight number 890025528?");
+        assert_eq!(policy.score(left, &vector, right, &vector), 0.0, "identical vectors, different numbers");
+        assert!(policy.score(left, &vector, left, &vector) > 0.0);
+        assert_eq!(LEXICAL_FEATURE_NAMES[NUMBER_MISMATCH], "number_mismatch");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use switchyard_actors::pipeline::EmbeddingAnswer;
 use tracing::{Instrument as _, info_span};
 
 use crate::http::AppState;
-use crate::http::headers::{parse_hints, set_header};
+use crate::http::headers::{Served, answer_headers, latency_and_cost, parse_hints};
 use crate::http::openai::error_response;
 use crate::telemetry::adopt_trace;
 
@@ -134,18 +134,17 @@ pub async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body:
         metrics.requests.with_label_values(&["http", &route, &target.model, &target.provider, "ok"]).inc();
         metrics.request_duration.with_label_values(&["http", &route, &target.model, &target.provider, answer.cache_layer.as_str()]).observe(answer.latency.as_secs_f64());
         let mut response = axum::Json(body_of(&answer, encoding)).into_response();
-        let headers = response.headers_mut();
-        set_header(headers, "x-switchyard-request-id", &answer.id);
-        set_header(headers, "x-switchyard-provider", &target.provider);
-        set_header(headers, "x-switchyard-model", &target.model);
-        set_header(headers, "x-switchyard-cache", answer.cache_layer.as_str());
-        if let Some(key) = &answer.cache_key {
-            set_header(headers, "x-switchyard-cache-key", key);
-        }
-        set_header(headers, "x-switchyard-latency-us", &answer.latency.as_micros().to_string());
-        if let Some(cost) = answer.cost {
-            set_header(headers, "x-switchyard-cost-usd", &format!("{:.9}", cost.as_usd()));
-        }
+        let served = Served {
+            id: &answer.id,
+            target,
+            routing_reason: "requested embedding model",
+            fallback: false,
+            cache: answer.cache_layer,
+            cache_key: answer.cache_key.as_deref(),
+            cache_match: None,
+        };
+        answer_headers(response.headers_mut(), served);
+        latency_and_cost(response.headers_mut(), answer.latency, answer.cost);
         response
     }
     .instrument(span)
