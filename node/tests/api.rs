@@ -323,3 +323,55 @@ async fn unknown_fields_reach_only_providers_that_pass_them_on() {
     assert!(message.contains("prediction") && message.contains("pass_unknown_fields"), "{message}");
     assert_eq!(sim_endpoint_calls(&sim, "openai").await, calls);
 }
+
+#[tokio::test]
+async fn grpc_structured_output_and_image_parts_reach_the_model_and_fail_over_where_they_must() {
+    use switchyard_proto::v1;
+
+    let sim = start_sim().await;
+    let node = Node::start(&config_for(sim.addr, |c| c));
+    let mut client = node.grpc_client().await;
+    let schema = json!({"type": "object", "properties": {"answer": {"type": "string"}, "confidence": {"type": "number"}}, "required": ["answer", "confidence"]});
+    let request = v1::GenerateRequest {
+        model: "gpt-4o-mini".into(),
+        response_format: Some(v1::ResponseFormat { r#type: "json_schema".into(), schema_name: "verdict".into(), schema_json: schema.to_string(), strict: Some(true), ..v1::ResponseFormat::default() }),
+        ..common::grpc_request("answer as JSON")
+    };
+    let answer = client.generate(request.clone()).await.unwrap().into_inner();
+    let value: Value = serde_json::from_str(&answer.text).unwrap();
+    assert_eq!(value.as_object().map(|fields| fields.keys().cloned().collect::<Vec<_>>()), Some(vec!["answer".to_owned(), "confidence".to_owned()]));
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "answer as JSON"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": true}}});
+    assert_eq!(Some(answer.text.clone()), predicted(&body).content, "the schema reached the model as sent");
+    // Anthropic has no structured output: a request naming an Anthropic model is served elsewhere.
+    let failed_over = client.generate(v1::GenerateRequest { model: "claude-haiku".into(), ..request }).await.unwrap().into_inner();
+    assert_ne!(failed_over.provider, "anthropic");
+    assert!(failed_over.routing_reason.contains("response_format"), "{}", failed_over.routing_reason);
+
+    // An image part goes to an Anthropic model as an image block.
+    let png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let parts = vec![
+        v1::ContentPart { part: Some(v1::content_part::Part::Text("what is in this image?".into())) },
+        v1::ContentPart { part: Some(v1::content_part::Part::Image(v1::ImagePart { url: png.into(), detail: String::new() })) },
+    ];
+    let request = v1::GenerateRequest {
+        model: "claude-haiku".into(),
+        messages: vec![v1::ChatMessage { role: "user".into(), parts, ..v1::ChatMessage::default() }],
+        ..v1::GenerateRequest::default()
+    };
+    let answer = client.generate(request).await.unwrap().into_inner();
+    assert_eq!(answer.provider, "anthropic");
+    assert!(!answer.text.is_empty());
+    let bad_detail = v1::GenerateRequest {
+        model: "claude-haiku".into(),
+        messages: vec![v1::ChatMessage {
+            role: "user".into(),
+            parts: vec![v1::ContentPart { part: Some(v1::content_part::Part::Image(v1::ImagePart { url: png.into(), detail: "huge".into() })) }],
+            ..v1::ChatMessage::default()
+        }],
+        ..v1::GenerateRequest::default()
+    };
+    let status = client.generate(bad_detail).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("messages[0].parts[0].image.detail"), "{}", status.message());
+}

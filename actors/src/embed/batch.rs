@@ -1,7 +1,9 @@
 //! [`Batcher`]: the embedder's batching as plain state, driven by the actor and tested without
 //! one. Requests queue in arrival order; a batch goes out when `max_batch` requests wait or the
 //! oldest has waited `max_wait`, and only while fewer than `max_in_flight` batches are running.
-//! Requests that arrive while the backend is saturated wait for a running batch to finish.
+//! Requests that arrive while the backend is saturated wait for a running batch to finish. When
+//! no batch is running at all, what waits goes out at once: waiting for companions only pays
+//! while the backend is busy, and a lone request would otherwise wait `max_wait` for nothing.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -92,7 +94,7 @@ impl<T> Batcher<T> {
         let mut run = Vec::new();
         while self.in_flight < self.settings.max_in_flight {
             let due = match self.pending.front() {
-                Some(oldest) => self.pending.len() >= self.settings.max_batch || now >= oldest.deadline,
+                Some(oldest) => self.in_flight == 0 || self.pending.len() >= self.settings.max_batch || now >= oldest.deadline,
                 None => false,
             };
             if !due {
@@ -125,27 +127,37 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_request_waits_for_its_deadline() {
+    fn a_request_to_an_idle_backend_goes_out_at_once() {
         let start = Instant::now();
         let mut batcher = batcher(4, 1);
+        assert_eq!(batcher.push(1, start), Plan { run: vec![vec![1]], timer: None });
+        assert_eq!(batcher.in_flight(), 1);
+    }
+
+    #[test]
+    fn while_a_batch_runs_a_request_waits_for_its_deadline() {
+        let start = Instant::now();
+        let mut batcher = batcher(4, 2);
+        assert_eq!(batcher.push(0, start).run, vec![vec![0]]);
         let plan = batcher.push(1, start);
         assert!(plan.run.is_empty());
         assert_eq!(plan.timer, Some(start + WAIT));
         // Companions arriving before the deadline arm nothing more.
         assert_eq!(batcher.push(2, start + Duration::from_millis(1)), Plan { run: vec![], timer: None });
         assert_eq!(batcher.on_timer(start + WAIT, start + WAIT), Plan { run: vec![vec![1, 2]], timer: None });
-        assert_eq!(batcher.in_flight(), 1);
+        assert_eq!(batcher.in_flight(), 2);
     }
 
     #[test]
     fn a_full_batch_goes_out_at_once() {
         let start = Instant::now();
-        let mut batcher = batcher(3, 1);
+        let mut batcher = batcher(3, 2);
+        batcher.push(0, start);
         batcher.push(1, start);
         batcher.push(2, start);
         let plan = batcher.push(3, start);
         assert_eq!(plan.run, vec![vec![1, 2, 3]]);
-        // The timer armed for the first request finds nothing to do.
+        // The timer armed for the first waiting request finds nothing to do.
         assert_eq!(batcher.on_timer(start + WAIT, start + WAIT), Plan { run: vec![], timer: None });
     }
 
@@ -153,34 +165,29 @@ mod tests {
     fn requests_wait_while_the_backend_is_busy_then_go_in_order() {
         let start = Instant::now();
         let mut batcher = batcher(2, 1);
-        batcher.push(1, start);
-        assert_eq!(batcher.push(2, start).run, vec![vec![1, 2]]);
-        // Busy: five more arrive, and the overdue timer cannot start anything.
-        for item in 3..=7 {
+        assert_eq!(batcher.push(1, start).run, vec![vec![1]]);
+        // Busy: six more arrive, and nothing can start.
+        for item in 2..=7 {
             assert_eq!(batcher.push(item, start), Plan { run: vec![], timer: None });
         }
-        assert_eq!(batcher.pending(), 5);
+        assert_eq!(batcher.pending(), 6);
         let later = start + Duration::from_millis(50);
-        assert_eq!(batcher.on_finished(later).run, vec![vec![3, 4]]);
-        assert_eq!(batcher.on_finished(later).run, vec![vec![5, 6]]);
-        // The last one is overdue: it goes out alone.
-        assert_eq!(batcher.on_finished(later), Plan { run: vec![vec![7]], timer: None });
+        assert_eq!(batcher.on_finished(later).run, vec![vec![2, 3]]);
+        assert_eq!(batcher.on_finished(later).run, vec![vec![4, 5]]);
+        assert_eq!(batcher.on_finished(later).run, vec![vec![6, 7]]);
         assert_eq!(batcher.on_finished(later), Plan { run: vec![], timer: None });
         assert_eq!(batcher.in_flight(), 0);
     }
 
     #[test]
-    fn a_not_yet_due_remainder_gets_a_timer_after_a_batch_finishes() {
+    fn when_the_backend_falls_idle_what_waits_goes_out() {
         let start = Instant::now();
-        let mut batcher = batcher(2, 1);
-        batcher.push(1, start);
-        batcher.push(2, start);
-        let arrival = start + Duration::from_millis(1);
-        batcher.push(3, arrival);
-        // The first request's timer is still outstanding; when it fires it re-arms for the third.
-        assert_eq!(batcher.on_finished(start + Duration::from_millis(2)), Plan { run: vec![], timer: None });
-        assert_eq!(batcher.on_timer(start + WAIT, start + WAIT), Plan { run: vec![], timer: Some(arrival + WAIT) });
-        assert_eq!(batcher.on_timer(arrival + WAIT, arrival + WAIT).run, vec![vec![3]]);
+        let mut batcher = batcher(4, 2);
+        batcher.push(0, start);
+        assert_eq!(batcher.push(1, start).timer, Some(start + WAIT));
+        assert_eq!(batcher.on_finished(start + Duration::from_millis(1)).run, vec![vec![1]]);
+        // The stale timer then finds nothing to do.
+        assert_eq!(batcher.on_timer(start + WAIT, start + WAIT), Plan { run: vec![], timer: None });
     }
 
     #[test]
@@ -196,9 +203,11 @@ mod tests {
     #[test]
     fn a_stale_timer_rearms_for_the_current_oldest() {
         let start = Instant::now();
-        let mut batcher = batcher(2, 1);
+        let mut batcher = batcher(2, 2);
+        batcher.push(0, start);
         assert_eq!(batcher.push(1, start).timer, Some(start + WAIT));
-        batcher.push(2, start);
+        // A full batch takes the first waiting request; the busy lane keeps the rest waiting.
+        assert_eq!(batcher.push(2, start).run, vec![vec![1, 2]]);
         batcher.on_finished(start);
         let arrival = start + Duration::from_millis(3);
         assert!(batcher.push(3, arrival).timer.is_none(), "the first timer is still outstanding");
