@@ -118,5 +118,20 @@ fn semantic_eval_prints_figures_then_one_json_line() {
         let value = report[key].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&value), "{key} = {value}");
     }
+
+    // --all scores every pair of a file never fitted on.
+    let output = Command::new(env!("CARGO_BIN_EXE_switchyard-loadtest"))
+        .args(["semantic-eval", "--all", "--pairs"])
+        .arg(&pairs)
+        .arg("--model-dir")
+        .arg(&model_dir)
+        .arg("--cache-dir")
+        .arg(directory.join("cache"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["pairs"].as_u64(), Some(2 * TOPICS.len() as u64), "every pair: {stdout}");
     std::fs::remove_dir_all(&directory).unwrap();
 }

@@ -243,9 +243,13 @@ struct SemanticEvalArgs {
     /// The pairs and their vectors.
     #[command(flatten)]
     data: SemanticDataArgs,
-    /// Evaluate only the first N test pairs.
+    /// Evaluate only the first N test pairs (with --all, the first N pairs).
     #[arg(long)]
     limit: Option<usize>,
+    /// Score every pair of the file, not only its test split: for a file the policy was never
+    /// fitted on (another split, another dataset), all of it is held out.
+    #[arg(long)]
+    all: bool,
     /// A parameters file to evaluate instead of the shipped policy.
     #[arg(long)]
     policy: Option<PathBuf>,
@@ -617,7 +621,7 @@ fn semantic_eval(args: &SemanticEvalArgs) -> anyhow::Result<()> {
         None => HitPolicy::shipped().context("failed to load the shipped hit policy")?,
     };
     let set = PairSet::read(&args.data.pairs)?;
-    let mut test = set.indices_of(SplitPart::Test);
+    let mut test = if args.all { (0..set.pairs.len()).collect() } else { set.indices_of(SplitPart::Test) };
     if let Some(limit) = args.limit {
         test.truncate(limit);
     }
