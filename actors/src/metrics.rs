@@ -250,6 +250,18 @@ impl Metrics {
         }
     }
 
+    /// Counts a request that ended with `status` (an error label) at `front_door`; `model` and
+    /// `provider` are empty when it failed before one was chosen.
+    pub fn record_request_failure(&self, front_door: &str, route: &str, model: &str, provider: &str, status: &str) {
+        self.requests.with_label_values(&[front_door, route, model, provider, status]).inc();
+    }
+
+    /// Counts an answered request and observes its latency, by the cache layer that answered.
+    pub fn record_request_answered(&self, front_door: &str, route: &str, model: &str, provider: &str, cache: &str, latency: std::time::Duration) {
+        self.requests.with_label_values(&[front_door, route, model, provider, "ok"]).inc();
+        self.request_duration.with_label_values(&[front_door, route, model, provider, cache]).observe(latency.as_secs_f64());
+    }
+
     /// Counts the input and output tokens of one answer.
     pub fn record_tokens(&self, provider: &str, model: &str, usage: crate::model::Usage) {
         self.tokens.with_label_values(&[provider, model, "input"]).inc_by(u64::from(usage.input_tokens));

@@ -108,7 +108,7 @@ fn content_blocks(completion: &Completion) -> Result<Vec<Value>, GatewayError> {
 }
 
 fn record_failure(state: &AppState, route: &str, error: &GatewayError) {
-    state.gateway.metrics().requests.with_label_values(&["http", route, "", "", error.label()]).inc();
+    state.gateway.metrics().record_request_failure("http", route, "", "", error.label());
 }
 
 /// `POST /v1/messages`.
@@ -149,8 +149,7 @@ pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: B
         };
         let target = &answer.target;
         let metrics = state.gateway.metrics();
-        metrics.requests.with_label_values(&["http", &route, &target.model, &target.provider, "ok"]).inc();
-        metrics.request_duration.with_label_values(&["http", &route, &target.model, &target.provider, answer.cache_layer.as_str()]).observe(answer.latency.as_secs_f64());
+        metrics.record_request_answered("http", &route, &target.model, &target.provider, answer.cache_layer.as_str(), answer.latency);
         let body = json!({
             "id": answer.id,
             "type": "message",
@@ -327,12 +326,11 @@ fn stream_response(answer: AnswerStream, route: String, state: AppState) -> Resp
             // Never asked for: the Messages API has no log-probabilities.
             Ok(StreamItem::Logprobs(_)) => Vec::new(),
             Ok(StreamItem::Finished { finish_reason, usage, latency, .. }) => {
-                metrics.requests.with_label_values(&["http", &route, &model, &provider, "ok"]).inc();
-                metrics.request_duration.with_label_values(&["http", &route, &model, &provider, cache]).observe(latency.as_secs_f64());
+                metrics.record_request_answered("http", &route, &model, &provider, cache, latency);
                 blocks.finish(finish_reason, usage)
             }
             Err(error) => {
-                metrics.requests.with_label_values(&["http", &route, &model, &provider, error.label()]).inc();
+                metrics.record_request_failure("http", &route, &model, &provider, error.label());
                 event("error", &json!({"type": "error", "error": {"type": map(&error).anthropic_type, "message": error.to_string()}}))
             }
         }))

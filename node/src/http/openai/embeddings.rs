@@ -118,7 +118,7 @@ pub async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body:
         let (principal, (request, encoding)) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                metrics.requests.with_label_values(&["http", "", "", "", error.label()]).inc();
+                metrics.record_request_failure("http", "", "", "", error.label());
                 return error_response(&error);
             }
         };
@@ -126,13 +126,12 @@ pub async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body:
         let answer = match state.gateway.embed(&principal, request).await {
             Ok(answer) => answer,
             Err(error) => {
-                metrics.requests.with_label_values(&["http", &route, "", "", error.label()]).inc();
+                metrics.record_request_failure("http", &route, "", "", error.label());
                 return error_response(&error);
             }
         };
         let target = &answer.target;
-        metrics.requests.with_label_values(&["http", &route, &target.model, &target.provider, "ok"]).inc();
-        metrics.request_duration.with_label_values(&["http", &route, &target.model, &target.provider, answer.cache_layer.as_str()]).observe(answer.latency.as_secs_f64());
+        metrics.record_request_answered("http", &route, &target.model, &target.provider, answer.cache_layer.as_str(), answer.latency);
         let mut response = axum::Json(body_of(&answer, encoding)).into_response();
         let served = Served {
             id: &answer.id,

@@ -103,14 +103,14 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
         let principal = match state.gateway.authenticate(crate::auth::bearer_of(&headers)) {
             Ok(principal) => principal,
             Err(error) => {
-                metrics.requests.with_label_values(&["http", "", "", "", error.label()]).inc();
+                metrics.record_request_failure("http", "", "", "", error.label());
                 return error_response(&error);
             }
         };
         let request::Parsed { chat: request, stream, include_usage } = match parse_body(&headers, &body) {
             Ok(parsed) => parsed,
             Err(error) => {
-                metrics.requests.with_label_values(&["http", "", "", "", error.label()]).inc();
+                metrics.record_request_failure("http", "", "", "", error.label());
                 return error_response(&error);
             }
         };
@@ -119,7 +119,7 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
             return match state.gateway.generate_stream(&principal, request).await {
                 Ok(answer) => stream_response(answer, route, include_usage, state),
                 Err(error) => {
-                    metrics.requests.with_label_values(&["http", &route, "", "", error.label()]).inc();
+                    metrics.record_request_failure("http", &route, "", "", error.label());
                     error_response(&error)
                 }
             };
@@ -127,13 +127,12 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
         let answer = match state.gateway.generate(&principal, request).await {
             Ok(answer) => answer,
             Err(error) => {
-                metrics.requests.with_label_values(&["http", &route, "", "", error.label()]).inc();
+                metrics.record_request_failure("http", &route, "", "", error.label());
                 return error_response(&error);
             }
         };
         let target = &answer.target;
-        metrics.requests.with_label_values(&["http", &route, &target.model, &target.provider, "ok"]).inc();
-        metrics.request_duration.with_label_values(&["http", &route, &target.model, &target.provider, answer.cache_layer.as_str()]).observe(answer.latency.as_secs_f64());
+        metrics.record_request_answered("http", &route, &target.model, &target.provider, answer.cache_layer.as_str(), answer.latency);
         let body = json!({
             "id": answer.id,
             "object": "chat.completion",
@@ -202,8 +201,7 @@ fn stream_response(answer: AnswerStream, route: String, include_usage: bool, sta
                 chunk(vec![json!({"index": 0, "delta": {}, "logprobs": logprobs, "finish_reason": null})], None)
             }
             Ok(StreamItem::Finished { finish_reason, usage, latency, .. }) => {
-                metrics.requests.with_label_values(&["http", &route, &model, &provider, "ok"]).inc();
-                metrics.request_duration.with_label_values(&["http", &route, &model, &provider, cache]).observe(latency.as_secs_f64());
+                metrics.record_request_answered("http", &route, &model, &provider, cache, latency);
                 let mut out = chunk(vec![json!({"index": 0, "delta": {}, "finish_reason": finish_reason.as_str()})], None).to_vec();
                 if include_usage {
                     out.extend_from_slice(&chunk(Vec::new(), Some(usage_json(usage))));
@@ -212,7 +210,7 @@ fn stream_response(answer: AnswerStream, route: String, include_usage: bool, sta
                 Bytes::from(out)
             }
             Err(error) => {
-                metrics.requests.with_label_values(&["http", &route, &model, &provider, error.label()]).inc();
+                metrics.record_request_failure("http", &route, &model, &provider, error.label());
                 sse(&json!({"error": {"message": error.to_string(), "type": map(&error).openai_type, "code": error.label()}}))
             }
         })
