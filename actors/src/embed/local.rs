@@ -12,7 +12,9 @@
 //! Each forward pass runs on a thread pool of its own ([`LocalSettings::passes`] pools of
 //! [`LocalSettings::threads_per_pass`] threads): by default one single-threaded pool per core, so
 //! that two batches in flight run side by side without the per-operation thread barriers that a
-//! pass split over both cores pays on matrices this small.
+//! pass split over both cores pays on matrices this small. A small batch that finds no pass
+//! running takes every pool and runs on a pool of all their threads instead: alone, a text is
+//! faster split over the cores (barriers and all) than on one.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -24,6 +26,9 @@ use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::embed::bert::Bert;
 use crate::embed::error::EmbedError;
+
+/// Most texts a batch may carry to run on the wide pool (every pass's threads at once).
+pub const WIDE_MAX_TEXTS: usize = 4;
 
 /// What the local backend is started with.
 #[derive(Clone, Debug, PartialEq)]
@@ -118,6 +123,9 @@ pub struct LocalEncoder {
     buckets: BucketSettings,
     /// One thread pool per pass that may run at once.
     pools: Vec<rayon::ThreadPool>,
+    /// Every pass's threads in one pool, for a small batch that finds no other pass running:
+    /// a lone text then has every core the embedder may use (`None` with a single pass).
+    wide_pool: Option<rayon::ThreadPool>,
     /// Indices of the pools no pass is running on.
     idle_pools: Mutex<Vec<usize>>,
 }
@@ -197,20 +205,21 @@ impl LocalEncoder {
         tokenizer.with_padding(None);
 
         let idle_priority = settings.idle_priority;
-        let pools = (0..settings.passes.max(1))
-            .map(|index| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(settings.threads_per_pass.max(1))
-                    .thread_name(move |thread| format!("embed-pass-{index}-{thread}"))
-                    .start_handler(move |_| {
-                        if idle_priority {
-                            lower_to_idle_priority();
-                        }
-                    })
-                    .build()
-                    .map_err(|error| EmbedError::Unavailable(format!("failed to start the embedding threads: {error}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let pool = |name: String, threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(move |thread| format!("{name}-{thread}"))
+                .start_handler(move |_| {
+                    if idle_priority {
+                        lower_to_idle_priority();
+                    }
+                })
+                .build()
+                .map_err(|error| EmbedError::Unavailable(format!("failed to start the embedding threads: {error}")))
+        };
+        let (passes, threads_per_pass) = (settings.passes.max(1), settings.threads_per_pass.max(1));
+        let pools = (0..passes).map(|index| pool(format!("embed-pass-{index}"), threads_per_pass)).collect::<Result<Vec<_>, _>>()?;
+        let wide_pool = (passes > 1).then(|| pool("embed-wide".into(), passes * threads_per_pass)).transpose()?;
         Ok(Self {
             model,
             tokenizer,
@@ -219,6 +228,7 @@ impl LocalEncoder {
             buckets: settings.buckets,
             idle_pools: Mutex::new((0..pools.len()).rev().collect()),
             pools,
+            wide_pool,
         })
     }
 
@@ -238,10 +248,20 @@ impl LocalEncoder {
     }
 
     /// Embeds `texts`: one unit-length vector per text, in order. Runs on an idle pass pool (the
-    /// calling thread waits); when every pool is busy, it queues on the first.
+    /// calling thread waits); when every pool is busy, it queues on the first. A batch of at
+    /// most [`WIDE_MAX_TEXTS`] texts that finds every pool idle runs on the wide pool instead,
+    /// holding all of them.
     pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.len() <= WIDE_MAX_TEXTS
+            && let Some(wide) = &self.wide_pool
+        {
+            let everything = PoolLease::take_all(&self.idle_pools, self.pools.len());
+            if !everything.indices.is_empty() {
+                return wide.install(|| self.embed_on_this_thread(texts));
+            }
+        }
         let lease = PoolLease::take(&self.idle_pools);
-        let pool = lease.index.and_then(|index| self.pools.get(index)).or(self.pools.first());
+        let pool = lease.indices.first().and_then(|index| self.pools.get(*index)).or(self.pools.first());
         match pool {
             Some(pool) => pool.install(|| self.embed_on_this_thread(texts)),
             None => self.embed_on_this_thread(texts),
@@ -274,24 +294,32 @@ impl LocalEncoder {
     }
 }
 
-/// A pass pool taken from the idle list for one call, put back when dropped.
+/// Pass pools taken from the idle list for one call, put back when dropped.
 struct PoolLease<'a> {
     idle: &'a Mutex<Vec<usize>>,
-    /// The pool taken; `None` when none was idle.
-    index: Option<usize>,
+    /// The pools taken; empty when none was idle.
+    indices: Vec<usize>,
 }
 
 impl<'a> PoolLease<'a> {
+    /// One idle pool, if any.
     fn take(idle: &'a Mutex<Vec<usize>>) -> Self {
-        let index = idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        Self { idle, index }
+        let indices = idle.lock().unwrap_or_else(PoisonError::into_inner).pop().into_iter().collect();
+        Self { idle, indices }
+    }
+
+    /// All `total` pools when every one is idle; none otherwise.
+    fn take_all(idle: &'a Mutex<Vec<usize>>, total: usize) -> Self {
+        let mut list = idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let indices = if list.len() == total { std::mem::take(&mut *list) } else { Vec::new() };
+        Self { idle, indices }
     }
 }
 
 impl Drop for PoolLease<'_> {
     fn drop(&mut self) {
-        if let Some(index) = self.index {
-            self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(index);
+        if !self.indices.is_empty() {
+            self.idle.lock().unwrap_or_else(PoisonError::into_inner).append(&mut self.indices);
         }
     }
 }
