@@ -278,7 +278,8 @@ async fn a_lookup_past_its_budget_goes_upstream_at_once_and_its_answer_is_still_
     assert_eq!(header(&response, "x-switchyard-cache"), "none");
     assert_eq!(lookups(&node, "timeout").await, 1.0);
     // The embedding went on after the request left: the answer is stored under it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // At idle priority on a machine busy with other tests' nodes the vector may take a while.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while common::metric(&node, "switchyard_semantic_stores_total{result=\"stored\"}").await < 1.0 {
         assert!(std::time::Instant::now() < deadline, "the answer was never stored");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

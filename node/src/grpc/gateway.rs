@@ -46,12 +46,9 @@ impl GatewayService {
         (route, accepted)
     }
 
-    fn finish<T>(&self, route: &str, result: &Result<T, GatewayError>, model: &str, provider: &str) {
-        let status = match result {
-            Ok(_) => "ok",
-            Err(error) => error.label(),
-        };
-        self.gateway.metrics().requests.with_label_values(&["grpc", route, model, provider, status]).inc();
+    /// Counts a request that failed before it had an answer.
+    fn failed(&self, route: &str, error: &GatewayError) {
+        self.gateway.metrics().record_request_failure("grpc", route, "", "", error.label());
     }
 }
 
@@ -242,17 +239,12 @@ impl v1::gateway_server::Gateway for GatewayService {
                 Ok((principal, request)) => self.gateway.generate(&principal, request).await,
                 Err(error) => Err(error),
             };
-            let (model, provider) = match &result {
-                Ok(answer) => (answer.target.model.as_str(), answer.target.provider.as_str()),
-                Err(_) => ("", ""),
-            };
-            self.finish(&route, &result, model, provider);
-            if let Ok(answer) = &result {
-                self.gateway
-                    .metrics()
-                    .request_duration
-                    .with_label_values(&["grpc", &route, model, provider, answer.cache_layer.as_str()])
-                    .observe(answer.latency.as_secs_f64());
+            match &result {
+                Ok(answer) => {
+                    let target = &answer.target;
+                    self.gateway.metrics().record_request_answered("grpc", &route, &target.model, &target.provider, answer.cache_layer.as_str(), answer.latency);
+                }
+                Err(error) => self.failed(&route, error),
             }
             result.map(|answer| Response::new(to_response(answer))).map_err(|error| to_status(&error))
         }
@@ -274,7 +266,7 @@ impl v1::gateway_server::Gateway for GatewayService {
             let answer = match result {
                 Ok(answer) => answer,
                 Err(error) => {
-                    self.finish::<()>(&route, &Err(error.clone()), "", "");
+                    self.failed(&route, &error);
                     return Err(to_status(&error));
                 }
             };
@@ -293,7 +285,7 @@ impl v1::gateway_server::Gateway for GatewayService {
             let metrics = std::sync::Arc::clone(self.gateway.metrics());
             let (model, provider, cache) = (answer.target.model.clone(), answer.target.provider.clone(), answer.cache_layer.as_str());
             let items = ReceiverStream::new(answer.items).map(move |item| {
-                let (status, chunk) = match item {
+                let (failed, chunk) = match item {
                     Ok(StreamItem::Delta(delta)) => {
                         return Ok(v1::GenerateChunk { id: id.clone(), delta, ..v1::GenerateChunk::default() });
                     }
@@ -310,9 +302,9 @@ impl v1::gateway_server::Gateway for GatewayService {
                         return Ok(v1::GenerateChunk { id: id.clone(), logprobs_json: logprobs.to_string(), ..v1::GenerateChunk::default() });
                     }
                     Ok(StreamItem::Finished { finish_reason, usage: used, cost, time_to_first_token, latency }) => {
-                        metrics.request_duration.with_label_values(&["grpc", &route, &model, &provider, cache]).observe(latency.as_secs_f64());
+                        metrics.record_request_answered("grpc", &route, &model, &provider, cache, latency);
                         (
-                            "ok",
+                            None,
                             Ok(v1::GenerateChunk {
                                 id: id.clone(),
                                 finish_reason: finish_reason.as_str().to_owned(),
@@ -324,9 +316,11 @@ impl v1::gateway_server::Gateway for GatewayService {
                             }),
                         )
                     }
-                    Err(error) => (error.label(), Err(to_status(&error))),
+                    Err(error) => (Some(error.label()), Err(to_status(&error))),
                 };
-                metrics.requests.with_label_values(&["grpc", &route, &model, &provider, status]).inc();
+                if let Some(status) = failed {
+                    metrics.record_request_failure("grpc", &route, &model, &provider, status);
+                }
                 chunk
             });
             let stream = tokio_stream::once(Ok(head)).chain(items);
