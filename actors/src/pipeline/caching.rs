@@ -159,8 +159,9 @@ impl Caches {
     }
 }
 
+/// Looks `key` up in the exact layer, counting the lookup; an unavailable backing is a miss.
 #[tracing::instrument(name = "exact_cache", skip_all)]
-async fn exact_lookup(cache: &ExactCache, key: &str, metrics: &Metrics) -> Option<Arc<CachedAnswer>> {
+pub(super) async fn exact_lookup(cache: &ExactCache, key: &str, metrics: &Metrics) -> Option<Arc<CachedAnswer>> {
     match cache.get(key).await {
         Lookup::Hit(cached) => {
             metrics.record_lookup("exact", "hit");

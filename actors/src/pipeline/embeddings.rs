@@ -11,10 +11,10 @@ use tracing::{Instrument as _, info_span, instrument};
 use crate::budget::NanoUsd;
 use crate::budget::period::now_ms;
 use crate::cache::CachedAnswer;
-use crate::cache::Lookup;
 use crate::error::{AttemptFailure, GatewayError};
 use crate::model::{CacheLayer, EmbeddingRequest, RoutingContext, Target, Usage};
 use crate::pipeline::accounting::{self, Outcome};
+use crate::pipeline::caching::exact_lookup;
 use crate::pipeline::{Gateway, attempt, new_id};
 use crate::provider::ErrorClass;
 use crate::tenancy::Principal;
@@ -87,14 +87,7 @@ impl Gateway {
         let cache = (!request.cache.bypass).then_some(self.caches.exact.as_ref()).flatten();
         let cache_key = cache.map(|_| request.cache_key(&principal.tenant));
         if let (Some(exact), Some(key)) = (cache, &cache_key) {
-            let found = exact.get(key).instrument(info_span!("exact_cache")).await;
-            let result = match &found {
-                Lookup::Hit(_) => "hit",
-                Lookup::Miss => "miss",
-                Lookup::Unavailable => "error",
-            };
-            self.metrics.record_lookup("exact", result);
-            if let Lookup::Hit(cached) = found
+            if let Some(cached) = exact_lookup(exact, key, &self.metrics).await
                 && cached.embeddings.len() == request.inputs.len()
             {
                 let id = new_id();

@@ -37,7 +37,7 @@ use crate::pipeline::caching::{CacheHit, Caches};
 use crate::model::{CacheLayer, ChatRequest, Completion, FinishReason, ModelSelection, RequestLimits, RoutingContext, Target, Tier, Usage};
 use crate::pipeline::accounting::{Admission, Outcome};
 use crate::provider::{ErrorClass, ProviderHandle, ProviderSettings, capability};
-use crate::router::{ModelSettings, RouterHandle, RoutingPolicy};
+use crate::router::{ModelSettings, RouterHandle, RoutingPolicy, RoutingSnapshot};
 use crate::runtime::{NodeActors, RuntimeHandle};
 use crate::tenancy::{KeyRing, KeySettings, Principal};
 
@@ -344,19 +344,7 @@ impl Gateway {
     /// budgets allow it.
     #[instrument(skip_all, fields(model = request.model.as_deref().unwrap_or("auto")))]
     async fn prepare(&self, principal: &Arc<Principal>, request: &ChatRequest) -> Result<(ModelSelection, Admission), GatewayError> {
-        request.validate(&self.limits)?;
-        if let Some(model) = &request.model
-            && !principal.may_use(model)
-        {
-            return Err(GatewayError::KeyModelForbidden { model: model.clone(), key_id: principal.key_id.clone() });
-        }
-        let context = self.routing_context(principal, request);
-        let snapshot = self.router.snapshot();
-        let mut selection = {
-            let _span = info_span!("route", tier = %context.tier, quality = %context.quality).entered();
-            snapshot.select(&context)?
-        };
-        self.keep_honouring(request, &mut selection)?;
+        let (context, snapshot, mut selection) = self.route(principal, request)?;
         let policy = &self.budget.policy;
         let reserve_output = policy.reserve_output_tokens;
         let token_estimate = request.estimated_tokens(&self.limits);
@@ -384,6 +372,26 @@ impl Gateway {
         }
     }
 
+    /// Validates `request`, checks its key may name the model, and routes it to the targets that
+    /// honour every field it uses: the routing context, the snapshot it was routed on, the
+    /// selection.
+    fn route(&self, principal: &Principal, request: &ChatRequest) -> Result<(RoutingContext, Arc<RoutingSnapshot>, ModelSelection), GatewayError> {
+        request.validate(&self.limits)?;
+        if let Some(model) = &request.model
+            && !principal.may_use(model)
+        {
+            return Err(GatewayError::KeyModelForbidden { model: model.clone(), key_id: principal.key_id.clone() });
+        }
+        let context = self.routing_context(principal, request);
+        let snapshot = self.router.snapshot();
+        let mut selection = {
+            let _span = info_span!("route", tier = %context.tier, quality = %context.quality).entered();
+            snapshot.select(&context)?
+        };
+        self.keep_honouring(request, &mut selection)?;
+        Ok((context, snapshot, selection))
+    }
+
     /// Counts the input tokens `request` would take on the model it routes to, as that model's
     /// provider counts them (Anthropic's count endpoint): validated, authorised and routed like a
     /// generation, but neither admitted against limits and budgets nor charged. Tokens are the
@@ -392,15 +400,7 @@ impl Gateway {
     #[instrument(name = "count_tokens", skip_all, fields(tenant = %principal.tenant))]
     pub async fn count_tokens(&self, principal: &Arc<Principal>, request: &ChatRequest) -> Result<(Target, u32), GatewayError> {
         let _in_flight = self.admit()?;
-        request.validate(&self.limits)?;
-        if let Some(model) = &request.model
-            && !principal.may_use(model)
-        {
-            return Err(GatewayError::KeyModelForbidden { model: model.clone(), key_id: principal.key_id.clone() });
-        }
-        let context = self.routing_context(principal, request);
-        let mut selection = self.router.snapshot().select(&context)?;
-        self.keep_honouring(request, &mut selection)?;
+        let (_, _, selection) = self.route(principal, request)?;
         let target = selection.primary;
         let provider = self.provider(&target)?;
         match attempt::count_tokens(provider, &target, request, &self.metrics).await {

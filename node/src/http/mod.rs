@@ -1,10 +1,11 @@
 //! The HTTP front door: route table only. Handlers live in [`openai`] (the OpenAI-compatible
 //! API), [`anthropic`] (the Anthropic-compatible Messages API), [`admin`] (the Admin API) and
 //! [`ops`] (health, readiness, metrics); [`headers`] holds the `x-switchyard-*` headers the two
-//! model APIs share.
+//! model APIs share and [`body`] the reading of their JSON bodies.
 
 pub mod admin;
 pub mod anthropic;
+pub mod body;
 pub mod headers;
 pub mod openai;
 pub mod ops;

@@ -111,6 +111,12 @@ pub struct SemanticProbe {
     vector: ProbeVector,
 }
 
+impl SemanticProbe {
+    fn new(context_key: String, partition: u32, prompt: &str, vector: ProbeVector) -> Self {
+        Self { key: ProbeKey { context_key, partition, prompt: prompt.to_owned() }, vector }
+    }
+}
+
 /// Where a lookup's answer is stored: its context, partition and user turn.
 #[derive(Debug)]
 struct ProbeKey {
@@ -339,20 +345,19 @@ impl SemanticCache {
                 // Out of budget: the request goes on upstream now; the embedding goes on for
                 // storing its answer.
                 self.metrics.record_lookup("semantic", "timeout");
-                let vector = ProbeVector::Pending(PendingVector(Some(embedding)));
-                return SemanticLookup::Miss(SemanticProbe { key: ProbeKey { context_key, partition, prompt: prompt.to_owned() }, vector });
+                return SemanticLookup::Miss(SemanticProbe::new(context_key, partition, prompt, ProbeVector::Pending(PendingVector(Some(embedding)))));
             }
         };
         self.metrics.embedding_duration.observe(embed_started.elapsed().as_secs_f64());
         let asked = tokio::time::timeout_at(deadline, self.ask_shards(partition, &context_key, &vector)).await;
         let Ok(asked) = asked else {
             self.metrics.record_lookup("semantic", "timeout");
-            return SemanticLookup::Miss(SemanticProbe { key: ProbeKey { context_key, partition, prompt: prompt.to_owned() }, vector: ProbeVector::Ready(vector) });
+            return SemanticLookup::Miss(SemanticProbe::new(context_key, partition, prompt, ProbeVector::Ready(vector)));
         };
         let Some((candidates, answered_by)) = asked else {
             // Nobody answered: a miss, and the answer is still stored with the owners.
             self.metrics.record_lookup("semantic", "miss");
-            return SemanticLookup::Miss(SemanticProbe { key: ProbeKey { context_key, partition, prompt: prompt.to_owned() }, vector: ProbeVector::Ready(vector) });
+            return SemanticLookup::Miss(SemanticProbe::new(context_key, partition, prompt, ProbeVector::Ready(vector)));
         };
         let max_tokens = request.sampling.max_tokens;
         let threshold = self.threshold(request);
@@ -375,7 +380,7 @@ impl SemanticCache {
             }
             None => {
                 self.metrics.record_lookup("semantic", "miss");
-                SemanticLookup::Miss(SemanticProbe { key: ProbeKey { context_key, partition, prompt: prompt.to_owned() }, vector: ProbeVector::Ready(vector) })
+                SemanticLookup::Miss(SemanticProbe::new(context_key, partition, prompt, ProbeVector::Ready(vector)))
             }
         }
     }

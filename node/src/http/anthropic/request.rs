@@ -92,17 +92,7 @@ pub struct Parsed {
 
 /// Parses `body` for `endpoint`, naming the offending field of any problem.
 pub fn parse(body: &[u8], endpoint: Endpoint) -> Result<Parsed, GatewayError> {
-    let request: MessagesRequest = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body)).map_err(|error| {
-        let path = error.path().to_string();
-        let message = error.into_inner().to_string();
-        match message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')) {
-            Some((name, _)) => {
-                let field = if path == "." { name.to_owned() } else { path };
-                GatewayError::invalid(field, format!("`{name}` is not a field the gateway knows there"))
-            }
-            None => GatewayError::invalid(if path == "." { "body".to_owned() } else { path }, message),
-        }
-    })?;
+    let request: MessagesRequest = crate::http::body::read(body)?;
     into_request(request, endpoint)
 }
 

@@ -42,14 +42,7 @@ enum Encoding {
 }
 
 fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(EmbeddingRequest, Encoding), GatewayError> {
-    let body: EmbeddingsBody = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body)).map_err(|error| {
-        let path = error.path().to_string();
-        let message = error.into_inner().to_string();
-        match message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')) {
-            Some((name, _)) => GatewayError::invalid(name, format!("`{name}` is not a field the gateway knows there")),
-            None => GatewayError::invalid(if path == "." { "body".to_owned() } else { path }, message),
-        }
-    })?;
+    let body: EmbeddingsBody = crate::http::body::read(body)?;
     let inputs = match body.input {
         Value::String(text) => vec![text],
         Value::Array(items) => {

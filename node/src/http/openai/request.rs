@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use switchyard_actors::error::GatewayError;
+
+use crate::http::body::{self, BodyError};
 use switchyard_actors::model::{ChatRequest, ContentPart, Message, ResponseFormat, Role, Sampling, Tool, ToolCall, ToolChoice};
 
 /// The request body, as OpenAI defines it (the fields the gateway honours).
@@ -214,38 +216,15 @@ fn read(body: &[u8]) -> Result<(CompletionRequest, Map<String, Value>), GatewayE
     }
 }
 
-/// A body that did not parse: the path of the problem and serde's message.
-struct BodyError {
-    path: String,
-    message: String,
-}
-
-impl BodyError {
-    fn into_gateway(self) -> GatewayError {
-        if let Some(name) = unknown_field(&self.message) {
-            return GatewayError::invalid(self.path, format!("`{name}` is not a field the gateway knows there"));
-        }
-        let field = if self.path == "." { "body".to_owned() } else { self.path };
-        GatewayError::invalid(field, self.message)
-    }
-}
-
 fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<CompletionRequest, BodyError>
 where
     D::Error: std::fmt::Display,
 {
-    serde_path_to_error::deserialize(deserializer)
-        .map_err(|error| BodyError { path: error.path().to_string(), message: error.into_inner().to_string() })
+    body::deserialize(deserializer)
 }
 
 fn is_top_level_unknown(error: &BodyError) -> bool {
-    unknown_field(&error.message).is_some() && !error.path.contains(['.', '['])
-}
-
-/// The field serde names in an "unknown field `…`" error.
-fn unknown_field(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
-    rest.split_once('`').map(|(name, _)| name)
+    error.unknown_field().is_some() && !error.path.contains(['.', '['])
 }
 
 /// A message's `content`: its text, and every part in order when a part is not text.
