@@ -70,6 +70,16 @@ pub enum GatewayError {
         /// The key's id.
         key_id: String,
     },
+    /// A guardrail's rule blocked the prompt or the answer.
+    #[error("guardrail \"{guardrail}\" blocked the {stage}: rule {rule}")]
+    GuardrailBlocked {
+        /// The guardrail.
+        guardrail: String,
+        /// The rule that fired (`pii.payment_card`, `injection`, `deny.topic.weapons`, …).
+        rule: String,
+        /// `prompt` or `answer`.
+        stage: &'static str,
+    },
     /// A per-key rate limit refused the request.
     #[error("rate limit of API key \"{key_id}\" exceeded ({limit}); retry after {retry_after_ms} ms")]
     RateLimited {
@@ -131,6 +141,7 @@ impl GatewayError {
             Self::StreamInterrupted { .. } => "stream_interrupted",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::KeyModelForbidden { .. } => "model_forbidden",
+            Self::GuardrailBlocked { .. } => "guardrail_blocked",
             Self::RateLimited { .. } => "rate_limited",
             Self::BudgetExhausted { .. } => "budget_exhausted",
             Self::BudgetUnavailable(_) => "budget_unavailable",

@@ -13,7 +13,9 @@
 //! - [`budget`]: the `Budget` actor, cost events, the ledger, budgets and alerts.
 //! - [`tenancy`]: API keys, principals and rate limits.
 //! - [`metrics`]: the node's Prometheus registry.
+//! - [`outbox`]: fire-and-forget reports batched into one actor message under load.
 //! - [`runtime`]: the root supervisor every actor of the node is linked under.
+//! - [`guard`]: guardrails on prompts and answers: personal data, injections, deny lists.
 //! - [`error`]: [`error::GatewayError`], what a request can fail with.
 
 pub mod budget;
@@ -21,8 +23,10 @@ pub mod cache;
 pub mod cluster;
 pub mod embed;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod model;
+pub mod outbox;
 pub mod pipeline;
 pub mod provider;
 pub mod router;

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub budget_rejections: IntCounterVec,
     /// Requests refused by a rate limit, by key and limit.
     pub rate_limited: IntCounterVec,
+    /// Guardrail rules that fired, by guardrail, rule, action and stage (prompt or answer).
+    pub guardrail_rules: IntCounterVec,
     /// Tokens by model, tenant and direction.
     pub tenant_tokens: IntCounterVec,
     /// Cache lookups by layer and result (hit, miss, bypass, skipped, error; the semantic layer
@@ -191,6 +193,7 @@ impl Metrics {
             budget_alerts: counter("budget_alerts_total", "Budget threshold alerts", &["scope", "period", "threshold"])?,
             budget_rejections: counter("budget_rejections_total", "Requests refused by an exhausted budget", &["scope", "period"])?,
             rate_limited: counter("rate_limited_total", "Requests refused by a rate limit", &["key", "limit"])?,
+            guardrail_rules: counter("guardrail_rules_total", "Guardrail rules that fired", &["guardrail", "rule", "action", "stage"])?,
             tenant_tokens: counter("tenant_tokens_total", "Tokens by model, tenant and direction", &["model", "tenant", "direction"])?,
             cache_lookups: counter("cache_lookups_total", "Cache lookups by layer and result", &["layer", "result"])?,
             cache_entries: int_gauge("cache_entries", "Entries held by each cache layer", &["layer"])?,

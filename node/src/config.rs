@@ -22,6 +22,7 @@ use switchyard_actors::router::{ModelKind, ModelSettings, Price, RoutingPolicy, 
 use crate::env;
 
 mod cluster;
+mod guardrails;
 mod semantic;
 
 /// The config `switchyard serve` runs without `--config`: the bundled simulator as upstream on
@@ -76,6 +77,8 @@ pub struct RawConfig {
     embedding: semantic::RawEmbedding,
     #[serde(default)]
     cluster: Option<cluster::RawCluster>,
+    #[serde(default)]
+    guardrails: Vec<guardrails::RawGuardrail>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -679,6 +682,10 @@ impl RawConfig {
         let semantic_cache = self.semantic_cache.validate(&self.embedding, &route_names)?;
         let redis_ledger = self.redis_ledger()?;
         let cluster = self.cluster.as_ref().map(cluster::RawCluster::validate).transpose()?;
+        let key_ids: HashSet<&str> = self.tenancy.keys.iter().map(|key| key.id.as_str()).collect();
+        let tenant_names: HashSet<&str> =
+            self.tenancy.keys.iter().map(|key| key.tenant.as_str()).chain(self.tenancy.tenants.iter().map(|tenant| tenant.name.as_str())).collect();
+        let guardrails = guardrails::validate(&self.guardrails, &key_ids, &tenant_names, &route_names)?;
         if self.server.worker_threads > MAX_WORKER_THREADS {
             return Err(invalid("server.worker_threads", format!("{} is more than {MAX_WORKER_THREADS}; 0 means one per core", self.server.worker_threads)));
         }
@@ -718,6 +725,7 @@ impl RawConfig {
                 }),
                 semantic_cache,
                 cluster,
+                guardrails,
             },
         })
     }

@@ -28,6 +28,7 @@ pub fn map(error: &GatewayError) -> ErrorMapping {
         GatewayError::StreamInterrupted { .. } => (tonic::Code::Unavailable, StatusCode::BAD_GATEWAY, "upstream_error", "api_error"),
         GatewayError::Unauthenticated(_) => (tonic::Code::Unauthenticated, StatusCode::UNAUTHORIZED, "authentication_error", "authentication_error"),
         GatewayError::KeyModelForbidden { .. } => (tonic::Code::PermissionDenied, StatusCode::FORBIDDEN, "permission_error", "permission_error"),
+        GatewayError::GuardrailBlocked { .. } => (tonic::Code::InvalidArgument, StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request_error"),
         GatewayError::RateLimited { .. } => (tonic::Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_error"),
         GatewayError::BudgetExhausted { .. } => (tonic::Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS, "budget_exhausted", "rate_limit_error"),
         GatewayError::ShuttingDown | GatewayError::BudgetUnavailable(_) => (tonic::Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE, "server_error", "overloaded_error"),
@@ -63,6 +64,7 @@ pub fn param(error: &GatewayError) -> Option<&str> {
         GatewayError::UnknownModel(_) | GatewayError::ModelForbidden { .. } => Some("model"),
         GatewayError::KeyModelForbidden { .. } => Some("model"),
         GatewayError::UpstreamRejected { .. }
+        | GatewayError::GuardrailBlocked { .. }
         | GatewayError::Unauthenticated(_)
         | GatewayError::RateLimited { .. }
         | GatewayError::BudgetExhausted { .. }

@@ -8,7 +8,9 @@
 //! reservations (zero when the upstream honours `max_tokens` and the prompt estimate holds).
 //! Counters are keyed by period, so a new period never overwrites spend recorded in the old one.
 
-use std::collections::HashMap;
+// The book is consulted several times on every request's path: a fast hasher (foldhash, seeded
+// per process) instead of SipHash.
+use foldhash::{HashMap, HashMapExt as _};
 
 use crate::budget::money::NanoUsd;
 use crate::budget::period::Period;
@@ -104,9 +106,13 @@ struct Counter {
     fired: Vec<u32>,
 }
 
+/// Whose spend, in which period kind, in which period (`2026-11-22`, `2026-11`).
+type CounterKey = (Scope, Period, String);
+
 #[derive(Clone, Debug)]
 struct Reservation {
-    counters: Vec<(Scope, Period, String, Option<NanoUsd>)>,
+    /// The counters reserved on, each with its line's limit.
+    counters: Vec<(CounterKey, Option<NanoUsd>)>,
     amount: NanoUsd,
 }
 
@@ -144,7 +150,7 @@ impl LineState {
 /// Spent and reserved amounts, reservations and fired alerts.
 #[derive(Debug)]
 pub struct SpendBook {
-    counters: HashMap<(Scope, Period, String), Counter>,
+    counters: HashMap<CounterKey, Counter>,
     /// In a cluster, what the lines' owners allow this node to have spent and reserved, per
     /// (scope, period, key) (see `lease`).
     allowances: HashMap<(Scope, Period, String), NanoUsd>,
@@ -259,11 +265,11 @@ impl SpendBook {
     /// all of them, or refuses it (changing nothing) naming the first line it would exceed.
     /// `enforce = false` reserves without checking limits (the downgrade policy).
     pub fn reserve(&mut self, lines: &[BudgetLine], amount: NanoUsd, unix_ms: i64, enforce: bool) -> Result<u64, Exhausted> {
+        let keys: Vec<CounterKey> = lines.iter().map(|line| (line.scope.clone(), line.period, line.period.key(unix_ms))).collect();
         if enforce {
-            for line in lines {
+            for (line, key) in lines.iter().zip(&keys) {
                 let Some(limit) = line.limit else { continue };
-                let key = (line.scope.clone(), line.period, line.period.key(unix_ms));
-                let counter = self.counters.get(&key).cloned().unwrap_or_default();
+                let counter = self.counters.get(key).cloned().unwrap_or_default();
                 if counter.spent.plus(counter.reserved).plus(amount) > limit {
                     return Err(Exhausted {
                         scope: line.scope.clone(),
@@ -276,17 +282,26 @@ impl SpendBook {
                 }
             }
         }
-        let keys = lines.iter().map(|line| line.period.key(unix_ms)).collect();
-        Ok(self.reserve_keyed(lines, keys, amount))
+        Ok(self.reserve_counters(lines, keys, amount))
     }
 
     /// Reserves `amount` on every line, in the periods of `keys` (one per line).
     fn reserve_keyed(&mut self, lines: &[BudgetLine], keys: Vec<String>, amount: NanoUsd) -> u64 {
+        let keys = lines.iter().zip(keys).map(|(line, period_key)| (line.scope.clone(), line.period, period_key)).collect();
+        self.reserve_counters(lines, keys, amount)
+    }
+
+    /// Reserves `amount` on the counters of `keys` (one per line of `lines`).
+    fn reserve_counters(&mut self, lines: &[BudgetLine], keys: Vec<CounterKey>, amount: NanoUsd) -> u64 {
         let mut counters = Vec::with_capacity(lines.len());
-        for (line, period_key) in lines.iter().zip(keys) {
-            let counter = self.counters.entry((line.scope.clone(), line.period, period_key.clone())).or_default();
-            counter.reserved = counter.reserved.plus(amount);
-            counters.push((line.scope.clone(), line.period, period_key, line.limit));
+        for (line, key) in lines.iter().zip(keys) {
+            match self.counters.get_mut(&key) {
+                Some(counter) => counter.reserved = counter.reserved.plus(amount),
+                None => {
+                    self.counters.insert(key.clone(), Counter { reserved: amount, ..Counter::default() });
+                }
+            }
+            counters.push((key, line.limit));
         }
         let id = self.next_reservation;
         self.next_reservation += 1;
@@ -299,12 +314,16 @@ impl SpendBook {
     pub fn settle(&mut self, id: u64, cost: NanoUsd) -> Vec<Alert> {
         let Some(reservation) = self.reservations.remove(&id) else { return Vec::new() };
         let mut alerts = Vec::new();
-        for (scope, period, period_key, limit) in reservation.counters {
-            let counter = self.counters.entry((scope.clone(), period, period_key.clone())).or_default();
+        for (key, limit) in reservation.counters {
+            let counter = match self.counters.get_mut(&key) {
+                Some(counter) => counter,
+                None => self.counters.entry(key.clone()).or_default(),
+            };
             counter.reserved = counter.reserved.minus(reservation.amount);
             counter.spent = counter.spent.plus(cost);
             if let Some(limit) = limit {
-                alerts.extend(self.spent_on_limited(&scope, period, &period_key, limit));
+                let (scope, period, period_key) = &key;
+                alerts.extend(self.spent_on_limited(scope, *period, period_key, limit));
             }
         }
         alerts
@@ -313,8 +332,8 @@ impl SpendBook {
     /// Releases reservation `id` without spending (a failed, cancelled or timed-out request).
     pub fn release(&mut self, id: u64) {
         if let Some(reservation) = self.reservations.remove(&id) {
-            for (scope, period, period_key, _) in reservation.counters {
-                if let Some(counter) = self.counters.get_mut(&(scope, period, period_key)) {
+            for (key, _) in reservation.counters {
+                if let Some(counter) = self.counters.get_mut(&key) {
                     counter.reserved = counter.reserved.minus(reservation.amount);
                 }
             }

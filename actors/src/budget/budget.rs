@@ -18,6 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use tracing::info;
 
+use crate::outbox::Outbox;
 use crate::budget::alert::AlertNotifier;
 use crate::budget::book::{Alert, Exhausted, LineState, SpendBook};
 use crate::budget::event::{CostEvent, DaySpend};
@@ -143,6 +144,17 @@ pub struct BudgetArgs {
     pub redis: Option<RedisSink>,
     /// In a cluster with limits: the lines' owners alert and export utilisation, not this node.
     leased: bool,
+    /// Settled requests waiting for the actor, shared with every [`BudgetHandle`].
+    settled: Arc<Outbox<Settled>>,
+}
+
+/// A settled request as the actor takes it from the outbox.
+#[derive(Debug)]
+pub struct Settled {
+    /// What the request cost.
+    event: CostEvent,
+    /// Thresholds the settlement crossed.
+    alerts: Vec<Alert>,
 }
 
 /// The budget actor's state.
@@ -157,19 +169,15 @@ pub struct BudgetState {
     pruned_on: NaiveDate,
     redis: Option<RedisSink>,
     leased: bool,
+    settled: Arc<Outbox<Settled>>,
 }
 
 /// Messages to the budget actor.
 #[derive(Debug, RactorMessage)]
 pub enum BudgetMessage {
-    /// A request was settled and its event written to the ledger: index it, count it, deliver
-    /// the alerts its settlement fired.
-    Recorded {
-        /// What the request cost.
-        event: Box<CostEvent>,
-        /// Thresholds the settlement crossed.
-        alerts: Vec<Alert>,
-    },
+    /// Requests were settled and their events written to the ledger; they wait in the outbox
+    /// (see [`crate::outbox`]): index them, count them, deliver the alerts they fired.
+    Recorded,
     /// Answers a cost query.
     Query(
         CostQuery,
@@ -195,6 +203,13 @@ impl BudgetState {
                 let used = line.spent.0 as f64 / limit.0 as f64;
                 self.metrics.budget_utilisation.with_label_values(&[&line.scope.to_string(), line.period.as_str()]).set(used);
             }
+        }
+    }
+
+    /// Records every settled request waiting in the outbox.
+    fn record_settled(&mut self) {
+        for Settled { event, alerts } in self.settled.take() {
+            self.record(&event, alerts);
         }
     }
 
@@ -273,13 +288,15 @@ impl Actor for Budget {
             pruned_on: today,
             redis: args.redis,
             leased: args.leased,
+            settled: args.settled,
         })
     }
 
     async fn handle(&self, _myself: ActorRef<Self::Msg>, message: BudgetMessage, state: &mut BudgetState) -> Result<(), ActorProcessingErr> {
         match message {
-            BudgetMessage::Recorded { event, alerts } => state.record(&event, alerts),
+            BudgetMessage::Recorded => state.record_settled(),
             BudgetMessage::Query(query, reply) => {
+                state.record_settled();
                 let _caller_gone = reply.send(state.query(query));
             }
         }
@@ -300,6 +317,8 @@ pub struct BudgetHandle {
     metrics: Arc<Metrics>,
     /// In a cluster: where more allowance comes from (see `lease`).
     leases: Option<Arc<LeaseClient>>,
+    /// Settled requests on their way to the actor.
+    settled: Arc<Outbox<Settled>>,
 }
 
 /// What a clustered node's budgets need: its name and who is alive.
@@ -352,6 +371,7 @@ impl BudgetHandle {
         }
         spend.prune(now);
         let book = Arc::new(Mutex::new(spend));
+        let settled = Arc::new(Outbox::default());
         let args = BudgetArgs {
             policy: Arc::clone(&policy),
             book: Arc::clone(&book),
@@ -361,6 +381,7 @@ impl BudgetHandle {
             metrics: Arc::clone(&metrics),
             redis,
             leased,
+            settled: Arc::clone(&settled),
         };
         let (actor, _join) = Actor::spawn(None, Budget, args).await.context("failed to start the budget actor")?;
         let mut cells = vec![actor.get_cell()];
@@ -388,7 +409,7 @@ impl BudgetHandle {
                 Some(Arc::new(LeaseClient::new(&cluster.this_node, incarnation, cluster.view, Arc::clone(&metrics))))
             }
         };
-        Ok((Self { actor, book, ledger, policy, metrics, leases }, cells))
+        Ok((Self { actor, book, ledger, policy, metrics, leases, settled }, cells))
     }
 
     /// Reserves up to `amount` on every budget line of (`tenant`, `user`), or refuses naming
@@ -453,7 +474,9 @@ impl BudgetHandle {
             }
         };
         let written = self.ledger.append(&event);
-        let _gone = self.actor.cast(BudgetMessage::Recorded { event: Box::new(event), alerts });
+        if self.settled.push(Settled { event, alerts }) {
+            let _gone = self.actor.cast(BudgetMessage::Recorded);
+        }
         written
     }
 }

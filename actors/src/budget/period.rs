@@ -23,15 +23,22 @@ impl Period {
         }
     }
 
-    /// The key of the period containing `unix_ms`: `2026-11-22` or `2026-11`. Formatted from
-    /// the date's numbers, not a `strftime` pattern: every reservation and settlement asks for
-    /// four keys, and parsing the pattern each time showed in profiles.
+    /// The key of the period containing `unix_ms`: `2026-11-22` or `2026-11`. Every
+    /// reservation asks for one key per budget line, so each thread keeps the keys of the last
+    /// day it was asked about and formats them only when the day changes (the date conversion and
+    /// formatting showed in profiles of the request path).
     pub fn key(self, unix_ms: i64) -> String {
-        let date = date_of(unix_ms);
-        match self {
-            Self::Daily => format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day()),
-            Self::Monthly => format!("{:04}-{:02}", date.year(), date.month()),
-        }
+        let day = unix_ms.div_euclid(DAY_MS);
+        LAST_DAY_KEYS.with_borrow_mut(|last| {
+            let keys = match last {
+                Some(keys) if keys.day == day => keys,
+                _ => last.insert(DayKeys::of(day)),
+            };
+            match self {
+                Self::Daily => keys.daily.clone(),
+                Self::Monthly => keys.monthly.clone(),
+            }
+        })
     }
 
     /// When the period containing `unix_ms` ends (the next one starts).
@@ -47,6 +54,33 @@ impl Period {
         let midnight = next.and_then(|next| next.and_hms_opt(0, 0, 0)).map(|naive| Utc.from_utc_datetime(&naive));
         midnight.unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
+}
+
+/// Milliseconds in a UTC day (no leap seconds in Unix time).
+const DAY_MS: i64 = 86_400_000;
+
+/// The period keys of one UTC day.
+struct DayKeys {
+    /// Days since the epoch.
+    day: i64,
+    daily: String,
+    monthly: String,
+}
+
+impl DayKeys {
+    fn of(day: i64) -> Self {
+        let date = date_of(day.saturating_mul(DAY_MS));
+        Self {
+            day,
+            daily: format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day()),
+            monthly: format!("{:04}-{:02}", date.year(), date.month()),
+        }
+    }
+}
+
+thread_local! {
+    /// The keys of the day this thread last asked about.
+    static LAST_DAY_KEYS: std::cell::RefCell<Option<DayKeys>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The UTC date of `unix_ms`.

@@ -50,6 +50,18 @@ pub struct CachedAnswer {
     pub created_ms: i64,
 }
 
+impl CachedAnswer {
+    /// The tokens of the call that produced it.
+    pub fn usage(&self) -> crate::model::Usage {
+        crate::model::Usage { input_tokens: self.input_tokens, output_tokens: self.output_tokens, ..crate::model::Usage::default() }
+    }
+
+    /// The model and provider that produced it, as the answer names them.
+    pub fn target(&self) -> crate::model::Target {
+        crate::model::Target { model: self.model.clone(), provider: self.provider.clone(), upstream_model: self.model.clone() }
+    }
+}
+
 /// What a lookup found.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Lookup {

@@ -65,10 +65,7 @@ pub fn worst_case_cost(request: &ChatRequest, selection: &ModelSelection, policy
     let prompt_chars: usize = request.messages.iter().map(|message| message.content.len()).sum();
     let input = u32::try_from(prompt_chars / RESERVE_CHARS_PER_TOKEN + 4 * request.messages.len()).unwrap_or(u32::MAX);
     let output = request.sampling.max_tokens.unwrap_or(reserve_output_tokens);
-    policy
-        .model(&selection.primary.model)
-        .and_then(|model| model.price)
-        .map_or(NanoUsd::ZERO, |price| NanoUsd::from_usd(price.cost(Usage { input_tokens: input, output_tokens: output, cached_input_tokens: 0, cache_write_input_tokens: 0 })))
+    policy.price(&selection.primary.model).map_or(NanoUsd::ZERO, |price| price.charge(Usage { input_tokens: input, output_tokens: output, ..Usage::default() }))
 }
 
 /// Rate limits, then the budget reservation. Under the downgrade policy an exhausted budget

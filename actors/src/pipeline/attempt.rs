@@ -108,19 +108,10 @@ async fn whole_attempt<T>(
     result
 }
 
-/// Calls `provider` for a whole answer, with retries. Adds the time spent upstream and in
-/// backoff to `upstream_time`.
-pub async fn unary(
-    provider: &ProviderHandle,
-    target: &Target,
-    request: &ChatRequest,
-    metrics: &Metrics,
-    upstream_time: &mut Duration,
-) -> Result<Completion, ProviderError> {
-    let began = Instant::now();
+/// Calls `provider` for a whole answer, with retries.
+pub async fn unary(provider: &ProviderHandle, target: &Target, request: &ChatRequest, metrics: &Metrics) -> Result<Completion, ProviderError> {
     let result =
         with_retries(provider, metrics, || whole_attempt(provider, target, metrics, provider.client.complete(&target.upstream_model, request))).await;
-    *upstream_time += began.elapsed();
     if let Err(error) = &result {
         warn!(provider = %target.provider, model = %target.model, %error, "provider failed");
     }

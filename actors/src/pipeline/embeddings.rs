@@ -63,11 +63,11 @@ impl Gateway {
             ..RoutingContext::default()
         };
         let target = snapshot.policy.select_embedding(&request.model, &context)?;
-        let price = snapshot.policy.model(&target.model).and_then(|model| model.price);
+        let price = snapshot.policy.price(&target.model);
         let token_estimate = (request.chars() / RESERVE_CHARS_PER_TOKEN + request.inputs.len()) as u64;
         let worst_case = price.map_or(NanoUsd::ZERO, |price| {
             let input_tokens = u32::try_from(token_estimate).unwrap_or(u32::MAX);
-            NanoUsd::from_usd(price.cost(Usage { input_tokens, ..Usage::default() }))
+            price.charge(Usage { input_tokens, ..Usage::default() })
         });
         let mut selection = crate::model::ModelSelection { primary: target.clone(), reason: String::new(), fallbacks: Vec::new() };
         let admission = accounting::admit(
@@ -137,8 +137,8 @@ impl Gateway {
             }
         };
         let usage = Usage { input_tokens: embeddings.input_tokens, ..Usage::default() };
-        let cost = price.map(|price| NanoUsd::from_usd(price.cost(usage)));
-        self.record_answer(&target, usage, None);
+        let cost = price.map(|price| price.charge(usage));
+        self.metrics.record_tokens(&target.provider, &target.model, usage);
         let id = new_id();
         let outcome = Outcome {
             id: &id,

@@ -11,11 +11,13 @@
 //! - [`attempt`]: one provider with its retries, unary or up to the first token of a stream.
 //! - [`stream`]: forwarding a streamed answer as it arrives.
 //! - [`embeddings`]: embeddings through the same admission, cache and accounting.
+//! - [`guarding`]: the guardrails on the prompt before anything sees it, and on the answer.
 
 pub mod accounting;
 pub mod attempt;
 mod caching;
 pub mod embeddings;
+pub mod guarding;
 pub mod stream;
 
 use std::collections::HashMap;
@@ -34,9 +36,10 @@ use crate::cache::semantic::{SemanticMatch, SemanticSettings};
 use crate::cluster::membership::{ClusterView, MembershipSettings};
 use crate::cache::{CachedAnswer, ExactCache, Invalidation, RedisCacheSettings};
 use crate::pipeline::caching::{CacheHit, Caches};
-use crate::model::{CacheLayer, ChatRequest, Completion, FinishReason, ModelSelection, RequestLimits, RoutingContext, Target, Tier, Usage};
+use crate::model::{CacheLayer, ChatRequest, Completion, FinishReason, ModelSelection, RequestLimits, RoutingContext, Target, Tier};
 use crate::pipeline::accounting::{Admission, Outcome};
-use crate::provider::{ErrorClass, ProviderHandle, ProviderSettings, capability};
+use crate::pipeline::guarding::Guarding;
+use crate::provider::{ErrorClass, ProviderError, ProviderHandle, ProviderSettings, capability};
 use crate::router::{ModelSettings, RouterHandle, RoutingPolicy, RoutingSnapshot};
 use crate::runtime::{NodeActors, RuntimeHandle};
 use crate::tenancy::{KeyRing, KeySettings, Principal};
@@ -75,6 +78,8 @@ pub struct GatewaySettings {
     pub redis_ledger: Option<crate::budget::redis_sink::RedisLedgerSettings>,
     /// The cluster this node joins; `None` runs it alone.
     pub cluster: Option<ClusterSettings>,
+    /// Guardrails on prompts and answers, in configuration order.
+    pub guardrails: Vec<crate::guard::Guardrail>,
 }
 
 /// How the node joins its cluster.
@@ -159,6 +164,7 @@ pub struct Gateway {
     cluster_view: tokio::sync::watch::Receiver<ClusterView>,
     /// The cluster's shared rate limits, when clustered.
     rates: Option<Arc<crate::tenancy::rate_client::RateClient>>,
+    guardrails: Vec<crate::guard::Guardrail>,
 }
 
 impl Gateway {
@@ -185,6 +191,7 @@ impl Gateway {
             caches: Caches { exact, semantic, metrics },
             cluster_view,
             rates,
+            guardrails: settings.guardrails,
         })
     }
 
@@ -453,63 +460,119 @@ impl Gateway {
             .ok_or_else(|| GatewayError::Internal(format!("model \"{}\" names unknown provider \"{}\"", target.model, target.provider)))
     }
 
-    fn price(&self, target: &Target, usage: crate::model::Usage) -> Option<NanoUsd> {
-        let snapshot = self.router.snapshot();
-        let price = snapshot.policy.model(&target.model)?.price?;
-        Some(NanoUsd::from_usd(price.cost(usage)))
+    /// The head of the pipeline for both kinds of answer: validated, routed and admitted
+    /// ([`Gateway::prepare`]), then looked up in the cache layers.
+    async fn head(&self, principal: &Arc<Principal>, request: &ChatRequest) -> Result<Admitted, GatewayError> {
+        let (selection, admission) = self.prepare(principal, request).await?;
+        let (probe, hit) = self.caches.lookup(principal, request).await;
+        Ok(Admitted { selection, admission, probe, hit })
     }
 
-    fn record_answer(&self, target: &Target, usage: crate::model::Usage, fallback_from: Option<&Target>) {
-        self.metrics.record_tokens(&target.provider, &target.model, usage);
-        if let Some(first) = fallback_from {
-            self.metrics.fallbacks.with_label_values(&[first.provider.as_str(), target.provider.as_str()]).inc();
+    /// Walks the selection's chain: `attempt` at each target in turn until one answers. A final
+    /// error (the upstream rejected the request itself) ends the walk at once; any other moves
+    /// on to the next target. Counts a fallback when one served.
+    async fn walk_chain<'a, T, Fut>(
+        &'a self,
+        selection: &'a ModelSelection,
+        mut attempt: impl FnMut(&'a ProviderHandle, &'a Target) -> Fut,
+    ) -> Result<ChainAnswer<T>, GatewayError>
+    where
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        let mut failed_attempts = Vec::new();
+        let mut upstream_time = Duration::ZERO;
+        for target in selection.chain() {
+            let provider = self.provider(target)?;
+            let span = info_span!("provider_call", provider = %target.provider, model = %target.model);
+            let began = Instant::now();
+            let outcome = attempt(provider, target).instrument(span).await;
+            upstream_time += began.elapsed();
+            match outcome {
+                Ok(value) => {
+                    let fallback = target != &selection.primary;
+                    if fallback {
+                        self.metrics.fallbacks.with_label_values(&[selection.primary.provider.as_str(), target.provider.as_str()]).inc();
+                    }
+                    return Ok(ChainAnswer { value, target: target.clone(), fallback, failed_attempts, upstream_time });
+                }
+                Err(error) if error.class() == ErrorClass::Final => {
+                    return Err(GatewayError::UpstreamRejected { target: target.to_string(), error });
+                }
+                Err(error) => failed_attempts.push(AttemptFailure { target: target.to_string(), error }),
+            }
         }
+        Err(GatewayError::AllProvidersFailed(failed_attempts))
     }
 
-    /// Answers `request` whole for `principal`: validate, route, admit, then down the chain
-    /// until a provider answers; the cost is in the ledger before the answer is returned.
+    /// Logs a request no provider served and hands its error back.
+    fn failed(admission: &Admission, error: GatewayError, started: Instant) -> GatewayError {
+        accounting::audit_failure(admission, error.label(), millis(started.elapsed()));
+        error
+    }
+
+    /// Answers `request` whole for `principal`: validate, route, admit, look up the caches, then
+    /// down the chain until a provider answers; the cost is in the ledger before the answer is
+    /// returned.
     #[instrument(name = "generate", skip_all, fields(tenant = %principal.tenant, user = %principal.user))]
-    pub async fn generate(&self, principal: &Arc<Principal>, request: ChatRequest) -> Result<Answer, GatewayError> {
+    pub async fn generate(&self, principal: &Arc<Principal>, mut request: ChatRequest) -> Result<Answer, GatewayError> {
         let started = Instant::now();
         let _in_flight = self.admit()?;
-        let (selection, admission) = self.prepare(principal, &request).await?;
-        let (probe, hit) = self.caches.lookup(principal, &request).await;
+        let guarding = Guarding::check_prompt(&self.guardrails, principal, &mut request, &self.metrics)?;
+        let Admitted { selection, admission, probe, hit } = self.head(principal, &request).await?;
         if let Some(hit) = hit {
-            let mut answer = self.answer_from_cache(hit, admission, &request, started)?;
-            answer.cache_key = probe.exact_key;
+            let id = new_id();
+            self.settle_hit(&hit.answer, hit.layer, admission, &id, &request, started)?;
+            let mut answer = Answer::from_cache(id, hit, probe.exact_key, started.elapsed());
+            answer.completion.text = guarding.check_answer(answer.completion.text, principal, &self.metrics)?;
             return Ok(answer);
         }
-        let result = self.call_chain(&request, &selection, started).await.map(|mut answer| {
-            answer.cache_key.clone_from(&probe.exact_key);
-            answer
-        });
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        match result {
-            Ok(answer) => {
-                if probe.stores() {
-                    let stored = probe.entry(&answer.completion, &answer.target, answer.cost);
-                    self.caches.store(probe, stored).await;
-                }
-                let outcome = Outcome {
-                    id: &answer.id,
-                    model: &answer.target.model,
-                    provider: &answer.target.provider,
-                    usage: Some(answer.completion.usage),
-                    cost: answer.cost,
-                    latency_ms,
-                    status: "ok",
-                    cache_layer: CacheLayer::None,
-                    saved: NanoUsd::ZERO,
-                };
-                let text = self.audit_text.then_some((&request, answer.completion.text.as_str()));
-                info_span!("settle").in_scope(|| accounting::settle(admission, outcome, text))?;
-                Ok(answer)
-            }
-            Err(error) => {
-                accounting::audit_failure(&admission, error.label(), latency_ms);
-                Err(error)
-            }
+        let answered = self.walk_chain(&selection, |provider, target| attempt::unary(provider, target, &request, &self.metrics)).await;
+        let ChainAnswer { value: completion, target, fallback, failed_attempts, upstream_time } = match answered {
+            Ok(answered) => answered,
+            Err(error) => return Err(Self::failed(&admission, error, started)),
+        };
+        self.metrics.record_tokens(&target.provider, &target.model, completion.usage);
+        let latency = started.elapsed();
+        let gateway_overhead = latency.saturating_sub(upstream_time);
+        self.metrics.gateway_overhead.observe(gateway_overhead.as_secs_f64());
+        let cost = self.router.snapshot().policy.price(&target.model).map(|price| price.charge(completion.usage));
+        let id = new_id();
+        let cache_key = probe.exact_key.clone();
+        if probe.stores() {
+            let stored = probe.entry(&completion, &target, cost);
+            self.caches.store(probe, stored).await;
         }
+        let outcome = Outcome {
+            id: &id,
+            model: &target.model,
+            provider: &target.provider,
+            usage: Some(completion.usage),
+            cost,
+            latency_ms: millis(started.elapsed()),
+            status: "ok",
+            cache_layer: CacheLayer::None,
+            saved: NanoUsd::ZERO,
+        };
+        let text = self.audit_text.then_some((&request, completion.text.as_str()));
+        info_span!("settle").in_scope(|| accounting::settle(admission, outcome, text))?;
+        let mut completion = completion;
+        if !guarding.passes_answers() {
+            completion.text = guarding.check_answer(completion.text, principal, &self.metrics)?;
+        }
+        Ok(Answer {
+            id,
+            completion,
+            target,
+            routing_reason: selection.reason,
+            fallback,
+            failed_attempts,
+            cost,
+            latency,
+            gateway_overhead,
+            cache_layer: CacheLayer::None,
+            cache_key,
+            cache_match: None,
+        })
     }
 
     /// Settles a cache hit: nothing charged, the original cost recorded as saved.
@@ -518,9 +581,9 @@ impl Gateway {
             id,
             model: &cached.model,
             provider: &cached.provider,
-            usage: Some(Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0, cache_write_input_tokens: 0 }),
+            usage: Some(cached.usage()),
             cost: Some(NanoUsd::ZERO),
-            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            latency_ms: millis(started.elapsed()),
             status: "ok",
             cache_layer: layer,
             saved: NanoUsd(cached.cost_nano_usd.unwrap_or(0)),
@@ -529,21 +592,90 @@ impl Gateway {
         accounting::settle(admission, outcome, text)
     }
 
-    fn answer_from_cache(&self, hit: CacheHit, admission: Admission, request: &ChatRequest, started: Instant) -> Result<Answer, GatewayError> {
-        let id = new_id();
+    /// Answers `request` as a stream: the same head and chain walk as [`Gateway::generate`],
+    /// resolving once a provider has produced its first token (failing over until one does); the
+    /// rest is forwarded as it arrives.
+    #[instrument(name = "generate_stream", skip_all, fields(tenant = %principal.tenant, user = %principal.user))]
+    pub async fn generate_stream(&self, principal: &Arc<Principal>, mut request: ChatRequest) -> Result<AnswerStream, GatewayError> {
+        let started = Instant::now();
+        let in_flight = self.admit()?;
+        let guarding = Guarding::check_prompt(&self.guardrails, principal, &mut request, &self.metrics)?;
+        let Admitted { selection, admission, probe, hit } = self.head(principal, &request).await?;
+        if let Some(hit) = hit {
+            let id = new_id();
+            self.settle_hit(&hit.answer, hit.layer, admission, &id, &request, started)?;
+            let text = guarding.check_answer(hit.answer.text.clone(), principal, &self.metrics)?;
+            let mut replay = stream::replay(id, hit, text, started, in_flight);
+            replay.cache_key = probe.exact_key;
+            return Ok(replay);
+        }
+        let opened = self.walk_chain(&selection, |provider, target| attempt::first_token(provider, target, &request, &self.metrics)).await;
+        let ChainAnswer { value: opened, target, fallback, failed_attempts, .. } = match opened {
+            Ok(opened) => opened,
+            Err(error) => return Err(Self::failed(&admission, error, started)),
+        };
+        let cache_key = probe.exact_key.clone();
+        let mut answer = stream::forward(stream::StreamStart {
+            id: new_id(),
+            opened,
+            price: self.router.snapshot().policy.price(&target.model),
+            target,
+            routing_reason: selection.reason,
+            fallback,
+            failed_attempts,
+            started,
+            metrics: Arc::clone(&self.metrics),
+            in_flight,
+            admission,
+            audit_request: self.audit_text.then(|| request.clone()),
+            store: probe.stores().then(|| stream::Store { caches: self.caches.clone(), probe }),
+            guard: guarding.stream(principal, &self.metrics),
+        });
+        answer.cache_key = cache_key;
+        Ok(answer)
+    }
+}
+
+/// A request past the head of the pipeline.
+struct Admitted {
+    /// Where it goes: the first choice and the fallbacks.
+    selection: ModelSelection,
+    /// Its rate-limit tokens and budget reservation, settled when it ends.
+    admission: Admission,
+    /// Where its answer is stored.
+    probe: caching::CacheProbe,
+    /// The cached answer that serves it, if any.
+    hit: Option<CacheHit>,
+}
+
+/// What the chain walk got from the target that answered.
+struct ChainAnswer<T> {
+    /// The answer (a completion, or a stream opened up to its first token).
+    value: T,
+    /// Who answered.
+    target: Target,
+    /// True when it was not the first choice.
+    fallback: bool,
+    /// The attempts that failed before it.
+    failed_attempts: Vec<AttemptFailure>,
+    /// Time spent waiting on upstreams and in backoff.
+    upstream_time: Duration,
+}
+
+impl Answer {
+    /// An answer served from a cache layer: nothing charged, the cached model and provider named.
+    fn from_cache(id: String, hit: CacheHit, cache_key: Option<String>, latency: Duration) -> Self {
         let cached = &hit.answer;
-        self.settle_hit(cached, hit.layer, admission, &id, request, started)?;
-        let latency = started.elapsed();
-        Ok(Answer {
+        Self {
             id,
             completion: Completion {
                 text: cached.text.clone(),
                 tool_calls: cached.tool_calls.clone(),
                 logprobs: None,
                 finish_reason: FinishReason::parse(&cached.finish_reason),
-                usage: Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0, cache_write_input_tokens: 0 },
+                usage: cached.usage(),
             },
-            target: Target { model: cached.model.clone(), provider: cached.provider.clone(), upstream_model: cached.model.clone() },
+            target: cached.target(),
             routing_reason: hit.reason(),
             fallback: false,
             failed_attempts: Vec::new(),
@@ -551,107 +683,15 @@ impl Gateway {
             latency,
             gateway_overhead: latency,
             cache_layer: hit.layer,
-            cache_key: None,
+            cache_key,
             cache_match: hit.semantic,
-        })
+        }
     }
+}
 
-    async fn call_chain(&self, request: &ChatRequest, selection: &ModelSelection, started: Instant) -> Result<Answer, GatewayError> {
-        let mut failures = Vec::new();
-        let mut upstream_time = Duration::ZERO;
-        for target in selection.chain() {
-            let provider = self.provider(target)?;
-            let span = info_span!("provider_call", provider = %target.provider, model = %target.model);
-            let outcome = attempt::unary(provider, target, request, &self.metrics, &mut upstream_time).instrument(span).await;
-            match outcome {
-                Ok(completion) => {
-                    let fallback = target != &selection.primary;
-                    self.record_answer(target, completion.usage, fallback.then_some(&selection.primary));
-                    let latency = started.elapsed();
-                    let gateway_overhead = latency.saturating_sub(upstream_time);
-                    self.metrics.gateway_overhead.observe(gateway_overhead.as_secs_f64());
-                    return Ok(Answer {
-                        id: new_id(),
-                        cost: self.price(target, completion.usage),
-                        completion,
-                        target: target.clone(),
-                        routing_reason: selection.reason.clone(),
-                        fallback,
-                        failed_attempts: failures,
-                        latency,
-                        gateway_overhead,
-                        cache_layer: CacheLayer::None,
-                        cache_key: None,
-                        cache_match: None,
-                    });
-                }
-                Err(error) if error.class() == ErrorClass::Final => {
-                    return Err(GatewayError::UpstreamRejected { target: target.to_string(), error });
-                }
-                Err(error) => failures.push(AttemptFailure { target: target.to_string(), error }),
-            }
-        }
-        Err(GatewayError::AllProvidersFailed(failures))
-    }
-
-    /// Answers `request` as a stream. Resolves once a provider has produced its first token
-    /// (failing over until one does); the rest is forwarded as it arrives.
-    #[instrument(name = "generate_stream", skip_all, fields(tenant = %principal.tenant, user = %principal.user))]
-    pub async fn generate_stream(&self, principal: &Arc<Principal>, request: ChatRequest) -> Result<AnswerStream, GatewayError> {
-        let started = Instant::now();
-        let in_flight = self.admit()?;
-        let (selection, admission) = self.prepare(principal, &request).await?;
-        let (probe, hit) = self.caches.lookup(principal, &request).await;
-        if let Some(hit) = hit {
-            let id = new_id();
-            self.settle_hit(&hit.answer, hit.layer, admission, &id, &request, started)?;
-            let mut replay = stream::replay(id, hit, NanoUsd::ZERO, started, in_flight);
-            replay.cache_key = probe.exact_key;
-            return Ok(replay);
-        }
-        let cache_key = probe.exact_key.clone();
-        let mut store = probe.stores().then(|| stream::Store { caches: self.caches.clone(), probe });
-        let mut failures = Vec::new();
-        for target in selection.chain() {
-            let provider = self.provider(target)?;
-            let span = info_span!("provider_call", provider = %target.provider, model = %target.model);
-            match attempt::first_token(provider, target, &request, &self.metrics).instrument(span).await {
-                Ok(opened) => {
-                    let fallback = target != &selection.primary;
-                    let price = self.router.snapshot().policy.model(&target.model).and_then(|model| model.price);
-                    if fallback {
-                        self.metrics.fallbacks.with_label_values(&[selection.primary.provider.as_str(), target.provider.as_str()]).inc();
-                    }
-                    let mut answer = stream::forward(stream::StreamStart {
-                        id: new_id(),
-                        opened,
-                        target: target.clone(),
-                        routing_reason: selection.reason.clone(),
-                        fallback,
-                        failed_attempts: failures,
-                        price,
-                        started,
-                        metrics: Arc::clone(&self.metrics),
-                        in_flight,
-                        admission,
-                        audit_request: self.audit_text.then(|| request.clone()),
-                        store: store.take(),
-                    });
-                    answer.cache_key = cache_key;
-                    return Ok(answer);
-                }
-                Err(error) if error.class() == ErrorClass::Final => {
-                    let error = GatewayError::UpstreamRejected { target: target.to_string(), error };
-                    accounting::audit_failure(&admission, error.label(), started.elapsed().as_millis() as u64);
-                    return Err(error);
-                }
-                Err(error) => failures.push(AttemptFailure { target: target.to_string(), error }),
-            }
-        }
-        let error = GatewayError::AllProvidersFailed(failures);
-        accounting::audit_failure(&admission, error.label(), started.elapsed().as_millis() as u64);
-        Err(error)
-    }
+/// Whole milliseconds of `elapsed`, saturating.
+fn millis(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn new_id() -> String {

@@ -21,6 +21,7 @@ use crate::pipeline::accounting::{self, Admission, Outcome};
 use crate::metrics::Metrics;
 use crate::model::{Completion, FinishReason, StreamEvent, Target, ToolCallAssembler, ToolCallDelta, Usage};
 use crate::pipeline::attempt::OpenedStream;
+use crate::pipeline::guarding::AnswerGuard;
 use crate::provider::ProviderError;
 use crate::provider::health::AttemptSample;
 use crate::router::Price;
@@ -91,6 +92,8 @@ pub(crate) struct StreamStart {
     pub admission: Admission,
     pub audit_request: Option<ChatRequest>,
     pub store: Option<Store>,
+    /// The guardrails the answer passes, when any looks at it.
+    pub guard: Option<AnswerGuard>,
 }
 
 /// Where a complete stream is stored.
@@ -103,8 +106,13 @@ pub(crate) struct Store {
 pub(crate) fn forward(start: StreamStart) -> AnswerStream {
     let (sender, items) = mpsc::channel(CHANNEL_CAPACITY);
     let target = start.target.clone();
-    let accounting =
-        Accounting { id: start.id.clone(), admission: start.admission, audit_request: start.audit_request, store: start.store };
+    let accounting = Accounting {
+        id: start.id.clone(),
+        admission: start.admission,
+        audit_request: start.audit_request,
+        store: start.store,
+        guard: start.guard,
+    };
     let answer = AnswerStream {
         id: start.id,
         target: start.target,
@@ -127,6 +135,7 @@ struct Accounting {
     admission: Admission,
     audit_request: Option<ChatRequest>,
     store: Option<Store>,
+    guard: Option<AnswerGuard>,
 }
 
 #[expect(clippy::too_many_arguments, reason = "the pieces of one stream, moved into its task")]
@@ -138,8 +147,11 @@ async fn pump(
     metrics: Arc<Metrics>,
     sender: mpsc::Sender<Result<StreamItem, GatewayError>>,
     _in_flight: TaskTrackerToken,
-    accounting: Accounting,
+    mut accounting: Accounting,
 ) {
+    // Set when a guardrail blocked the answer: the client gets this error and nothing more, while
+    // the upstream is still read to its end for its usage.
+    let mut blocked: Option<GatewayError> = None;
     let mut answer_text = (accounting.audit_request.is_some() || accounting.store.is_some()).then(String::new);
     let mut tool_calls = ToolCallAssembler::default();
     let OpenedStream { first, mut rest, ticket, attempt_started, time_to_first_token, request_timeout, rate_limit_remaining } =
@@ -166,7 +178,20 @@ async fn pump(
                 if let Some(answer) = answer_text.as_mut() {
                     answer.push_str(&text);
                 }
-                if client_connected {
+                let guard = accounting.guard.as_mut().filter(|_| blocked.is_none());
+                let text = match guard.map(|guard| guard.push(&text)) {
+                    None => text,
+                    Some(Ok(released)) => released,
+                    Some(Err(error)) => {
+                        if client_connected {
+                            let _client_gone = timeout_at(deadline, sender.send(Err(error.clone()))).await;
+                        }
+                        blocked = Some(error);
+                        client_connected = false;
+                        String::new()
+                    }
+                };
+                if client_connected && !text.is_empty() {
                     client_connected = matches!(timeout_at(deadline, sender.send(Ok(StreamItem::Delta(text)))).await, Ok(Ok(())));
                 }
             }
@@ -204,10 +229,7 @@ async fn pump(
         Ok((_, usage)) => ("ok", *usage),
         Err(error) => (if error.class() == crate::provider::ErrorClass::Final { "upstream_rejected" } else { "stream_interrupted" }, None),
     };
-    let cost = match (price, usage) {
-        (Some(price), Some(usage)) => Some(NanoUsd::from_usd(price.cost(usage))),
-        _ => None,
-    };
+    let cost = price.zip(usage).map(|(price, usage)| price.charge(usage));
     let settled = accounting::settle(
         accounting.admission,
         Outcome {
@@ -226,8 +248,29 @@ async fn pump(
     if let Err(error) = &settled {
         warn!(request_id = %accounting.id, %error, "failed to record the cost of a stream");
     }
-    // Only a complete stream is stored.
-    if let (Ok((finish_reason, Some(usage))), Some(store), Some(text)) = (&outcome, accounting.store, answer_text) {
+    // What a guardrail held back goes out before the finish (or its block ends the stream).
+    if blocked.is_none()
+        && outcome.is_ok()
+        && let Some(guard) = accounting.guard.as_mut()
+    {
+        match guard.finish() {
+            Ok(released) if !released.is_empty() && client_connected => {
+                client_connected = matches!(timeout_at(deadline, sender.send(Ok(StreamItem::Delta(released)))).await, Ok(Ok(())));
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if client_connected {
+                    let _client_gone = timeout_at(deadline, sender.send(Err(error.clone()))).await;
+                }
+                blocked = Some(error);
+                client_connected = false;
+            }
+        }
+    }
+    // Only a complete stream that no guardrail blocked is stored.
+    if blocked.is_none()
+        && let (Ok((finish_reason, Some(usage))), Some(store), Some(text)) = (&outcome, accounting.store, answer_text)
+    {
         let completion = Completion { text, tool_calls: tool_calls.finish(), logprobs: None, finish_reason: *finish_reason, usage: *usage };
         let answer = store.probe.entry(&completion, &target, cost);
         store.caches.store(store.probe, answer).await;
@@ -250,21 +293,16 @@ async fn pump(
 
 /// Replays a cached answer as a stream: the text in word-sized chunks, each tool call whole (its
 /// id, name and arguments in one piece), then the finish, in the same items a live stream sends.
-pub(crate) fn replay(
-    id: String,
-    hit: CacheHit,
-    cost: NanoUsd,
-    started: Instant,
-    in_flight: TaskTrackerToken,
-) -> AnswerStream {
+/// `text` is the cached text as this request's guardrails let it through.
+pub(crate) fn replay(id: String, hit: CacheHit, text: String, started: Instant, in_flight: TaskTrackerToken) -> AnswerStream {
     let (sender, items) = mpsc::channel(CHANNEL_CAPACITY);
     let cached = &hit.answer;
-    let mut chunks: Vec<StreamItem> = cached.text.split_inclusive(' ').map(|chunk| StreamItem::Delta(chunk.to_owned())).collect();
+    let mut chunks: Vec<StreamItem> = text.split_inclusive(' ').map(|chunk| StreamItem::Delta(chunk.to_owned())).collect();
     chunks.extend(cached.tool_calls.iter().zip(0u32..).map(|(call, index)| {
         StreamItem::ToolCall(ToolCallDelta { index, id: Some(call.id.clone()), name: Some(call.name.clone()), arguments: call.arguments.clone() })
     }));
     let finish_reason = FinishReason::parse(&cached.finish_reason);
-    let usage = Usage { input_tokens: cached.input_tokens, output_tokens: cached.output_tokens, cached_input_tokens: 0, cache_write_input_tokens: 0 };
+    let usage = cached.usage();
     tokio::spawn(async move {
         let _in_flight = in_flight;
         for chunk in chunks {
@@ -273,12 +311,12 @@ pub(crate) fn replay(
             }
         }
         let latency = started.elapsed();
-        let finished = StreamItem::Finished { finish_reason, usage, cost: Some(cost), time_to_first_token: latency, latency };
+        let finished = StreamItem::Finished { finish_reason, usage, cost: Some(NanoUsd::ZERO), time_to_first_token: latency, latency };
         let _client_gone = sender.send(Ok(finished)).await;
     });
     AnswerStream {
         id,
-        target: Target { model: cached.model.clone(), provider: cached.provider.clone(), upstream_model: cached.model.clone() },
+        target: cached.target(),
         routing_reason: hit.reason(),
         fallback: false,
         failed_attempts: Vec::new(),

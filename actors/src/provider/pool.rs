@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::cluster::wire;
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::provider::breaker::{Admission, BreakerState, CircuitBreaker};
 use crate::provider::client::ProviderClient;
 use crate::provider::health::{AttemptSample, HealthTracker};
@@ -41,8 +42,19 @@ pub struct PoolArgs {
     pub cluster_node: Option<String>,
     /// Shared with every [`ProviderHandle`]: true while the breaker is closed.
     pub breaker_closed: Arc<AtomicBool>,
+    /// Shared with every [`ProviderHandle`]: attempts' outcomes waiting for the pool.
+    pub outcomes: Arc<Outbox<Outcome>>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
+}
+
+/// The outcome of one attempt, as its ticket reports it.
+#[derive(Debug)]
+pub struct Outcome {
+    /// What the attempt tells about health.
+    sample: AttemptSample,
+    /// Whether it was the half-open probe.
+    probe: bool,
 }
 
 /// The pool's state.
@@ -56,6 +68,7 @@ pub struct PoolState {
     node: String,
     clustered: bool,
     breaker_closed: Arc<AtomicBool>,
+    outcomes: Arc<Outbox<Outcome>>,
     metrics: Arc<Metrics>,
     /// When the last attempt's outcome arrived.
     last_attempt: Option<Instant>,
@@ -76,13 +89,8 @@ pub enum PoolMessage {
         /// Reply channel for RPC: the breaker's verdict.
         RpcReplyPort<Admission>,
     ),
-    /// The outcome of one attempt.
-    Outcome {
-        /// What the attempt tells about health.
-        sample: AttemptSample,
-        /// Whether it was the half-open probe.
-        probe: bool,
-    },
+    /// Outcomes of attempts are waiting in the outbox (see [`crate::outbox`]).
+    Outcomes,
     /// A probe's request was dropped before it could report.
     ProbeAbandoned,
     /// The breaker's cool-down has passed: advertise the provider as available so a probe comes.
@@ -164,6 +172,7 @@ impl Actor for ProviderPool {
             clustered: args.cluster_node.is_some(),
             node: args.cluster_node.unwrap_or_else(|| "local".to_owned()),
             breaker_closed: args.breaker_closed,
+            outcomes: args.outcomes,
             metrics: args.metrics,
             last_attempt: None,
             last_published: None,
@@ -187,10 +196,12 @@ impl Actor for ProviderPool {
                     state.breaker.probe_abandoned();
                 }
             }
-            PoolMessage::Outcome { sample, probe } => {
+            PoolMessage::Outcomes => {
                 let now = Instant::now();
-                state.breaker.record(sample.failed, probe, now);
-                state.health.record(&sample);
+                for Outcome { sample, probe } in state.outcomes.take() {
+                    state.breaker.record(sample.failed, probe, now);
+                    state.health.record(&sample);
+                }
                 state.last_attempt = Some(now);
             }
             PoolMessage::ProbeAbandoned => state.breaker.probe_abandoned(),
@@ -218,6 +229,7 @@ pub struct ProviderHandle {
     pub client: ProviderClient,
     slots: Arc<Semaphore>,
     breaker_closed: Arc<AtomicBool>,
+    outcomes: Arc<Outbox<Outcome>>,
     actor: ActorRef<PoolMessage>,
 }
 
@@ -235,11 +247,13 @@ impl ProviderHandle {
         let client = ProviderClient::new(Arc::clone(&settings))
             .with_context(|| format!("failed to build the HTTP client of provider \"{}\"", settings.name))?;
         let breaker_closed = Arc::new(AtomicBool::new(true));
+        let outcomes = Arc::new(Outbox::default());
         let args = PoolArgs {
             settings: Arc::clone(&settings),
             router,
             cluster_node: cluster_node.map(str::to_owned),
             breaker_closed: Arc::clone(&breaker_closed),
+            outcomes: Arc::clone(&outcomes),
             metrics,
         };
         let (actor, _join) = Actor::spawn(None, ProviderPool, args)
@@ -247,7 +261,7 @@ impl ProviderHandle {
             .with_context(|| format!("failed to start the pool of provider \"{}\"", settings.name))?;
         let cell = actor.get_cell();
         let slots = Arc::new(Semaphore::new(settings.max_concurrent));
-        Ok((Self { client, slots, breaker_closed, actor }, cell))
+        Ok((Self { client, slots, breaker_closed, outcomes, actor }, cell))
     }
 
     /// The provider's name.
@@ -266,7 +280,7 @@ impl ProviderHandle {
                 Ok(Admission::Rejected) | Err(_) => return Err(ProviderError::CircuitOpen),
             }
         };
-        let mut ticket = AttemptTicket { actor: self.actor.clone(), probe, reported: false, _slot: None };
+        let mut ticket = AttemptTicket { actor: self.actor.clone(), outcomes: Arc::clone(&self.outcomes), probe, reported: false, _slot: None };
         let slot = Arc::clone(&self.slots)
             .acquire_owned()
             .await
@@ -281,6 +295,7 @@ impl ProviderHandle {
 #[derive(Debug)]
 pub struct AttemptTicket {
     actor: ActorRef<PoolMessage>,
+    outcomes: Arc<Outbox<Outcome>>,
     probe: bool,
     reported: bool,
     _slot: Option<OwnedSemaphorePermit>,
@@ -290,7 +305,9 @@ impl AttemptTicket {
     /// Reports the attempt's outcome to the pool and frees the slot.
     pub fn report(mut self, sample: AttemptSample) {
         self.reported = true;
-        let _gone = self.actor.cast(PoolMessage::Outcome { sample, probe: self.probe });
+        if self.outcomes.push(Outcome { sample, probe: self.probe }) {
+            let _gone = self.actor.cast(PoolMessage::Outcomes);
+        }
     }
 }
 

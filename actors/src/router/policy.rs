@@ -44,6 +44,12 @@ impl Price {
             + f64::from(usage.output_tokens) * self.output_usd_per_mtok)
             / 1_000_000.0
     }
+
+    /// What `usage` is charged: its [`Price::cost`] in nanodollars. Every charge and every
+    /// reservation of the gateway is priced here.
+    pub fn charge(&self, usage: Usage) -> crate::budget::NanoUsd {
+        crate::budget::NanoUsd::from_usd(self.cost(usage))
+    }
 }
 
 #[cfg(test)]
@@ -135,7 +141,9 @@ pub struct RoutingRule {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoutingPolicy {
     models: Vec<ModelSettings>,
-    index: HashMap<String, usize>,
+    /// Position of each model in `models`, by name (looked up several times per request: a fast
+    /// hasher).
+    index: foldhash::HashMap<String, usize>,
     self_hosted: HashSet<String>,
     routes: HashMap<String, Vec<String>>,
     rules: Vec<RoutingRule>,
@@ -156,6 +164,11 @@ impl RoutingPolicy {
     ) -> Self {
         let index = models.iter().enumerate().map(|(position, model)| (model.name.clone(), position)).collect();
         Self { models, index, self_hosted: self_hosted_providers, routes, rules, preference, max_error_rate }
+    }
+
+    /// The price of `model`; `None` when it is unknown or has none.
+    pub fn price(&self, model: &str) -> Option<Price> {
+        self.model(model)?.price
     }
 
     /// The configured model called `name`.
@@ -240,12 +253,12 @@ impl RoutingPolicy {
             .find(|model| self.available(model, health))
             .or_else(|| allowed.first())
             .ok_or_else(|| GatewayError::ModelForbidden { model: requested.to_owned(), tier: context.tier })?;
-        let mut selection = self.selection(model, format!("route \"{requested}\": first available model"), context, health);
-        let route_rest = allowed.iter().filter(|candidate| candidate.name != model.name).map(|candidate| candidate.target());
-        selection.fallbacks = order_fallbacks(route_rest.chain(selection.fallbacks.drain(..)), &model.name, |target| {
-            self.model(&target.model).is_some_and(|candidate| self.available(candidate, health))
-        });
-        Ok(selection)
+        let route_rest = allowed.iter().copied().filter(|candidate| candidate.name != model.name);
+        Ok(ModelSelection {
+            primary: model.target(),
+            reason: format!("route \"{requested}\": first available model"),
+            fallbacks: self.fallbacks(model, route_rest, context, health),
+        })
     }
 
     /// The embedding model `requested` for a caller in `context`: it must be one, and the caller
@@ -304,26 +317,32 @@ impl RoutingPolicy {
     /// The selection of `model` with its fallbacks, then the rest of the preference order;
     /// available models first, unavailable ones last (they may be probed back to health).
     fn selection(&self, model: &ModelSettings, reason: String, context: &RoutingContext, health: &HealthTable) -> ModelSelection {
-        let candidates = model
-            .fallbacks
-            .iter()
-            .chain(self.preference.iter())
-            .filter_map(|name| self.model(name))
-            .filter(|candidate| candidate.allows(context))
-            .map(ModelSettings::target);
-        let fallbacks = order_fallbacks(candidates, &model.name, |target| {
-            self.model(&target.model).is_some_and(|candidate| self.available(candidate, health))
-        });
-        ModelSelection { primary: model.target(), reason, fallbacks }
+        ModelSelection { primary: model.target(), reason, fallbacks: self.fallbacks(model, std::iter::empty(), context, health) }
     }
-}
 
-fn order_fallbacks(candidates: impl Iterator<Item = Target>, primary: &str, available: impl Fn(&Target) -> bool) -> Vec<Target> {
-    let mut seen = HashSet::from([primary.to_owned()]);
-    let (mut up, down): (Vec<Target>, Vec<Target>) =
-        candidates.filter(|target| seen.insert(target.model.clone())).partition(|target| available(target));
-    up.extend(down);
-    up
+    /// The fallbacks of `model`: the `first` candidates (a route's other models), then its own
+    /// fallbacks, then the preference order; each model once, only those allowed in `context`,
+    /// the available ones first (each group in that order).
+    fn fallbacks<'a>(
+        &'a self,
+        model: &'a ModelSettings,
+        first: impl Iterator<Item = &'a ModelSettings>,
+        context: &RoutingContext,
+        health: &HealthTable,
+    ) -> Vec<Target> {
+        let mut seen: Vec<&str> = vec![&model.name];
+        let candidates = first
+            .chain(model.fallbacks.iter().chain(self.preference.iter()).filter_map(|name| self.model(name)).filter(|candidate| candidate.allows(context)))
+            .filter(|candidate| {
+                let new = !seen.contains(&candidate.name.as_str());
+                if new {
+                    seen.push(&candidate.name);
+                }
+                new
+            });
+        let (up, down): (Vec<&ModelSettings>, Vec<&ModelSettings>) = candidates.partition(|candidate| self.available(candidate, health));
+        up.into_iter().chain(down).map(ModelSettings::target).collect()
+    }
 }
 
 fn describe(rule: &RoutingRule, model: &ModelSettings) -> String {

@@ -250,3 +250,26 @@ fn the_semantic_layers_bounds_are_checked_by_key() {
         assert!(error.contains(key), "{key}: {error}");
     }
 }
+
+#[test]
+fn guardrails_compile_and_every_mistake_names_its_key() {
+    let good = format!(
+        "{MINIMAL}\n[[guardrails]]\nname = \"pii\"\nmodels = [\"m\"]\nmax_answer_characters = 100\n[guardrails.pii]\nemail = \"redact\"\npayment_card = \"block\"\n\
+         [guardrails.injection]\nthreshold = 1.5\naction = \"log\"\n[guardrails.deny]\nwords = [\"nightingale\"]\n"
+    );
+    let config = parse(&good).map_err(|error| error.to_string());
+    let guardrails = config.as_ref().map(|config| config.gateway.guardrails.len());
+    assert_eq!(guardrails, Ok(1), "{config:?}");
+    for (tail, named) in [
+        ("[[guardrails]]\nname = \"g\"\n[guardrails.pii]\nemail_address = \"redact\"\n", "guardrails[0].pii.email_address"),
+        ("[[guardrails]]\nname = \"g\"\nmodels = [\"nope\"]\n", "guardrails[0].models"),
+        ("[[guardrails]]\nname = \"g\"\n[guardrails.injection]\nthreshold = 0.0\n", "guardrails[0].injection.threshold"),
+        ("[[guardrails]]\nname = \"g\"\nmax_answer_characters = 0\n", "guardrails[0].max_answer_characters"),
+        ("[[guardrails]]\nname = \"g\"\n[guardrails.deny]\nwords = [\" \"]\n", "deny phrase 0 of deny words in guardrail \"g\" is empty"),
+        ("[[guardrails]]\nname = \"g\"\n[[guardrails]]\nname = \"g\"\n", "guardrails[1].name"),
+        ("[[guardrails]]\nname = \"g\"\ncolour = \"red\"\n", "colour"),
+    ] {
+        let error = error_of(&format!("{MINIMAL}\n{tail}"));
+        assert!(error.contains(named), "{named}: {error}");
+    }
+}

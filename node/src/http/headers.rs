@@ -64,8 +64,13 @@ pub fn unix_now() -> u64 {
 
 /// Sets a header, replacing what a header value cannot carry with `?`.
 pub fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    let printable: String = value.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
-    if let Ok(value) = HeaderValue::from_str(&printable) {
+    let printable = |byte: u8| byte.is_ascii_graphic() || byte == b' ';
+    let value = if value.bytes().all(printable) {
+        HeaderValue::from_str(value)
+    } else {
+        HeaderValue::from_str(&value.chars().map(|c| if c.is_ascii() && printable(c as u8) { c } else { '?' }).collect::<String>())
+    };
+    if let Ok(value) = value {
         headers.insert(HeaderName::from_static(name), value);
     }
 }

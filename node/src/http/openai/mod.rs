@@ -59,19 +59,76 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<request::Parsed, Gatew
     Ok(parsed)
 }
 
-/// The assistant message of an answer: `content` null when the model only called tools, and
-/// its `tool_calls` when it made any.
-fn answer_message(completion: &Completion) -> serde_json::Value {
-    let content = if completion.text.is_empty() && !completion.tool_calls.is_empty() { None } else { Some(completion.text.as_str()) };
-    let mut message = json!({"role": "assistant", "content": content, "refusal": null});
-    if !completion.tool_calls.is_empty() {
-        message["tool_calls"] = completion.tool_calls.iter().map(tool_call_json).collect();
-    }
-    message
+/// A whole answer in OpenAI's `chat.completion` shape, serialised as it is (no JSON tree built
+/// first: this is on every request's path).
+#[derive(Serialize)]
+struct CompletionOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [ChoiceOut<'a>; 1],
+    usage: UsageOut,
+    system_fingerprint: Option<()>,
 }
 
-fn tool_call_json(call: &ToolCall) -> serde_json::Value {
-    json!({"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}})
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    index: u32,
+    message: MessageOut<'a>,
+    finish_reason: &'static str,
+    logprobs: &'a Option<serde_json::Value>,
+}
+
+/// The assistant message of an answer: `content` null when the model only called tools, and
+/// its `tool_calls` when it made any.
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    refusal: Option<()>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+/// Token counts in OpenAI's `usage` shape.
+#[derive(Serialize)]
+struct UsageOut {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    total_tokens: u32,
+}
+
+impl From<Usage> for UsageOut {
+    fn from(usage: Usage) -> Self {
+        Self { prompt_tokens: usage.input_tokens, completion_tokens: usage.output_tokens, total_tokens: usage.total() }
+    }
+}
+
+impl<'a> MessageOut<'a> {
+    fn of(completion: &'a Completion) -> Self {
+        let content = if completion.text.is_empty() && !completion.tool_calls.is_empty() { None } else { Some(completion.text.as_str()) };
+        let tool_calls = completion
+            .tool_calls
+            .iter()
+            .map(|call: &'a ToolCall| ToolCallOut { id: &call.id, kind: "function", function: FunctionOut { name: &call.name, arguments: &call.arguments } })
+            .collect();
+        Self { role: "assistant", content, refusal: None, tool_calls }
+    }
 }
 
 /// A streamed tool-call piece as OpenAI's `delta.tool_calls` entry: id, type and name on the
@@ -88,10 +145,6 @@ fn tool_delta_json(delta: &ToolCallDelta) -> serde_json::Value {
         entry["type"] = json!("function");
     }
     entry
-}
-
-fn usage_json(usage: Usage) -> serde_json::Value {
-    json!({"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens, "total_tokens": usage.total()})
 }
 
 /// `POST /v1/chat/completions`.
@@ -133,20 +186,21 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
         };
         let target = &answer.target;
         metrics.record_request_answered("http", &route, &target.model, &target.provider, answer.cache_layer.as_str(), answer.latency);
-        let body = json!({
-            "id": answer.id,
-            "object": "chat.completion",
-            "created": unix_now(),
-            "model": target.model,
-            "choices": [{
-                "index": 0,
-                "message": answer_message(&answer.completion),
-                "finish_reason": answer.completion.finish_reason.as_str(),
-                "logprobs": answer.completion.logprobs,
+        let completion = &answer.completion;
+        let body = CompletionOut {
+            id: &answer.id,
+            object: "chat.completion",
+            created: unix_now(),
+            model: &target.model,
+            choices: [ChoiceOut {
+                index: 0,
+                message: MessageOut::of(completion),
+                finish_reason: completion.finish_reason.as_str(),
+                logprobs: &completion.logprobs,
             }],
-            "usage": usage_json(answer.completion.usage),
-            "system_fingerprint": null,
-        });
+            usage: completion.usage.into(),
+            system_fingerprint: None,
+        };
         let mut response = axum::Json(body).into_response();
         whole_answer_headers(response.headers_mut(), &answer);
         response
@@ -163,7 +217,7 @@ struct ChunkOut<'a> {
     model: &'a str,
     choices: Vec<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<serde_json::Value>,
+    usage: Option<UsageOut>,
 }
 
 fn sse(value: &impl Serialize) -> Bytes {
@@ -184,7 +238,7 @@ fn stream_response(answer: AnswerStream, route: String, include_usage: bool, sta
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 
     let (model, provider, cache) = (target.model.clone(), target.provider.clone(), cache_layer.as_str());
-    let chunk = move |choices: Vec<serde_json::Value>, usage: Option<serde_json::Value>| {
+    let chunk = move |choices: Vec<serde_json::Value>, usage: Option<UsageOut>| {
         sse(&ChunkOut { id: &id, object: "chat.completion.chunk", created, model: &target.model, choices, usage })
     };
     let head = chunk(vec![json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null})], None);
@@ -204,7 +258,7 @@ fn stream_response(answer: AnswerStream, route: String, include_usage: bool, sta
                 metrics.record_request_answered("http", &route, &model, &provider, cache, latency);
                 let mut out = chunk(vec![json!({"index": 0, "delta": {}, "finish_reason": finish_reason.as_str()})], None).to_vec();
                 if include_usage {
-                    out.extend_from_slice(&chunk(Vec::new(), Some(usage_json(usage))));
+                    out.extend_from_slice(&chunk(Vec::new(), Some(usage.into())));
                 }
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 Bytes::from(out)

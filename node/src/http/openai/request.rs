@@ -192,7 +192,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed, GatewayError> {
 
 /// The body's known fields, and its unknown top-level ones apart.
 fn read(body: &[u8]) -> Result<(CompletionRequest, Map<String, Value>), GatewayError> {
-    match deserialize(&mut serde_json::Deserializer::from_slice(body)) {
+    match body::from_slice(body) {
         Ok(request) => Ok((request, Map::new())),
         // Only an unknown top-level field takes the slower way: parse as a map, set the
         // unknown fields apart, and read the rest.
