@@ -101,14 +101,24 @@ fn semantic_eval_prints_figures_then_one_json_line() {
         "recall_at_p80",
         "recall_at_p90",
         "recall_at_p95",
+        "recall_at_p99",
         "best_f1",
         "baseline_recall_at_p80",
         "baseline_recall_at_p90",
         "baseline_recall_at_p95",
+        "baseline_recall_at_p99",
         "baseline_best_f1",
     ] {
         assert!(report[key].is_number(), "{key} missing from {last_line}");
     }
+    // Both scorers' thresholds for 0.80, 0.90, 0.95 and 0.99; the shipped tables stop below 0.99.
+    for key in ["calibrated", "baseline_calibrated"] {
+        let figures = report[key].as_array().unwrap();
+        assert_eq!(figures.len(), 4, "{key}: {last_line}");
+        assert_eq!(figures[0]["calibrated"], true, "{key}: {last_line}");
+        assert_eq!(figures[3]["calibrated"], false, "{key}: {last_line}");
+    }
+    assert!(stdout.contains("(extrapolated)"), "{stdout}");
     let evaluated = report["pairs"].as_u64().unwrap();
     assert!(
         evaluated > 0 && evaluated < 2 * TOPICS.len() as u64,

@@ -571,6 +571,16 @@ fn semantic_fit(args: &SemanticFitArgs) -> anyhow::Result<()> {
         outcome.validation_recall_at_p90,
         outcome.validation_cosine_recall_at_p90
     );
+    for (scorer, ceiling) in [("policy", &outcome.validation_ceiling), ("cosine", &outcome.validation_cosine_ceiling)] {
+        match ceiling {
+            Some(cut) => println!(
+                "{scorer}: the most precise validation cut with enough duplicates serves {} pairs, {} duplicates (precision {:.3}, threshold {:.4})",
+                cut.served, cut.duplicates, cut.precision, cut.threshold
+            ),
+            None => println!("{scorer}: no validation cut serves enough duplicates"),
+        }
+    }
+    println!("cosine weight {}", outcome.parameters.cosine_weight);
     println!("wrote {}", args.out.display());
     let summary = serde_json::json!({
         "fit_pairs": outcome.fit_pairs,
@@ -582,6 +592,9 @@ fn semantic_fit(args: &SemanticFitArgs) -> anyhow::Result<()> {
         "validation_cosine_recall_at_p80": outcome.validation_cosine_recall_at_p80,
         "validation_cosine_recall_at_p90": outcome.validation_cosine_recall_at_p90,
         "loose_similarity": outcome.parameters.loose_similarity,
+        "cosine_weight": outcome.parameters.cosine_weight,
+        "validation_ceiling": outcome.validation_ceiling,
+        "validation_cosine_ceiling": outcome.validation_cosine_ceiling,
         "calibration": calibration_json(&outcome.parameters.calibration),
         "cosine_calibration": calibration_json(&outcome.cosine_calibration),
     });

@@ -11,7 +11,10 @@ use crate::semantic::metrics::{self, OperatingPoint};
 use crate::semantic::pairs::PairSet;
 
 /// Precision floors reported.
-pub const REPORTED_PRECISIONS: [f64; 3] = [0.8, 0.9, 0.95];
+pub const REPORTED_PRECISIONS: [f64; 4] = [0.8, 0.9, 0.95, 0.99];
+
+/// Target precisions whose calibrated thresholds are applied to the test pairs.
+pub const CALIBRATED_TARGETS: [f32; 4] = [0.8, 0.9, 0.95, 0.99];
 
 /// The figures of one scorer.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -22,6 +25,8 @@ pub struct ScorerFigures {
     pub recall_at_p90: f64,
     /// Highest recall at precision ≥ 0.95.
     pub recall_at_p95: f64,
+    /// Highest recall at precision ≥ 0.99.
+    pub recall_at_p99: f64,
     /// Best F1 over thresholds.
     pub best_f1: f64,
     /// Area under the precision-recall curve.
@@ -35,6 +40,7 @@ impl ScorerFigures {
             recall_at_p80: metrics::recall_at_precision(&points, REPORTED_PRECISIONS[0]),
             recall_at_p90: metrics::recall_at_precision(&points, REPORTED_PRECISIONS[1]),
             recall_at_p95: metrics::recall_at_precision(&points, REPORTED_PRECISIONS[2]),
+            recall_at_p99: metrics::recall_at_precision(&points, REPORTED_PRECISIONS[3]),
             best_f1: metrics::best_f1(&points).0,
             average_precision: metrics::average_precision(&points),
         }
@@ -48,10 +54,41 @@ pub struct CalibratedFigures {
     pub target_precision: f64,
     /// The threshold it mapped to.
     pub threshold: f32,
+    /// Whether the target lies within the calibration table (otherwise the threshold is
+    /// extrapolated, see `HitPolicy::threshold_for`).
+    pub calibrated: bool,
     /// Precision measured on the test pairs at that threshold.
     pub precision: f64,
     /// Recall measured on the test pairs at that threshold.
     pub recall: f64,
+    /// Pairs served at that threshold.
+    pub served: usize,
+}
+
+impl CalibratedFigures {
+    /// `policy`'s threshold for each of [`CALIBRATED_TARGETS`] it accepts, applied to `scored`.
+    fn measure(policy: &HitPolicy, scored: &[(f32, bool)]) -> Vec<Self> {
+        CALIBRATED_TARGETS
+            .into_iter()
+            .filter_map(|target| {
+                let threshold = policy.threshold_for(target).ok()?;
+                let OperatingPoint {
+                    precision, recall, ..
+                } = metrics::at_threshold(scored, threshold);
+                Some(CalibratedFigures {
+                    target_precision: f64::from(target),
+                    threshold,
+                    calibrated: policy.is_calibrated(target),
+                    precision,
+                    recall,
+                    served: scored
+                        .iter()
+                        .filter(|(score, _)| *score >= threshold)
+                        .count(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// The evaluation's result; its JSON is the command's last line.
@@ -68,6 +105,8 @@ pub struct EvalReport {
     /// See `recall_at_p80`.
     pub recall_at_p95: f64,
     /// See `recall_at_p80`.
+    pub recall_at_p99: f64,
+    /// See `recall_at_p80`.
     pub best_f1: f64,
     /// See `recall_at_p80`.
     pub average_precision: f64,
@@ -78,13 +117,18 @@ pub struct EvalReport {
     /// See `baseline_recall_at_p80`.
     pub baseline_recall_at_p95: f64,
     /// See `baseline_recall_at_p80`.
+    pub baseline_recall_at_p99: f64,
+    /// See `baseline_recall_at_p80`.
     pub baseline_best_f1: f64,
     /// See `baseline_recall_at_p80`.
     pub baseline_average_precision: f64,
     /// Test duplicates whose cosine fell below the policy's loose floor (never hits).
     pub duplicates_below_loose_similarity: usize,
-    /// The policy's calibrated thresholds for 0.8 and 0.9 applied to the test pairs.
+    /// The policy's thresholds for [`CALIBRATED_TARGETS`] applied to the test pairs.
     pub calibrated: Vec<CalibratedFigures>,
+    /// Plain cosine's (`HitPolicy::cosine`) thresholds for the same targets, applied to the
+    /// test pairs' cosines.
+    pub baseline_calibrated: Vec<CalibratedFigures>,
     /// Mean time of one `HitPolicy::score` call, in microseconds.
     pub score_microseconds: f64,
 }
@@ -98,18 +142,20 @@ impl EvalReport {
                 self.pairs, self.duplicates
             ),
             format!(
-                "policy:   recall@p0.80 {:.3}  recall@p0.90 {:.3}  recall@p0.95 {:.3}  best F1 {:.3}  AP {:.3}",
+                "policy:   recall@p0.80 {:.3}  recall@p0.90 {:.3}  recall@p0.95 {:.3}  recall@p0.99 {:.3}  best F1 {:.3}  AP {:.3}",
                 self.recall_at_p80,
                 self.recall_at_p90,
                 self.recall_at_p95,
+                self.recall_at_p99,
                 self.best_f1,
                 self.average_precision
             ),
             format!(
-                "baseline: recall@p0.80 {:.3}  recall@p0.90 {:.3}  recall@p0.95 {:.3}  best F1 {:.3}  AP {:.3}  (plain cosine)",
+                "baseline: recall@p0.80 {:.3}  recall@p0.90 {:.3}  recall@p0.95 {:.3}  recall@p0.99 {:.3}  best F1 {:.3}  AP {:.3}  (plain cosine)",
                 self.baseline_recall_at_p80,
                 self.baseline_recall_at_p90,
                 self.baseline_recall_at_p95,
+                self.baseline_recall_at_p99,
                 self.baseline_best_f1,
                 self.baseline_average_precision
             ),
@@ -118,14 +164,21 @@ impl EvalReport {
                 self.duplicates_below_loose_similarity
             ),
         ];
-        for calibrated in &self.calibrated {
-            lines.push(format!(
-                "threshold_for({:.2}) = {:.4}: test precision {:.3}, recall {:.3}",
-                calibrated.target_precision,
-                calibrated.threshold,
-                calibrated.precision,
-                calibrated.recall
-            ));
+        for (scorer, figures) in [
+            ("policy", &self.calibrated),
+            ("cosine", &self.baseline_calibrated),
+        ] {
+            for calibrated in figures {
+                lines.push(format!(
+                    "{scorer} threshold_for({:.2}) = {:.4}{}: test precision {:.3}, recall {:.3}, {} served",
+                    calibrated.target_precision,
+                    calibrated.threshold,
+                    if calibrated.calibrated { "" } else { " (extrapolated)" },
+                    calibrated.precision,
+                    calibrated.recall,
+                    calibrated.served
+                ));
+            }
         }
         lines.push(format!("score: {:.1} µs a call", self.score_microseconds));
         lines
@@ -169,21 +222,8 @@ pub fn evaluate(
     }
     let policy_figures = ScorerFigures::measure(&policy_scored);
     let baseline = ScorerFigures::measure(&cosine_scored);
-    let calibrated = [0.8_f32, 0.9]
-        .into_iter()
-        .filter_map(|target| {
-            let threshold = policy.threshold_for(target).ok()?;
-            let OperatingPoint {
-                precision, recall, ..
-            } = metrics::at_threshold(&policy_scored, threshold);
-            Some(CalibratedFigures {
-                target_precision: f64::from(target),
-                threshold,
-                precision,
-                recall,
-            })
-        })
-        .collect();
+    let calibrated = CalibratedFigures::measure(policy, &policy_scored);
+    let baseline_calibrated = CalibratedFigures::measure(&HitPolicy::cosine(), &cosine_scored);
     Ok(EvalReport {
         pairs: indices.len(),
         duplicates: policy_scored
@@ -193,15 +233,18 @@ pub fn evaluate(
         recall_at_p80: policy_figures.recall_at_p80,
         recall_at_p90: policy_figures.recall_at_p90,
         recall_at_p95: policy_figures.recall_at_p95,
+        recall_at_p99: policy_figures.recall_at_p99,
         best_f1: policy_figures.best_f1,
         average_precision: policy_figures.average_precision,
         baseline_recall_at_p80: baseline.recall_at_p80,
         baseline_recall_at_p90: baseline.recall_at_p90,
         baseline_recall_at_p95: baseline.recall_at_p95,
+        baseline_recall_at_p99: baseline.recall_at_p99,
         baseline_best_f1: baseline.best_f1,
         baseline_average_precision: baseline.average_precision,
         duplicates_below_loose_similarity,
         calibrated,
+        baseline_calibrated,
         score_microseconds: scoring_time.as_secs_f64() * 1e6 / indices.len().max(1) as f64,
     })
 }

@@ -1,8 +1,9 @@
 //! Fitting the hit policy's verifier on the train split: features of every fit pair above the
 //! loose cosine floor, a small network trained with AdamW on binary cross-entropy (candle), early
-//! stopping on the validation pairs' average precision, then the calibration table measured on the
-//! validation pairs with the parameters exactly as they ship (standardisation folded into the
-//! first layer, weights rounded).
+//! stopping on the validation pairs' average precision, then the weight of the cosine's own logit
+//! beside the network's (a logistic regression on the validation pairs), then the calibration
+//! table measured on the validation pairs with the parameters exactly as they ship
+//! (standardisation folded into the first layer, weights rounded).
 //!
 //! Everything random (initial weights, batch order) comes from one seeded generator, so the same
 //! data, model and settings give the same parameters.
@@ -15,7 +16,7 @@ use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 use switchyard_actors::cache::semantic::policy::{
     DenseLayer, HitPolicy, LEXICAL_FEATURE_NAMES, PARAMETERS_FORMAT, PolicyParameters,
-    feature_count, pair_features,
+    cosine_logit, feature_count, pair_features,
 };
 
 use crate::semantic::embeddings::TextVectors;
@@ -32,6 +33,8 @@ const CALIBRATION_LOWEST: f64 = 0.5;
 const CALIBRATION_MIN_DUPLICATES: usize = 25;
 /// Significant digits kept of each shipped weight.
 const SIGNIFICANT_DIGITS: i32 = 4;
+/// Newton steps of the logistic regression that fits the cosine weight (it converges in a few).
+const COSINE_WEIGHT_STEPS: usize = 25;
 
 /// How to fit.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,6 +98,11 @@ pub struct FitOutcome {
     pub validation_cosine_recall_at_p90: f64,
     /// Plain cosine's calibration table on the same validation pairs (for `HitPolicy::cosine`).
     pub cosine_calibration: Vec<switchyard_actors::cache::semantic::policy::CalibrationPoint>,
+    /// The most precise cut of the shipped scores on the validation pairs that serves at least
+    /// the calibration's minimum of duplicates: how far the calibration table can reach.
+    pub validation_ceiling: Option<metrics::Cut>,
+    /// The same for plain cosine.
+    pub validation_cosine_ceiling: Option<metrics::Cut>,
 }
 
 /// Features and labels of a set of pairs, row after row.
@@ -232,8 +240,28 @@ pub fn fit(
             .map(|name| (*name).to_owned())
             .collect(),
         layers: shipped_layers(weights, &means, &scales),
+        cosine_weight: 0.0,
         calibration: Vec::new(),
     };
+
+    // The cosine's weight beside the network's logit, by maximum likelihood on the validation
+    // pairs the network scores (above the floor, not vetoed), with the layers as they ship.
+    let network_only = provisional_policy(&parameters)?;
+    let mut stacked = Vec::new();
+    for &index in &validation {
+        let pair = &set.pairs[index];
+        let (a, b) = set.text_indices[index];
+        let score = network_only.score(&pair.b, vectors.vector(b), &pair.a, vectors.vector(a));
+        if score > 0.0 && score < 1.0 {
+            let logit = (score / (1.0 - score)).ln();
+            stacked.push(([logit, cosine_logit(cosine_of(index))], pair.duplicate));
+        }
+    }
+    parameters.cosine_weight = round_significant(cosine_weight(&stacked)?);
+    parameters.description.push_str(&format!(
+        "; cosine weight {} fitted on the validation pairs",
+        parameters.cosine_weight
+    ));
 
     // Calibrate with the parameters exactly as they ship, scored as the request path scores.
     let provisional = provisional_policy(&parameters)?;
@@ -288,7 +316,77 @@ pub fn fit(
             positives,
             CALIBRATION_MIN_DUPLICATES,
         ),
+        validation_ceiling: metrics::precision_ceiling(
+            &validation_points,
+            positives,
+            CALIBRATION_MIN_DUPLICATES,
+        ),
+        validation_cosine_ceiling: metrics::precision_ceiling(
+            &cosine_points,
+            positives,
+            CALIBRATION_MIN_DUPLICATES,
+        ),
     })
+}
+
+/// The weight of the second input relative to the first in a logistic regression of the labels
+/// on `[network logit, cosine logit]` with an intercept (Newton's method): how much of the
+/// cosine's logit to add to the network's. 0 when the cosine does not help (or the fit fails).
+fn cosine_weight(rows: &[([f32; 2], bool)]) -> anyhow::Result<f32> {
+    if rows.is_empty() {
+        bail!("no validation pair above the floor to fit the cosine weight on");
+    }
+    let mut weights = [0.0_f64, 1.0, 0.0];
+    for _ in 0..COSINE_WEIGHT_STEPS {
+        let mut gradient = [0.0_f64; 3];
+        let mut hessian = [[0.0_f64; 3]; 3];
+        for (inputs, duplicate) in rows {
+            let x = [1.0, f64::from(inputs[0]), f64::from(inputs[1])];
+            let z: f64 = weights.iter().zip(&x).map(|(w, v)| w * v).sum();
+            let p = 1.0 / (1.0 + (-z.clamp(-30.0, 30.0)).exp());
+            let label = if *duplicate { 1.0 } else { 0.0 };
+            for i in 0..3 {
+                gradient[i] += (label - p) * x[i];
+                for j in 0..3 {
+                    hessian[i][j] += p * (1.0 - p) * x[i] * x[j];
+                }
+            }
+        }
+        let Some(step) = solve3(hessian, gradient) else {
+            return Ok(0.0);
+        };
+        for (weight, change) in weights.iter_mut().zip(step) {
+            *weight += change;
+        }
+    }
+    if weights[1] <= 0.0 || !weights.iter().all(|weight| weight.is_finite()) {
+        return Ok(0.0);
+    }
+    Ok((weights[2] / weights[1]).max(0.0) as f32)
+}
+
+/// `x` with `matrix · x = right`, by Gaussian elimination; `None` if the matrix is singular.
+fn solve3(mut matrix: [[f64; 3]; 3], mut right: [f64; 3]) -> Option<[f64; 3]> {
+    for pivot in 0..3 {
+        if matrix[pivot][pivot].abs() < 1e-12 {
+            return None;
+        }
+        for row in pivot + 1..3 {
+            let factor = matrix[row][pivot] / matrix[pivot][pivot];
+            for column in pivot..3 {
+                matrix[row][column] -= factor * matrix[pivot][column];
+            }
+            right[row] -= factor * right[pivot];
+        }
+    }
+    let mut solution = [0.0_f64; 3];
+    for row in (0..3).rev() {
+        let known: f64 = (row + 1..3)
+            .map(|column| matrix[row][column] * solution[column])
+            .sum();
+        solution[row] = (right[row] - known) / matrix[row][row];
+    }
+    Some(solution)
 }
 
 /// The parameters as JSON laid out for review: one field a line, one calibration point a line,
@@ -308,6 +406,10 @@ pub fn parameters_json(parameters: &PolicyParameters) -> anyhow::Result<String> 
     out.push_str(&format!(
         "  \"loose_similarity\": {},\n",
         value(&parameters.loose_similarity)?
+    ));
+    out.push_str(&format!(
+        "  \"cosine_weight\": {},\n",
+        value(&parameters.cosine_weight)?
     ));
     out.push_str(&format!(
         "  \"lexical_features\": {},\n",
@@ -700,6 +802,7 @@ mod tests {
                     bias: vec![0.25],
                 },
             ],
+            cosine_weight: 0.25,
             calibration: vec![
                 switchyard_actors::cache::semantic::policy::CalibrationPoint {
                     precision: 0.8,
@@ -746,6 +849,39 @@ mod tests {
         let input = [0.7, -0.3];
         let expected = (logit(&first, input) + logit(&second, input)) / 2.0;
         assert!((logit(&merged, input) - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_cosine_weight_follows_what_the_cosine_adds() {
+        // Labels decided by the sum of both inputs: the cosine counts as much as the network.
+        let mut random = StdRng::seed_from_u64(3);
+        let rows: Vec<([f32; 2], bool)> = (0..4000)
+            .map(|_| {
+                let (network, cosine) = (
+                    random.random_range(-3.0..3.0_f32),
+                    random.random_range(-3.0..3.0_f32),
+                );
+                let probability = 1.0 / (1.0 + (-(network + cosine)).exp());
+                (
+                    [network, cosine],
+                    random.random_range(0.0..1.0_f32) < probability,
+                )
+            })
+            .collect();
+        let weight = cosine_weight(&rows).unwrap();
+        assert!((weight - 1.0).abs() < 0.2, "{weight}");
+        // Labels from the network's input alone: the cosine gets (about) nothing.
+        let rows: Vec<([f32; 2], bool)> = rows
+            .iter()
+            .map(|(inputs, _)| {
+                (
+                    *inputs,
+                    random.random_range(0.0..1.0_f32) < 1.0 / (1.0 + (-inputs[0]).exp()),
+                )
+            })
+            .collect();
+        assert!(cosine_weight(&rows).unwrap() < 0.1);
+        assert!(cosine_weight(&[]).is_err());
     }
 
     #[test]

@@ -126,6 +126,50 @@ pub fn at_threshold(scored: &[(f32, bool)], threshold: f32) -> OperatingPoint {
     }
 }
 
+/// A cut of the ranking with its counts.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Cut {
+    /// Lowest score served.
+    pub threshold: f32,
+    /// Served duplicates over served pairs.
+    pub precision: f64,
+    /// Pairs served.
+    pub served: usize,
+    /// Duplicates among them.
+    pub duplicates: usize,
+}
+
+/// The most precise cut serving at least `min_served_duplicates` duplicates (of `positives`); among
+/// equally precise cuts, the one serving more. `None` if no cut serves that many.
+pub fn precision_ceiling(
+    points: &[OperatingPoint],
+    positives: usize,
+    min_served_duplicates: usize,
+) -> Option<Cut> {
+    points
+        .iter()
+        .map(|point| {
+            let duplicates = (point.recall * positives as f64).round() as usize;
+            let served = if point.precision > 0.0 {
+                (duplicates as f64 / point.precision).round() as usize
+            } else {
+                0
+            };
+            Cut {
+                threshold: point.threshold,
+                precision: point.precision,
+                served,
+                duplicates,
+            }
+        })
+        .filter(|cut| cut.duplicates >= min_served_duplicates)
+        .max_by(|left, right| {
+            left.precision
+                .total_cmp(&right.precision)
+                .then(left.served.cmp(&right.served))
+        })
+}
+
 /// The calibration table: for each target precision (ascending), the lowest threshold reaching it,
 /// made ascending (a higher precision never gets a lower threshold). Targets that no threshold
 /// reaches with at least `min_served_duplicates` duplicates served end the table.
@@ -186,6 +230,18 @@ mod tests {
         let points = operating_points(&[(0.5, true), (0.5, false), (0.4, true)]);
         assert_eq!(points.len(), 2);
         assert_eq!(points[0].precision, 0.5);
+    }
+
+    #[test]
+    fn the_ceiling_is_the_most_precise_cut_with_enough_duplicates() {
+        let points = operating_points(&scored());
+        let ceiling = precision_ceiling(&points, 3, 2).unwrap();
+        assert_eq!(
+            (ceiling.threshold, ceiling.served, ceiling.duplicates),
+            (0.8, 2, 2)
+        );
+        assert_eq!(precision_ceiling(&points, 3, 3).unwrap().threshold, 0.6);
+        assert!(precision_ceiling(&points, 3, 4).is_none());
     }
 
     #[test]

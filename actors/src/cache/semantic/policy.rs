@@ -7,11 +7,17 @@
 //! multilayer perceptron over the two sentence vectors (their element-wise product and absolute
 //! difference, and the cosine) and a few lexical features of the two texts (word, word-pair and
 //! character overlap, numbers, negations, entity-like words, question word, length) computed by
-//! [`lexical_features`].
+//! [`lexical_features`]. The network's logit gets a second term, the cosine's own logit times a
+//! weight fitted on validation pairs ([`PolicyParameters::cosine_weight`]), which ranks the most
+//! alike pairs better than the network alone.
 //!
 //! The score is a probability-like value in `[0, 1]`. An operator asks for a target precision; the
 //! policy maps it to a score threshold with the calibration table measured when it was fitted, on
-//! validation pairs the weights were not fitted on ([`HitPolicy::threshold_for`]).
+//! validation pairs the weights were not fitted on ([`HitPolicy::threshold_for`]). The table stops
+//! at the highest precision the validation pairs show with enough duplicates served (0.97 for the
+//! shipped parameters: the labels themselves call some of the most alike pairs different);
+//! targets above it get stricter thresholds than any measured one, by a fixed rule, with no
+//! measured precision behind them.
 //!
 //! The shipped parameters are `policy-params.json` beside this file, written by
 //! `switchyard-loadtest semantic-fit` (see BENCHMARKS.md, "Semantic cache quality").
@@ -73,8 +79,8 @@ pub enum PolicyError {
     /// The parameters file is not valid JSON of the expected layout.
     #[error("invalid hit policy parameters: {0}")]
     InvalidParameters(String),
-    /// The target precision is not a number within the calibrated range.
-    #[error("target precision {requested} is outside the calibrated range {lowest}..={highest}")]
+    /// The target precision is not a number from the lowest calibrated precision to 1.
+    #[error("target precision {requested} is outside {lowest}..=1 (calibrated up to {highest})")]
     PrecisionOutOfRange {
         /// The precision asked for.
         requested: f32,
@@ -156,6 +162,11 @@ pub struct PolicyParameters {
     pub lexical_features: Vec<String>,
     /// Dense layers with ReLU between them; the last has one output, a logit.
     pub layers: Vec<DenseLayer>,
+    /// Weight of the cosine's own logit, `ln(c / (1 − c))`, added to the network's logit (0: none;
+    /// absent in older files). Fitted on the validation pairs after the network: the network
+    /// alone leans too little on the cosine at the top of its range.
+    #[serde(default)]
+    pub cosine_weight: f32,
     /// Precision → threshold, ascending in both.
     pub calibration: Vec<CalibrationPoint>,
 }
@@ -203,6 +214,9 @@ impl PolicyParameters {
         if self.calibration.iter().any(|point| !(0.0..=1.0).contains(&point.precision)) {
             return invalid("calibrated precisions must lie within 0..=1".into());
         }
+        if !self.cosine_weight.is_finite() || self.cosine_weight < 0.0 {
+            return invalid(format!("cosine weight {} is not a non-negative number", self.cosine_weight));
+        }
         Ok(())
     }
 }
@@ -224,6 +238,10 @@ pub struct HitPolicy {
     loose_similarity: f32,
     calibration: Vec<CalibrationPoint>,
 }
+
+/// The highest score either scorer gives: the verifier's is a probability, the baseline's the
+/// cosine of unit vectors. [`HitPolicy::threshold_for`] reaches it at target precision 1.
+const TOP_SCORE: f32 = 1.0;
 
 /// The cosine baseline's first-stage floor (every candidate is scored).
 const COSINE_LOOSE_SIMILARITY: f32 = -1.0;
@@ -298,19 +316,32 @@ impl HitPolicy {
         &self.calibration
     }
 
-    /// The score threshold that served `target_precision` on the validation pairs, interpolated
-    /// linearly between calibrated points. A precision outside the calibrated range (or not a
-    /// number) is an error naming it.
+    /// The score threshold for `target_precision`.
+    ///
+    /// - From the lowest to the highest calibrated precision: the threshold that served it on the
+    ///   validation pairs, interpolated linearly between calibrated points.
+    /// - Above the highest calibrated precision, up to 1: beyond what the validation pairs can
+    ///   measure (see [`HitPolicy::is_calibrated`]). The threshold rises linearly from the highest
+    ///   calibrated threshold to the highest score there is (1) at target 1, so a stricter target
+    ///   never serves more candidates and 1 serves (almost) none. The precision reached there is
+    ///   not measured, and on the labels the policy was fitted on it is no higher than the
+    ///   highest calibrated one (BENCHMARKS.md, "Semantic cache quality").
+    /// - Below the lowest calibrated precision, above 1, or not a number: an error naming it.
     pub fn threshold_for(&self, target_precision: f32) -> Result<f32, PolicyError> {
         let (Some(lowest), Some(highest)) = (self.calibration.first(), self.calibration.last()) else {
             return Err(PolicyError::PrecisionOutOfRange { requested: target_precision, lowest: 0.0, highest: 0.0 });
         };
-        if !(lowest.precision..=highest.precision).contains(&target_precision) {
+        if !(lowest.precision..=1.0).contains(&target_precision) {
             return Err(PolicyError::PrecisionOutOfRange {
                 requested: target_precision,
                 lowest: lowest.precision,
                 highest: highest.precision,
             });
+        }
+        if target_precision > highest.precision {
+            let fraction = (target_precision - highest.precision) / (1.0 - highest.precision);
+            let top = TOP_SCORE.max(highest.threshold);
+            return Ok(highest.threshold + fraction * (top - highest.threshold));
         }
         let mut threshold = lowest.threshold;
         for pair in self.calibration.windows(2) {
@@ -322,6 +353,16 @@ impl HitPolicy {
             }
         }
         Ok(threshold)
+    }
+
+    /// Whether `target_precision` lies within the calibration table, i.e. its threshold served
+    /// that precision on the validation pairs; above the table [`HitPolicy::threshold_for`]
+    /// extrapolates.
+    pub fn is_calibrated(&self, target_precision: f32) -> bool {
+        match (self.calibration.first(), self.calibration.last()) {
+            (Some(lowest), Some(highest)) => (lowest.precision..=highest.precision).contains(&target_precision),
+            _ => false,
+        }
     }
 
     /// How likely the candidate asks the same question as the query; higher is more likely. The
@@ -343,11 +384,28 @@ impl HitPolicy {
                 if features[2 * parameters.dimensions + 1 + NUMBER_MISMATCH] > 0.5 {
                     return 0.0;
                 }
-                let logit = forward(&parameters.layers, &features);
+                let logit = forward(&parameters.layers, &features) + parameters.cosine_weight * cosine_logit(similarity);
                 1.0 / (1.0 + (-logit).exp())
             }
         }
     }
+}
+
+/// Cosines above this count as this much in [`cosine_logit`]. Above about 0.995 a higher cosine
+/// no longer means a likelier duplicate: on the train split's 36,626 pairs (which the cosine is not
+/// fitted on) 94.8 % of the pairs in [0.990, 0.995) are duplicates, 92.8 % in [0.995, 0.998) and
+/// 85.7 % of those at 1.0, near-identical texts the labels often call different. Uncapped, the
+/// cosine's logit would rank those above every other pair.
+const COSINE_LOGIT_CAP: f32 = 0.995;
+
+/// Cosines below this count as this much in [`cosine_logit`] (the loose floor is far above it).
+const COSINE_LOGIT_FLOOR: f32 = 1e-6;
+
+/// `ln(c / (1 − c))` of the cosine `c` clamped to [`COSINE_LOGIT_FLOOR`]..=[`COSINE_LOGIT_CAP`]:
+/// the cosine's term of the verifier's logit (times [`PolicyParameters::cosine_weight`]).
+pub fn cosine_logit(similarity: f32) -> f32 {
+    let similarity = similarity.clamp(COSINE_LOGIT_FLOOR, COSINE_LOGIT_CAP);
+    (similarity / (1.0 - similarity)).ln()
 }
 
 /// Length of [`pair_features`] for `dimensions`-long vectors.
@@ -584,12 +642,43 @@ mod tests {
         for policy in [HitPolicy::shipped().unwrap(), HitPolicy::cosine()] {
             let error = policy.threshold_for(1.5).unwrap_err();
             assert!(error.to_string().contains("1.5"), "{error}");
+            assert!(policy.threshold_for(0.2).is_err());
             assert!(policy.threshold_for(f32::NAN).is_err());
             let (at_80, at_90) = (policy.threshold_for(0.8).unwrap(), policy.threshold_for(0.9).unwrap());
             assert!(at_80 < at_90, "{at_80} < {at_90}");
             let at_85 = policy.threshold_for(0.85).unwrap();
             assert!(at_80 <= at_85 && at_85 <= at_90);
         }
+    }
+
+    #[test]
+    fn targets_above_the_table_get_stricter_thresholds_up_to_the_top_score() {
+        for policy in [HitPolicy::shipped().unwrap(), HitPolicy::cosine()] {
+            let highest = *policy.calibration().last().unwrap();
+            assert!(highest.precision < 0.99, "the labels do not support 0.99: {highest:?}");
+            assert!(policy.is_calibrated(highest.precision) && !policy.is_calibrated(0.99));
+            assert_eq!(policy.threshold_for(highest.precision).unwrap(), highest.threshold);
+            let mut previous = highest.threshold;
+            for target in [highest.precision + 0.005, 0.98, 0.99, 0.999] {
+                let threshold = policy.threshold_for(target).unwrap();
+                assert!(threshold > previous && threshold < 1.0, "{target}: {threshold} after {previous}");
+                previous = threshold;
+            }
+            assert_eq!(policy.threshold_for(1.0).unwrap(), 1.0);
+        }
+    }
+
+    #[test]
+    fn the_extrapolation_is_linear_from_the_last_calibrated_point() {
+        let mut parameters = HitPolicy::shipped().unwrap().parameters().unwrap().clone();
+        parameters.calibration = vec![
+            CalibrationPoint { precision: 0.8, threshold: 0.6, recall: 0.5 },
+            CalibrationPoint { precision: 0.9, threshold: 0.8, recall: 0.2 },
+        ];
+        let policy = HitPolicy::from_parameters(parameters).unwrap();
+        assert!((policy.threshold_for(0.85).unwrap() - 0.7).abs() < 1e-6);
+        assert!((policy.threshold_for(0.95).unwrap() - 0.9).abs() < 1e-6);
+        assert!(!policy.is_calibrated(0.95) && policy.is_calibrated(0.85));
     }
 
     #[test]
@@ -630,11 +719,23 @@ mod tests {
     }
 
     #[test]
+    fn the_cosine_logit_is_capped_where_the_cosine_stops_informing() {
+        assert!(cosine_logit(0.5).abs() < 1e-6);
+        assert!(cosine_logit(0.9) < cosine_logit(0.99));
+        assert_eq!(cosine_logit(0.999), cosine_logit(COSINE_LOGIT_CAP));
+        assert_eq!(cosine_logit(1.0), cosine_logit(COSINE_LOGIT_CAP));
+        assert!(cosine_logit(-0.5).is_finite());
+    }
+
+    #[test]
     fn invalid_parameters_are_refused_with_a_reason() {
         let mut parameters = HitPolicy::shipped().unwrap().parameters().unwrap().clone();
         parameters.layers[0].bias.pop();
         let error = HitPolicy::from_parameters(parameters).unwrap_err();
         assert!(error.to_string().contains("layer 0"), "{error}");
+        let mut parameters = HitPolicy::shipped().unwrap().parameters().unwrap().clone();
+        parameters.cosine_weight = -1.0;
+        assert!(HitPolicy::from_parameters(parameters).unwrap_err().to_string().contains("cosine weight"));
         assert!(HitPolicy::from_json("{}").is_err());
     }
 }
