@@ -49,6 +49,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Cost in USD by model and tenant.
     pub cost_usd: CounterVec,
+    /// Cost in USD by feature (requests tagged with one).
+    pub feature_cost_usd: CounterVec,
     /// Share of each budget spent, by scope and period.
     pub budget_utilisation: GaugeVec,
     /// Budget threshold alerts by scope, period and threshold.
@@ -184,6 +186,11 @@ impl Metrics {
                 &["provider"],
             )?,
             in_flight,
+            feature_cost_usd: {
+                let metric = CounterVec::new(Opts::new("feature_cost_usd_total", "Cost in USD by feature (tagged requests only)"), &["feature"])?;
+                registry.register(Box::new(metric.clone()))?;
+                metric
+            },
             cost_usd: {
                 let metric = CounterVec::new(Opts::new("cost_usd_total", "Cost in USD by model and tenant"), &["model", "tenant"])?;
                 registry.register(Box::new(metric.clone()))?;

@@ -582,3 +582,48 @@ async fn provider_prompt_cache_reads_and_writes_are_priced_as_the_provider_bills
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard")).arg("check-config").arg(dir.join("bad.toml")).output().unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("cache_write_input_usd_per_mtok: needs input_usd_per_mtok"), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+#[tokio::test]
+async fn cost_is_broken_down_by_feature_from_the_body_or_the_header() {
+    use switchyard_proto::v1::admin_client::AdminClient;
+    let sim = start_sim().await;
+    let ledger_dir = common::new_dir();
+    let node = Node::start_in(&ledger_dir, &config_for(sim.addr, |c| c + &tenancy("", "")));
+    let body = |prompt: &str| json!({"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": prompt}]});
+    let mut tagged = body("summarise the yard log");
+    tagged["metadata"] = json!({"feature": "summaries"});
+    let summaries = told_nano(&ask(&node, Some(ALICE), &tagged).await);
+    let by_header = http()
+        .post(format!("{}/v1/chat/completions", node.http))
+        .bearer_auth(BOB)
+        .header("x-switchyard-feature", "search")
+        .json(&body("find the freight schedule"))
+        .send()
+        .await
+        .unwrap();
+    let search = told_nano(&by_header);
+    let untagged = told_nano(&ask(&node, Some(ALICE), &body("hello there")).await);
+    let mut bad = body("x");
+    bad["metadata"] = json!({"feature": "no spaces allowed"});
+    let refused = ask(&node, Some(ALICE), &bad).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("metadata.feature"));
+
+    let by_feature = admin(&node, "/admin/v1/cost/by-feature").await;
+    let costs: Vec<(Value, i64)> =
+        by_feature["features"].as_array().unwrap().iter().map(|row| (row["feature"].clone(), row["cost"]["nano_usd"].as_i64().unwrap())).collect();
+    assert_eq!(costs.len(), 3, "{by_feature}");
+    for (feature, cost) in [(json!("summaries"), summaries), (json!("search"), search), (Value::Null, untagged)] {
+        assert!(costs.contains(&(feature.clone(), cost)), "{feature}: {by_feature}");
+    }
+    let mut client = AdminClient::connect(node.grpc.clone()).await.unwrap();
+    let mut request = tonic::Request::new(v1::CostRangeRequest::default());
+    request.metadata_mut().insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
+    let over_grpc = client.get_cost_by_feature(request).await.unwrap().into_inner();
+    assert!(over_grpc.features.iter().any(|row| row.feature == "search" && row.cost.unwrap().nano_usd == search));
+    let metrics = http().get(format!("{}/metrics", node.http)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchyard_feature_cost_usd_total{feature=\"summaries\"}"), "{metrics}");
+    let ledger = std::fs::read_dir(&ledger_dir).unwrap().flatten().filter(|entry| entry.path().extension().is_some_and(|ext| ext == "jsonl"));
+    let lines: String = ledger.map(|entry| std::fs::read_to_string(entry.path()).unwrap()).collect();
+    assert_eq!(lines.matches("\"feature\":\"summaries\"").count(), 1, "the ledger keeps the tag: {lines}");
+}

@@ -63,6 +63,13 @@ pub enum CostQuery {
         /// Day after the last.
         end: NaiveDate,
     },
+    /// Cost by feature over [start, end).
+    ByFeature {
+        /// First day.
+        start: NaiveDate,
+        /// Day after the last.
+        end: NaiveDate,
+    },
     /// Total cost and cache savings over [start, end).
     Savings {
         /// First day.
@@ -101,6 +108,8 @@ pub enum CostReport {
     ByUser(Vec<((String, String), NanoUsd)>),
     /// Cost per tenant, most expensive first.
     ByTenant(Vec<(String, NanoUsd)>),
+    /// Cost per feature (untagged requests under `""`), most expensive first.
+    ByFeature(Vec<(String, NanoUsd)>),
     /// Total, savings and requests.
     Savings {
         /// Charged cost.
@@ -220,6 +229,9 @@ impl BudgetState {
         self.index.add(event);
         if let Some(cost) = event.cost {
             self.metrics.cost_usd.with_label_values(&[&event.model, &event.tenant]).inc_by(cost.as_usd());
+            if let Some(feature) = &event.feature {
+                self.metrics.feature_cost_usd.with_label_values(&[feature]).inc_by(cost.as_usd());
+            }
         }
         self.utilisation(&event.tenant, &event.user, event.unix_ms);
         let today = date_of(event.unix_ms);
@@ -252,6 +264,7 @@ impl BudgetState {
                 CostReport::ByUser(self.index.by_user(start, end).into_iter().take(limit).collect())
             }
             CostQuery::ByTenant { start, end } => CostReport::ByTenant(self.index.by_tenant(start, end)),
+            CostQuery::ByFeature { start, end } => CostReport::ByFeature(self.index.by_feature(start, end)),
             CostQuery::Savings { start, end } => {
                 let (total, saved, requests) = self.index.totals(start, end);
                 CostReport::Savings { total, saved, requests }

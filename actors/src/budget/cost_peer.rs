@@ -141,6 +141,7 @@ pub fn merge(query: &CostQuery, reports: Vec<CostReport>) -> Option<CostReport> 
             }
             (CostReport::ByUser(by), CostReport::ByUser(other)) => CostReport::ByUser(sum_ranked(by, other)),
             (CostReport::ByTenant(by), CostReport::ByTenant(other)) => CostReport::ByTenant(sum_ranked(by, other)),
+            (CostReport::ByFeature(by), CostReport::ByFeature(other)) => CostReport::ByFeature(sum_ranked(by, other)),
             (CostReport::Savings { total, saved, requests }, CostReport::Savings { total: t, saved: s, requests: r }) => {
                 CostReport::Savings { total: total.plus(t), saved: saved.plus(s), requests: requests + r }
             }

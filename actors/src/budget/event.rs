@@ -34,6 +34,10 @@ pub struct CostEvent {
     pub saved: NanoUsd,
     /// Wall time of the request.
     pub latency_ms: u64,
+    /// The product feature the request was made for (`metadata.feature` or the
+    /// `x-switchyard-feature` header); `None` when untagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
 }
 
 impl CostEvent {
@@ -55,6 +59,9 @@ pub struct DaySpend {
     pub user: String,
     /// The model that served (empty when none did).
     pub model: String,
+    /// The feature the requests were tagged with (empty when untagged).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub feature: String,
     /// Requests recorded.
     pub requests: u64,
     /// Requests whose model had no price.

@@ -29,11 +29,13 @@ pub struct DayTotals {
     pub by_user: HashMap<(String, String), NanoUsd>,
     /// Cost by tenant.
     pub by_tenant: HashMap<String, NanoUsd>,
+    /// Cost by feature (untagged requests under the empty name).
+    pub by_feature: HashMap<String, NanoUsd>,
 }
 
 impl DayTotals {
     /// Adds `cost` and `saved` to the day's totals and to the breakdowns.
-    fn spend(&mut self, tenant: &str, user: &str, model: &str, cost: NanoUsd, saved: NanoUsd) {
+    fn spend(&mut self, tenant: &str, user: &str, model: &str, feature: &str, cost: NanoUsd, saved: NanoUsd) {
         self.total = self.total.plus(cost);
         self.saved = self.saved.plus(saved);
         if !model.is_empty() {
@@ -44,6 +46,8 @@ impl DayTotals {
         *by_user = by_user.plus(cost);
         let by_tenant = self.by_tenant.entry(tenant.to_owned()).or_default();
         *by_tenant = by_tenant.plus(cost);
+        let by_feature = self.by_feature.entry(feature.to_owned()).or_default();
+        *by_feature = by_feature.plus(cost);
     }
 }
 
@@ -66,7 +70,7 @@ impl CostIndex {
         day.requests += 1;
         day.unknown_price_requests += u64::from(event.cost.is_none());
         day.estimated_requests += u64::from(event.estimated);
-        day.spend(&event.tenant, &event.user, &event.model, event.charged(), event.saved);
+        day.spend(&event.tenant, &event.user, &event.model, event.feature.as_deref().unwrap_or_default(), event.charged(), event.saved);
     }
 
     /// Adds a day's compacted spend (from a closed ledger segment's summary).
@@ -75,7 +79,7 @@ impl CostIndex {
         day.requests += spend.requests;
         day.unknown_price_requests += spend.unknown_price_requests;
         day.estimated_requests += spend.estimated_requests;
-        day.spend(&spend.tenant, &spend.user, &spend.model, spend.cost, spend.saved);
+        day.spend(&spend.tenant, &spend.user, &spend.model, &spend.feature, spend.cost, spend.saved);
     }
 
     /// Drops days older than the retention, counted back from `today`.
@@ -122,10 +126,20 @@ impl CostIndex {
 
     /// Cost by tenant over [start, end), most expensive first.
     pub fn by_tenant(&self, start: NaiveDate, end: NaiveDate) -> Vec<(String, NanoUsd)> {
+        self.ranked(start, end, |day| &day.by_tenant)
+    }
+
+    /// Cost by feature over [start, end), most expensive first (untagged requests under `""`).
+    pub fn by_feature(&self, start: NaiveDate, end: NaiveDate) -> Vec<(String, NanoUsd)> {
+        self.ranked(start, end, |day| &day.by_feature)
+    }
+
+    /// One breakdown of the days in [start, end), summed, most expensive first.
+    fn ranked(&self, start: NaiveDate, end: NaiveDate, breakdown: impl Fn(&DayTotals) -> &HashMap<String, NanoUsd>) -> Vec<(String, NanoUsd)> {
         let mut totals: HashMap<String, NanoUsd> = HashMap::new();
         for day in self.range(start, end) {
-            for (tenant, cost) in &day.by_tenant {
-                let entry = totals.entry(tenant.clone()).or_default();
+            for (name, cost) in breakdown(day) {
+                let entry = totals.entry(name.clone()).or_default();
                 *entry = entry.plus(*cost);
             }
         }

@@ -437,6 +437,7 @@ mod tests {
             cache_layer: "none".into(),
             saved: NanoUsd::ZERO,
             latency_ms: 4,
+            feature: None,
         }
     }
 

@@ -126,16 +126,18 @@ pub fn list(live: &Path) -> std::io::Result<Vec<Segment>> {
     Ok(segments)
 }
 
-/// The events' spend per (day, tenant, user, model), in that order.
+/// The events' spend per (day, tenant, user, model, feature), in that order.
 pub fn summarize(events: &[CostEvent]) -> Vec<DaySpend> {
-    let mut days: BTreeMap<(NaiveDate, &str, &str, &str), DaySpend> = BTreeMap::new();
+    let mut days: BTreeMap<(NaiveDate, &str, &str, &str, &str), DaySpend> = BTreeMap::new();
     for event in events {
         let date = date_of(event.unix_ms);
-        let spend = days.entry((date, &event.tenant, &event.user, &event.model)).or_insert_with(|| DaySpend {
+        let feature = event.feature.as_deref().unwrap_or_default();
+        let spend = days.entry((date, &event.tenant, &event.user, &event.model, feature)).or_insert_with(|| DaySpend {
             date,
             tenant: event.tenant.clone(),
             user: event.user.clone(),
             model: event.model.clone(),
+            feature: feature.to_owned(),
             requests: 0,
             unknown_price_requests: 0,
             estimated_requests: 0,

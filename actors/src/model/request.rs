@@ -222,9 +222,29 @@ impl Default for RequestLimits {
     }
 }
 
+/// True for a usable feature name: 1 to 64 ASCII letters, digits, `.`, `_` or `-` (it becomes a
+/// metric label and a ledger field).
+fn valid_feature(feature: &str) -> bool {
+    (1..=64).contains(&feature.len()) && feature.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+}
+
 impl ChatRequest {
+    /// The product feature the request is for: `metadata.feature` (the `x-switchyard-feature`
+    /// header fills it when the body does not), which tags its cost.
+    pub fn feature(&self) -> Option<&str> {
+        self.metadata.get("feature").map(String::as_str)
+    }
+
     /// Checks the request against `limits`; the error names the offending field.
     pub fn validate(&self, limits: &RequestLimits) -> Result<(), GatewayError> {
+        if let Some(feature) = self.feature()
+            && !valid_feature(feature)
+        {
+            return Err(GatewayError::invalid(
+                "metadata.feature",
+                format!("\"{feature}\" is not a feature name (1 to 64 letters, digits, `.`, `_`, `-`)"),
+            ));
+        }
         if self.messages.is_empty() {
             return Err(GatewayError::invalid("messages", "must contain at least one message"));
         }

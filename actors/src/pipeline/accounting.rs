@@ -28,6 +28,8 @@ pub struct Admission {
     pub reserved: NanoUsd,
     /// When the request arrived.
     pub unix_ms: i64,
+    /// The feature the request is tagged with, for its cost event.
+    pub feature: Option<String>,
     budget: BudgetHandle,
     reservation: Option<u64>,
     /// The cluster's shared rate limits, when clustered.
@@ -98,6 +100,7 @@ pub async fn admit(
         token_estimate,
         reserved: cost_of(selection),
         unix_ms,
+        feature: None,
         budget: budget.clone(),
         reservation: None,
         rates: rates.cloned(),
@@ -187,6 +190,7 @@ pub fn settle(mut admission: Admission, outcome: Outcome<'_>, request_text: Opti
         cache_layer: outcome.cache_layer.as_str().into(),
         saved: outcome.saved,
         latency_ms: outcome.latency_ms,
+        feature: admission.feature.take(),
     };
     audit(&event, outcome.status, request_text);
     admission.settle_tokens(u64::from(usage.total()));

@@ -369,7 +369,10 @@ impl Gateway {
         .instrument(info_span!("admission"))
         .await;
         match admission {
-            Ok(admission) => Ok((selection, admission)),
+            Ok(mut admission) => {
+                admission.feature = request.feature().map(str::to_owned);
+                Ok((selection, admission))
+            }
             Err(error) => {
                 if let GatewayError::RateLimited { key_id, limit, .. } = &error {
                     self.metrics.rate_limited.with_label_values(&[key_id.as_str(), limit]).inc();

@@ -104,6 +104,19 @@ impl v1::admin_server::Admin for AdminService {
         }
     }
 
+    async fn get_cost_by_feature(&self, request: Request<v1::CostRangeRequest>) -> Result<Response<v1::CostByFeatureResponse>, Status> {
+        let query = |request: v1::CostRangeRequest| {
+            let (start, end) = admin::range(optional(&request.start), optional(&request.end))?;
+            Ok(CostQuery::ByFeature { start, end })
+        };
+        match self.ask(request, query).await? {
+            CostReport::ByFeature(features) => Ok(Response::new(v1::CostByFeatureResponse {
+                features: features.into_iter().map(|(feature, cost)| v1::FeatureCost { feature, cost: money(cost) }).collect(),
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn get_cache_savings(&self, request: Request<v1::CostRangeRequest>) -> Result<Response<v1::CacheSavingsResponse>, Status> {
         let query = |request: v1::CostRangeRequest| {
             let (start, end) = admin::range(optional(&request.start), optional(&request.end))?;

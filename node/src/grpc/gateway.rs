@@ -42,7 +42,11 @@ impl GatewayService {
         request: v1::GenerateRequest,
     ) -> (String, Result<(Arc<Principal>, ChatRequest), GatewayError>) {
         let route = if request.model.is_empty() { "auto".to_owned() } else { request.model.clone() };
-        let accepted = self.gateway.authenticate(bearer_of(headers)).and_then(|principal| Ok((principal, to_chat_request(request)?)));
+        let accepted = self.gateway.authenticate(bearer_of(headers)).and_then(|principal| {
+            let mut chat = to_chat_request(request)?;
+            crate::http::headers::tag_feature(headers, &mut chat.metadata)?;
+            Ok((principal, chat))
+        });
         (route, accepted)
     }
 

@@ -58,6 +58,10 @@ fn report_json(report: CostReport) -> Value {
             .into_iter()
             .map(|(tenant, cost)| json!({"tenant": tenant, "cost": money(cost)}))
             .collect::<Vec<_>>()}),
+        CostReport::ByFeature(features) => json!({"features": features
+            .into_iter()
+            .map(|(feature, cost)| json!({"feature": (!feature.is_empty()).then_some(feature), "cost": money(cost)}))
+            .collect::<Vec<_>>()}),
         CostReport::Savings { total, saved, requests } => json!({"total": money(total), "saved": money(saved), "requests": requests}),
         CostReport::Budget(lines) => json!({"budgets": lines
             .into_iter()
@@ -109,6 +113,13 @@ pub async fn by_user(State(state): State<AppState>, headers: HeaderMap, Query(pa
 /// `GET /admin/v1/cost/by-tenant?start=&end=`.
 pub async fn by_tenant(State(state): State<AppState>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> Response {
     let query = range(&params).map(|(start, end)| CostQuery::ByTenant { start, end });
+    answer(&state, &headers, query).await
+}
+
+/// `GET /admin/v1/cost/by-feature?start=&end=`: cost by the feature requests were tagged with
+/// (`feature: null` for untagged requests), most expensive first.
+pub async fn by_feature(State(state): State<AppState>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> Response {
+    let query = range(&params).map(|(start, end)| CostQuery::ByFeature { start, end });
     answer(&state, &headers, query).await
 }
 

@@ -57,6 +57,17 @@ pub fn parse_hints(headers: &HeaderMap) -> Result<(RoutingHints, CacheControl), 
     Ok((RoutingHints { task_type, latency_budget_ms, quality, tier }, cache))
 }
 
+/// The product feature a request is for, tagging its cost.
+const FEATURE: &str = "x-switchyard-feature";
+
+/// Tags `metadata` with the feature header's value, unless the body named a feature itself.
+pub fn tag_feature(headers: &HeaderMap, metadata: &mut std::collections::BTreeMap<String, String>) -> Result<(), GatewayError> {
+    if let Some(feature) = header_text(headers, FEATURE)?.filter(|feature| !feature.is_empty()) {
+        metadata.entry("feature".into()).or_insert_with(|| feature.to_owned());
+    }
+    Ok(())
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or_default()

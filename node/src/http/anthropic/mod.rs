@@ -28,7 +28,7 @@ use tracing::{Instrument as _, info_span};
 
 use crate::error::map;
 use crate::http::AppState;
-use crate::http::headers::{Served, answer_headers, header_text, parse_hints, set_header, whole_answer_headers};
+use crate::http::headers::{Served, answer_headers, header_text, parse_hints, set_header, tag_feature, whole_answer_headers};
 use crate::telemetry::adopt_trace;
 
 /// The API versions Anthropic defines for `anthropic-version`.
@@ -63,6 +63,7 @@ fn accept(
     let (hints, cache) = parse_hints(headers)?;
     parsed.chat.hints = hints;
     parsed.chat.cache = cache;
+    tag_feature(headers, &mut parsed.chat.metadata)?;
     Ok((principal, parsed))
 }
 

@@ -26,7 +26,7 @@ use tracing::{Instrument as _, info_span};
 
 use crate::error::{map, param};
 use crate::http::AppState;
-use crate::http::headers::{Served, answer_headers, parse_hints, set_header, unix_now, whole_answer_headers};
+use crate::http::headers::{Served, answer_headers, parse_hints, set_header, tag_feature, unix_now, whole_answer_headers};
 use crate::telemetry::adopt_trace;
 
 /// An OpenAI-style error response.
@@ -53,6 +53,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<request::Parsed, Gatew
     let (hints, cache) = parse_hints(headers)?;
     parsed.chat.hints = hints;
     parsed.chat.cache = cache;
+    tag_feature(headers, &mut parsed.chat.metadata)?;
     if let Some(user) = &parsed.chat.user {
         parsed.chat.metadata.insert("user".into(), user.clone());
     }
