@@ -21,6 +21,7 @@ use switchyard_actors::router::{ModelKind, ModelSettings, Price, RoutingPolicy, 
 
 use crate::env;
 
+mod batch;
 mod cluster;
 mod semantic;
 
@@ -76,6 +77,8 @@ pub struct RawConfig {
     embedding: semantic::RawEmbedding,
     #[serde(default)]
     cluster: Option<cluster::RawCluster>,
+    #[serde(default)]
+    batch: batch::RawBatch,
 }
 
 #[derive(Debug, Deserialize)]
@@ -560,6 +563,8 @@ pub struct NodeConfig {
     pub telemetry: TelemetryConfig,
     /// The pipeline's settings.
     pub gateway: GatewaySettings,
+    /// Batch jobs.
+    pub batch: crate::batch::BatchSettings,
 }
 
 /// Where the config comes from.
@@ -679,6 +684,12 @@ impl RawConfig {
         let semantic_cache = self.semantic_cache.validate(&self.embedding, &route_names)?;
         let redis_ledger = self.redis_ledger()?;
         let cluster = self.cluster.as_ref().map(cluster::RawCluster::validate).transpose()?;
+        let batch_node_id = match &cluster {
+            Some(cluster) => cluster.membership.node_name.clone(),
+            None => format!("{}/{}", cluster::hostname().unwrap_or_else(|| "localhost".into()), self.server.http_listen),
+        };
+        let batch_redis = redis_ledger.as_ref().map(|redis| crate::batch::store::RedisStoreSettings { url: redis.url.clone(), key_prefix: redis.key_prefix.clone() });
+        let batch = self.batch.validate(batch_redis, batch_node_id)?;
         if self.server.worker_threads > MAX_WORKER_THREADS {
             return Err(invalid("server.worker_threads", format!("{} is more than {MAX_WORKER_THREADS}; 0 means one per core", self.server.worker_threads)));
         }
@@ -719,6 +730,7 @@ impl RawConfig {
                 semantic_cache,
                 cluster,
             },
+            batch,
         })
     }
 

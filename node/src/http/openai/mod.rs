@@ -4,8 +4,9 @@
 //! `tool_calls` deltas), structured output, image parts and log-probabilities included. Routing
 //! hints and cache controls travel in `x-switchyard-*` headers; the answer's headers say who
 //! served it and why. The body is read in [`request`]; `POST /v1/embeddings` is in
-//! [`embeddings`].
+//! [`embeddings`]; the Files and Batch APIs (`/v1/files`, `/v1/batches`) in [`batches`].
 
+pub mod batches;
 pub mod embeddings;
 pub mod request;
 
@@ -19,7 +20,7 @@ use serde::Serialize;
 use serde_json::json;
 use switchyard_actors::error::GatewayError;
 use switchyard_actors::model::{Completion, ToolCall, ToolCallDelta, Usage};
-use switchyard_actors::pipeline::{AnswerStream, StreamItem};
+use switchyard_actors::pipeline::{Answer, AnswerStream, StreamItem};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument as _, info_span};
@@ -29,18 +30,21 @@ use crate::http::AppState;
 use crate::http::headers::{Served, answer_headers, parse_hints, set_header, unix_now, whole_answer_headers};
 use crate::telemetry::adopt_trace;
 
-/// An OpenAI-style error response.
-pub fn error_response(error: &GatewayError) -> Response {
-    let mapping = map(error);
-    let body = json!({
+/// OpenAI's error body for `error`.
+pub fn error_body(error: &GatewayError) -> serde_json::Value {
+    json!({
         "error": {
             "message": error.to_string(),
-            "type": mapping.openai_type,
+            "type": map(error).openai_type,
             "param": param(error),
             "code": error.label(),
         }
-    });
-    let mut response = (mapping.http, axum::Json(body)).into_response();
+    })
+}
+
+/// An OpenAI-style error response.
+pub fn error_response(error: &GatewayError) -> Response {
+    let mut response = (map(error).http, axum::Json(error_body(error))).into_response();
     if let Some(seconds) = crate::error::retry_after_secs(error) {
         set_header(response.headers_mut(), "retry-after", &seconds.to_string());
     }
@@ -94,6 +98,24 @@ fn usage_json(usage: Usage) -> serde_json::Value {
     json!({"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens, "total_tokens": usage.total()})
 }
 
+/// A whole answer as OpenAI's `chat.completion` object.
+pub fn completion_json(answer: &Answer) -> serde_json::Value {
+    json!({
+        "id": answer.id,
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": answer.target.model,
+        "choices": [{
+            "index": 0,
+            "message": answer_message(&answer.completion),
+            "finish_reason": answer.completion.finish_reason.as_str(),
+            "logprobs": answer.completion.logprobs,
+        }],
+        "usage": usage_json(answer.completion.usage),
+        "system_fingerprint": null,
+    })
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let span = info_span!("request", front_door = "http", method = "chat.completions", trace_id = tracing::field::Empty);
@@ -133,21 +155,7 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
         };
         let target = &answer.target;
         metrics.record_request_answered("http", &route, &target.model, &target.provider, answer.cache_layer.as_str(), answer.latency);
-        let body = json!({
-            "id": answer.id,
-            "object": "chat.completion",
-            "created": unix_now(),
-            "model": target.model,
-            "choices": [{
-                "index": 0,
-                "message": answer_message(&answer.completion),
-                "finish_reason": answer.completion.finish_reason.as_str(),
-                "logprobs": answer.completion.logprobs,
-            }],
-            "usage": usage_json(answer.completion.usage),
-            "system_fingerprint": null,
-        });
-        let mut response = axum::Json(body).into_response();
+        let mut response = axum::Json(completion_json(&answer)).into_response();
         whole_answer_headers(response.headers_mut(), &answer);
         response
     }

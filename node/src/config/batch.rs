@@ -1,0 +1,165 @@
+//! The `[batch]` section: where batch jobs live, how hard they may run, and their webhook,
+//! validated into [`BatchSettings`]. With `[redis] url` set, batches live in Redis (shared by
+//! every node) and `data_dir` is not used.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::batch::BatchSettings;
+use crate::batch::store::RedisStoreSettings;
+use crate::batch::webhook::WebhookSettings;
+
+use super::{ConfigError, at_least_one, invalid, positive, reqwest_like_url, secret_from_env_or_file};
+
+/// `[batch]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBatch {
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default = "default_concurrency")]
+    concurrency: usize,
+    #[serde(default = "default_yield_in_flight")]
+    yield_in_flight: usize,
+    #[serde(default = "default_max_attempts")]
+    max_attempts: u32,
+    #[serde(default = "default_retry_base_delay", with = "humantime_serde")]
+    retry_base_delay: Duration,
+    #[serde(default = "default_retry_max_delay", with = "humantime_serde")]
+    retry_max_delay: Duration,
+    #[serde(default = "default_max_file_bytes")]
+    max_file_bytes: usize,
+    #[serde(default = "default_max_lines")]
+    max_lines: usize,
+    #[serde(default)]
+    webhook_url: Option<String>,
+    #[serde(default)]
+    webhook_secret_env: Option<String>,
+    #[serde(default)]
+    webhook_secret_file: Option<PathBuf>,
+    #[serde(default = "default_webhook_max_attempts")]
+    webhook_max_attempts: u32,
+    #[serde(default = "default_webhook_base_delay", with = "humantime_serde")]
+    webhook_base_delay: Duration,
+    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    webhook_timeout: Duration,
+    #[serde(default = "default_lease_ttl", with = "humantime_serde")]
+    lease_ttl: Duration,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data/batches")
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_yield_in_flight() -> usize {
+    64
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_retry_base_delay() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_retry_max_delay() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_file_bytes() -> usize {
+    200 * 1024 * 1024
+}
+fn default_max_lines() -> usize {
+    50_000
+}
+fn default_webhook_max_attempts() -> u32 {
+    10
+}
+fn default_webhook_base_delay() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for RawBatch {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            concurrency: default_concurrency(),
+            yield_in_flight: default_yield_in_flight(),
+            max_attempts: default_max_attempts(),
+            retry_base_delay: default_retry_base_delay(),
+            retry_max_delay: default_retry_max_delay(),
+            max_file_bytes: default_max_file_bytes(),
+            max_lines: default_max_lines(),
+            webhook_url: None,
+            webhook_secret_env: None,
+            webhook_secret_file: None,
+            webhook_max_attempts: default_webhook_max_attempts(),
+            webhook_base_delay: default_webhook_base_delay(),
+            webhook_timeout: default_webhook_timeout(),
+            lease_ttl: default_lease_ttl(),
+        }
+    }
+}
+
+/// Most lines a node may run at once for batches.
+const MAX_CONCURRENCY: usize = 1024;
+
+impl RawBatch {
+    /// Checks the section; `redis` is `[redis]`'s server when set, `node_id` this node's name.
+    pub(super) fn validate(&self, redis: Option<RedisStoreSettings>, node_id: String) -> Result<BatchSettings, ConfigError> {
+        at_least_one("batch.concurrency", self.concurrency)?;
+        if self.concurrency > MAX_CONCURRENCY {
+            return Err(invalid("batch.concurrency", format!("{} is more than {MAX_CONCURRENCY}", self.concurrency)));
+        }
+        at_least_one("batch.yield_in_flight", self.yield_in_flight)?;
+        at_least_one("batch.max_attempts", self.max_attempts)?;
+        at_least_one("batch.max_file_bytes", self.max_file_bytes)?;
+        at_least_one("batch.max_lines", self.max_lines)?;
+        at_least_one("batch.webhook_max_attempts", self.webhook_max_attempts)?;
+        if self.retry_base_delay > self.retry_max_delay {
+            return Err(invalid("batch.retry_base_delay", "must not exceed batch.retry_max_delay"));
+        }
+        if self.data_dir.as_os_str().is_empty() && redis.is_none() {
+            return Err(invalid("batch.data_dir", "must name a directory (or set [redis] url)"));
+        }
+        let secret = secret_from_env_or_file("batch", "webhook_secret", self.webhook_secret_env.as_deref(), self.webhook_secret_file.as_deref())?;
+        let webhook = match (&self.webhook_url, secret) {
+            (None, None) => None,
+            (None, Some(_)) => return Err(invalid("batch.webhook_url", "is required with a webhook secret")),
+            (Some(_), None) => return Err(invalid("batch", "webhook_url needs webhook_secret_env or webhook_secret_file: webhooks are always signed")),
+            (Some(url), Some(secret)) => {
+                if reqwest_like_url(url).is_none() {
+                    return Err(invalid("batch.webhook_url", format!("\"{url}\" is not an http(s) URL")));
+                }
+                Some(WebhookSettings {
+                    url: reqwest::Url::parse(url).map_err(|error| invalid("batch.webhook_url", error.to_string()))?,
+                    secret,
+                    max_attempts: self.webhook_max_attempts,
+                    base_delay: positive("batch.webhook_base_delay", self.webhook_base_delay)?,
+                    timeout: positive("batch.webhook_timeout", self.webhook_timeout)?,
+                })
+            }
+        };
+        Ok(BatchSettings {
+            data_dir: self.data_dir.clone(),
+            redis,
+            concurrency: self.concurrency,
+            yield_in_flight: self.yield_in_flight,
+            max_attempts: self.max_attempts,
+            retry_base_delay: positive("batch.retry_base_delay", self.retry_base_delay)?,
+            retry_max_delay: self.retry_max_delay,
+            max_file_bytes: self.max_file_bytes,
+            max_lines: self.max_lines,
+            webhook,
+            node_id,
+            lease_ttl: positive("batch.lease_ttl", self.lease_ttl)?,
+        })
+    }
+}
