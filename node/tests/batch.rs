@@ -269,6 +269,38 @@ async fn a_batch_killed_mid_job_resumes_after_restart_from_redis() {
 }
 
 #[tokio::test]
+async fn sigterm_mid_job_finishes_the_lines_in_flight_and_a_restart_runs_only_the_rest() {
+    let sim = start_sim().await;
+    sim_behaviour(&sim, None, json!({"ttft_ms": 30})).await;
+    let dir = common::new_dir();
+    let config = config_for(sim.addr, |c| c + &keys("") + &batch_section(&dir, 4, None));
+    let node = Node::start_in(&dir, &config);
+    let lines = 200;
+    let file = upload(&node, ALICE, &input(lines, "gpt-4o-mini")).await;
+    let id = create(&node, ALICE, file["id"].as_str().unwrap()).await["id"].as_str().unwrap().to_owned();
+    wait_for(&node, ALICE, &id, Duration::from_secs(60), |batch| batch["request_counts"]["completed"].as_u64().unwrap() >= 20).await;
+    // The simulator shares this test's runtime: wait for the exit off it, so it keeps answering
+    // the lines in flight.
+    let (status, logs) = tokio::task::spawn_blocking(move || {
+        let mut node = node;
+        let (status, logs) = (node.terminate(), node.logs());
+        node.kill(); // keeps the directory for the restart
+        (status, logs)
+    }).await.unwrap();
+    assert!(status.success(), "{logs}");
+    assert!(!logs.contains("drain timeout passed"), "{logs}");
+    assert!((sim_calls(&sim, "gpt-4o-mini").await as usize) < lines, "the shutdown landed mid-job");
+
+    let node = Node::start_in(&dir, &config);
+    let batch = wait_for(&node, ALICE, &id, Duration::from_secs(60), |batch| batch["status"] == "completed").await;
+    let output = content(&node, ALICE, batch["output_file_id"].as_str().unwrap()).await;
+    assert_each_line_answered_once(&output, lines);
+    // The lines in flight at SIGTERM finished and were recorded before the node exited: no line
+    // called the upstream twice.
+    assert_eq!(sim_calls(&sim, "gpt-4o-mini").await as usize, lines);
+}
+
+#[tokio::test]
 async fn a_batch_that_exhausts_a_budget_stops_with_the_reason() {
     let (webhook, received) = webhook_receiver().await;
     let sim = start_sim().await;

@@ -163,3 +163,44 @@ impl RawBatch {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(toml_text: &str) -> Result<BatchSettings, String> {
+        let raw: RawBatch = toml::from_str(toml_text).map_err(|error| error.to_string())?;
+        raw.validate(None, "node-a".into()).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn defaults_run_four_lines_at_once_from_the_data_dir_without_a_webhook() {
+        let settings = validate("").unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(settings.concurrency, 4);
+        assert_eq!(settings.data_dir, PathBuf::from("data/batches"));
+        assert!(settings.webhook.is_none() && settings.redis.is_none());
+        assert_eq!(settings.node_id, "node-a");
+    }
+
+    #[test]
+    fn a_webhook_is_always_signed_and_every_error_names_its_key() {
+        let secret = std::env::temp_dir().join(format!("switchyard-batch-secret-{:x}", rand::random::<u64>()));
+        std::fs::write(&secret, "s3cret\n").unwrap_or_default();
+        let signed = format!("webhook_url = \"https://hooks.example/batches\"\nwebhook_secret_file = \"{}\"", secret.display());
+        let settings = validate(&signed).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(settings.webhook.map(|webhook| webhook.secret).as_deref(), Some("s3cret"));
+        let _ = std::fs::remove_file(secret);
+        for (toml_text, named) in [
+            ("webhook_url = \"https://hooks.example/batches\"", "webhook_secret_env"),
+            ("webhook_secret_env = \"SWITCHYARD_TEST_UNSET_SECRET\"", "batch.webhook_secret_env"),
+            ("concurrency = 0", "batch.concurrency"),
+            ("yield_in_flight = 0", "batch.yield_in_flight"),
+            ("retry_base_delay = \"2m\"", "batch.retry_base_delay"),
+            ("lease_ttl = \"0s\"", "batch.lease_ttl"),
+            ("concurency = 2", "concurency"),
+        ] {
+            let error = validate(toml_text).err().unwrap_or_default();
+            assert!(error.contains(named), "{toml_text}: {error}");
+        }
+    }
+}
