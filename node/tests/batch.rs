@@ -301,6 +301,21 @@ async fn sigterm_mid_job_finishes_the_lines_in_flight_and_a_restart_runs_only_th
 }
 
 #[tokio::test]
+async fn lines_refused_by_a_rate_limit_wait_and_run_rather_than_fail() {
+    let sim = start_sim().await;
+    let dir = common::new_dir();
+    // A minute's burst of 120, then two a second: the last 10 lines meet the limit.
+    let config = config_for(sim.addr, |c| c + &keys("requests_per_minute = 120") + &batch_section(&dir, 4, None));
+    let node = Node::start_in(&dir, &config);
+    let file = upload(&node, ALICE, &input(130, "gpt-4o-mini")).await;
+    let id = create(&node, ALICE, file["id"].as_str().unwrap()).await["id"].as_str().unwrap().to_owned();
+    let batch = wait_for(&node, ALICE, &id, Duration::from_secs(60), |batch| batch["status"] == "completed").await;
+    assert_eq!(batch["request_counts"], json!({"total": 130, "completed": 130, "failed": 0}));
+    assert!(common::metric(&node, "switchyard_rate_limited_total").await > 0.0, "the limit was met");
+    assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 130);
+}
+
+#[tokio::test]
 async fn a_batch_that_exhausts_a_budget_stops_with_the_reason() {
     let (webhook, received) = webhook_receiver().await;
     let sim = start_sim().await;

@@ -195,7 +195,19 @@ async fn run_lines(run: &Arc<Run>, lines: &[InputLine], recorded: &BTreeMap<u64,
     let batches = &run.batches;
     let expires_at = run.live.snapshot().expires_at;
     let mut tasks = JoinSet::new();
-    let mut last_check = Instant::now();
+    // Beside the line loop, which may wait long for a permit or for lines in flight: a cancel
+    // asked through another node is seen, and the lease renewed, every second whatever it does.
+    let checks = {
+        let run = Arc::clone(run);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CHECK_EVERY).await;
+                if !check_in(&run).await {
+                    return;
+                }
+            }
+        })
+    };
     for (index, line) in lines.iter().enumerate() {
         let index = index as u64;
         if recorded.contains_key(&index) {
@@ -203,12 +215,6 @@ async fn run_lines(run: &Arc<Run>, lines: &[InputLine], recorded: &BTreeMap<u64,
         }
         if stopping(run) || now() >= expires_at {
             break;
-        }
-        if last_check.elapsed() >= CHECK_EVERY {
-            last_check = Instant::now();
-            if !check_in(run).await {
-                break;
-            }
         }
         let permit = tokio::select! {
             permit = Arc::clone(&batches.permits).acquire_owned() => match permit {
@@ -231,6 +237,7 @@ async fn run_lines(run: &Arc<Run>, lines: &[InputLine], recorded: &BTreeMap<u64,
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+    checks.abort();
 
     let (recorded, _) = match batches.store.open_results(&run.id).await {
         Ok(opened) => opened,
