@@ -124,25 +124,41 @@ async fn content(node: &Node, key: &str, file_id: &str) -> Vec<Value> {
 /// What a webhook receiver got: each POST's signature header and exact body.
 type Deliveries = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
-/// A real HTTP listener for the webhook; its URL and what it received.
+/// A real HTTP listener for the webhook; its URL and what it accepted.
 async fn webhook_receiver() -> (String, Deliveries) {
+    let (url, received, _) = flaky_webhook_receiver(0).await;
+    (url, received)
+}
+
+/// A webhook receiver that answers 503 to its first `refuse` POSTs: its URL, what it accepted,
+/// and how many POSTs it got in all.
+async fn flaky_webhook_receiver(refuse: usize) -> (String, Deliveries, Arc<Mutex<usize>>) {
     let received = Deliveries::default();
-    let sink = Arc::clone(&received);
+    let attempts = Arc::new(Mutex::new(0usize));
+    let (sink, count) = (Arc::clone(&received), Arc::clone(&attempts));
     let app = axum::Router::new().route(
         "/batches",
         axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let sink = Arc::clone(&sink);
+            let (sink, count) = (Arc::clone(&sink), Arc::clone(&count));
             async move {
+                let attempt = {
+                    let mut count = count.lock().unwrap();
+                    *count += 1;
+                    *count
+                };
+                if attempt <= refuse {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
                 let signature = headers.get("x-switchyard-signature").and_then(|value| value.to_str().ok()).unwrap_or_default().to_owned();
                 sink.lock().unwrap().push((signature, body.to_vec()));
-                "ok"
+                axum::http::StatusCode::OK
             }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/batches", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, received)
+    (url, received, attempts)
 }
 
 async fn wait_for_deliveries(received: &Deliveries, count: usize) -> Vec<(String, Vec<u8>)> {
@@ -317,7 +333,8 @@ async fn lines_refused_by_a_rate_limit_wait_and_run_rather_than_fail() {
 
 #[tokio::test]
 async fn a_batch_that_exhausts_a_budget_stops_with_the_reason() {
-    let (webhook, received) = webhook_receiver().await;
+    // The receiver refuses twice: the event is retried until it is taken, then not again.
+    let (webhook, received, attempts) = flaky_webhook_receiver(2).await;
     let sim = start_sim().await;
     let dir = common::new_dir();
     // One line costs 3 * 150 + 16 * 600 = 10_050 nanodollars (max_tokens 16): the budget covers 10.
@@ -338,7 +355,10 @@ async fn a_batch_that_exhausts_a_budget_stops_with_the_reason() {
     assert_eq!(output.len() as u64, completed);
     let errors = content(&node, ALICE, batch["error_file_id"].as_str().unwrap()).await;
     assert!(errors.iter().all(|line| line["error"]["code"] == "budget_exhausted" && line["response"].is_null()), "{errors:?}");
-    let event: Value = serde_json::from_slice(&wait_for_deliveries(&received, 1).await[0].1).unwrap();
+    let deliveries = wait_for_deliveries(&received, 1).await;
+    assert_eq!(deliveries[0].0, expected_signature(&deliveries[0].1));
+    let event: Value = serde_json::from_slice(&deliveries[0].1).unwrap();
+    assert_eq!(*attempts.lock().unwrap(), 3, "two refusals, then the delivery");
     assert_eq!(event["type"], "batch.failed");
     assert_eq!(event["data"]["errors"]["data"][0]["code"], "budget_exhausted");
 }
