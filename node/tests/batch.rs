@@ -285,6 +285,34 @@ async fn a_batch_killed_mid_job_resumes_after_restart_from_redis() {
 }
 
 #[tokio::test]
+async fn with_redis_another_node_takes_over_a_dead_nodes_batch_once_its_lease_lapses() {
+    let redis = Redis::start();
+    let sim = start_sim().await;
+    sim_behaviour(&sim, None, json!({"ttft_ms": 15})).await;
+    let node_config = |dir: &std::path::Path, name: &str| {
+        let redis_url = format!("url = \"{}\"", redis.url());
+        config_for(sim.addr, |c| c.replace("url = \"\"", &redis_url) + &keys("") + &batch_section(dir, 4, None) + &format!("lease_ttl = \"1s\"\nnode_id = \"{name}\"\n"))
+    };
+    let (dir_a, dir_b) = (common::new_dir(), common::new_dir());
+    let node_a = Node::start_in(&dir_a, &node_config(&dir_a, "node-a"));
+    let node_b = Node::start_in(&dir_b, &node_config(&dir_b, "node-b"));
+    let lines = 200;
+    let file = upload(&node_a, ALICE, &input(lines, "gpt-4o-mini")).await;
+    let id = create(&node_a, ALICE, file["id"].as_str().unwrap()).await["id"].as_str().unwrap().to_owned();
+    // Node B sees node A's batch (the store is shared) but leaves it to A while A holds it.
+    wait_for(&node_b, ALICE, &id, Duration::from_secs(60), |batch| batch["request_counts"]["completed"].as_u64().unwrap() >= 40).await;
+    assert!(!node_b.logs().contains("resuming batch"), "{}", node_b.logs());
+    node_a.kill();
+
+    let batch = wait_for(&node_b, ALICE, &id, Duration::from_secs(60), |batch| batch["status"] == "completed").await;
+    assert!(node_b.logs().contains("resuming batch"), "{}", node_b.logs());
+    let output = content(&node_b, ALICE, batch["output_file_id"].as_str().unwrap()).await;
+    assert_each_line_answered_once(&output, lines);
+    let calls = sim_calls(&sim, "gpt-4o-mini").await as usize;
+    assert!((lines..=lines + 4).contains(&calls), "{calls} upstream calls for {lines} lines");
+}
+
+#[tokio::test]
 async fn sigterm_mid_job_finishes_the_lines_in_flight_and_a_restart_runs_only_the_rest() {
     let sim = start_sim().await;
     sim_behaviour(&sim, None, json!({"ttft_ms": 30})).await;

@@ -47,6 +47,10 @@ pub(super) struct RawBatch {
     webhook_timeout: Duration,
     #[serde(default = "default_lease_ttl", with = "humantime_serde")]
     lease_ttl: Duration,
+    /// This node's name in batch leases; empty = the cluster's node name, else
+    /// `<host name>/<server.http_listen>`.
+    #[serde(default)]
+    node_id: String,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -104,6 +108,7 @@ impl Default for RawBatch {
             webhook_base_delay: default_webhook_base_delay(),
             webhook_timeout: default_webhook_timeout(),
             lease_ttl: default_lease_ttl(),
+            node_id: String::new(),
         }
     }
 }
@@ -112,8 +117,13 @@ impl Default for RawBatch {
 const MAX_CONCURRENCY: usize = 1024;
 
 impl RawBatch {
-    /// Checks the section; `redis` is `[redis]`'s server when set, `node_id` this node's name.
-    pub(super) fn validate(&self, redis: Option<RedisStoreSettings>, node_id: String) -> Result<BatchSettings, ConfigError> {
+    /// Checks the section; `redis` is `[redis]`'s server when set, `default_node_id` this node's
+    /// name unless `node_id` sets one.
+    pub(super) fn validate(&self, redis: Option<RedisStoreSettings>, default_node_id: String) -> Result<BatchSettings, ConfigError> {
+        if self.node_id.chars().any(char::is_whitespace) {
+            return Err(invalid("batch.node_id", format!("\"{}\" has spaces", self.node_id)));
+        }
+        let node_id = if self.node_id.is_empty() { default_node_id } else { self.node_id.clone() };
         at_least_one("batch.concurrency", self.concurrency)?;
         if self.concurrency > MAX_CONCURRENCY {
             return Err(invalid("batch.concurrency", format!("{} is more than {MAX_CONCURRENCY}", self.concurrency)));
@@ -180,6 +190,8 @@ mod tests {
         assert_eq!(settings.data_dir, PathBuf::from("data/batches"));
         assert!(settings.webhook.is_none() && settings.redis.is_none());
         assert_eq!(settings.node_id, "node-a");
+        let named = validate("node_id = \"gw-7\"").unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(named.node_id, "gw-7");
     }
 
     #[test]
