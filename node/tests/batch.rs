@@ -232,6 +232,10 @@ async fn a_thousand_line_batch_answers_every_line_once_and_its_webhook_arrives_o
     // The cost ledger saw every line as alice's.
     let ledger = std::fs::read_to_string(dir.join("ledger.jsonl")).unwrap();
     assert_eq!(ledger.lines().filter(|line| line.contains("\"alice\"")).count(), 1000);
+    // Each line's audit line names the batch.
+    let logs = node.logs();
+    let audited = logs.lines().filter(|line| line.contains("\"target\":\"audit\"") && line.contains(&id)).count();
+    assert_eq!(audited, 1000, "audit lines naming {id}");
 
     // A restart does not send the delivered webhook again: a second batch's event is the only
     // new one.

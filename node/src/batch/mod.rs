@@ -401,10 +401,24 @@ impl Batches {
     fn send_webhook(&self, record: BatchRecord) {
         let Some(settings) = self.settings.webhook.clone() else { return };
         let (store, client, stop) = (self.store.clone(), self.client.clone(), self.stop.clone());
-        let holder = self.settings.node_id.clone();
+        let (holder, lease_ttl) = (self.settings.node_id.clone(), self.settings.lease_ttl);
         self.tasks.spawn(async move {
+            // Hold the batch's lease while retrying, so no other node sends the event meanwhile.
+            let renewal = {
+                let (store, id, holder) = (store.clone(), record.id.clone(), holder.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(lease_ttl / 3).await;
+                        if let Err(error) = store.lease(&id, &holder, lease_ttl).await {
+                            warn!(batch = %id, error = %format!("{error:#}"), "failed to renew a batch lease while sending its webhook");
+                        }
+                    }
+                })
+            };
             let (event_id, body) = webhook::event_body(&record, now());
-            if !webhook::deliver(&client, &settings, &event_id, body, &stop).await {
+            let delivered = webhook::deliver(&client, &settings, &event_id, body, &stop).await;
+            renewal.abort();
+            if !delivered {
                 return;
             }
             let stored = match store.batch(&record.id).await {

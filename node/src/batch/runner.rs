@@ -230,10 +230,16 @@ async fn run_lines(run: &Arc<Run>, lines: &[InputLine], recorded: &BTreeMap<u64,
             break;
         }
         let (run, line) = (Arc::clone(run), line.clone());
-        tasks.spawn(async move {
-            run_line(&run, index, &line).await;
-            drop(permit);
-        });
+        // In the batch's span, so every log line of the request (its audit line among them)
+        // names the batch.
+        let span = tracing::Span::current();
+        tasks.spawn(
+            async move {
+                run_line(&run, index, &line).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
