@@ -317,6 +317,33 @@ async fn with_redis_another_node_takes_over_a_dead_nodes_batch_once_its_lease_la
 }
 
 #[tokio::test]
+async fn a_run_whose_redis_goes_away_starts_again_when_it_returns() {
+    let mut redis = Redis::start();
+    let sim = start_sim().await;
+    sim_behaviour(&sim, None, json!({"ttft_ms": 15})).await;
+    let dir = common::new_dir();
+    let redis_url = format!("url = \"{}\"", redis.url());
+    let config = config_for(sim.addr, |c| c.replace("url = \"\"", &redis_url) + &keys("") + &batch_section(&dir, 4, None));
+    let node = Node::start_in(&dir, &config);
+    let lines = 200;
+    let file = upload(&node, ALICE, &input(lines, "gpt-4o-mini")).await;
+    let id = create(&node, ALICE, file["id"].as_str().unwrap()).await["id"].as_str().unwrap().to_owned();
+    wait_for(&node, ALICE, &id, Duration::from_secs(60), |batch| batch["request_counts"]["completed"].as_u64().unwrap() >= 30).await;
+    redis.stop();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node.logs().contains("starting it again") {
+        assert!(Instant::now() < deadline, "the run never noticed Redis was gone:\n{}", node.logs());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    redis.restart();
+    let batch = wait_for(&node, ALICE, &id, Duration::from_secs(90), |batch| batch["status"] == "completed").await;
+    let output = content(&node, ALICE, batch["output_file_id"].as_str().unwrap()).await;
+    assert_each_line_answered_once(&output, lines);
+    let calls = sim_calls(&sim, "gpt-4o-mini").await as usize;
+    assert!((lines..=lines + 4).contains(&calls), "{calls} upstream calls for {lines} lines");
+}
+
+#[tokio::test]
 async fn sigterm_mid_job_finishes_the_lines_in_flight_and_a_restart_runs_only_the_rest() {
     let sim = start_sim().await;
     sim_behaviour(&sim, None, json!({"ttft_ms": 30})).await;

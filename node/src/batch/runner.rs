@@ -1,12 +1,15 @@
 //! Running one batch: its lines in input order through
 //! [`switchyard_actors::pipeline::Gateway::generate`], at most `batch.concurrency` lines at once
 //! over the node, each recorded durably before it counts as done; then its output and error
-//! files, its final state and its webhook. Lines count in the request metrics with `front_door="batch"`, and in the cost ledger and audit log as the key
-//! that created the batch (their request metadata carries `batch_id`).
+//! files, its final state and its webhook. Lines count in the request metrics with
+//! `front_door="batch"`, and in the cost ledger and audit log as the key that created the batch;
+//! their log lines (the audit line among them) are in the `batch` span, which names the batch.
 //!
-//! A run started again (after a restart, or by a node taking over a lapsed Redis lease) reads
-//! the recorded results first and runs only the lines without one: a line is never recorded
-//! twice. A line in flight when the node was killed has no result and runs again.
+//! A run that fails on its store (a line cannot be recorded, Redis is down) stops taking lines
+//! and starts again after a backoff. A run started again (after such a failure, a restart, or by
+//! a node taking over a lapsed Redis lease) reads the recorded results first and runs only the
+//! lines without one: a line is never recorded twice. A line in flight when the node was killed
+//! has no result and runs again.
 //!
 //! What an error does to a line ([`disposition`]):
 //! - rate limited, or its budget owner unreachable: wait (the `retry-after`, else a backoff)
@@ -96,6 +99,9 @@ enum Ended {
     Expired,
     /// The node is stopping (or lost the batch's lease): leave it to resume.
     Paused,
+    /// The store failed (a line could not be recorded, the lease not renewed): run it again
+    /// after a while.
+    Faulted,
 }
 
 /// What one batch run shares between its line tasks.
@@ -109,17 +115,34 @@ struct Run {
     halt: CancellationToken,
     /// Why it was halted.
     halt_reason: std::sync::Mutex<Option<BatchError>>,
-    /// Set when recording failed: the run pauses and resumes at the next start.
+    /// Fired when the run must stop taking lines: its lease is lost or the store failed.
     fault: CancellationToken,
+    /// Set when it was the store that failed: the run is started again after a while.
+    store_failed: std::sync::atomic::AtomicBool,
     last_progress: std::sync::Mutex<Instant>,
 }
 
 /// Runs `live`'s batch to its end (or until the node stops), then forgets it.
+/// A run that failed on its store is started again after this long, doubling up to
+/// [`MAX_RESTART_DELAY`].
+const RESTART_DELAY: Duration = Duration::from_secs(2);
+/// Longest wait before starting a failed run again.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(300);
+
 pub(super) async fn run(batches: Arc<Batches>, live: Arc<Live>) {
     let id = live.snapshot().id;
-    let span = info_span!("batch", batch = %id);
-    if let Err(error) = run_batch(&batches, &live).instrument(span).await {
-        warn!(batch = %id, error = %format!("{error:#}"), "batch run stopped on an error; it resumes at the next start");
+    let mut delay = RESTART_DELAY;
+    loop {
+        let span = info_span!("batch", batch = %id);
+        match run_batch(&batches, &live).instrument(span).await {
+            Ok(()) => break,
+            Err(error) => warn!(batch = %id, error = %format!("{error:#}"), retry_in = ?delay, "batch run stopped on an error; starting it again"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = batches.stop.cancelled() => break,
+        }
+        delay = (delay * 2).min(MAX_RESTART_DELAY);
     }
     batches.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
 }
@@ -166,12 +189,16 @@ async fn run_batch(batches: &Arc<Batches>, live: &Arc<Live>) -> anyhow::Result<(
                 halt: CancellationToken::new(),
                 halt_reason: std::sync::Mutex::new(None),
                 fault: CancellationToken::new(),
+                store_failed: std::sync::atomic::AtomicBool::new(false),
                 last_progress: std::sync::Mutex::new(Instant::now()),
             });
             info!(lines = lines.len(), recorded = recorded.len(), "batch running");
             run_lines(&run, &lines, &recorded).await
         }
     };
+    if ended == Ended::Faulted {
+        anyhow::bail!("the batch store failed mid-run");
+    }
     if ended == Ended::Paused {
         store.put_batch(&live.snapshot(), true).await?;
         info!(batch = %record.id, "batch paused; it resumes at the next start");
@@ -249,7 +276,7 @@ async fn run_lines(run: &Arc<Run>, lines: &[InputLine], recorded: &BTreeMap<u64,
         Ok(opened) => opened,
         Err(error) => {
             warn!(error = %format!("{error:#}"), "failed to read a batch's results");
-            return Ended::Paused;
+            return Ended::Faulted;
         }
     };
     if recorded.len() >= lines.len() {
@@ -263,6 +290,9 @@ async fn run_lines(run: &Arc<Run>, lines: &[InputLine], recorded: &BTreeMap<u64,
     }
     if now() >= expires_at && !batches.stop.is_cancelled() {
         return Ended::Expired;
+    }
+    if run.store_failed.load(std::sync::atomic::Ordering::Relaxed) && !batches.stop.is_cancelled() {
+        return Ended::Faulted;
     }
     Ended::Paused
 }
@@ -296,7 +326,8 @@ async fn check_in(run: &Run) -> bool {
             false
         }
         Err(error) => {
-            warn!(error = %format!("{error:#}"), "failed to renew a batch lease; pausing the batch");
+            warn!(error = %format!("{error:#}"), "failed to renew a batch lease; stopping the run to start it again");
+            run.store_failed.store(true, std::sync::atomic::Ordering::Relaxed);
             run.fault.cancel();
             false
         }
@@ -395,7 +426,8 @@ fn failed_line(line: &InputLine, error: &GatewayError) -> LineResult {
 async fn record(run: &Run, index: u64, mut result: LineResult) {
     result.line = index;
     if let Err(error) = run.writer.lock().await.record(&result).await {
-        warn!(line = index, error = %format!("{error:#}"), "failed to record a batch line; pausing the batch");
+        warn!(line = index, error = %format!("{error:#}"), "failed to record a batch line; stopping the run to start it again");
+        run.store_failed.store(true, std::sync::atomic::Ordering::Relaxed);
         run.fault.cancel();
         return;
     }
@@ -441,7 +473,7 @@ async fn finish(batches: &Arc<Batches>, live: &Arc<Live>, lines: &[InputLine], r
     let unrun_error = match &ended {
         Ended::Expired => Some(json!({"code": "batch_expired", "message": "This request could not be executed before the completion window expired."})),
         Ended::Stopped(reason) => Some(json!({"code": reason.code, "message": format!("not run: the batch stopped: {}", reason.message)})),
-        Ended::Done | Ended::Cancelled | Ended::Paused => None,
+        Ended::Done | Ended::Cancelled | Ended::Paused | Ended::Faulted => None,
     };
     let mut unrun = 0u64;
     if let Some(error) = &unrun_error {
@@ -487,7 +519,7 @@ async fn finish(batches: &Arc<Batches>, live: &Arc<Live>, lines: &[InputLine], r
                 record.failed_at = Some(at);
                 record.errors.push(reason.clone());
             }
-            Ended::Paused => {}
+            Ended::Paused | Ended::Faulted => {}
         }
     });
     let record = live.snapshot();
