@@ -16,6 +16,15 @@ use crate::http::openai::request;
 /// Most line errors reported for one input (the rest are counted in the last message).
 const MAX_REPORTED_ERRORS: usize = 100;
 
+/// [`parse`] on a blocking thread: a large input takes a while to read, and must not hold up
+/// a thread that serves requests.
+pub async fn parse_off_runtime(content: bytes::Bytes, limits: RequestLimits, max_lines: usize) -> Result<Vec<InputLine>, Vec<BatchError>> {
+    match tokio::task::spawn_blocking(move || parse(&content, &limits, max_lines)).await {
+        Ok(parsed) => parsed,
+        Err(error) => Err(vec![error_at(None, "internal_error", None, format!("reading the input failed: {error}"))]),
+    }
+}
+
 /// One line of the input as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -306,7 +306,7 @@ impl Batches {
             key_id: principal.key_id.clone(),
             webhook_delivered_at: None,
         };
-        match input::parse(&content, self.gateway.limits(), self.settings.max_lines) {
+        match input::parse_off_runtime(content, self.gateway.limits().clone(), self.settings.max_lines).await {
             Ok(lines) => {
                 record.status = BatchStatus::InProgress;
                 record.in_progress_at = Some(now());

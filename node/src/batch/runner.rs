@@ -151,7 +151,7 @@ async fn run_batch(batches: &Arc<Batches>, live: &Arc<Live>) -> anyhow::Result<(
     let record = live.snapshot();
     let store = &batches.store;
     let content = store.file_content(&record.input_file_id).await?.with_context(|| format!("input file {} is gone", record.input_file_id))?;
-    let lines = match input::parse(&content, batches.gateway.limits(), usize::MAX) {
+    let lines = match input::parse_off_runtime(content, batches.gateway.limits().clone(), usize::MAX).await {
         Ok(lines) => lines,
         Err(errors) => return finish(batches, live, &[], &BTreeMap::new(), Ended::Stopped(errors.into_iter().next().unwrap_or_else(|| stop_error("invalid_request", "the input is no longer valid")))).await,
     };
