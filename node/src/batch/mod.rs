@@ -318,11 +318,13 @@ impl Batches {
                 record.errors = errors;
             }
         }
+        // The lease first: another node's scan must never find the new batch unheld.
+        let leased = self.store.lease(&record.id, &self.settings.node_id, self.settings.lease_ttl).await.map_err(|error| internal(&error))?;
         self.store.put_batch(&record, true).await.map_err(|error| internal(&error))?;
         info!(batch = %record.id, tenant = %record.tenant, status = record.status.as_str(), lines = record.request_counts.total, "batch created");
         if record.status == BatchStatus::Failed {
             self.send_webhook(record.clone());
-        } else if self.store.lease(&record.id, &self.settings.node_id, self.settings.lease_ttl).await.map_err(|error| internal(&error))? {
+        } else if leased {
             self.launch(record.clone());
         }
         Ok(record)
