@@ -251,8 +251,8 @@ async fn a_thousand_line_batch_answers_every_line_once_and_its_webhook_arrives_o
 
 async fn killed_mid_job_resumes(redis: Option<&Redis>) {
     let sim = start_sim().await;
-    // Slow enough that the kill lands mid-job.
-    sim_behaviour(&sim, None, json!({"ttft_ms": 15})).await;
+    // Slow enough that the kill lands mid-job (a second and more after it), even on a busy machine.
+    sim_behaviour(&sim, None, json!({"ttft_ms": 40})).await;
     let dir = common::new_dir();
     let redis_url = redis.map(|redis| format!("url = \"{}\"", redis.url())).unwrap_or_else(|| "url = \"\"".into());
     let config = config_for(sim.addr, |c| c.replace("url = \"\"", &redis_url) + &keys("") + &batch_section(&dir, 4, None));
@@ -292,7 +292,7 @@ async fn a_batch_killed_mid_job_resumes_after_restart_from_redis() {
 async fn with_redis_another_node_takes_over_a_dead_nodes_batch_once_its_lease_lapses() {
     let redis = Redis::start();
     let sim = start_sim().await;
-    sim_behaviour(&sim, None, json!({"ttft_ms": 15})).await;
+    sim_behaviour(&sim, None, json!({"ttft_ms": 40})).await;
     let node_config = |dir: &std::path::Path, name: &str| {
         let redis_url = format!("url = \"{}\"", redis.url());
         config_for(sim.addr, |c| c.replace("url = \"\"", &redis_url) + &keys("") + &batch_section(dir, 4, None) + &format!("lease_ttl = \"1s\"\nnode_id = \"{name}\"\n"))
@@ -320,7 +320,7 @@ async fn with_redis_another_node_takes_over_a_dead_nodes_batch_once_its_lease_la
 async fn a_run_whose_redis_goes_away_starts_again_when_it_returns() {
     let mut redis = Redis::start();
     let sim = start_sim().await;
-    sim_behaviour(&sim, None, json!({"ttft_ms": 15})).await;
+    sim_behaviour(&sim, None, json!({"ttft_ms": 40})).await;
     let dir = common::new_dir();
     let redis_url = format!("url = \"{}\"", redis.url());
     let config = config_for(sim.addr, |c| c.replace("url = \"\"", &redis_url) + &keys("") + &batch_section(&dir, 4, None));
@@ -346,7 +346,7 @@ async fn a_run_whose_redis_goes_away_starts_again_when_it_returns() {
 #[tokio::test]
 async fn sigterm_mid_job_finishes_the_lines_in_flight_and_a_restart_runs_only_the_rest() {
     let sim = start_sim().await;
-    sim_behaviour(&sim, None, json!({"ttft_ms": 30})).await;
+    sim_behaviour(&sim, None, json!({"ttft_ms": 50})).await;
     let dir = common::new_dir();
     let config = config_for(sim.addr, |c| c + &keys("") + &batch_section(&dir, 4, None));
     let node = Node::start_in(&dir, &config);
