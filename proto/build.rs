@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["switchyard/v1/gateway.proto", "switchyard/v1/admin.proto", "switchyard/cluster/v1/cluster.proto"];
+    let protos = ["switchyard/v1/gateway.proto", "switchyard/v1/admin.proto", "switchyard/v1/batch.proto", "switchyard/cluster/v1/cluster.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -112,6 +112,15 @@ pub enum GatewayError {
     /// against it (it is refused, not admitted unchecked).
     #[error("budget unavailable: {0}")]
     BudgetUnavailable(String),
+    /// The caller asked for something (a batch, a file) that does not exist, or that belongs to
+    /// another tenant: the two are not told apart.
+    #[error("no {what} \"{id}\"")]
+    NotFound {
+        /// What was looked for: `batch`, `file`.
+        what: &'static str,
+        /// The id asked for.
+        id: String,
+    },
     /// The node is draining for shutdown and takes no new requests.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -145,6 +154,7 @@ impl GatewayError {
             Self::RateLimited { .. } => "rate_limited",
             Self::BudgetExhausted { .. } => "budget_exhausted",
             Self::BudgetUnavailable(_) => "budget_unavailable",
+            Self::NotFound { .. } => "not_found",
             Self::ShuttingDown => "shutting_down",
             Self::Internal(_) => "internal",
         }

@@ -21,6 +21,7 @@ use switchyard_actors::router::{ModelKind, ModelSettings, Price, RoutingPolicy, 
 
 use crate::env;
 
+mod batch;
 mod cluster;
 mod guardrails;
 mod semantic;
@@ -79,6 +80,8 @@ pub struct RawConfig {
     cluster: Option<cluster::RawCluster>,
     #[serde(default)]
     guardrails: Vec<guardrails::RawGuardrail>,
+    #[serde(default)]
+    batch: batch::RawBatch,
 }
 
 #[derive(Debug, Deserialize)]
@@ -563,6 +566,8 @@ pub struct NodeConfig {
     pub telemetry: TelemetryConfig,
     /// The pipeline's settings.
     pub gateway: GatewaySettings,
+    /// Batch jobs.
+    pub batch: crate::batch::BatchSettings,
 }
 
 /// Where the config comes from.
@@ -686,6 +691,12 @@ impl RawConfig {
         let tenant_names: HashSet<&str> =
             self.tenancy.keys.iter().map(|key| key.tenant.as_str()).chain(self.tenancy.tenants.iter().map(|tenant| tenant.name.as_str())).collect();
         let guardrails = guardrails::validate(&self.guardrails, &key_ids, &tenant_names, &route_names)?;
+        let batch_node_id = match &cluster {
+            Some(cluster) => cluster.membership.node_name.clone(),
+            None => format!("{}/{}", cluster::hostname().unwrap_or_else(|| "localhost".into()), self.server.http_listen),
+        };
+        let batch_redis = redis_ledger.as_ref().map(|redis| crate::batch::store::RedisStoreSettings { url: redis.url.clone(), key_prefix: redis.key_prefix.clone() });
+        let batch = self.batch.validate(batch_redis, batch_node_id)?;
         if self.server.worker_threads > MAX_WORKER_THREADS {
             return Err(invalid("server.worker_threads", format!("{} is more than {MAX_WORKER_THREADS}; 0 means one per core", self.server.worker_threads)));
         }
@@ -727,6 +738,7 @@ impl RawConfig {
                 cluster,
                 guardrails,
             },
+            batch,
         })
     }
 

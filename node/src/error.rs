@@ -31,6 +31,7 @@ pub fn map(error: &GatewayError) -> ErrorMapping {
         GatewayError::GuardrailBlocked { .. } => (tonic::Code::InvalidArgument, StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request_error"),
         GatewayError::RateLimited { .. } => (tonic::Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_error"),
         GatewayError::BudgetExhausted { .. } => (tonic::Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS, "budget_exhausted", "rate_limit_error"),
+        GatewayError::NotFound { .. } => (tonic::Code::NotFound, StatusCode::NOT_FOUND, "invalid_request_error", "not_found_error"),
         GatewayError::ShuttingDown | GatewayError::BudgetUnavailable(_) => (tonic::Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE, "server_error", "overloaded_error"),
         GatewayError::Internal(_) => (tonic::Code::Internal, StatusCode::INTERNAL_SERVER_ERROR, "server_error", "api_error"),
     };
@@ -70,6 +71,7 @@ pub fn param(error: &GatewayError) -> Option<&str> {
         | GatewayError::BudgetExhausted { .. }
         | GatewayError::AllProvidersFailed(_)
         | GatewayError::StreamInterrupted { .. }
+        | GatewayError::NotFound { .. }
         | GatewayError::ShuttingDown
         | GatewayError::BudgetUnavailable(_)
         | GatewayError::Internal(_) => None,

@@ -9,12 +9,14 @@
 //! - [`auth`]: reading the bearer key off a request.
 //! - [`cluster`]: the cluster status both front doors report.
 //! - [`http`]: the OpenAI-compatible HTTP front door and the operational endpoints.
+//! - [`batch`]: batch jobs (OpenAI's Files and Batch APIs): storage, runs, webhooks.
 //! - [`error`]: the one mapping of pipeline errors to gRPC codes and HTTP statuses.
 //! - [`telemetry`]: logs with trace ids and OTLP trace export.
 //! - [`probe`]: `switchyard health`, the health check a container runs.
 
 mod admin;
 mod auth;
+mod batch;
 mod cluster;
 mod config;
 mod env;

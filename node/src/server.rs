@@ -1,6 +1,7 @@
-//! Running a node: start the pipeline, bind both front doors, serve until SIGTERM or SIGINT,
-//! then stop accepting, drain in-flight requests (bounded by `server.drain_timeout`), stop the
-//! actors and flush telemetry. An actor failing does the same, and the node then exits non-zero.
+//! Running a node: start the pipeline and the batch service, bind both front doors, serve until
+//! SIGTERM or SIGINT, then stop accepting, let batch lines in flight finish and be recorded,
+//! drain in-flight requests (bounded by `server.drain_timeout`), stop the actors and flush
+//! telemetry. An actor failing does the same, and the node then exits non-zero.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::NodeConfig;
-use crate::grpc::{AdminService, GatewayService};
+use crate::grpc::{AdminService, BatchService, GatewayService};
 use crate::telemetry::Telemetry;
 
 /// Serves until a shutdown signal, then drains. Returns once the node has stopped cleanly.
@@ -23,6 +24,7 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
     if gateway.is_open() {
         warn!("no API keys configured: the node is OPEN, serving every request as the anonymous tenant; define [[tenancy.keys]] to require keys");
     }
+    let batches = crate::batch::Batches::start(Arc::clone(&gateway), config.batch.clone()).await.context("failed to start the batch service")?;
     for provider in &config.gateway.providers {
         info!(provider = %provider.name, kind = provider.kind.as_str(), base_url = %provider.base_url, "provider configured");
     }
@@ -39,7 +41,7 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
     let shutdown = CancellationToken::new();
     let http = {
         let shutdown = shutdown.clone();
-        let app = crate::http::router(Arc::clone(&gateway));
+        let app = crate::http::router(Arc::clone(&gateway), Arc::clone(&batches));
         // Small request/response exchanges: never let Nagle hold a reply back for a delayed ACK.
         let http_listener = http_listener.tap_io(|tcp| {
             if let Err(error) = tcp.set_nodelay(true) {
@@ -60,7 +62,9 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
             .build_v1()
             .context("failed to build gRPC reflection")?;
         health_reporter.set_serving::<switchyard_proto::v1::admin_server::AdminServer<AdminService>>().await;
+        health_reporter.set_serving::<switchyard_proto::v1::batches_server::BatchesServer<BatchService>>().await;
         let service = GatewayService::server(Arc::clone(&gateway));
+        let batch_service = BatchService::server(Arc::clone(&gateway), Arc::clone(&batches));
         let admin = AdminService::server(Arc::clone(&gateway));
         // The builder's tcp_nodelay applies only to listeners tonic binds itself: set it here.
         let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), |stream| {
@@ -77,6 +81,7 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
                 .add_service(reflection)
                 .add_service(service)
                 .add_service(admin)
+                .add_service(batch_service)
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
                 .await
         })
@@ -95,8 +100,12 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
         }
     };
     shutdown.cancel();
+    // Batch lines in flight finish and are recorded while the pipeline still takes them; no new
+    // line starts. Unfinished batches resume at the next start.
+    batches.shutdown();
     let drained = tokio::time::timeout(config.drain_timeout, async {
         let (http, grpc) = tokio::join!(http, grpc);
+        batches.drained().await;
         gateway.begin_shutdown();
         gateway.drained().await;
         (http, grpc)

@@ -1,6 +1,6 @@
 //! The official `openai` and `anthropic` Python packages against a real node: plain answers,
-//! tools, structured output, images, embeddings and token counting, unary and streaming, routed
-//! to providers of either wire format. The test command (`scripts/test`) installs the packages
+//! tools, structured output, images, embeddings, batch jobs and token counting, unary and
+//! streaming, routed to providers of either wire format. The test command (`scripts/test`) installs the packages
 //! into `.venv`; `INTEROP_TEST_PYTHON` may name another interpreter that has them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,6 +1,7 @@
 """Drives a running Switchyard node with the official `openai` package: plain answers unary and
 streaming, tools (one call, parallel calls, streamed call deltas, the tool turn and the final
-answer), structured output, image parts and embeddings.
+answer), structured output, image parts, embeddings, and batch jobs (files.create,
+batches.create, batches.retrieve until done, files.content, batches.list).
 
 Usage: python openai_interop.py BASE_URL EXPECTED_PREFIX
 Exits non-zero with a message on the first mismatch.
@@ -8,6 +9,7 @@ Exits non-zero with a message on the first mismatch.
 
 import json
 import sys
+import time
 
 import openai
 
@@ -197,6 +199,49 @@ def embeddings(client: openai.OpenAI) -> None:
         raise AssertionError("a chat model embedded")
 
 
+def batch_line(custom_id: str, content: str) -> str:
+    body = {"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": content}]}
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body})
+
+
+def batches(client: openai.OpenAI, expected_prefix: str) -> None:
+    lines = [batch_line(f"q{index}", "interop check") for index in range(3)]
+    uploaded = client.files.create(file=("questions.jsonl", "\n".join(lines).encode(), "application/jsonl"), purpose="batch")
+    assert uploaded.purpose == "batch" and uploaded.bytes > 0, uploaded
+    assert client.files.retrieve(uploaded.id).id == uploaded.id
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h", metadata={"suite": "interop"}
+    )
+    assert batch.metadata == {"suite": "interop"}, batch
+    deadline = time.monotonic() + 60
+    while batch.status not in ("completed", "failed", "expired", "cancelled"):
+        assert time.monotonic() < deadline, f"batch still {batch.status}: {batch}"
+        time.sleep(0.05)
+        batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed", batch
+    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (3, 3, 0), batch
+    assert batch.error_file_id is None, batch
+    output = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
+    assert sorted(line["custom_id"] for line in output) == ["q0", "q1", "q2"], output
+    for line in output:
+        assert line["response"]["status_code"] == 200, line
+        text = line["response"]["body"]["choices"][0]["message"]["content"]
+        assert text.startswith(expected_prefix), f"batch answer {text!r} lacks {expected_prefix!r}"
+    assert batch.id in [listed.id for listed in client.batches.list(limit=10).data]
+
+    # A bad line fails the batch up front, naming the line; nothing runs.
+    bad = client.files.create(file=("bad.jsonl", (lines[0] + "\n{oops").encode()), purpose="batch")
+    failed = client.batches.create(input_file_id=bad.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert failed.status == "failed", failed
+    assert [error.line for error in failed.errors.data] == [2], failed.errors
+    try:
+        client.batches.retrieve("batch_000000000000000000000000")
+    except openai.NotFoundError:
+        pass
+    else:
+        raise AssertionError("an unknown batch was found")
+
+
 def main() -> None:
     base_url, expected_prefix = sys.argv[1], sys.argv[2]
     client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
@@ -206,6 +251,7 @@ def main() -> None:
     structured(client)
     images(client)
     embeddings(client)
+    batches(client, expected_prefix)
     print("openai interop ok")
 
 

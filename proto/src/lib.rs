@@ -3,6 +3,8 @@
 //! # Layout
 //! - `switchyard/v1/gateway.proto`: the public `switchyard.v1.Gateway` service.
 //! - `switchyard/v1/admin.proto`: the `switchyard.v1.Admin` service (cost and budget queries).
+//! - `switchyard/v1/batch.proto`: the `switchyard.v1.Batches` service (batch jobs, the twin of
+//!   the OpenAI-compatible Files and Batch APIs).
 //! - `switchyard/cluster/v1/cluster.proto`: what nodes send each other (heartbeats, semantic
 //!   shard lookups, inserts and partition handoff).
 //! - [`v1`]: the generated messages, clients and servers.

@@ -200,6 +200,12 @@ impl Gateway {
         self.keys.authenticate(bearer)
     }
 
+    /// The principal of the configured key `key_id` (the anonymous one on an open node), for
+    /// work that runs later as the key that asked for it; `None` once the key is gone.
+    pub fn principal_by_key_id(&self, key_id: &str) -> Option<Arc<Principal>> {
+        self.keys.by_id(key_id)
+    }
+
     /// Checks the admin key.
     pub fn authenticate_admin(&self, bearer: Option<&str>) -> Result<(), GatewayError> {
         self.keys.authenticate_admin(bearer)

@@ -112,6 +112,15 @@ impl KeyRing {
         self.keys.values()
     }
 
+    /// The principal of the key with id `key_id` (the anonymous one on an open node, whatever
+    /// the id), for work that runs later as the key that asked for it (batch jobs).
+    pub fn by_id(&self, key_id: &str) -> Option<Arc<Principal>> {
+        if self.is_open() {
+            return Some(Arc::clone(&self.anonymous));
+        }
+        self.keys.values().find(|principal| principal.key_id == key_id).cloned()
+    }
+
     /// The principal of `bearer` (the `Authorization: Bearer …` token).
     pub fn authenticate(&self, bearer: Option<&str>) -> Result<Arc<Principal>, GatewayError> {
         if self.is_open() {

@@ -96,7 +96,7 @@ fn default_max_frame_bytes() -> u64 {
 const MIN_FRAME_BYTES: u64 = 4 * 1024 * 1024;
 
 /// This machine's host name.
-fn hostname() -> Option<String> {
+pub(super) fn hostname() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().or_else(|| std::env::var("HOSTNAME").ok())?;
     let name = name.trim();
     (!name.is_empty()).then(|| name.to_owned())

@@ -13,22 +13,34 @@ pub mod ops;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use switchyard_actors::pipeline::Gateway;
+
+use crate::batch::Batches;
 
 /// Shared by every handler.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// The pipeline.
     pub gateway: Arc<Gateway>,
+    /// Files and batch jobs.
+    pub batches: Arc<Batches>,
 }
 
 /// Every HTTP route.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+pub fn router(gateway: Arc<Gateway>, batches: Arc<Batches>) -> Router {
+    let upload_limit = DefaultBodyLimit::max(batches.settings().max_file_bytes.saturating_add(64 * 1024));
     Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route("/v1/embeddings", post(openai::embeddings::embeddings))
+        .route("/v1/files", post(openai::batches::upload_file).layer(upload_limit))
+        .route("/v1/files/{id}", get(openai::batches::file))
+        .route("/v1/files/{id}/content", get(openai::batches::file_content))
+        .route("/v1/batches", post(openai::batches::create).get(openai::batches::list))
+        .route("/v1/batches/{id}", get(openai::batches::batch))
+        .route("/v1/batches/{id}/cancel", post(openai::batches::cancel))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/admin/v1/cost/daily", get(admin::daily))
@@ -43,5 +55,5 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
-        .with_state(AppState { gateway })
+        .with_state(AppState { gateway, batches })
 }

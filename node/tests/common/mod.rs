@@ -111,6 +111,7 @@ impl Node {
             .env("RUST_LOG", "info")
             .env("SWITCHYARD_TENANCY__LEDGER_PATH", dir.join("ledger.jsonl"))
             .env("SWITCHYARD_SEMANTIC_CACHE__DATA_DIR", dir.join("semantic"))
+            .env("SWITCHYARD_BATCH__DATA_DIR", dir.join("batches"))
             .env("SWITCHYARD_EMBEDDING__MODEL_DIR", model_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

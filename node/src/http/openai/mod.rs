@@ -4,8 +4,9 @@
 //! `tool_calls` deltas), structured output, image parts and log-probabilities included. Routing
 //! hints and cache controls travel in `x-switchyard-*` headers; the answer's headers say who
 //! served it and why. The body is read in [`request`]; `POST /v1/embeddings` is in
-//! [`embeddings`].
+//! [`embeddings`]; the Files and Batch APIs (`/v1/files`, `/v1/batches`) in [`batches`].
 
+pub mod batches;
 pub mod embeddings;
 pub mod request;
 
@@ -19,7 +20,7 @@ use serde::Serialize;
 use serde_json::json;
 use switchyard_actors::error::GatewayError;
 use switchyard_actors::model::{Completion, ToolCall, ToolCallDelta, Usage};
-use switchyard_actors::pipeline::{AnswerStream, StreamItem};
+use switchyard_actors::pipeline::{Answer, AnswerStream, StreamItem};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument as _, info_span};
@@ -29,18 +30,21 @@ use crate::http::AppState;
 use crate::http::headers::{Served, answer_headers, parse_hints, set_header, tag_feature, unix_now, whole_answer_headers};
 use crate::telemetry::adopt_trace;
 
-/// An OpenAI-style error response.
-pub fn error_response(error: &GatewayError) -> Response {
-    let mapping = map(error);
-    let body = json!({
+/// OpenAI's error body for `error`.
+pub fn error_body(error: &GatewayError) -> serde_json::Value {
+    json!({
         "error": {
             "message": error.to_string(),
-            "type": mapping.openai_type,
+            "type": map(error).openai_type,
             "param": param(error),
             "code": error.label(),
         }
-    });
-    let mut response = (mapping.http, axum::Json(body)).into_response();
+    })
+}
+
+/// An OpenAI-style error response.
+pub fn error_response(error: &GatewayError) -> Response {
+    let mut response = (map(error).http, axum::Json(error_body(error))).into_response();
     if let Some(seconds) = crate::error::retry_after_secs(error) {
         set_header(response.headers_mut(), "retry-after", &seconds.to_string());
     }
@@ -120,6 +124,26 @@ impl From<Usage> for UsageOut {
     }
 }
 
+impl<'a> CompletionOut<'a> {
+    fn of(answer: &'a Answer) -> Self {
+        let completion = &answer.completion;
+        Self {
+            id: &answer.id,
+            object: "chat.completion",
+            created: unix_now(),
+            model: &answer.target.model,
+            choices: [ChoiceOut {
+                index: 0,
+                message: MessageOut::of(completion),
+                finish_reason: completion.finish_reason.as_str(),
+                logprobs: &completion.logprobs,
+            }],
+            usage: completion.usage.into(),
+            system_fingerprint: None,
+        }
+    }
+}
+
 impl<'a> MessageOut<'a> {
     fn of(completion: &'a Completion) -> Self {
         let content = if completion.text.is_empty() && !completion.tool_calls.is_empty() { None } else { Some(completion.text.as_str()) };
@@ -146,6 +170,11 @@ fn tool_delta_json(delta: &ToolCallDelta) -> serde_json::Value {
         entry["type"] = json!("function");
     }
     entry
+}
+
+/// A whole answer as OpenAI's `chat.completion` object, as a JSON value (for batch output lines).
+pub fn completion_json(answer: &Answer) -> serde_json::Value {
+    serde_json::to_value(CompletionOut::of(answer)).unwrap_or_default()
 }
 
 /// `POST /v1/chat/completions`.
@@ -187,22 +216,7 @@ pub async fn chat_completions(State(state): State<AppState>, headers: HeaderMap,
         };
         let target = &answer.target;
         metrics.record_request_answered("http", &route, &target.model, &target.provider, answer.cache_layer.as_str(), answer.latency);
-        let completion = &answer.completion;
-        let body = CompletionOut {
-            id: &answer.id,
-            object: "chat.completion",
-            created: unix_now(),
-            model: &target.model,
-            choices: [ChoiceOut {
-                index: 0,
-                message: MessageOut::of(completion),
-                finish_reason: completion.finish_reason.as_str(),
-                logprobs: &completion.logprobs,
-            }],
-            usage: completion.usage.into(),
-            system_fingerprint: None,
-        };
-        let mut response = axum::Json(body).into_response();
+        let mut response = axum::Json(CompletionOut::of(&answer)).into_response();
         whole_answer_headers(response.headers_mut(), &answer);
         response
     }
