@@ -373,8 +373,9 @@ fn solve3(mut matrix: [[f64; 3]; 3], mut right: [f64; 3]) -> Option<[f64; 3]> {
         }
         for row in pivot + 1..3 {
             let factor = matrix[row][pivot] / matrix[pivot][pivot];
-            for column in pivot..3 {
-                matrix[row][column] -= factor * matrix[pivot][column];
+            let pivot_row = matrix[pivot];
+            for (value, above) in matrix[row][pivot..].iter_mut().zip(&pivot_row[pivot..]) {
+                *value -= factor * above;
             }
             right[row] -= factor * right[pivot];
         }
