@@ -15,6 +15,7 @@
 //! - [`metrics`]: the node's Prometheus registry.
 //! - [`outbox`]: fire-and-forget reports batched into one actor message under load.
 //! - [`runtime`]: the root supervisor every actor of the node is linked under.
+//! - [`experiment`]: A/B tests and canary splits between models, sticky per user.
 //! - [`guard`]: guardrails on prompts and answers: personal data, injections, deny lists.
 //! - [`error`]: [`error::GatewayError`], what a request can fail with.
 
@@ -23,6 +24,7 @@ pub mod cache;
 pub mod cluster;
 pub mod embed;
 pub mod error;
+pub mod experiment;
 pub mod guard;
 pub mod metrics;
 pub mod model;

@@ -51,6 +51,10 @@ pub struct Metrics {
     pub cost_usd: CounterVec,
     /// Cost in USD by feature (requests tagged with one).
     pub feature_cost_usd: CounterVec,
+    /// Requests of an experiment, by experiment, variant and result (ok, error).
+    pub experiment_requests: IntCounterVec,
+    /// Variants rolled back by themselves, by experiment and variant.
+    pub experiment_rollbacks: IntCounterVec,
     /// Share of each budget spent, by scope and period.
     pub budget_utilisation: GaugeVec,
     /// Budget threshold alerts by scope, period and threshold.
@@ -200,6 +204,8 @@ impl Metrics {
             budget_alerts: counter("budget_alerts_total", "Budget threshold alerts", &["scope", "period", "threshold"])?,
             budget_rejections: counter("budget_rejections_total", "Requests refused by an exhausted budget", &["scope", "period"])?,
             rate_limited: counter("rate_limited_total", "Requests refused by a rate limit", &["key", "limit"])?,
+            experiment_requests: counter("experiment_requests_total", "Requests of an experiment by variant and result", &["experiment", "variant", "result"])?,
+            experiment_rollbacks: counter("experiment_rollbacks_total", "Variants rolled back by their error rate", &["experiment", "variant"])?,
             guardrail_rules: counter("guardrail_rules_total", "Guardrail rules that fired", &["guardrail", "rule", "action", "stage"])?,
             tenant_tokens: counter("tenant_tokens_total", "Tokens by model, tenant and direction", &["model", "tenant", "direction"])?,
             cache_lookups: counter("cache_lookups_total", "Cache lookups by layer and result", &["layer", "result"])?,

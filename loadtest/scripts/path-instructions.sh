@@ -19,37 +19,12 @@ done
 
 work=$(mktemp -d)
 upstream_port=19500
-cat >"$work/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work/body;
-  server {
-    listen 127.0.0.1:$upstream_port;
-    keepalive_requests 1000000;
-    location / {
-      default_type application/json;
-      return 200 '{"id":"chatcmpl-fixed","object":"chat.completion","created":0,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"A fixed answer from the neutral upstream."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":8,"total_tokens":20}}';
-    }
-  }
-}
-CONF
-nginx -p "$work" -c "$work/nginx.conf" &
-upstream=$!
+# shellcheck source=loadtest/scripts/neutral-upstream.sh
+. loadtest/scripts/neutral-upstream.sh
+start_nginx "$work" "$upstream_port"
 server=""
 trap 'kill $upstream $server 2>/dev/null; rm -rf "$work"' EXIT
-
-sed -e "s/127.0.0.1:9100/127.0.0.1:$upstream_port/" \
-    -e 's/grpc_listen = "127.0.0.1:50051"/grpc_listen = "127.0.0.1:19551"/' \
-    -e 's/http_listen = "127.0.0.1:8080"/http_listen = "127.0.0.1:19581"/' \
-    -e 's/log_level = "info"/log_level = "warn"/' \
-    -e 's|data_dir = "data/semantic"|data_dir = ""|' \
-    -e 's/^exact = true /exact = false /' -e '/^\[semantic_cache\]/,/^enabled/s/^enabled = true /enabled = false /' \
-    deploy/examples/single-node.toml >"$work/caches-off.toml"
+node_config "$upstream_port" 19551 19581 "${CACHES_OFF[@]}" >"$work/caches-off.toml"
 cat >"$work/distinct.lua" <<'LUA'
 local counter = 0
 request = function()

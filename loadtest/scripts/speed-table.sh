@@ -23,40 +23,11 @@ command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk an
 
 work=$(mktemp -d)
 upstream_port=19300
-cat >"$work/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/body;
-  server {
-    listen 127.0.0.1:$upstream_port backlog=4096;
-    keepalive_requests 1000000;
-    location / {
-      default_type application/json;
-      return 200 '{"id":"chatcmpl-fixed","object":"chat.completion","created":0,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"A fixed answer from the neutral upstream."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":8,"total_tokens":20}}';
-    }
-  }
-}
-EOF
-nginx -p "$work" -c "$work/nginx.conf" &
-upstream=$!
-
-node_config() { # grpc-port http-port [sed expressions…]
-  local grpc=$1 http=$2
-  shift 2
-  sed -e "s/127.0.0.1:9100/127.0.0.1:$upstream_port/" \
-      -e "s/grpc_listen = \"127.0.0.1:50051\"/grpc_listen = \"127.0.0.1:$grpc\"/" \
-      -e "s/http_listen = \"127.0.0.1:8080\"/http_listen = \"127.0.0.1:$http\"/" \
-      -e 's/log_level = "info"/log_level = "warn"/' \
-      -e "s|data_dir = \"data/semantic\"|data_dir = \"\"|" \
-      "$@" deploy/examples/single-node.toml
-}
-node_config 19351 19381 -e 's/^exact = true /exact = false /' -e '/^\[semantic_cache\]/,/^enabled/s/^enabled = true /enabled = false /' >"$work/caches-off.toml"
-node_config 19352 19382 >"$work/as-shipped.toml"
+# shellcheck source=loadtest/scripts/neutral-upstream.sh
+. loadtest/scripts/neutral-upstream.sh
+start_nginx "$work" "$upstream_port"
+node_config "$upstream_port" 19351 19381 "${CACHES_OFF[@]}" >"$work/caches-off.toml"
+node_config "$upstream_port" 19352 19382 >"$work/as-shipped.toml"
 SWITCHYARD_TENANCY__LEDGER_PATH="$work/ledger-1.jsonl" "$bin/switchyard" serve --config "$work/caches-off.toml" >/dev/null 2>"$work/caches-off.log" &
 caches_off=$!
 SWITCHYARD_TENANCY__LEDGER_PATH="$work/ledger-2.jsonl" "$bin/switchyard" serve --config "$work/as-shipped.toml" >/dev/null 2>"$work/as-shipped.log" &

@@ -23,6 +23,7 @@ use crate::env;
 
 mod batch;
 mod cluster;
+mod experiments;
 mod guardrails;
 mod semantic;
 
@@ -80,6 +81,8 @@ pub struct RawConfig {
     cluster: Option<cluster::RawCluster>,
     #[serde(default)]
     guardrails: Vec<guardrails::RawGuardrail>,
+    #[serde(default)]
+    experiments: Vec<experiments::RawExperiment>,
     #[serde(default)]
     batch: batch::RawBatch,
 }
@@ -691,6 +694,7 @@ impl RawConfig {
         let tenant_names: HashSet<&str> =
             self.tenancy.keys.iter().map(|key| key.tenant.as_str()).chain(self.tenancy.tenants.iter().map(|tenant| tenant.name.as_str())).collect();
         let guardrails = guardrails::validate(&self.guardrails, &key_ids, &tenant_names, &route_names)?;
+        let experiments = experiments::validate(&self.experiments, &route_names, &chat_names)?;
         let batch_node_id = match &cluster {
             Some(cluster) => cluster.membership.node_name.clone(),
             None => format!("{}/{}", cluster::hostname().unwrap_or_else(|| "localhost".into()), self.server.http_listen),
@@ -737,6 +741,7 @@ impl RawConfig {
                 semantic_cache,
                 cluster,
                 guardrails,
+                experiments,
             },
             batch,
         })

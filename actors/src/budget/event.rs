@@ -38,6 +38,9 @@ pub struct CostEvent {
     /// `x-switchyard-feature` header); `None` when untagged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature: Option<String>,
+    /// The experiment and variant that served it (`canary/control`); `None` outside experiments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
 }
 
 impl CostEvent {

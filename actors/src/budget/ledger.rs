@@ -438,6 +438,7 @@ mod tests {
             saved: NanoUsd::ZERO,
             latency_ms: 4,
             feature: None,
+            experiment: None,
         }
     }
 

@@ -30,6 +30,8 @@ pub struct Admission {
     pub unix_ms: i64,
     /// The feature the request is tagged with, for its cost event.
     pub feature: Option<String>,
+    /// The experiment variant that serves it, for its cost event.
+    pub experiment: Option<String>,
     budget: BudgetHandle,
     reservation: Option<u64>,
     /// The cluster's shared rate limits, when clustered.
@@ -101,6 +103,7 @@ pub async fn admit(
         reserved: cost_of(selection),
         unix_ms,
         feature: None,
+        experiment: None,
         budget: budget.clone(),
         reservation: None,
         rates: rates.cloned(),
@@ -191,6 +194,7 @@ pub fn settle(mut admission: Admission, outcome: Outcome<'_>, request_text: Opti
         saved: outcome.saved,
         latency_ms: outcome.latency_ms,
         feature: admission.feature.take(),
+        experiment: admission.experiment.take(),
     };
     audit(&event, outcome.status, request_text);
     admission.settle_tokens(u64::from(usage.total()));
@@ -230,6 +234,8 @@ fn audit(event: &CostEvent, status: &str, request_text: Option<(&ChatRequest, &s
         cost_usd = event.cost.map(NanoUsd::as_usd),
         cost_estimated = event.estimated,
         cache_layer = %event.cache_layer,
+        feature = event.feature.as_deref(),
+        experiment = event.experiment.as_deref(),
         outcome = status,
         latency_ms = event.latency_ms,
         prompt = prompt.as_deref(),

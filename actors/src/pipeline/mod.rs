@@ -38,6 +38,7 @@ use crate::cache::{CachedAnswer, ExactCache, Invalidation, RedisCacheSettings};
 use crate::pipeline::caching::{CacheHit, Caches};
 use crate::model::{CacheLayer, ChatRequest, Completion, FinishReason, ModelSelection, RequestLimits, RoutingContext, Target, Tier};
 use crate::pipeline::accounting::{Admission, Outcome};
+use crate::experiment::{Assignment, Experiments};
 use crate::pipeline::guarding::Guarding;
 use crate::provider::{ErrorClass, ProviderError, ProviderHandle, ProviderSettings, capability};
 use crate::router::{ModelSettings, RouterHandle, RoutingPolicy, RoutingSnapshot};
@@ -80,6 +81,8 @@ pub struct GatewaySettings {
     pub cluster: Option<ClusterSettings>,
     /// Guardrails on prompts and answers, in configuration order.
     pub guardrails: Vec<crate::guard::Guardrail>,
+    /// A/B tests and canary splits.
+    pub experiments: Vec<crate::experiment::ExperimentSettings>,
 }
 
 /// How the node joins its cluster.
@@ -146,6 +149,8 @@ pub struct Answer {
     pub cache_key: Option<String>,
     /// For a semantic hit: its similarity and entry.
     pub cache_match: Option<SemanticMatch>,
+    /// The experiment and variant that served it (`canary/control`), when one did.
+    pub experiment: Option<String>,
 }
 
 /// The node's request pipeline. Cheap to share behind an `Arc`.
@@ -165,6 +170,7 @@ pub struct Gateway {
     /// The cluster's shared rate limits, when clustered.
     rates: Option<Arc<crate::tenancy::rate_client::RateClient>>,
     guardrails: Vec<crate::guard::Guardrail>,
+    experiments: Arc<Experiments>,
 }
 
 impl Gateway {
@@ -178,6 +184,7 @@ impl Gateway {
             Some(ExactCacheSettings { redis: Some(redis), ttl, .. }) => Some(ExactCache::redis(&redis, ttl, Arc::clone(&metrics))?),
             Some(exact) => Some(ExactCache::in_memory(exact.max_entries, exact.ttl, Arc::clone(&metrics))),
         };
+        let experiment_metrics = Arc::clone(&metrics);
         Ok(Self {
             providers,
             router,
@@ -192,6 +199,7 @@ impl Gateway {
             cluster_view,
             rates,
             guardrails: settings.guardrails,
+            experiments: Experiments::new(settings.experiments, Arc::clone(&experiment_metrics)),
         })
     }
 
@@ -276,6 +284,22 @@ impl Gateway {
     /// The request bounds.
     pub fn limits(&self) -> &RequestLimits {
         &self.limits
+    }
+
+    /// The node's experiments (their reports and weights, for the Admin API).
+    pub fn experiments(&self) -> &Arc<Experiments> {
+        &self.experiments
+    }
+
+    /// Places `request` in the experiment that covers it, if any, and points it at the
+    /// variant's model.
+    fn assign_experiment(&self, principal: &Principal, request: &mut ChatRequest) -> Option<Assignment> {
+        let route = request.model.as_deref().unwrap_or("auto");
+        let tier = if self.keys.is_open() { request.hints.tier } else { principal.tier };
+        let user = format!("{}/{}", principal.tenant, request.user.as_deref().unwrap_or(&principal.user));
+        let (assignment, model) = self.experiments.assign(principal, &user, tier, route)?;
+        request.model = Some(model);
+        Some(assignment)
     }
 
     /// The metrics registry.
@@ -527,18 +551,30 @@ impl Gateway {
         let started = Instant::now();
         let _in_flight = self.admit()?;
         let guarding = Guarding::check_prompt(&self.guardrails, principal, &mut request, &self.metrics)?;
-        let Admitted { selection, admission, probe, hit } = self.head(principal, &request).await?;
+        let assignment = self.assign_experiment(principal, &mut request);
+        let experiment = assignment.as_ref().map(Assignment::label);
+        let Admitted { selection, mut admission, probe, hit } = self.head(principal, &request).await?;
+        admission.experiment.clone_from(&experiment);
         if let Some(hit) = hit {
             let id = new_id();
             self.settle_hit(&hit.answer, hit.layer, admission, &id, &request, started)?;
+            if let Some(assignment) = assignment {
+                assignment.record(false, NanoUsd::ZERO, true);
+            }
             let mut answer = Answer::from_cache(id, hit, probe.exact_key, started.elapsed());
+            answer.experiment = experiment;
             answer.completion.text = guarding.check_answer(answer.completion.text, principal, &self.metrics)?;
             return Ok(answer);
         }
         let answered = self.walk_chain(&selection, |provider, target| attempt::unary(provider, target, &request, &self.metrics)).await;
         let ChainAnswer { value: completion, target, fallback, failed_attempts, upstream_time } = match answered {
             Ok(answered) => answered,
-            Err(error) => return Err(Self::failed(&admission, error, started)),
+            Err(error) => {
+                if let Some(assignment) = assignment {
+                    assignment.record(true, NanoUsd::ZERO, false);
+                }
+                return Err(Self::failed(&admission, error, started));
+            }
         };
         self.metrics.record_tokens(&target.provider, &target.model, completion.usage);
         let latency = started.elapsed();
@@ -564,6 +600,10 @@ impl Gateway {
         };
         let text = self.audit_text.then_some((&request, completion.text.as_str()));
         info_span!("settle").in_scope(|| accounting::settle(admission, outcome, text))?;
+        if let Some(assignment) = assignment {
+            // A fallback served: the variant's own model failed.
+            assignment.record(fallback, cost.unwrap_or(NanoUsd::ZERO), false);
+        }
         let mut completion = completion;
         if !guarding.passes_answers() {
             completion.text = guarding.check_answer(completion.text, principal, &self.metrics)?;
@@ -581,6 +621,7 @@ impl Gateway {
             cache_layer: CacheLayer::None,
             cache_key,
             cache_match: None,
+            experiment,
         })
     }
 
@@ -609,19 +650,31 @@ impl Gateway {
         let started = Instant::now();
         let in_flight = self.admit()?;
         let guarding = Guarding::check_prompt(&self.guardrails, principal, &mut request, &self.metrics)?;
-        let Admitted { selection, admission, probe, hit } = self.head(principal, &request).await?;
+        let assignment = self.assign_experiment(principal, &mut request);
+        let experiment = assignment.as_ref().map(Assignment::label);
+        let Admitted { selection, mut admission, probe, hit } = self.head(principal, &request).await?;
+        admission.experiment.clone_from(&experiment);
         if let Some(hit) = hit {
             let id = new_id();
             self.settle_hit(&hit.answer, hit.layer, admission, &id, &request, started)?;
+            if let Some(assignment) = assignment {
+                assignment.record(false, NanoUsd::ZERO, true);
+            }
             let text = guarding.check_answer(hit.answer.text.clone(), principal, &self.metrics)?;
             let mut replay = stream::replay(id, hit, text, started, in_flight);
+            replay.experiment = experiment;
             replay.cache_key = probe.exact_key;
             return Ok(replay);
         }
         let opened = self.walk_chain(&selection, |provider, target| attempt::first_token(provider, target, &request, &self.metrics)).await;
         let ChainAnswer { value: opened, target, fallback, failed_attempts, .. } = match opened {
             Ok(opened) => opened,
-            Err(error) => return Err(Self::failed(&admission, error, started)),
+            Err(error) => {
+                if let Some(assignment) = assignment {
+                    assignment.record(true, NanoUsd::ZERO, false);
+                }
+                return Err(Self::failed(&admission, error, started));
+            }
         };
         let cache_key = probe.exact_key.clone();
         let mut answer = stream::forward(stream::StreamStart {
@@ -639,8 +692,10 @@ impl Gateway {
             audit_request: self.audit_text.then(|| request.clone()),
             store: probe.stores().then(|| stream::Store { caches: self.caches.clone(), probe }),
             guard: guarding.stream(principal, &self.metrics),
+            assignment,
         });
         answer.cache_key = cache_key;
+        answer.experiment = experiment;
         Ok(answer)
     }
 }
@@ -694,6 +749,7 @@ impl Answer {
             cache_layer: hit.layer,
             cache_key,
             cache_match: hit.semantic,
+            experiment: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::pipeline::accounting::{self, Admission, Outcome};
 use crate::metrics::Metrics;
 use crate::model::{Completion, FinishReason, StreamEvent, Target, ToolCallAssembler, ToolCallDelta, Usage};
 use crate::pipeline::attempt::OpenedStream;
+use crate::experiment::Assignment;
 use crate::pipeline::guarding::AnswerGuard;
 use crate::provider::ProviderError;
 use crate::provider::health::AttemptSample;
@@ -73,6 +74,8 @@ pub struct AnswerStream {
     pub cache_key: Option<String>,
     /// For a semantic hit: its similarity and entry.
     pub cache_match: Option<SemanticMatch>,
+    /// The experiment and variant that serve it (`canary/control`), when one does.
+    pub experiment: Option<String>,
     /// The items, as they arrive.
     pub items: mpsc::Receiver<Result<StreamItem, GatewayError>>,
 }
@@ -94,6 +97,8 @@ pub(crate) struct StreamStart {
     pub store: Option<Store>,
     /// The guardrails the answer passes, when any looks at it.
     pub guard: Option<AnswerGuard>,
+    /// The request's place in an experiment, counted when the stream ends.
+    pub assignment: Option<Assignment>,
 }
 
 /// Where a complete stream is stored.
@@ -112,6 +117,8 @@ pub(crate) fn forward(start: StreamStart) -> AnswerStream {
         audit_request: start.audit_request,
         store: start.store,
         guard: start.guard,
+        assignment: start.assignment,
+        fallback: start.fallback,
     };
     let answer = AnswerStream {
         id: start.id,
@@ -122,6 +129,7 @@ pub(crate) fn forward(start: StreamStart) -> AnswerStream {
         cache_layer: CacheLayer::None,
         cache_key: None,
         cache_match: None,
+        experiment: None,
         items,
     };
     let task = pump(start.opened, target, start.price, start.started, start.metrics, sender, start.in_flight, accounting);
@@ -136,6 +144,9 @@ struct Accounting {
     audit_request: Option<ChatRequest>,
     store: Option<Store>,
     guard: Option<AnswerGuard>,
+    assignment: Option<Assignment>,
+    /// A fallback serves: the experiment variant's own model failed.
+    fallback: bool,
 }
 
 #[expect(clippy::too_many_arguments, reason = "the pieces of one stream, moved into its task")]
@@ -248,6 +259,9 @@ async fn pump(
     if let Err(error) = &settled {
         warn!(request_id = %accounting.id, %error, "failed to record the cost of a stream");
     }
+    if let Some(assignment) = accounting.assignment.take() {
+        assignment.record(outcome.is_err() || accounting.fallback, cost.unwrap_or(NanoUsd::ZERO), false);
+    }
     // What a guardrail held back goes out before the finish (or its block ends the stream).
     if blocked.is_none()
         && outcome.is_ok()
@@ -323,6 +337,7 @@ pub(crate) fn replay(id: String, hit: CacheHit, text: String, started: Instant, 
         cache_layer: hit.layer,
         cache_key: None,
         cache_match: hit.semantic,
+        experiment: None,
         items,
     }
 }

@@ -273,3 +273,25 @@ fn guardrails_compile_and_every_mistake_names_its_key() {
         assert!(error.contains(named), "{named}: {error}");
     }
 }
+
+#[test]
+fn experiments_are_checked_and_every_mistake_names_its_key() {
+    let models = format!("{MINIMAL}\n[[models]]\nname = \"n\"\nprovider = \"sim\"\n");
+    let good = format!(
+        "{models}\n[[experiments]]\nname = \"e\"\nroute = \"m\"\nvariants = [{{ name = \"control\", model = \"m\", weight = 9 }}, {{ name = \"canary\", model = \"n\", weight = 1 }}]\nrollback = {{ margin = 0.1, window = \"5m\" }}\n"
+    );
+    let config = parse(&good).map_err(|error| error.to_string());
+    assert_eq!(config.as_ref().map(|config| config.gateway.experiments.len()), Ok(1), "{config:?}");
+    let variants = "variants = [{ name = \"a\", model = \"m\", weight = 1 }, { name = \"b\", model = \"n\", weight = 1 }]";
+    for (tail, named) in [
+        (format!("name = \"e\"\nroute = \"nope\"\n{variants}"), "experiments[0].route"),
+        ("name = \"e\"\nroute = \"m\"\nvariants = [{ name = \"a\", model = \"m\", weight = 1 }]".to_owned(), "experiments[0].variants"),
+        ("name = \"e\"\nroute = \"m\"\nvariants = [{ name = \"a\", model = \"m\", weight = 1 }, { name = \"a\", model = \"n\", weight = 1 }]".to_owned(), "experiments[0].variants[1].name"),
+        ("name = \"e\"\nroute = \"m\"\nvariants = [{ name = \"a\", model = \"m\", weight = 1 }, { name = \"b\", model = \"x\", weight = 1 }]".to_owned(), "experiments[0].variants[1].model"),
+        ("name = \"e\"\nroute = \"m\"\nvariants = [{ name = \"a\", model = \"m\", weight = 0 }, { name = \"b\", model = \"n\", weight = 0 }]".to_owned(), "experiments[0].variants"),
+        (format!("name = \"e\"\nroute = \"m\"\n{variants}\nrollback = {{ margin = 1.5, window = \"1m\" }}"), "experiments[0].rollback.margin"),
+    ] {
+        let error = error_of(&format!("{models}\n[[experiments]]\n{tail}\n"));
+        assert!(error.contains(named), "{named}: {error}");
+    }
+}

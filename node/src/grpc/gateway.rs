@@ -223,6 +223,7 @@ fn to_response(answer: Answer) -> v1::GenerateResponse {
         cache_entry: answer.cache_match.map(|found| found.entry).unwrap_or_default(),
         tool_calls: answer.completion.tool_calls.iter().map(tool_call).collect(),
         logprobs_json: answer.completion.logprobs.map(|logprobs| logprobs.to_string()).unwrap_or_default(),
+        experiment: answer.experiment.unwrap_or_default(),
     }
 }
 
@@ -283,6 +284,7 @@ impl v1::gateway_server::Gateway for GatewayService {
                 cache_layer: cache_layer(answer.cache_layer).into(),
                 cache_similarity: answer.cache_match.as_ref().map(|found| found.similarity),
                 cache_entry: answer.cache_match.as_ref().map(|found| found.entry.clone()).unwrap_or_default(),
+                experiment: answer.experiment.clone().unwrap_or_default(),
                 ..v1::GenerateChunk::default()
             };
             let id = answer.id.clone();

@@ -173,3 +173,68 @@ pub async fn cluster(State(state): State<AppState>, headers: HeaderMap) -> Respo
         Err(error) => error_response(&error),
     }
 }
+
+/// `GET /admin/v1/experiments`: each experiment's variants with their weights now and what they
+/// have served on this node (requests, upstream errors, mean latency, cost, cache hits), and why
+/// a variant was rolled back by itself, if one was.
+pub async fn experiments(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(error) = state.gateway.authenticate_admin(crate::auth::bearer_of(&headers)) {
+        return error_response(&error);
+    }
+    let experiments: Vec<Value> = state
+        .gateway
+        .experiments()
+        .report()
+        .into_iter()
+        .map(|experiment| {
+            let variants: Vec<Value> = experiment
+                .variants
+                .into_iter()
+                .map(|variant| {
+                    let stats = variant.stats;
+                    let requests = stats.requests.max(1) as f64;
+                    json!({
+                        "name": variant.name,
+                        "model": variant.model,
+                        "weight": variant.weight,
+                        "requests": stats.requests,
+                        "errors": stats.errors,
+                        "error_rate": stats.errors as f64 / requests,
+                        "mean_latency_ms": stats.latency_total.as_secs_f64() * 1000.0 / requests,
+                        "cost": money(stats.cost),
+                        "cache_hits": stats.cache_hits,
+                    })
+                })
+                .collect();
+            json!({"name": experiment.name, "route": experiment.route, "variants": variants, "rolled_back": experiment.rolled_back})
+        })
+        .collect();
+    axum::Json(json!({"experiments": experiments})).into_response()
+}
+
+/// The body of `POST /admin/v1/experiments/{name}/weights`: every variant's new weight.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsBody {
+    weights: std::collections::BTreeMap<String, u32>,
+}
+
+/// `POST /admin/v1/experiments/{name}/weights` with `{"weights": {"control": 100, "canary": 0}}`:
+/// promotes or rolls back a variant without a restart (this node's weights).
+pub async fn set_weights(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = (|| {
+        state.gateway.authenticate_admin(crate::auth::bearer_of(&headers))?;
+        let body: WeightsBody = crate::http::body::read(&body)?;
+        let weights: Vec<(String, u32)> = body.weights.into_iter().collect();
+        state.gateway.experiments().set_weights(&name, &weights)
+    })();
+    match result {
+        Ok(()) => axum::Json(json!({"experiment": name, "updated": true})).into_response(),
+        Err(error) => error_response(&error),
+    }
+}

@@ -102,6 +102,8 @@ pub struct Served<'a> {
     pub cache_key: Option<&'a str>,
     /// For a semantic hit: its similarity and entry.
     pub cache_match: Option<&'a SemanticMatch>,
+    /// The experiment and variant that served it, when one did.
+    pub experiment: Option<&'a str>,
 }
 
 impl<'a> Served<'a> {
@@ -115,6 +117,7 @@ impl<'a> Served<'a> {
             cache: answer.cache_layer,
             cache_key: answer.cache_key.as_deref(),
             cache_match: answer.cache_match.as_ref(),
+            experiment: answer.experiment.as_deref(),
         }
     }
 
@@ -128,13 +131,17 @@ impl<'a> Served<'a> {
             cache: answer.cache_layer,
             cache_key: answer.cache_key.as_deref(),
             cache_match: answer.cache_match.as_ref(),
+            experiment: answer.experiment.as_deref(),
         }
     }
 }
 
 /// Writes the headers that say who served an answer and why.
 pub fn answer_headers(headers: &mut HeaderMap, served: Served<'_>) {
-    let Served { id, target, routing_reason, fallback, cache, cache_key, cache_match } = served;
+    let Served { id, target, routing_reason, fallback, cache, cache_key, cache_match, experiment } = served;
+    if let Some(experiment) = experiment {
+        set_header(headers, "x-switchyard-experiment", experiment);
+    }
     if let Some(key) = cache_key {
         set_header(headers, "x-switchyard-cache-key", key);
     }

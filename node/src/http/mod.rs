@@ -48,6 +48,8 @@ pub fn router(gateway: Arc<Gateway>, batches: Arc<Batches>) -> Router {
         .route("/admin/v1/cost/by-user", get(admin::by_user))
         .route("/admin/v1/cost/by-tenant", get(admin::by_tenant))
         .route("/admin/v1/cost/by-feature", get(admin::by_feature))
+        .route("/admin/v1/experiments", get(admin::experiments))
+        .route("/admin/v1/experiments/{name}/weights", post(admin::set_weights))
         .route("/admin/v1/cost/savings", get(admin::savings))
         .route("/admin/v1/budget", get(admin::budget))
         .route("/admin/v1/cache/invalidate", post(admin::invalidate))

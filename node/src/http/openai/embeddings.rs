@@ -134,6 +134,7 @@ pub async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body:
             cache: answer.cache_layer,
             cache_key: answer.cache_key.as_deref(),
             cache_match: None,
+            experiment: None,
         };
         answer_headers(response.headers_mut(), served);
         latency_and_cost(response.headers_mut(), answer.latency, answer.cost);
