@@ -493,12 +493,39 @@ impl Gateway {
             .ok_or_else(|| GatewayError::Internal(format!("model \"{}\" names unknown provider \"{}\"", target.model, target.provider)))
     }
 
-    /// The head of the pipeline for both kinds of answer: validated, routed and admitted
-    /// ([`Gateway::prepare`]), then looked up in the cache layers.
-    async fn head(&self, principal: &Arc<Principal>, request: &ChatRequest) -> Result<Admitted, GatewayError> {
-        let (selection, admission) = self.prepare(principal, request).await?;
+    /// The head of the pipeline for both kinds of answer: the guardrails on the prompt (which may
+    /// redact it), the experiment that covers it (which points it at its variant's model), then
+    /// validated, routed and admitted ([`Gateway::prepare`]) and looked up in the cache layers.
+    async fn head(&self, principal: &Arc<Principal>, request: &mut ChatRequest) -> Result<Admitted, GatewayError> {
+        let guarding = Guarding::check_prompt(&self.guardrails, principal, request, &self.metrics)?;
+        let assignment = self.assign_experiment(principal, request);
+        let experiment = assignment.as_ref().map(Assignment::label);
+        let (selection, mut admission) = self.prepare(principal, request).await?;
+        admission.experiment.clone_from(&experiment);
         let (probe, hit) = self.caches.lookup(principal, request).await;
-        Ok(Admitted { selection, admission, probe, hit })
+        Ok(Admitted { selection, admission, probe, hit, guarding, assignment, experiment })
+    }
+
+    /// Serves a cache hit: settles it (nothing charged), counts it for its experiment variant, and
+    /// passes its text through the guardrails. The answer's id and text.
+    fn serve_hit(&self, principal: &Principal, request: &ChatRequest, admitted: Admitted, hit: &CacheHit, started: Instant) -> Result<(String, String), GatewayError> {
+        let id = new_id();
+        self.settle_hit(&hit.answer, hit.layer, admitted.admission, &id, request, started)?;
+        if let Some(assignment) = admitted.assignment {
+            assignment.record(false, NanoUsd::ZERO, true);
+        }
+        let text = admitted.guarding.check_answer(hit.answer.text.clone(), principal, &self.metrics)?;
+        Ok((id, text))
+    }
+
+    /// Logs a request no provider served, counts it against its experiment variant, and hands its
+    /// error back.
+    fn chain_failed(admission: &Admission, assignment: Option<Assignment>, error: GatewayError, started: Instant) -> GatewayError {
+        if let Some(assignment) = assignment {
+            assignment.record(true, NanoUsd::ZERO, false);
+        }
+        accounting::audit_failure(admission, error.label(), millis(started.elapsed()));
+        error
     }
 
     /// Walks the selection's chain: `attempt` at each target in turn until one answers. A final
@@ -537,12 +564,6 @@ impl Gateway {
         Err(GatewayError::AllProvidersFailed(failed_attempts))
     }
 
-    /// Logs a request no provider served and hands its error back.
-    fn failed(admission: &Admission, error: GatewayError, started: Instant) -> GatewayError {
-        accounting::audit_failure(admission, error.label(), millis(started.elapsed()));
-        error
-    }
-
     /// Answers `request` whole for `principal`: validate, route, admit, look up the caches, then
     /// down the chain until a provider answers; the cost is in the ledger before the answer is
     /// returned.
@@ -550,31 +571,17 @@ impl Gateway {
     pub async fn generate(&self, principal: &Arc<Principal>, mut request: ChatRequest) -> Result<Answer, GatewayError> {
         let started = Instant::now();
         let _in_flight = self.admit()?;
-        let guarding = Guarding::check_prompt(&self.guardrails, principal, &mut request, &self.metrics)?;
-        let assignment = self.assign_experiment(principal, &mut request);
-        let experiment = assignment.as_ref().map(Assignment::label);
-        let Admitted { selection, mut admission, probe, hit } = self.head(principal, &request).await?;
-        admission.experiment.clone_from(&experiment);
-        if let Some(hit) = hit {
-            let id = new_id();
-            self.settle_hit(&hit.answer, hit.layer, admission, &id, &request, started)?;
-            if let Some(assignment) = assignment {
-                assignment.record(false, NanoUsd::ZERO, true);
-            }
-            let mut answer = Answer::from_cache(id, hit, probe.exact_key, started.elapsed());
-            answer.experiment = experiment;
-            answer.completion.text = guarding.check_answer(answer.completion.text, principal, &self.metrics)?;
-            return Ok(answer);
+        let mut admitted = self.head(principal, &mut request).await?;
+        if let Some(hit) = admitted.hit.take() {
+            let (cache_key, experiment) = (admitted.probe.exact_key.take(), admitted.experiment.clone());
+            let (id, text) = self.serve_hit(principal, &request, admitted, &hit, started)?;
+            return Ok(Answer::from_cache(id, text, hit, cache_key, experiment, started.elapsed()));
         }
+        let Admitted { selection, admission, probe, guarding, assignment, experiment, .. } = admitted;
         let answered = self.walk_chain(&selection, |provider, target| attempt::unary(provider, target, &request, &self.metrics)).await;
         let ChainAnswer { value: completion, target, fallback, failed_attempts, upstream_time } = match answered {
             Ok(answered) => answered,
-            Err(error) => {
-                if let Some(assignment) = assignment {
-                    assignment.record(true, NanoUsd::ZERO, false);
-                }
-                return Err(Self::failed(&admission, error, started));
-            }
+            Err(error) => return Err(Self::chain_failed(&admission, assignment, error, started)),
         };
         self.metrics.record_tokens(&target.provider, &target.model, completion.usage);
         let latency = started.elapsed();
@@ -649,32 +656,20 @@ impl Gateway {
     pub async fn generate_stream(&self, principal: &Arc<Principal>, mut request: ChatRequest) -> Result<AnswerStream, GatewayError> {
         let started = Instant::now();
         let in_flight = self.admit()?;
-        let guarding = Guarding::check_prompt(&self.guardrails, principal, &mut request, &self.metrics)?;
-        let assignment = self.assign_experiment(principal, &mut request);
-        let experiment = assignment.as_ref().map(Assignment::label);
-        let Admitted { selection, mut admission, probe, hit } = self.head(principal, &request).await?;
-        admission.experiment.clone_from(&experiment);
-        if let Some(hit) = hit {
-            let id = new_id();
-            self.settle_hit(&hit.answer, hit.layer, admission, &id, &request, started)?;
-            if let Some(assignment) = assignment {
-                assignment.record(false, NanoUsd::ZERO, true);
-            }
-            let text = guarding.check_answer(hit.answer.text.clone(), principal, &self.metrics)?;
+        let mut admitted = self.head(principal, &mut request).await?;
+        if let Some(hit) = admitted.hit.take() {
+            let (cache_key, experiment) = (admitted.probe.exact_key.take(), admitted.experiment.clone());
+            let (id, text) = self.serve_hit(principal, &request, admitted, &hit, started)?;
             let mut replay = stream::replay(id, hit, text, started, in_flight);
             replay.experiment = experiment;
-            replay.cache_key = probe.exact_key;
+            replay.cache_key = cache_key;
             return Ok(replay);
         }
+        let Admitted { selection, admission, probe, guarding, assignment, experiment, .. } = admitted;
         let opened = self.walk_chain(&selection, |provider, target| attempt::first_token(provider, target, &request, &self.metrics)).await;
         let ChainAnswer { value: opened, target, fallback, failed_attempts, .. } = match opened {
             Ok(opened) => opened,
-            Err(error) => {
-                if let Some(assignment) = assignment {
-                    assignment.record(true, NanoUsd::ZERO, false);
-                }
-                return Err(Self::failed(&admission, error, started));
-            }
+            Err(error) => return Err(Self::chain_failed(&admission, assignment, error, started)),
         };
         let cache_key = probe.exact_key.clone();
         let mut answer = stream::forward(stream::StreamStart {
@@ -710,6 +705,12 @@ struct Admitted {
     probe: caching::CacheProbe,
     /// The cached answer that serves it, if any.
     hit: Option<CacheHit>,
+    /// The guardrails its answer passes, with the placeholders its prompt was given.
+    guarding: Guarding,
+    /// Its place in an experiment, if one covers it.
+    assignment: Option<Assignment>,
+    /// That place as answers name it (`canary/control`).
+    experiment: Option<String>,
 }
 
 /// What the chain walk got from the target that answered.
@@ -727,13 +728,14 @@ struct ChainAnswer<T> {
 }
 
 impl Answer {
-    /// An answer served from a cache layer: nothing charged, the cached model and provider named.
-    fn from_cache(id: String, hit: CacheHit, cache_key: Option<String>, latency: Duration) -> Self {
+    /// An answer served from a cache layer (its text as the guardrails let it through): nothing
+    /// charged, the cached model and provider named.
+    fn from_cache(id: String, text: String, hit: CacheHit, cache_key: Option<String>, experiment: Option<String>, latency: Duration) -> Self {
         let cached = &hit.answer;
         Self {
             id,
             completion: Completion {
-                text: cached.text.clone(),
+                text,
                 tool_calls: cached.tool_calls.clone(),
                 logprobs: None,
                 finish_reason: FinishReason::parse(&cached.finish_reason),
@@ -749,7 +751,7 @@ impl Answer {
             cache_layer: hit.layer,
             cache_key,
             cache_match: hit.semantic,
-            experiment: None,
+            experiment,
         }
     }
 }
