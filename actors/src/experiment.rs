@@ -252,6 +252,44 @@ impl Experiments {
     }
 }
 
+/// What [`Experiments::reload`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    /// Experiments whose weights were set from the reloaded config.
+    pub reweighted: Vec<String>,
+    /// Experiments added, removed or with other variants in the reloaded config: they change at
+    /// the next restart.
+    pub need_restart: Vec<String>,
+}
+
+impl Experiments {
+    /// Applies the weights of a reloaded config to the experiments it names with the same
+    /// variants (clearing an automatic rollback: the operator has spoken); anything else about an
+    /// experiment, and experiments added or removed, wait for a restart.
+    pub fn reload(&self, settings: &[ExperimentSettings]) -> ReloadOutcome {
+        let mut outcome = ReloadOutcome::default();
+        for experiment in &self.experiments {
+            let current = &experiment.settings;
+            let same_variants = |new: &ExperimentSettings| {
+                new.variants.len() == current.variants.len()
+                    && new.variants.iter().zip(&current.variants).all(|(new, old)| new.name == old.name && new.model == old.model)
+            };
+            match settings.iter().find(|new| new.name == current.name) {
+                Some(new) if same_variants(new) => {
+                    let mut state = lock(&experiment.state);
+                    state.weights = new.variants.iter().map(|variant| variant.weight).collect();
+                    state.rolled_back = None;
+                    outcome.reweighted.push(current.name.clone());
+                }
+                _ => outcome.need_restart.push(current.name.clone()),
+            }
+        }
+        let added = settings.iter().filter(|new| !self.experiments.iter().any(|known| known.settings.name == new.name));
+        outcome.need_restart.extend(added.map(|new| new.name.clone()));
+        outcome
+    }
+}
+
 impl Assignment {
     /// `experiment/variant`, as answers and cost events name it.
     pub fn label(&self) -> String {

@@ -111,7 +111,17 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match serve(config, paths.is_empty()) {
+            // SIGHUP reads the same files again (see server::run for what a reload applies).
+            let reload_paths = paths.clone();
+            let reload = move || {
+                let source = if reload_paths.is_empty() {
+                    config::Source::Embedded
+                } else {
+                    config::Source::Files { paths: &reload_paths, over_defaults: with_defaults }
+                };
+                config::load(source)
+            };
+            match serve(config, paths.is_empty(), Box::new(reload)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("switchyard: {error:#}");
@@ -127,7 +137,7 @@ fn shown(paths: &[PathBuf]) -> String {
     paths.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(" + ")
 }
 
-fn serve(config: config::NodeConfig, embedded: bool) -> anyhow::Result<()> {
+fn serve(config: config::NodeConfig, embedded: bool, reload: server::Reload) -> anyhow::Result<()> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = config.worker_threads {
         builder.worker_threads(threads);
@@ -138,6 +148,6 @@ fn serve(config: config::NodeConfig, embedded: bool) -> anyhow::Result<()> {
         if embedded {
             tracing::warn!("no --config given: running the embedded defaults, every provider pointed at switchyard-sim on 127.0.0.1:9100");
         }
-        server::run(config, telemetry).await
+        server::run(config, telemetry, reload).await
     })
 }

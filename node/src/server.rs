@@ -2,6 +2,11 @@
 //! SIGTERM or SIGINT, then stop accepting, let batch lines in flight finish and be recorded,
 //! drain in-flight requests (bounded by `server.drain_timeout`), stop the actors and flush
 //! telemetry. An actor failing does the same, and the node then exits non-zero.
+//!
+//! SIGHUP reloads the config files: a file that does not validate changes nothing (the error is
+//! logged); one that does applies what can change in flight — the experiments' weights (see
+//! [`switchyard_actors::experiment::Experiments::reload`]) — and logs that everything else waits
+//! for a restart.
 
 use std::sync::Arc;
 
@@ -17,8 +22,11 @@ use crate::config::NodeConfig;
 use crate::grpc::{AdminService, BatchService, GatewayService};
 use crate::telemetry::Telemetry;
 
+/// Reads the node's config again, from where it was first read.
+pub type Reload = Box<dyn Fn() -> Result<NodeConfig, crate::config::ConfigError> + Send + Sync>;
+
 /// Serves until a shutdown signal, then drains. Returns once the node has stopped cleanly.
-pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()> {
+pub async fn run(config: NodeConfig, telemetry: Telemetry, reload: Reload) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new().context("failed to register metrics")?);
     let gateway = Arc::new(Gateway::start(config.gateway.clone(), metrics).await?);
     if gateway.is_open() {
@@ -87,6 +95,7 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
         })
     };
     info!(http = %http_addr, grpc = %grpc_addr, "switchyard listening");
+    let reloads = tokio::spawn(reload_on_hangup(Arc::clone(&gateway), reload));
 
     let failure = tokio::select! {
         signal = wait_for_signal() => {
@@ -100,6 +109,7 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
         }
     };
     shutdown.cancel();
+    reloads.abort();
     // Batch lines in flight finish and are recorded while the pipeline still takes them; no new
     // line starts. Unfinished batches resume at the next start.
     batches.shutdown();
@@ -137,6 +147,31 @@ pub async fn run(config: NodeConfig, telemetry: Telemetry) -> anyhow::Result<()>
     match failure {
         None => Ok(()),
         Some(failure) => Err(anyhow::anyhow!("stopped after a failure: {failure}")),
+    }
+}
+
+/// Applies a reloaded config at every SIGHUP.
+async fn reload_on_hangup(gateway: Arc<Gateway>, reload: Reload) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            warn!(%error, "failed to listen for SIGHUP: config reload is off");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        match reload() {
+            Err(error) => warn!(%error, "config reload refused: nothing changed"),
+            Ok(config) => {
+                let outcome = gateway.experiments().reload(&config.gateway.experiments);
+                info!(
+                    experiments_reweighted = ?outcome.reweighted,
+                    experiments_needing_restart = ?outcome.need_restart,
+                    "config reloaded: experiment weights applied; other changes take effect at the next restart"
+                );
+            }
+        }
     }
 }
 

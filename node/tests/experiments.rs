@@ -108,3 +108,41 @@ async fn variants_are_sticky_reported_and_a_failing_canary_rolls_itself_back() {
     let logs = node.logs();
     assert!(logs.contains("\"experiment\":\"canary-4o/control\""), "the audit line names the variant");
 }
+
+#[tokio::test]
+async fn weights_change_over_grpc_and_by_config_reload_without_a_restart() {
+    use switchyard_proto::v1;
+    use switchyard_proto::v1::admin_client::AdminClient;
+    let sim = start_sim().await;
+    let config = config_for(sim.addr, |config| format!("{config}\n{EXPERIMENT}"));
+    let node = Node::start(&config);
+    let mut admin = AdminClient::connect(node.grpc.clone()).await.unwrap();
+    let weights = |control: u32, canary: u32| v1::SetExperimentWeightsRequest {
+        experiment: "canary-4o".into(),
+        weights: [("control".to_owned(), control), ("canary".to_owned(), canary)].into(),
+    };
+    admin.set_experiment_weights(weights(0, 1)).await.unwrap();
+    assert_eq!(variant(&node, "user-1").await, "canary-4o/canary");
+    let refused = admin.set_experiment_weights(weights(0, 0)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let over_grpc = admin.get_experiments(v1::ExperimentsRequest {}).await.unwrap().into_inner();
+    let canary = &over_grpc.experiments[0].variants[1];
+    assert_eq!((canary.name.as_str(), canary.weight, canary.requests), ("canary", 1, 1));
+
+    // The file now says everyone on the control: SIGHUP applies it in place.
+    node.reload_with(&config.replace("weight = 50 }", "weight = 0 }").replacen("weight = 0 }", "weight = 100 }", 1));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while report(&node).await["experiments"][0]["variants"][0]["weight"] != 100 {
+        assert!(std::time::Instant::now() < deadline, "the reload was not applied: {}", node.logs());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(variant(&node, "user-1").await, "canary-4o/control");
+    // A file that does not validate changes nothing.
+    node.reload_with(&config.replace("weight = 50 }", "weight = 0 }"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !node.logs().contains("config reload refused") {
+        assert!(std::time::Instant::now() < deadline, "no refusal logged: {}", node.logs());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(report(&node).await["experiments"][0]["variants"][0]["weight"], 100);
+}

@@ -145,6 +145,52 @@ impl v1::admin_server::Admin for AdminService {
         Ok(Response::new(v1::InvalidateCacheResponse {}))
     }
 
+    async fn get_experiments(&self, request: Request<v1::ExperimentsRequest>) -> Result<Response<v1::ExperimentsResponse>, Status> {
+        let headers = request.metadata().clone().into_headers();
+        self.gateway.authenticate_admin(bearer_of(&headers)).map_err(|error| to_status(&error))?;
+        let experiments = self
+            .gateway
+            .experiments()
+            .report()
+            .into_iter()
+            .map(|experiment| v1::ExperimentReport {
+                name: experiment.name,
+                route: experiment.route,
+                variants: experiment
+                    .variants
+                    .into_iter()
+                    .map(|variant| {
+                        let stats = variant.stats;
+                        v1::ExperimentVariant {
+                            name: variant.name,
+                            model: variant.model,
+                            weight: variant.weight,
+                            requests: stats.requests,
+                            errors: stats.errors,
+                            mean_latency_ms: stats.latency_total.as_secs_f64() * 1000.0 / stats.requests.max(1) as f64,
+                            cost: money(stats.cost),
+                            cache_hits: stats.cache_hits,
+                        }
+                    })
+                    .collect(),
+                rolled_back: experiment.rolled_back.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(v1::ExperimentsResponse { experiments }))
+    }
+
+    async fn set_experiment_weights(
+        &self,
+        request: Request<v1::SetExperimentWeightsRequest>,
+    ) -> Result<Response<v1::SetExperimentWeightsResponse>, Status> {
+        let headers = request.metadata().clone().into_headers();
+        self.gateway.authenticate_admin(bearer_of(&headers)).map_err(|error| to_status(&error))?;
+        let request = request.into_inner();
+        let weights: Vec<(String, u32)> = request.weights.into_iter().collect();
+        self.gateway.experiments().set_weights(&request.experiment, &weights).map_err(|error| to_status(&error))?;
+        Ok(Response::new(v1::SetExperimentWeightsResponse {}))
+    }
+
     async fn cluster_status(&self, request: Request<v1::ClusterStatusRequest>) -> Result<Response<v1::ClusterStatusResponse>, Status> {
         let headers = request.metadata().clone().into_headers();
         self.gateway.authenticate_admin(bearer_of(&headers)).map_err(|error| to_status(&error))?;

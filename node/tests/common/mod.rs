@@ -160,6 +160,14 @@ impl Node {
         GatewayClient::connect(self.grpc.clone()).await.expect("gRPC connects")
     }
 
+    /// Rewrites the node's config file and sends SIGHUP (a reload).
+    #[allow(dead_code, reason = "not every test binary reloads")]
+    pub fn reload_with(&self, config: &str) {
+        std::fs::write(self.dir.join("node.toml"), config).unwrap();
+        let status = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
