@@ -31,23 +31,10 @@ new_pid=$!
 target/release/switchyard-loadtest floor-http --listen 127.0.0.1:19690 --upstream "http://127.0.0.1:$upstream_port/v1" >/dev/null 2>&1 &
 floor_pid=$!
 trap 'kill $upstream $old_pid $new_pid $floor_pid 2>/dev/null; rm -rf "$work"' EXIT
-for port in 19681 19682; do
-  for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break; sleep 0.1; done
-done
-cat >"$work/distinct.lua" <<'LUA'
-local counter = 0
-math.randomseed(os.time())
-request = function()
-  counter = counter + 1
-  local body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Distinct question '
-    .. counter .. '-' .. math.random(1, 2000000000) .. ': which rail yard handles freight number '
-    .. math.random(1, 2000000000) .. '?"}]}'
-  return wrk.format("POST", "/v1/chat/completions", {["Content-Type"] = "application/json"}, body)
-end
-LUA
+wait_ready 19681 19682
+distinct_prompts "$work/distinct.lua"
 nginx_worker=$(pgrep -P "$upstream" | head -1)
 
-to_us() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); print v+0} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v*1000} else {sub(/s$/,"",v); print v*1000000}}'; }
 results="$work/results"
 for round in $(seq 1 "$rounds"); do
   echo "round $round" >&2

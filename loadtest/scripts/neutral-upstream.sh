@@ -5,6 +5,10 @@
 #                           deploy/examples/single-node.toml pointed at that upstream, on those
 #                           ports, logging warnings only, the semantic index in memory; extra sed
 #                           arguments change it further (see CACHES_OFF).
+#   wait_ready PORT…        waits (up to 30 s each) until the nodes on those HTTP ports are ready.
+#   distinct_prompts FILE   a wrk script sending a distinct chat prompt every request (a counter
+#                           and random numbers), so every request is a cache miss.
+#   to_us                   a wrk latency figure ("850.00us", "1.20ms", "1.02s") in microseconds.
 # shellcheck shell=bash
 
 # sed arguments that turn both cache layers off.
@@ -44,4 +48,29 @@ node_config() {
       -e 's/log_level = "info"/log_level = "warn"/' \
       -e "s|data_dir = \"data/semantic\"|data_dir = \"\"|" \
       "$@" deploy/examples/single-node.toml
+}
+
+wait_ready() {
+  local port
+  for port in "$@"; do
+    for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break; sleep 0.1; done
+  done
+}
+
+distinct_prompts() {
+  cat >"$1" <<'LUA'
+local counter = 0
+math.randomseed(os.time())
+request = function()
+  counter = counter + 1
+  local body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Distinct question '
+    .. counter .. '-' .. math.random(1, 2000000000) .. ': which rail yard handles freight number '
+    .. math.random(1, 2000000000) .. '?"}]}'
+  return wrk.format("POST", "/v1/chat/completions", {["Content-Type"] = "application/json"}, body)
+end
+LUA
+}
+
+to_us() {
+  awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); print v+0} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v*1000} else {sub(/s$/,"",v); print v*1000000}}'
 }

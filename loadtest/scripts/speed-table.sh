@@ -35,26 +35,12 @@ as_shipped=$!
 "$bin/switchyard-loadtest" floor-http --listen 127.0.0.1:19390 --upstream "http://127.0.0.1:$upstream_port/v1" >/dev/null 2>&1 &
 floor=$!
 trap 'kill $upstream $caches_off $as_shipped $floor 2>/dev/null; rm -rf "$work"' EXIT
-for port in 19381 19382; do
-  for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break; sleep 0.1; done
-done
+wait_ready 19381 19382
 
-# Distinct prompts: a per-connection counter and a random number in every one.
-cat >"$work/distinct.lua" <<'EOF'
-local counter = 0
-math.randomseed(os.time())
-request = function()
-  counter = counter + 1
-  local body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Distinct question '
-    .. counter .. '-' .. math.random(1, 2000000000) .. ': which rail yard handles freight number '
-    .. math.random(1, 2000000000) .. '?"}]}'
-  return wrk.format("POST", "/v1/chat/completions", {["Content-Type"] = "application/json"}, body)
-end
-EOF
+# Distinct prompts: a per-connection counter and random numbers in every one.
+distinct_prompts "$work/distinct.lua"
 
 results="$work/results"
-# wrk's latency figures in microseconds: "850.00us", "1.20ms", "1.02s".
-to_us() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); print v+0} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v*1000} else {sub(/s$/,"",v); print v*1000000}}'; }
 case_run() { # name url connections
   local out p50 p99 rps
   out=$(wrk -t1 -c"$3" -d"${seconds}s" --latency -s "$work/distinct.lua" "$2/v1/chat/completions")
