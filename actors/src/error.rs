@@ -71,7 +71,7 @@ pub enum GatewayError {
         key_id: String,
     },
     /// A guardrail's rule blocked the prompt or the answer.
-    #[error("guardrail \"{guardrail}\" blocked the {stage}: rule {rule}")]
+    #[error("guardrail \"{guardrail}\" blocked the {stage}: rule {rule}; {}", guardrail_hint(stage))]
     GuardrailBlocked {
         /// The guardrail.
         guardrail: String,
@@ -158,5 +158,14 @@ impl GatewayError {
             Self::ShuttingDown => "shutting_down",
             Self::Internal(_) => "internal",
         }
+    }
+}
+
+/// What a client can do about a guardrail's block, by stage.
+fn guardrail_hint(stage: &str) -> &'static str {
+    if stage == "prompt" {
+        "remove what the rule looks for from the request and send it again"
+    } else {
+        "the model's answer broke the rule: ask differently, or ask the gateway's operator about the guardrail"
     }
 }

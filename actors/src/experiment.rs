@@ -79,12 +79,14 @@ pub fn pick(weights: &[u32], user_hash: u64) -> Option<usize> {
     None
 }
 
-/// The hash a user is placed by in `experiment` (xxh3 of both: stable across nodes and restarts).
-pub fn user_hash(experiment: &str, user: &str) -> u64 {
+/// The hash user `user` of `tenant` is placed by in `experiment` (xxh3 of the three: stable
+/// across nodes and restarts).
+pub fn user_hash(experiment: &str, tenant: &str, user: &str) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    hasher.update(experiment.as_bytes());
-    hasher.update(&[0]);
-    hasher.update(user.as_bytes());
+    for part in [experiment, tenant, user] {
+        hasher.update(part.as_bytes());
+        hasher.update(&[0]);
+    }
     hasher.digest()
 }
 
@@ -179,8 +181,9 @@ impl Experiments {
         Arc::new(Self { experiments, metrics })
     }
 
-    /// Places a request naming `route` by `principal` (end user `user`, tier `tier`) in the first
-    /// experiment that covers it: the variant and its model. `None` when none does.
+    /// Places a request naming `route` by `principal` (end user `user` of the principal's tenant,
+    /// tier `tier`) in the first experiment that covers it: the variant and its model. `None` when
+    /// none does.
     pub fn assign(self: &Arc<Self>, principal: &Principal, user: &str, tier: Tier, route: &str) -> Option<(Assignment, String)> {
         let (index, experiment) = self.experiments.iter().enumerate().find(|(_, experiment)| {
             let settings = &experiment.settings;
@@ -188,8 +191,7 @@ impl Experiments {
                 && (settings.tiers.is_empty() || settings.tiers.contains(&tier))
                 && (settings.tenants.is_empty() || settings.tenants.contains(&principal.tenant))
         })?;
-        let weights = lock(&experiment.state).weights.clone();
-        let variant = pick(&weights, user_hash(&experiment.settings.name, user))?;
+        let variant = pick(&lock(&experiment.state).weights, user_hash(&experiment.settings.name, &principal.tenant, user))?;
         let model = experiment.settings.variants[variant].model.clone();
         Some((Assignment { experiments: Arc::clone(self), experiment: index, variant, started: Instant::now() }, model))
     }
@@ -356,16 +358,16 @@ mod tests {
         let weights = [95, 5];
         let mut counts = [0u32; 2];
         for user in 0..10_000 {
-            let hash = user_hash("canary", &format!("user-{user}"));
+            let hash = user_hash("canary", "acme", &format!("user-{user}"));
             let variant = pick(&weights, hash).unwrap_or(9);
             counts[variant] += 1;
-            assert_eq!(pick(&weights, user_hash("canary", &format!("user-{user}"))), Some(variant), "sticky");
+            assert_eq!(pick(&weights, user_hash("canary", "acme", &format!("user-{user}"))), Some(variant), "sticky");
         }
         // Binomial(10,000, 0.05): mean 500, standard deviation ~21.8; four deviations either way.
         assert!((413..=587).contains(&counts[1]), "{counts:?}");
         let mut halves = [0u32; 2];
         for user in 0..10_000 {
-            halves[pick(&[50, 50], user_hash("ab", &format!("user-{user}"))).unwrap_or(9)] += 1;
+            halves[pick(&[50, 50], user_hash("ab", "acme", &format!("user-{user}"))).unwrap_or(9)] += 1;
         }
         // Binomial(10,000, 0.5): standard deviation 50.
         assert!((4800..=5200).contains(&halves[0]), "{halves:?}");
@@ -375,7 +377,7 @@ mod tests {
     fn another_experiment_places_the_same_users_independently() {
         let same = (0..2_000).filter(|user| {
             let user = format!("user-{user}");
-            pick(&[50, 50], user_hash("one", &user)) == pick(&[50, 50], user_hash("two", &user))
+            pick(&[50, 50], user_hash("one", "acme", &user)) == pick(&[50, 50], user_hash("two", "acme", &user))
         });
         let same = same.count();
         assert!((850..=1150).contains(&same), "{same}");

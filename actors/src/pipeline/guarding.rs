@@ -72,11 +72,6 @@ impl Guarding {
         Ok(guarding)
     }
 
-    /// True when no guardrail looks at the answer.
-    pub fn passes_answers(&self) -> bool {
-        self.applied.is_empty()
-    }
-
     /// Checks a whole answer: the text to send, or the error naming the rule that blocked it.
     pub fn check_answer(&self, text: String, principal: &Principal, metrics: &Metrics) -> Result<String, GatewayError> {
         let mut text = text;

@@ -296,8 +296,8 @@ impl Gateway {
     fn assign_experiment(&self, principal: &Principal, request: &mut ChatRequest) -> Option<Assignment> {
         let route = request.model.as_deref().unwrap_or("auto");
         let tier = if self.keys.is_open() { request.hints.tier } else { principal.tier };
-        let user = format!("{}/{}", principal.tenant, request.user.as_deref().unwrap_or(&principal.user));
-        let (assignment, model) = self.experiments.assign(principal, &user, tier, route)?;
+        let user = request.user.as_deref().unwrap_or(&principal.user);
+        let (assignment, model) = self.experiments.assign(principal, user, tier, route)?;
         request.model = Some(model);
         Some(assignment)
     }
@@ -612,9 +612,7 @@ impl Gateway {
             assignment.record(fallback, cost.unwrap_or(NanoUsd::ZERO), false);
         }
         let mut completion = completion;
-        if !guarding.passes_answers() {
-            completion.text = guarding.check_answer(completion.text, principal, &self.metrics)?;
-        }
+        completion.text = guarding.check_answer(completion.text, principal, &self.metrics)?;
         Ok(Answer {
             id,
             completion,
