@@ -19,7 +19,6 @@ use ractor_cluster::RactorMessage;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use std::collections::HashMap;
 
 use crate::budget::{BudgetCluster, BudgetHandle};
 use crate::budget::alert::AlertNotifier;
@@ -184,7 +183,7 @@ pub struct NodeActors {
     /// The budget actor and the ledger.
     pub budget: BudgetHandle,
     /// One pool per provider, by name.
-    pub providers: HashMap<String, ProviderHandle>,
+    pub providers: foldhash::HashMap<String, ProviderHandle>,
     /// The semantic layer's shards, peer and placement, when the layer is on.
     pub semantic: Option<SemanticCache>,
     /// Who is in the cluster (this node alone without `[cluster]`).
@@ -235,7 +234,7 @@ impl NodeActors {
                 Some(Arc::new(RateClient::new(cluster_view.clone(), Arc::clone(&metrics))))
             }
         };
-        let mut providers = HashMap::new();
+        let mut providers = foldhash::HashMap::default();
         for provider in &settings.providers {
             let (handle, cell) = ProviderHandle::start(provider.clone(), router.actor.clone(), cluster_node, Arc::clone(&metrics)).await?;
             runtime.adopt([cell]);

@@ -42,8 +42,8 @@ impl AlertNotifier {
         self.metrics.budget_alerts.with_label_values(&[&scope, alert.period.as_str(), &threshold]).inc();
         let Some(url) = self.webhook.clone() else { return };
         let (tenant, user) = match &alert.scope {
-            Scope::User { tenant, user } => (tenant.clone(), Some(user.clone())),
-            Scope::Tenant(tenant) => (tenant.clone(), None),
+            Scope::User { tenant, user } => (tenant.to_string(), Some(user.to_string())),
+            Scope::Tenant(tenant) => (tenant.to_string(), None),
         };
         let body = serde_json::json!({
             "kind": "budget_threshold",

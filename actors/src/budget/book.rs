@@ -10,23 +10,26 @@
 
 // The book is consulted several times on every request's path: a fast hasher (foldhash, seeded
 // per process) instead of SipHash.
+use std::sync::Arc;
+
 use foldhash::{HashMap, HashMapExt as _};
 
 use crate::budget::money::NanoUsd;
 use crate::budget::period::Period;
 
-/// Whose money a budget limits.
+/// Whose money a budget limits. The names are shared, not copied: a request's four budget lines
+/// and their book keys name the same tenant and user.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Scope {
     /// One user of a tenant.
     User {
         /// The tenant.
-        tenant: String,
+        tenant: Arc<str>,
         /// The user.
-        user: String,
+        user: Arc<str>,
     },
     /// A whole tenant.
-    Tenant(String),
+    Tenant(Arc<str>),
 }
 
 impl std::fmt::Display for Scope {

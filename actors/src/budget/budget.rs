@@ -187,6 +187,11 @@ pub enum BudgetMessage {
     /// Requests were settled and their events written to the ledger; they wait in the outbox
     /// (see [`crate::outbox`]): index them, count them, deliver the alerts they fired.
     Recorded,
+    /// Takes the outbox now and replies: what a reader of the cost metrics asks first.
+    Flush(
+        /// Reply channel for RPC: done.
+        RpcReplyPort<()>,
+    ),
     /// Answers a cost query.
     Query(
         CostQuery,
@@ -306,13 +311,21 @@ impl Actor for Budget {
     }
 
     async fn handle(&self, _myself: ActorRef<Self::Msg>, message: BudgetMessage, state: &mut BudgetState) -> Result<(), ActorProcessingErr> {
+        state.record_settled();
         match message {
-            BudgetMessage::Recorded => state.record_settled(),
+            BudgetMessage::Recorded => {}
+            BudgetMessage::Flush(reply) => {
+                let _caller_gone = reply.send(());
+            }
             BudgetMessage::Query(query, reply) => {
-                state.record_settled();
                 let _caller_gone = reply.send(state.query(query));
             }
         }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut BudgetState) -> Result<(), ActorProcessingErr> {
+        state.record_settled();
         Ok(())
     }
 }
@@ -470,9 +483,15 @@ impl BudgetHandle {
         lock(&self.book).release(reservation);
     }
 
+    /// Waits (up to a second) until the actor has taken every settled request so far: indexed
+    /// it, counted it in the cost metrics, sent its alerts on their way.
+    pub async fn flush(&self) {
+        let _stopped_or_slow = ractor::call_t!(self.actor, BudgetMessage::Flush, 1_000);
+    }
+
     /// Settles `reservation` (or, without one, records) with `event`'s charge, writes the event
-    /// to the ledger and returns once it is written; the actor then indexes it and delivers any
-    /// threshold alerts.
+    /// to the ledger and returns once it is written; the actor then indexes it (within
+    /// [`crate::outbox::SOON`]) and delivers any threshold alerts (at once).
     pub fn settle(&self, reservation: Option<u64>, event: CostEvent) -> Result<(), LedgerError> {
         let cost = event.charged();
         let lines = if reservation.is_none() { self.policy.lines(&event.tenant, &event.user) } else { Vec::new() };
@@ -487,9 +506,8 @@ impl BudgetHandle {
             }
         };
         let written = self.ledger.append(&event);
-        if self.settled.push(Settled { event, alerts }) {
-            let _gone = self.actor.cast(BudgetMessage::Recorded);
-        }
+        let urgent = !alerts.is_empty();
+        self.settled.deliver(Settled { event, alerts }, urgent, &self.actor, || BudgetMessage::Recorded);
         written
     }
 }

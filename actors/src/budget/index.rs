@@ -2,7 +2,9 @@
 //! (`get_daily_cost`, `get_cost_by_model`, cost by user and tenant, top users, cache savings).
 //! Days older than the retention are dropped, so the index stays bounded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use chrono::NaiveDate;
 
@@ -33,21 +35,28 @@ pub struct DayTotals {
     pub by_feature: HashMap<String, NanoUsd>,
 }
 
+/// Adds `cost` to `key`'s total, copying the key only the first time it is seen.
+fn add(totals: &mut HashMap<String, NanoUsd>, key: &str, cost: NanoUsd) {
+    match totals.get_mut(key) {
+        Some(total) => *total = total.plus(cost),
+        None => {
+            totals.insert(key.to_owned(), cost);
+        }
+    }
+}
+
 impl DayTotals {
     /// Adds `cost` and `saved` to the day's totals and to the breakdowns.
     fn spend(&mut self, tenant: &str, user: &str, model: &str, feature: &str, cost: NanoUsd, saved: NanoUsd) {
         self.total = self.total.plus(cost);
         self.saved = self.saved.plus(saved);
         if !model.is_empty() {
-            let entry = self.by_model.entry(model.to_owned()).or_default();
-            *entry = entry.plus(cost);
+            add(&mut self.by_model, model, cost);
         }
         let by_user = self.by_user.entry((tenant.to_owned(), user.to_owned())).or_default();
         *by_user = by_user.plus(cost);
-        let by_tenant = self.by_tenant.entry(tenant.to_owned()).or_default();
-        *by_tenant = by_tenant.plus(cost);
-        let by_feature = self.by_feature.entry(feature.to_owned()).or_default();
-        *by_feature = by_feature.plus(cost);
+        add(&mut self.by_tenant, tenant, cost);
+        add(&mut self.by_feature, feature, cost);
     }
 }
 

@@ -33,6 +33,7 @@ pub mod redis_sink;
 pub mod segments;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use book::{BudgetLine, Exhausted, Scope};
 pub use budget::{BudgetCluster, BudgetHandle, CostQuery, CostReport, Refused};
@@ -88,10 +89,15 @@ impl BudgetPolicy {
 
     /// The four lines a request by `user` of `tenant` counts against (limits where configured).
     pub fn lines(&self, tenant: &str, user: &str) -> Vec<BudgetLine> {
-        let user_limits = self.users.get(&(tenant.to_owned(), user.to_owned())).copied().unwrap_or_default();
+        let user_limits = if self.users.is_empty() {
+            Limits::default()
+        } else {
+            self.users.get(&(tenant.to_owned(), user.to_owned())).copied().unwrap_or_default()
+        };
         let tenant_limits = self.tenants.get(tenant).copied().unwrap_or_default();
-        let user_scope = Scope::User { tenant: tenant.to_owned(), user: user.to_owned() };
-        let tenant_scope = Scope::Tenant(tenant.to_owned());
+        let tenant: Arc<str> = tenant.into();
+        let user_scope = Scope::User { tenant: Arc::clone(&tenant), user: user.into() };
+        let tenant_scope = Scope::Tenant(tenant);
         vec![
             BudgetLine { scope: user_scope.clone(), period: Period::Daily, limit: user_limits.daily },
             BudgetLine { scope: user_scope, period: Period::Monthly, limit: user_limits.monthly },

@@ -118,8 +118,8 @@ pub fn health_from_wire(health: pb::ProviderHealth) -> (String, ProviderHealth, 
 /// A limited budget line in a period as it travels.
 pub fn line_to_wire(line: &BudgetLine, period_key: &str) -> pb::BudgetLine {
     let (scope_kind, tenant, user) = match &line.scope {
-        Scope::User { tenant, user } => ("user", tenant.clone(), user.clone()),
-        Scope::Tenant(tenant) => ("tenant", tenant.clone(), String::new()),
+        Scope::User { tenant, user } => ("user", tenant.to_string(), user.to_string()),
+        Scope::Tenant(tenant) => ("tenant", tenant.to_string(), String::new()),
     };
     pb::BudgetLine {
         scope_kind: scope_kind.into(),
@@ -135,8 +135,8 @@ pub fn line_to_wire(line: &BudgetLine, period_key: &str) -> pb::BudgetLine {
 pub fn line_from_wire(line: &pb::BudgetLine) -> Result<(BudgetLine, String), WireError> {
     let bad = |cause: String| WireError { what: "budget line", cause };
     let scope = match line.scope_kind.as_str() {
-        "user" => Scope::User { tenant: line.tenant.clone(), user: line.user.clone() },
-        "tenant" => Scope::Tenant(line.tenant.clone()),
+        "user" => Scope::User { tenant: line.tenant.as_str().into(), user: line.user.as_str().into() },
+        "tenant" => Scope::Tenant(line.tenant.as_str().into()),
         other => return Err(bad(format!("scope kind \"{other}\""))),
     };
     let period = match line.period.as_str() {

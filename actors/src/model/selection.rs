@@ -1,6 +1,7 @@
 //! What the router reads and what it decides.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The caller's tier.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -87,17 +88,17 @@ impl fmt::Display for Target {
 /// The router's decision.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSelection {
-    /// The first choice.
-    pub primary: Target,
+    /// The first choice (shared with the routing policy, like every target of a selection).
+    pub primary: Arc<Target>,
     /// Human-readable reason for the first choice.
     pub reason: String,
     /// What to try next, in order, when the first choice fails.
-    pub fallbacks: Vec<Target>,
+    pub fallbacks: Vec<Arc<Target>>,
 }
 
 impl ModelSelection {
     /// The first choice followed by the fallbacks.
     pub fn chain(&self) -> impl Iterator<Item = &Target> {
-        std::iter::once(&self.primary).chain(self.fallbacks.iter())
+        std::iter::once(&*self.primary).chain(self.fallbacks.iter().map(|target| &**target))
     }
 }

@@ -69,7 +69,7 @@ impl Gateway {
             let input_tokens = u32::try_from(token_estimate).unwrap_or(u32::MAX);
             price.charge(Usage { input_tokens, ..Usage::default() })
         });
-        let mut selection = crate::model::ModelSelection { primary: target.clone(), reason: String::new(), fallbacks: Vec::new() };
+        let mut selection = crate::model::ModelSelection { primary: Arc::new(target.clone()), reason: String::new(), fallbacks: Vec::new() };
         let admission = accounting::admit(
             principal,
             &self.budget,

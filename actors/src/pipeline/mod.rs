@@ -20,7 +20,6 @@ pub mod embeddings;
 pub mod guarding;
 pub mod stream;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,7 +155,8 @@ pub struct Answer {
 /// The node's request pipeline. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Gateway {
-    providers: HashMap<String, ProviderHandle>,
+    /// Looked up by name several times per request: a fast hasher.
+    providers: foldhash::HashMap<String, ProviderHandle>,
     router: RouterHandle,
     limits: RequestLimits,
     metrics: Arc<Metrics>,
@@ -302,6 +302,15 @@ impl Gateway {
         Some(assignment)
     }
 
+    /// Lets the budget and provider pool actors take the reports still waiting in their outboxes
+    /// (see [`crate::outbox`]), so that metrics read next count every request settled before.
+    pub async fn flush_reports(&self) {
+        self.budget.flush().await;
+        for provider in self.providers.values() {
+            provider.flush().await;
+        }
+    }
+
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -444,7 +453,7 @@ impl Gateway {
         let target = selection.primary;
         let provider = self.provider(&target)?;
         match attempt::count_tokens(provider, &target, request, &self.metrics).await {
-            Some(Ok(tokens)) => Ok((target, tokens)),
+            Some(Ok(tokens)) => Ok((Arc::unwrap_or_clone(target), tokens)),
             Some(Err(error)) if error.class() == ErrorClass::Final => Err(GatewayError::UpstreamRejected { target: target.to_string(), error }),
             Some(Err(error)) => Err(GatewayError::AllProvidersFailed(vec![AttemptFailure { target: target.to_string(), error }])),
             None => Err(GatewayError::invalid(
@@ -463,13 +472,21 @@ impl Gateway {
     /// [`crate::provider::capability`]); refuses the request, naming the field and the provider,
     /// when none does.
     fn keep_honouring(&self, request: &ChatRequest, selection: &mut ModelSelection) -> Result<(), GatewayError> {
+        let honoured = |target: &Target| self.provider(target).map(|provider| capability::unhonoured(provider.client.settings(), request).is_none());
+        let mut every = true;
+        for target in selection.chain() {
+            every &= honoured(target)?;
+        }
+        if every {
+            return Ok(());
+        }
         let mut first_refusal = None;
         let mut kept = Vec::new();
-        for target in selection.chain() {
+        for target in std::iter::once(&selection.primary).chain(&selection.fallbacks) {
             match capability::unhonoured(self.provider(target)?.client.settings(), request) {
-                None => kept.push(target.clone()),
+                None => kept.push(Arc::clone(target)),
                 Some(refusal) => {
-                    first_refusal.get_or_insert((target.clone(), refusal));
+                    first_refusal.get_or_insert((Arc::clone(target), refusal));
                 }
             }
         }
@@ -549,7 +566,7 @@ impl Gateway {
             upstream_time += began.elapsed();
             match outcome {
                 Ok(value) => {
-                    let fallback = target != &selection.primary;
+                    let fallback = *target != *selection.primary;
                     if fallback {
                         self.metrics.fallbacks.with_label_values(&[selection.primary.provider.as_str(), target.provider.as_str()]).inc();
                     }

@@ -78,6 +78,9 @@ pub struct PoolState {
     flush_scheduled: bool,
 }
 
+/// How long [`ProviderHandle::flush`] waits for the pool.
+pub const FLUSH_WAIT_MS: u64 = 1_000;
+
 /// Health goes to the router at most this often under load; each publish clones the table.
 const HEALTH_PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -89,8 +92,15 @@ pub enum PoolMessage {
         /// Reply channel for RPC: the breaker's verdict.
         RpcReplyPort<Admission>,
     ),
-    /// Outcomes of attempts are waiting in the outbox (see [`crate::outbox`]).
+    /// Outcomes of attempts are waiting in the outbox (see [`crate::outbox`]). Every message
+    /// takes them first; this one only wakes the pool for them.
     Outcomes,
+    /// Takes the outbox now, publishes health and replies: what a reader of the pool's metrics
+    /// asks first.
+    Flush(
+        /// Reply channel for RPC: done.
+        RpcReplyPort<()>,
+    ),
     /// A probe's request was dropped before it could report.
     ProbeAbandoned,
     /// The breaker's cool-down has passed: advertise the provider as available so a probe comes.
@@ -102,6 +112,20 @@ pub enum PoolMessage {
 }
 
 impl PoolState {
+    /// Records every outcome waiting in the outbox.
+    fn record_outcomes(&mut self) {
+        let outcomes = self.outcomes.take();
+        if outcomes.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for Outcome { sample, probe } in outcomes {
+            self.breaker.record(sample.failed, probe, now);
+            self.health.record(&sample);
+        }
+        self.last_attempt = Some(now);
+    }
+
     /// Publishes the breaker state at once, and health to the router at most once per
     /// [`HEALTH_PUBLISH_INTERVAL`] (a flush is scheduled for samples in between), unless the
     /// breaker changed state or `force` is set.
@@ -188,6 +212,8 @@ impl Actor for ProviderPool {
     async fn handle(&self, myself: ActorRef<Self::Msg>, message: PoolMessage, state: &mut PoolState) -> Result<(), ActorProcessingErr> {
         let before = state.breaker.state();
         let mut force = false;
+        let mut flushed = None;
+        state.record_outcomes();
         match message {
             PoolMessage::Admit(reply) => {
                 let admission = state.breaker.admit(Instant::now());
@@ -196,13 +222,10 @@ impl Actor for ProviderPool {
                     state.breaker.probe_abandoned();
                 }
             }
-            PoolMessage::Outcomes => {
-                let now = Instant::now();
-                for Outcome { sample, probe } in state.outcomes.take() {
-                    state.breaker.record(sample.failed, probe, now);
-                    state.health.record(&sample);
-                }
-                state.last_attempt = Some(now);
+            PoolMessage::Outcomes => {}
+            PoolMessage::Flush(reply) => {
+                force = true;
+                flushed = Some(reply);
             }
             PoolMessage::ProbeAbandoned => state.breaker.probe_abandoned(),
             PoolMessage::CoolDownElapsed => {
@@ -218,6 +241,9 @@ impl Actor for ProviderPool {
             PoolMessage::Repeat => force = true,
         }
         state.publish(&myself, before, force);
+        if let Some(reply) = flushed {
+            let _caller_gone = reply.send(());
+        }
         Ok(())
     }
 }
@@ -264,6 +290,12 @@ impl ProviderHandle {
         Ok((Self { client, slots, breaker_closed, outcomes, actor }, cell))
     }
 
+    /// Waits (up to [`FLUSH_WAIT_MS`]) until the pool has taken every outcome reported so far
+    /// and published its health.
+    pub async fn flush(&self) {
+        let _stopped_or_slow = ractor::call_t!(self.actor, PoolMessage::Flush, FLUSH_WAIT_MS);
+    }
+
     /// The provider's name.
     pub fn name(&self) -> &str {
         &self.client.settings().name
@@ -305,9 +337,8 @@ impl AttemptTicket {
     /// Reports the attempt's outcome to the pool and frees the slot.
     pub fn report(mut self, sample: AttemptSample) {
         self.reported = true;
-        if self.outcomes.push(Outcome { sample, probe: self.probe }) {
-            let _gone = self.actor.cast(PoolMessage::Outcomes);
-        }
+        let urgent = sample.failed || self.probe;
+        self.outcomes.deliver(Outcome { sample, probe: self.probe }, urgent, &self.actor, || PoolMessage::Outcomes);
     }
 }
 

@@ -24,9 +24,9 @@ pub trait StreamDecoder: Send + 'static {
 /// A decoded upstream stream: deltas, then exactly one `Finished` or one error.
 pub type UpstreamStream = BoxStream<'static, Result<StreamEvent, ProviderError>>;
 
-/// Decodes `response`'s body with `decoder`.
-pub fn decode(response: reqwest::Response, mut decoder: impl StreamDecoder) -> UpstreamStream {
-    let mut events = response.bytes_stream().eventsource();
+/// Decodes an upstream response `body` with `decoder`.
+pub fn decode(body: hyper::body::Incoming, mut decoder: impl StreamDecoder) -> UpstreamStream {
+    let mut events = http_body_util::BodyDataStream::new(body).eventsource();
     Box::pin(async_stream::stream! {
         loop {
             match events.next().await {

@@ -8,13 +8,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use crate::error::GatewayError;
 use crate::model::{ModelSelection, Quality, RoutingContext, Target, Tier, Usage};
 use crate::provider::health::ProviderHealth;
 
 /// Live health of every provider, by provider name.
-pub type HealthTable = HashMap<String, ProviderHealth>;
+pub type HealthTable = foldhash::HashMap<String, ProviderHealth>;
 
 /// USD per million tokens.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -144,6 +145,8 @@ pub struct RoutingPolicy {
     /// Position of each model in `models`, by name (looked up several times per request: a fast
     /// hasher).
     index: foldhash::HashMap<String, usize>,
+    /// Each model's target, built once: a selection shares them instead of copying names.
+    targets: Vec<Arc<Target>>,
     self_hosted: HashSet<String>,
     routes: HashMap<String, Vec<String>>,
     rules: Vec<RoutingRule>,
@@ -163,7 +166,8 @@ impl RoutingPolicy {
         max_error_rate: f64,
     ) -> Self {
         let index = models.iter().enumerate().map(|(position, model)| (model.name.clone(), position)).collect();
-        Self { models, index, self_hosted: self_hosted_providers, routes, rules, preference, max_error_rate }
+        let targets = models.iter().map(|model| Arc::new(model.target())).collect();
+        Self { models, index, targets, self_hosted: self_hosted_providers, routes, rules, preference, max_error_rate }
     }
 
     /// The price of `model`; `None` when it is unknown or has none.
@@ -174,6 +178,11 @@ impl RoutingPolicy {
     /// The configured model called `name`.
     pub fn model(&self, name: &str) -> Option<&ModelSettings> {
         self.index.get(name).map(|position| &self.models[*position])
+    }
+
+    /// The target of `model`, one of this policy's.
+    fn target(&self, model: &ModelSettings) -> Arc<Target> {
+        self.index.get(&model.name).map_or_else(|| Arc::new(model.target()), |position| Arc::clone(&self.targets[*position]))
     }
 
     /// Every configured model, in config order.
@@ -255,7 +264,7 @@ impl RoutingPolicy {
             .ok_or_else(|| GatewayError::ModelForbidden { model: requested.to_owned(), tier: context.tier })?;
         let route_rest = allowed.iter().copied().filter(|candidate| candidate.name != model.name);
         Ok(ModelSelection {
-            primary: model.target(),
+            primary: self.target(model),
             reason: format!("route \"{requested}\": first available model"),
             fallbacks: self.fallbacks(model, route_rest, context, health),
         })
@@ -317,7 +326,7 @@ impl RoutingPolicy {
     /// The selection of `model` with its fallbacks, then the rest of the preference order;
     /// available models first, unavailable ones last (they may be probed back to health).
     fn selection(&self, model: &ModelSettings, reason: String, context: &RoutingContext, health: &HealthTable) -> ModelSelection {
-        ModelSelection { primary: model.target(), reason, fallbacks: self.fallbacks(model, std::iter::empty(), context, health) }
+        ModelSelection { primary: self.target(model), reason, fallbacks: self.fallbacks(model, std::iter::empty(), context, health) }
     }
 
     /// The fallbacks of `model`: the `first` candidates (a route's other models), then its own
@@ -329,7 +338,7 @@ impl RoutingPolicy {
         first: impl Iterator<Item = &'a ModelSettings>,
         context: &RoutingContext,
         health: &HealthTable,
-    ) -> Vec<Target> {
+    ) -> Vec<Arc<Target>> {
         let mut seen: Vec<&str> = vec![&model.name];
         let candidates = first
             .chain(model.fallbacks.iter().chain(self.preference.iter()).filter_map(|name| self.model(name)).filter(|candidate| candidate.allows(context)))
@@ -341,7 +350,7 @@ impl RoutingPolicy {
                 new
             });
         let (up, down): (Vec<&ModelSettings>, Vec<&ModelSettings>) = candidates.partition(|candidate| self.available(candidate, health));
-        up.into_iter().chain(down).map(ModelSettings::target).collect()
+        up.into_iter().chain(down).map(|candidate| self.target(candidate)).collect()
     }
 }
 

@@ -20,6 +20,8 @@ use crate::cluster::wire;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::model::{ModelSelection, RoutingContext};
+use foldhash::HashMapExt as _;
+
 use crate::router::policy::{HealthTable, RoutingPolicy};
 use crate::router::views::{HealthViews, STALE_AFTER};
 

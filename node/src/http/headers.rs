@@ -17,6 +17,23 @@ const QUALITY: &str = "x-switchyard-quality";
 const CACHE: &str = "x-switchyard-cache";
 const CACHE_TTL: &str = "x-switchyard-cache-ttl";
 
+// The answer's headers, named once at compile time (`HeaderName::from_static` is a `const fn`:
+// called per request it would parse each name again).
+/// `x-switchyard-cache` in an answer.
+const CACHE_NAME: HeaderName = HeaderName::from_static(CACHE);
+const CACHE_KEY: HeaderName = HeaderName::from_static("x-switchyard-cache-key");
+const CACHE_ENTRY: HeaderName = HeaderName::from_static("x-switchyard-cache-entry");
+const EXPERIMENT: HeaderName = HeaderName::from_static("x-switchyard-experiment");
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-switchyard-request-id");
+/// `x-switchyard-provider`.
+pub const PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
+/// `x-switchyard-model`.
+pub const MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
+const ROUTING_REASON: HeaderName = HeaderName::from_static("x-switchyard-routing-reason");
+const FALLBACK: HeaderName = HeaderName::from_static("x-switchyard-fallback");
+const LATENCY_US: HeaderName = HeaderName::from_static("x-switchyard-latency-us");
+const COST_USD: HeaderName = HeaderName::from_static("x-switchyard-cost-usd");
+
 /// A header's value, trimmed; an error naming the header when it is not visible ASCII.
 pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, GatewayError> {
     headers
@@ -74,7 +91,7 @@ pub fn unix_now() -> u64 {
 }
 
 /// Sets a header, replacing what a header value cannot carry with `?`.
-pub fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
+pub fn set_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     let printable = |byte: u8| byte.is_ascii_graphic() || byte == b' ';
     let value = if value.bytes().all(printable) {
         HeaderValue::from_str(value)
@@ -82,7 +99,7 @@ pub fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
         HeaderValue::from_str(&value.chars().map(|c| if c.is_ascii() && printable(c as u8) { c } else { '?' }).collect::<String>())
     };
     if let Ok(value) = value {
-        headers.insert(HeaderName::from_static(name), value);
+        headers.insert(name, value);
     }
 }
 
@@ -140,23 +157,25 @@ impl<'a> Served<'a> {
 pub fn answer_headers(headers: &mut HeaderMap, served: Served<'_>) {
     let Served { id, target, routing_reason, fallback, cache, cache_key, cache_match, experiment } = served;
     if let Some(experiment) = experiment {
-        set_header(headers, "x-switchyard-experiment", experiment);
+        set_header(headers, EXPERIMENT, experiment);
     }
     if let Some(key) = cache_key {
-        set_header(headers, "x-switchyard-cache-key", key);
+        set_header(headers, CACHE_KEY, key);
     }
     match cache_match {
         Some(found) => {
-            set_header(headers, "x-switchyard-cache", &format!("semantic; similarity={:.3}", found.similarity));
-            set_header(headers, "x-switchyard-cache-entry", &found.entry);
+            set_header(headers, CACHE_NAME, &format!("semantic; similarity={:.3}", found.similarity));
+            set_header(headers, CACHE_ENTRY, &found.entry);
         }
-        None => set_header(headers, "x-switchyard-cache", cache.as_str()),
+        None => {
+            headers.insert(CACHE_NAME, HeaderValue::from_static(cache.as_str()));
+        }
     }
-    set_header(headers, "x-switchyard-request-id", id);
-    set_header(headers, "x-switchyard-provider", &target.provider);
-    set_header(headers, "x-switchyard-model", &target.model);
-    set_header(headers, "x-switchyard-routing-reason", routing_reason);
-    set_header(headers, "x-switchyard-fallback", if fallback { "true" } else { "false" });
+    set_header(headers, REQUEST_ID, id);
+    set_header(headers, PROVIDER, &target.provider);
+    set_header(headers, MODEL, &target.model);
+    set_header(headers, ROUTING_REASON, routing_reason);
+    headers.insert(FALLBACK, HeaderValue::from_static(if fallback { "true" } else { "false" }));
 }
 
 /// The headers of a whole answer: who served it, its latency and its cost.
@@ -167,8 +186,8 @@ pub fn whole_answer_headers(headers: &mut HeaderMap, answer: &switchyard_actors:
 
 /// The latency and cost headers (cost only when the model has a price).
 pub fn latency_and_cost(headers: &mut HeaderMap, latency: std::time::Duration, cost: Option<switchyard_actors::budget::NanoUsd>) {
-    set_header(headers, "x-switchyard-latency-us", &latency.as_micros().to_string());
+    set_header(headers, LATENCY_US, &latency.as_micros().to_string());
     if let Some(cost) = cost {
-        set_header(headers, "x-switchyard-cost-usd", &format!("{:.9}", cost.as_usd()));
+        set_header(headers, COST_USD, &format!("{:.9}", cost.as_usd()));
     }
 }

@@ -23,7 +23,9 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// `GET /metrics`: every metric in the Prometheus text format.
+/// `GET /metrics`: every metric in the Prometheus text format, counting every request settled
+/// before the scrape (the actors' outboxes are taken first).
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.gateway.flush_reports().await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.gateway.metrics().render())
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::provider::health::HealthStats;
+use foldhash::HashMapExt as _;
 
 fn model(name: &str, provider: &str, quality: Quality) -> ModelSettings {
     ModelSettings {
@@ -74,7 +75,7 @@ fn health(provider: &str, available: bool, error_rate: f64, latency_ms: Option<f
 }
 
 fn primary(selection: Result<ModelSelection, GatewayError>) -> String {
-    selection.map(|selection| selection.primary.model).unwrap_or_else(|error| format!("error: {error}"))
+    selection.map(|selection| selection.primary.model.clone()).unwrap_or_else(|error| format!("error: {error}"))
 }
 
 #[test]
@@ -88,9 +89,9 @@ fn enterprise_with_high_quality_gets_the_best_model() {
 #[test]
 fn tight_latency_budget_goes_self_hosted_only_while_it_is_fast() {
     let context = RoutingContext { latency_budget_ms: Some(200), ..context() };
-    let fast = HealthTable::from([health("vllm", true, 0.0, Some(40.0))]);
+    let fast = [health("vllm", true, 0.0, Some(40.0))].into_iter().collect::<HealthTable>();
     assert_eq!(primary(policy().select(&context, &fast)), "local");
-    let slow = HealthTable::from([health("vllm", true, 0.0, Some(900.0))]);
+    let slow = [health("vllm", true, 0.0, Some(900.0))].into_iter().collect::<HealthTable>();
     assert_eq!(primary(policy().select(&context, &slow)), "strong");
     let roomy = RoutingContext { latency_budget_ms: Some(5000), ..context };
     assert_eq!(primary(policy().select(&roomy, &fast)), "strong");
@@ -112,11 +113,11 @@ fn task_types_map_to_models() {
 
 #[test]
 fn unhealthy_providers_are_skipped_and_tried_last() {
-    let table = HashMap::from([health("openai", true, 0.5, None)]);
+    let table = [health("openai", true, 0.5, None)].into_iter().collect::<HealthTable>();
     let selection = policy().select(&context(), &table);
     assert!(selection.as_ref().is_ok_and(|s| s.fallbacks.last().map(|t| t.provider.as_str()) == Some("openai")));
     assert_eq!(primary(selection), "local");
-    let open = HashMap::from([health("openai", false, 0.0, None), health("vllm", false, 0.0, None)]);
+    let open = [health("openai", false, 0.0, None), health("vllm", false, 0.0, None)].into_iter().collect::<HealthTable>();
     let selection = policy().select(&context(), &open);
     assert!(selection.as_ref().is_ok_and(|s| s.reason.starts_with("no model is healthy")), "{selection:?}");
 }
@@ -139,7 +140,7 @@ fn explicit_models_and_routes_are_honoured_within_policy() {
     assert!(policy().select(&restricted, &HealthTable::new()).is_ok_and(|s| s.fallbacks.iter().all(|t| t.model != "strong")));
 
     let route = RoutingContext { requested: Some("fast".into()), ..context() };
-    let down = HashMap::from([health("vllm", false, 0.0, None)]);
+    let down = [health("vllm", false, 0.0, None)].into_iter().collect::<HealthTable>();
     let selection = policy().select(&route, &down);
     assert_eq!(selection.as_ref().map(|s| s.fallbacks[0].model.as_str()).ok(), Some("strong"));
     assert_eq!(selection.as_ref().map(|s| s.fallbacks.last().map(|t| t.model.clone())).ok().flatten().as_deref(), Some("local"));
@@ -158,5 +159,5 @@ fn embedding_models_are_named_only_for_embeddings() {
     assert!(matches!(policy.select_embedding("chat", &context), Err(GatewayError::InvalidArgument { .. })));
     assert!(matches!(policy.select_embedding("nothing", &context), Err(GatewayError::UnknownModel(_))));
     context.requested = None;
-    assert_eq!(policy.cheapest(&context, &HealthTable::new()).map(|selection| selection.primary.model).as_deref(), Some("chat"));
+    assert_eq!(policy.cheapest(&context, &HealthTable::new()).map(|selection| selection.primary.model.clone()).as_deref(), Some("chat"));
 }

@@ -40,7 +40,7 @@ pub fn error_response(error: &GatewayError) -> Response {
     let body = json!({"type": "error", "error": {"type": mapping.anthropic_type, "message": error.to_string()}});
     let mut response = (mapping.http, axum::Json(body)).into_response();
     if let Some(seconds) = crate::error::retry_after_secs(error) {
-        set_header(response.headers_mut(), "retry-after", &seconds.to_string());
+        set_header(response.headers_mut(), axum::http::header::RETRY_AFTER, &seconds.to_string());
     }
     response
 }
@@ -182,8 +182,8 @@ pub async fn count_tokens(State(state): State<AppState>, headers: HeaderMap, bod
         match state.gateway.count_tokens(&principal, &parsed.chat).await {
             Ok((target, input_tokens)) => {
                 let mut response = axum::Json(json!({"input_tokens": input_tokens})).into_response();
-                set_header(response.headers_mut(), "x-switchyard-model", &target.model);
-                set_header(response.headers_mut(), "x-switchyard-provider", &target.provider);
+                set_header(response.headers_mut(), crate::http::headers::MODEL, &target.model);
+                set_header(response.headers_mut(), crate::http::headers::PROVIDER, &target.provider);
                 response
             }
             Err(error) => error_response(&error),

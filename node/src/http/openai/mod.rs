@@ -46,7 +46,7 @@ pub fn error_body(error: &GatewayError) -> serde_json::Value {
 pub fn error_response(error: &GatewayError) -> Response {
     let mut response = (map(error).http, axum::Json(error_body(error))).into_response();
     if let Some(seconds) = crate::error::retry_after_secs(error) {
-        set_header(response.headers_mut(), "retry-after", &seconds.to_string());
+        set_header(response.headers_mut(), axum::http::header::RETRY_AFTER, &seconds.to_string());
     }
     response
 }
