@@ -8,19 +8,20 @@ use switchyard_actors::cache::semantic::SemanticMatch;
 use switchyard_actors::error::GatewayError;
 use switchyard_actors::model::{CacheControl, CacheLayer, Quality, RoutingHints, Target, Tier};
 
-/// Routing hint headers.
-const TIER: &str = "x-switchyard-tier";
-const TASK: &str = "x-switchyard-task";
-const LATENCY_BUDGET: &str = "x-switchyard-latency-budget-ms";
-const QUALITY: &str = "x-switchyard-quality";
-/// Cache control headers: `bypass`, `no-store` (comma-separated), and a TTL in seconds.
-const CACHE: &str = "x-switchyard-cache";
-const CACHE_TTL: &str = "x-switchyard-cache-ttl";
+// Header names are constants: `HeaderName::from_static` is a `const fn`, and a lookup or an
+// insert by `&str` parses the name again on every request.
 
-// The answer's headers, named once at compile time (`HeaderName::from_static` is a `const fn`:
-// called per request it would parse each name again).
-/// `x-switchyard-cache` in an answer.
-const CACHE_NAME: HeaderName = HeaderName::from_static(CACHE);
+/// Routing hint headers.
+const TIER: HeaderName = HeaderName::from_static("x-switchyard-tier");
+const TASK: HeaderName = HeaderName::from_static("x-switchyard-task");
+const LATENCY_BUDGET: HeaderName = HeaderName::from_static("x-switchyard-latency-budget-ms");
+const QUALITY: HeaderName = HeaderName::from_static("x-switchyard-quality");
+/// Cache control headers: `bypass`, `no-store` (comma-separated), and a TTL in seconds; in an
+/// answer, the layer that served it.
+const CACHE: HeaderName = HeaderName::from_static("x-switchyard-cache");
+const CACHE_TTL: HeaderName = HeaderName::from_static("x-switchyard-cache-ttl");
+
+/// The answer's headers.
 const CACHE_KEY: HeaderName = HeaderName::from_static("x-switchyard-cache-key");
 const CACHE_ENTRY: HeaderName = HeaderName::from_static("x-switchyard-cache-entry");
 const EXPERIMENT: HeaderName = HeaderName::from_static("x-switchyard-experiment");
@@ -35,51 +36,51 @@ const LATENCY_US: HeaderName = HeaderName::from_static("x-switchyard-latency-us"
 const COST_USD: HeaderName = HeaderName::from_static("x-switchyard-cost-usd");
 
 /// A header's value, trimmed; an error naming the header when it is not visible ASCII.
-pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, GatewayError> {
+pub fn header_text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, GatewayError> {
     headers
         .get(name)
-        .map(|value| value.to_str().map(str::trim).map_err(|_| GatewayError::invalid(name, "is not visible ASCII")))
+        .map(|value| value.to_str().map(str::trim).map_err(|_| GatewayError::invalid(name.as_str(), "is not visible ASCII")))
         .transpose()
 }
 
 /// The routing hints and cache controls of a request's headers.
 pub fn parse_hints(headers: &HeaderMap) -> Result<(RoutingHints, CacheControl), GatewayError> {
-    let tier = match header_text(headers, TIER)? {
+    let tier = match header_text(headers, &TIER)? {
         None | Some("free") => Tier::Free,
         Some("paid") => Tier::Paid,
         Some("enterprise") => Tier::Enterprise,
-        Some(other) => return Err(GatewayError::invalid(TIER, format!("\"{other}\" is not free, paid or enterprise"))),
+        Some(other) => return Err(GatewayError::invalid(TIER.as_str(), format!("\"{other}\" is not free, paid or enterprise"))),
     };
-    let quality = match header_text(headers, QUALITY)? {
+    let quality = match header_text(headers, &QUALITY)? {
         None | Some("standard") => Quality::Standard,
         Some("low") => Quality::Low,
         Some("high") => Quality::High,
-        Some(other) => return Err(GatewayError::invalid(QUALITY, format!("\"{other}\" is not low, standard or high"))),
+        Some(other) => return Err(GatewayError::invalid(QUALITY.as_str(), format!("\"{other}\" is not low, standard or high"))),
     };
-    let latency_budget_ms = header_text(headers, LATENCY_BUDGET)?
-        .map(|value| value.parse::<u32>().map_err(|_| GatewayError::invalid(LATENCY_BUDGET, format!("\"{value}\" is not a whole number of milliseconds"))))
+    let latency_budget_ms = header_text(headers, &LATENCY_BUDGET)?
+        .map(|value| value.parse::<u32>().map_err(|_| GatewayError::invalid(LATENCY_BUDGET.as_str(), format!("\"{value}\" is not a whole number of milliseconds"))))
         .transpose()?;
     let mut cache = CacheControl::default();
-    for directive in header_text(headers, CACHE)?.unwrap_or_default().split(',').map(str::trim).filter(|d| !d.is_empty()) {
+    for directive in header_text(headers, &CACHE)?.unwrap_or_default().split(',').map(str::trim).filter(|d| !d.is_empty()) {
         match directive {
             "bypass" => cache.bypass = true,
             "no-store" => cache.no_store = true,
-            other => return Err(GatewayError::invalid(CACHE, format!("unknown directive \"{other}\" (expected bypass or no-store)"))),
+            other => return Err(GatewayError::invalid(CACHE.as_str(), format!("unknown directive \"{other}\" (expected bypass or no-store)"))),
         }
     }
-    cache.ttl_seconds = header_text(headers, CACHE_TTL)?
-        .map(|value| value.parse::<u32>().map_err(|_| GatewayError::invalid(CACHE_TTL, format!("\"{value}\" is not a whole number of seconds"))))
+    cache.ttl_seconds = header_text(headers, &CACHE_TTL)?
+        .map(|value| value.parse::<u32>().map_err(|_| GatewayError::invalid(CACHE_TTL.as_str(), format!("\"{value}\" is not a whole number of seconds"))))
         .transpose()?;
-    let task_type = header_text(headers, TASK)?.unwrap_or_default().to_owned();
+    let task_type = header_text(headers, &TASK)?.unwrap_or_default().to_owned();
     Ok((RoutingHints { task_type, latency_budget_ms, quality, tier }, cache))
 }
 
 /// The product feature a request is for, tagging its cost.
-const FEATURE: &str = "x-switchyard-feature";
+const FEATURE: HeaderName = HeaderName::from_static("x-switchyard-feature");
 
 /// Tags `metadata` with the feature header's value, unless the body named a feature itself.
 pub fn tag_feature(headers: &HeaderMap, metadata: &mut std::collections::BTreeMap<String, String>) -> Result<(), GatewayError> {
-    if let Some(feature) = header_text(headers, FEATURE)?.filter(|feature| !feature.is_empty()) {
+    if let Some(feature) = header_text(headers, &FEATURE)?.filter(|feature| !feature.is_empty()) {
         metadata.entry("feature".into()).or_insert_with(|| feature.to_owned());
     }
     Ok(())
@@ -164,11 +165,11 @@ pub fn answer_headers(headers: &mut HeaderMap, served: Served<'_>) {
     }
     match cache_match {
         Some(found) => {
-            set_header(headers, CACHE_NAME, &format!("semantic; similarity={:.3}", found.similarity));
+            set_header(headers, CACHE, &format!("semantic; similarity={:.3}", found.similarity));
             set_header(headers, CACHE_ENTRY, &found.entry);
         }
         None => {
-            headers.insert(CACHE_NAME, HeaderValue::from_static(cache.as_str()));
+            headers.insert(CACHE, HeaderValue::from_static(cache.as_str()));
         }
     }
     set_header(headers, REQUEST_ID, id);

@@ -54,7 +54,7 @@ fn accept(
     endpoint: request::Endpoint,
 ) -> Result<(std::sync::Arc<switchyard_actors::tenancy::Principal>, request::Parsed), GatewayError> {
     let principal = state.gateway.authenticate(crate::auth::api_key_of(headers))?;
-    if let Some(version) = header_text(headers, "anthropic-version")?
+    if let Some(version) = header_text(headers, &axum::http::HeaderName::from_static("anthropic-version"))?
         && !VERSIONS.contains(&version)
     {
         return Err(GatewayError::invalid("anthropic-version", format!("\"{version}\" is not a version of the Messages API ({})", VERSIONS.join(", "))));
