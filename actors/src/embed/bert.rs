@@ -30,9 +30,12 @@ use crate::embed::pooling::{l2_normalize, mean_pool};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WeightFormat {
     /// As the model file has them (f32), multiplied by candle's gemm.
-    #[default]
     F32,
-    /// int8, one scale per output channel, multiplied by [`int8::matmul`].
+    /// int8, one scale per output channel, multiplied by [`int8::matmul`]: the default, about
+    /// 3× faster a short text, vectors within a cosine of 0.996 of the f32 ones on 14,833
+    /// questions (mean 0.9996) and the semantic cache's recall at precision unchanged
+    /// (BENCHMARKS.md, "int8 weights").
+    #[default]
     Int8,
 }
 

@@ -33,8 +33,9 @@ const BLOCK: usize = 8;
 const STEP: usize = 2 * BLOCK;
 /// Rows (tokens) of one register tile.
 const TILE_ROWS: usize = 4;
-/// Packed blocks (of [`BLOCK`] channels) of one register tile.
-const TILE_BLOCKS: usize = 3;
+/// Packed blocks (of [`BLOCK`] channels) of one register tile: 4 × 2 sums, 2 weights and one
+/// broadcast activation stay in registers (4 × 3 spills two sums to the stack per step).
+const TILE_BLOCKS: usize = 2;
 /// Multiply-adds below which a product is not worth splitting over threads.
 const MIN_SPLIT_WORK: usize = 1 << 20;
 
@@ -100,7 +101,7 @@ impl Int8Weight {
             let (block, lane) = (channel / BLOCK, channel % BLOCK);
             for (input, value) in row.iter().enumerate() {
                 let at = (block * pairs + input / 2) * STEP + 2 * lane + input % 2;
-                packed[at] = (value * inverse).round_ties_even().clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS) as i8;
+                packed[at] = round_small(value * inverse).clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS) as i8;
             }
         }
         Self { inputs, outputs, pairs, blocks, packed, scales }
@@ -145,28 +146,68 @@ struct QuantizedRows {
     scales: Vec<f32>,
 }
 
-/// Quantises `rows` rows of `inputs` values (see the module docs).
+/// `value` rounded to the nearest integer, ties to even, for `|value| < 2²²`: adding and
+/// subtracting 1.5·2²³ leaves no fraction bits. Unlike `f32::round_ties_even` it needs no
+/// SSE4.1 (which the baseline x86-64 lacks, making that a libm call), so loops over it vectorise.
+#[inline(always)]
+fn round_small(value: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0;
+    (value + ROUND) - ROUND
+}
+
+/// Quantises `rows` rows of `inputs` values (see the module docs), with the CPU's SIMD
+/// extensions (the same results on any CPU: no operation here is fused or reordered).
 fn quantize_rows(input: &[f32], rows: usize, inputs: usize, pairs: usize) -> QuantizedRows {
-    let levels = activation_levels(pairs) as f32;
-    let mut values = vec![0_i32; rows * pairs];
-    let mut scales = vec![0.0_f32; rows];
-    for ((row, packed), scale) in input.chunks_exact(inputs.max(1)).zip(values.chunks_exact_mut(pairs.max(1))).zip(&mut scales) {
-        let largest = row.iter().fold(0.0_f32, |largest, value| largest.max(value.abs()));
-        if largest == 0.0 || !largest.is_finite() {
-            continue;
-        }
-        *scale = largest / levels;
-        let inverse = levels / largest;
-        let quantize = |value: f32| (value * inverse).round_ties_even().clamp(-levels, levels) as i32 as u16 as u32;
-        let (whole, rest) = row.as_chunks::<2>();
-        for (packed, pair) in packed.iter_mut().zip(whole) {
-            *packed = (quantize(pair[0]) | quantize(pair[1]) << 16) as i32;
-        }
-        if let (Some(&last), Some(packed)) = (rest.first(), packed.last_mut()) {
-            *packed = quantize(last) as i32;
+    let mut quantized = QuantizedRows { pairs, values: vec![0_i32; rows * pairs], scales: vec![0.0_f32; rows] };
+    pulp::Arch::new().dispatch(QuantizeRows { input, inputs, quantized: &mut quantized });
+    quantized
+}
+
+/// [`quantize_rows`]' loops, compiled for the CPU's SIMD extensions by [`pulp::Arch::dispatch`].
+struct QuantizeRows<'a> {
+    input: &'a [f32],
+    inputs: usize,
+    quantized: &'a mut QuantizedRows,
+}
+
+impl pulp::WithSimd for QuantizeRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let pairs = self.quantized.pairs;
+        let levels = activation_levels(pairs) as f32;
+        let rows = self.input.chunks_exact(self.inputs.max(1)).zip(self.quantized.values.chunks_exact_mut(pairs.max(1)));
+        for ((row, packed), scale) in rows.zip(&mut self.quantized.scales) {
+            let largest = max_abs(row);
+            if largest == 0.0 || !largest.is_finite() {
+                continue;
+            }
+            *scale = largest / levels;
+            let inverse = levels / largest;
+            let quantize = |value: f32| round_small(value * inverse).clamp(-levels, levels) as i32 as u16 as u32;
+            let (whole, rest) = row.as_chunks::<2>();
+            for (packed, pair) in packed.iter_mut().zip(whole) {
+                *packed = (quantize(pair[0]) | quantize(pair[1]) << 16) as i32;
+            }
+            if let (Some(&last), Some(packed)) = (rest.first(), packed.last_mut()) {
+                *packed = quantize(last) as i32;
+            }
         }
     }
-    QuantizedRows { pairs, values, scales }
+}
+
+/// `max |value|` with 8 independent lanes, so that it vectorises.
+#[inline(always)]
+fn max_abs(values: &[f32]) -> f32 {
+    let (chunks, rest) = values.as_chunks::<8>();
+    let mut lanes = [0.0_f32; 8];
+    for chunk in chunks {
+        for (lane, value) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(value.abs());
+        }
+    }
+    rest.iter().chain(&lanes).fold(0.0_f32, |largest, value| largest.max(value.abs()))
 }
 
 /// `input · weightᵀ`: `rows` rows of `weight.inputs()` values in, `rows` rows of
@@ -300,16 +341,12 @@ mod avx2 {
                 while row < rows {
                     let count_rows = (rows - row).min(TILE_ROWS);
                     match (count_rows, count) {
-                        (4, 3) => tiles.tile::<4, 3>(row, block, output),
                         (4, 2) => tiles.tile::<4, 2>(row, block, output),
                         (4, _) => tiles.tile::<4, 1>(row, block, output),
-                        (3, 3) => tiles.tile::<3, 3>(row, block, output),
                         (3, 2) => tiles.tile::<3, 2>(row, block, output),
                         (3, _) => tiles.tile::<3, 1>(row, block, output),
-                        (2, 3) => tiles.tile::<2, 3>(row, block, output),
                         (2, 2) => tiles.tile::<2, 2>(row, block, output),
                         (2, _) => tiles.tile::<2, 1>(row, block, output),
-                        (_, 3) => tiles.tile::<1, 3>(row, block, output),
                         (_, 2) => tiles.tile::<1, 2>(row, block, output),
                         (_, _) => tiles.tile::<1, 1>(row, block, output),
                     }
@@ -337,17 +374,20 @@ mod avx2 {
         fn tile<const R: usize, const C: usize>(&self, row: usize, block: usize, output: &mut [f32]) {
             let simd = self.simd;
             let pairs = self.activations.pairs;
-            let values = &self.activations.values[row * pairs..(row + R) * pairs];
-            let (steps, _) = self.weight.packed[block * pairs * STEP..(block + C) * pairs * STEP].as_chunks::<STEP>();
+            // One slice of exactly `pairs` per row and per block, so that the loop below indexes
+            // them without bounds checks.
+            let values: [&[i32]; R] = std::array::from_fn(|r| &self.activations.values[(row + r) * pairs..][..pairs]);
+            let steps: [&[[i8; STEP]]; C] =
+                std::array::from_fn(|c| &self.weight.packed[(block + c) * pairs * STEP..][..pairs * STEP].as_chunks::<STEP>().0[..pairs]);
             let mut sums = [[simd.avx._mm256_setzero_si256(); C]; R];
             for pair in 0..pairs {
                 let mut weights = [simd.avx._mm256_setzero_si256(); C];
-                for (c, weight) in weights.iter_mut().enumerate() {
-                    let bytes: __m128i = pulp::cast(steps[c * pairs + pair]);
+                for (weight, steps) in weights.iter_mut().zip(steps) {
+                    let bytes: __m128i = pulp::cast(steps[pair]);
                     *weight = simd.avx2._mm256_cvtepi8_epi16(bytes);
                 }
-                for (r, sums) in sums.iter_mut().enumerate() {
-                    let activation = simd.avx._mm256_set1_epi32(values[r * pairs + pair]);
+                for (sums, values) in sums.iter_mut().zip(values) {
+                    let activation = simd.avx._mm256_set1_epi32(values[pair]);
                     for (sum, weight) in sums.iter_mut().zip(weights) {
                         *sum = simd.avx2._mm256_add_epi32(*sum, simd.avx2._mm256_madd_epi16(activation, weight));
                     }
