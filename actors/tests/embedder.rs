@@ -86,10 +86,10 @@ fn local_vectors_match_sentence_transformers() {
 
 /// The int8 weights against the f32 ones and against sentence-transformers, on the fixture's
 /// sentences (short questions to a truncated 256-token text). The bound has a margin over the
-/// worst cosine measured on 100k questions (BENCHMARKS.md, "int8 weights").
+/// worst cosine measured on 14,833 questions, 0.9966 (BENCHMARKS.md, "int8 weights").
 #[test]
 fn int8_vectors_stay_close_to_the_float_ones() {
-    const MIN_COSINE: f32 = 0.995;
+    const MIN_COSINE: f32 = 0.993;
     let fixture = fixture();
     let texts: Vec<String> = fixture.sentences.iter().map(|sentence| sentence.text.clone()).collect();
     let float = open_with(BucketSettings::default(), WeightFormat::F32).embed(&texts).unwrap();

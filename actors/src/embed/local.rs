@@ -11,7 +11,8 @@
 //!
 //! The dense layers' weights are held as [`LocalSettings::weights`] says: f32 as the model file
 //! has them, or int8 with a scale per output channel (quantised at load, see `int8`), which
-//! reads a quarter of the bytes per pass and moves the vectors by a cosine of about 0.999.
+//! reads a quarter of the bytes per pass and moves the vectors by a cosine of 0.9996 on average
+//! (0.9966 at worst on 14,833 questions); int8 is the default.
 //!
 //! Each forward pass runs on a thread pool of its own ([`LocalSettings::passes`] pools of
 //! [`LocalSettings::threads_per_pass`] threads): by default one single-threaded pool per core, so

@@ -246,7 +246,6 @@ fn the_semantic_layers_bounds_are_checked_by_key() {
         ("[embedding]\ncores = 4096", "embedding.cores"),
         ("[embedding]\nbackend = \"remote\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\ncores = 1", "embedding.cores"),
         ("[embedding]\nbackend = \"remote\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\nweights = \"int8\"", "embedding.weights"),
-        ("[embedding]\nweights = \"int4\"", "unknown variant `int4`, expected `f32` or `int8`"),
     ] {
         let error = error_of(&semantic(lines));
         assert!(error.contains(key), "{key}: {error}");
@@ -266,6 +265,10 @@ fn the_local_models_weight_format_is_a_setting() {
     assert_eq!(weights_of("weights = \"f32\""), Ok(WeightFormat::F32));
     assert_eq!(weights_of("weights = \"int8\""), Ok(WeightFormat::Int8));
     assert_eq!(weights_of(""), Ok(WeightFormat::default()));
+    let error = error_of(&format!("{MINIMAL}\n[semantic_cache]\nenabled = true\n[embedding]\nweights = \"int4\"\n"));
+    for part in ["embedding.weights", "int4", "f32", "int8"] {
+        assert!(error.contains(part), "{part}: {error}");
+    }
 }
 
 #[test]
