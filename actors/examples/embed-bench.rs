@@ -10,7 +10,8 @@
 //! Options: `--single-pass` (one forward pass per batch, no token budget), `--max-padding F`
 //! (cut passes by length spread: a bound on padding, a fraction of real tokens), `--max-batch N`,
 //! `--max-wait-ms N`, `--max-in-flight N`, `--passes N` (forward passes at once, each on its own
-//! thread pool; also sets `--max-in-flight` unless given), `--threads-per-pass N`, `--data PATH`,
+//! thread pool; also sets `--max-in-flight` unless given), `--threads-per-pass N`, `--weights
+//! f32|int8` (the dense layers' weight format; default the embedder's), `--data PATH`,
 //! `--model-dir PATH`.
 
 use std::path::PathBuf;
@@ -19,7 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use switchyard_actors::embed::{BackendSettings, BucketSettings, DEFAULT_MODEL_DIR, EmbedderHandle, EmbedderSettings, MODEL_DIR_ENV};
+use switchyard_actors::embed::{
+    BackendSettings, BucketSettings, DEFAULT_MODEL_DIR, EmbedderHandle, EmbedderSettings, MODEL_DIR_ENV, WeightFormat,
+};
 
 /// The command line.
 struct Options {
@@ -32,6 +35,7 @@ struct Options {
     max_in_flight: Option<usize>,
     passes: Option<usize>,
     threads_per_pass: Option<usize>,
+    weights: Option<WeightFormat>,
     data: PathBuf,
     model_dir: PathBuf,
 }
@@ -48,6 +52,7 @@ fn parse_options() -> anyhow::Result<Options> {
         max_in_flight: None,
         passes: None,
         threads_per_pass: None,
+        weights: None,
         data: root.join("../shared/data/qqp-dev.jsonl"),
         model_dir: std::env::var_os(MODEL_DIR_ENV).map_or_else(|| root.join(DEFAULT_MODEL_DIR), PathBuf::from),
     };
@@ -64,6 +69,7 @@ fn parse_options() -> anyhow::Result<Options> {
             "--max-in-flight" => options.max_in_flight = Some(value()?.parse().context("--max-in-flight")?),
             "--passes" => options.passes = Some(value()?.parse().context("--passes")?),
             "--threads-per-pass" => options.threads_per_pass = Some(value()?.parse().context("--threads-per-pass")?),
+            "--weights" => options.weights = Some(value()?.parse().map_err(anyhow::Error::msg).context("--weights")?),
             "--data" => options.data = value()?.into(),
             "--model-dir" => options.model_dir = value()?.into(),
             other => bail!("unknown option {other}"),
@@ -110,6 +116,9 @@ async fn main() -> anyhow::Result<()> {
         if let Some(threads_per_pass) = options.threads_per_pass {
             local.threads_per_pass = threads_per_pass;
         }
+        if let Some(weights) = options.weights {
+            local.weights = weights;
+        }
     }
     if let Some(max_batch) = options.max_batch {
         settings.batch.max_batch = max_batch;
@@ -121,9 +130,9 @@ async fn main() -> anyhow::Result<()> {
         settings.batch.max_in_flight = max_in_flight;
     }
     let batch = settings.batch;
-    let (passes, threads_per_pass) = match &settings.backend {
-        BackendSettings::Local(local) => (local.passes, local.threads_per_pass),
-        BackendSettings::Remote(_) => (0, 0),
+    let (passes, threads_per_pass, weights) = match &settings.backend {
+        BackendSettings::Local(local) => (local.passes, local.threads_per_pass, local.weights.name()),
+        BackendSettings::Remote(_) => (0, 0, "remote"),
     };
     let (embedder, _cell) = EmbedderHandle::start(settings).await?;
     for sentence in sentences.iter().take(8) {
@@ -157,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
     let throughput = latencies.len() as f64 / elapsed.as_secs_f64();
     let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
     println!(
-        "{{\"sentences\":{},\"concurrency\":{},\"buckets\":{},\"max_batch\":{},\"max_wait_ms\":{},\"max_in_flight\":{},\"passes\":{},\"threads_per_pass\":{},\"seconds\":{:.2},\"sentences_per_s\":{:.1},\"p50_ms\":{:.1},\"p99_ms\":{:.1}}}",
+        "{{\"sentences\":{},\"concurrency\":{},\"buckets\":{},\"max_batch\":{},\"max_wait_ms\":{},\"max_in_flight\":{},\"passes\":{},\"threads_per_pass\":{},\"weights\":\"{}\",\"seconds\":{:.2},\"sentences_per_s\":{:.1},\"p50_ms\":{:.1},\"p99_ms\":{:.1}}}",
         latencies.len(),
         options.concurrency,
         !options.single_pass,
@@ -166,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
         batch.max_in_flight,
         passes,
         threads_per_pass,
+        weights,
         elapsed.as_secs_f64(),
         throughput,
         p50.as_secs_f64() * 1e3,

@@ -26,7 +26,7 @@ use axum::routing::post;
 use switchyard_actors::embed::pooling::cosine;
 use switchyard_actors::embed::{
     BatchSettings, BucketSettings, EmbedError, EmbedderHandle, EmbedderSettings, LocalEncoder,
-    LocalSettings, RemoteSettings,
+    LocalSettings, RemoteSettings, WeightFormat,
 };
 
 /// One reference sentence.
@@ -49,7 +49,11 @@ fn fixture() -> Fixture {
 
 
 fn open_local(buckets: BucketSettings) -> LocalEncoder {
-    LocalEncoder::open(&LocalSettings { buckets, ..LocalSettings::new(common::model_dir()) }).unwrap_or_else(|error| panic!("{error}"))
+    open_with(buckets, WeightFormat::F32)
+}
+
+fn open_with(buckets: BucketSettings, weights: WeightFormat) -> LocalEncoder {
+    LocalEncoder::open(&LocalSettings { buckets, weights, ..LocalSettings::new(common::model_dir()) }).unwrap_or_else(|error| panic!("{error}"))
 }
 
 fn max_difference(left: &[f32], right: &[f32]) -> f32 {
@@ -78,6 +82,30 @@ fn local_vectors_match_sentence_transformers() {
         let similarity = cosine(vector, &sentence.embedding);
         assert!(similarity >= 1.0 - 1e-3, "{:?}: cosine {similarity} to the reference", sentence.text);
     }
+}
+
+/// The int8 weights against the f32 ones and against sentence-transformers, on the fixture's
+/// sentences (short questions to a truncated 256-token text). The bound has a margin over the
+/// worst cosine measured on 14,833 questions, 0.9966 (BENCHMARKS.md, "int8 weights").
+#[test]
+fn int8_vectors_stay_close_to_the_float_ones() {
+    const MIN_COSINE: f32 = 0.993;
+    let fixture = fixture();
+    let texts: Vec<String> = fixture.sentences.iter().map(|sentence| sentence.text.clone()).collect();
+    let float = open_with(BucketSettings::default(), WeightFormat::F32).embed(&texts).unwrap();
+    let int8 = open_with(BucketSettings::default(), WeightFormat::Int8).embed(&texts).unwrap();
+    let mut worst = 1.0_f32;
+    for ((sentence, float), int8) in fixture.sentences.iter().zip(&float).zip(&int8) {
+        let norm = int8.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "{:?}: norm {norm}", sentence.text);
+        let to_float = cosine(int8, float);
+        let to_reference = cosine(int8, &sentence.embedding);
+        assert!(to_float >= MIN_COSINE, "{:?}: cosine {to_float} to the f32 vector", sentence.text);
+        assert!(to_reference >= MIN_COSINE, "{:?}: cosine {to_reference} to the reference", sentence.text);
+        assert!(to_float < 1.0 - 1e-7, "{:?}: the int8 vector is the f32 one; is the int8 path used?", sentence.text);
+        worst = worst.min(to_float);
+    }
+    eprintln!("worst cosine of int8 to f32 on the fixture: {worst}");
 }
 
 #[test]
@@ -110,7 +138,7 @@ fn packed_forward_pass_matches_candle_transformers() {
     let config: Config = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
     let variables = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu).unwrap();
-    let packed = Bert::load(variables.clone(), &config).unwrap();
+    let packed = Bert::load(variables.clone(), &config, switchyard_actors::embed::WeightFormat::F32).unwrap();
     let reference = BertModel::load(variables, &config).unwrap();
 
     let sequences: Vec<Vec<u32>> =

@@ -9,6 +9,11 @@
 //! and by default only the budget cuts them: one larger matrix product is cheaper than several
 //! small ones.
 //!
+//! The dense layers' weights are held as [`LocalSettings::weights`] says: f32 as the model file
+//! has them, or int8 with a scale per output channel (quantised at load, see `int8`), which
+//! reads a quarter of the bytes per pass and moves the vectors by a cosine of 0.9996 on average
+//! (0.9966 at worst on 14,833 questions); int8 is the default.
+//!
 //! Each forward pass runs on a thread pool of its own ([`LocalSettings::passes`] pools of
 //! [`LocalSettings::threads_per_pass`] threads): by default one single-threaded pool per core, so
 //! that two batches in flight run side by side without the per-operation thread barriers that a
@@ -24,7 +29,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config;
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::embed::bert::Bert;
+use crate::embed::bert::{Bert, WeightFormat};
 use crate::embed::error::EmbedError;
 
 /// Most texts a batch may carry to run on the wide pool (every pass's threads at once).
@@ -46,6 +51,8 @@ pub struct LocalSettings {
     /// Run the passes' threads at idle scheduling priority (Linux `SCHED_IDLE`): they then take
     /// only the CPU the rest of the node leaves, so embedding never slows the request pipeline.
     pub idle_priority: bool,
+    /// How the dense layers' weights are held and multiplied (f32 or int8).
+    pub weights: WeightFormat,
 }
 
 impl LocalSettings {
@@ -58,6 +65,7 @@ impl LocalSettings {
             passes: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             threads_per_pass: 1,
             idle_priority: false,
+            weights: WeightFormat::default(),
         }
     }
 }
@@ -193,7 +201,7 @@ impl LocalEncoder {
 
         let weights = std::fs::read(&weights_path).map_err(|error| invalid(&weights_path, error))?;
         let model = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)
-            .and_then(|variables| Bert::load(variables, &config))
+            .and_then(|variables| Bert::load(variables, &config, settings.weights))
             .map_err(|error| invalid(&weights_path, error))?;
 
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|error| invalid(&tokenizer_path, error))?;

@@ -6,6 +6,7 @@
 //! - [`backend`]: the local model or a remote server behind one call.
 //! - [`local`]: all-MiniLM-L6-v2 on the CPU, with length-bucketed passes on per-pass thread pools.
 //! - [`bert`]: the BERT encoder forward pass the local backend runs (packed, no padding).
+//! - [`int8`]: the dense layers' matrix product with int8 weights (AVX2 or portable).
 //! - [`remote`]: a client of OpenAI-compatible `/v1/embeddings` servers.
 //! - [`pooling`]: masked mean pooling, L2 normalisation and cosine on plain slices.
 //! - [`error`]: what embedding can fail with, [`EmbedError`].
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod bert;
 pub mod embedder;
 pub mod error;
+pub mod int8;
 pub mod load;
 pub mod local;
 pub mod pooling;
@@ -24,6 +26,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use backend::{BackendSettings, EmbedBackend};
+pub use bert::WeightFormat;
 pub use batch::BatchSettings;
 pub use embedder::{Embedder, EmbedderHandle, EmbedderMessage};
 pub use error::EmbedError;

@@ -5,7 +5,9 @@
 //!   line with every level and the best throughput within a p99 budget.
 //! - `semantic-embed`, `semantic-fit` and `semantic-eval`: the semantic cache's quality benchmark
 //!   on labelled question pairs (embed them once, fit the hit policy on the train split, measure
-//!   it against plain cosine on the test split; the last line is JSON).
+//!   it against plain cosine on the test split; the last line is JSON). `semantic-weights`
+//!   compares the encoder's int8 weights with its f32 weights on the test split: vectors,
+//!   flipped decisions and both evaluations.
 //! - `build-workload` writes a workload (JSONL `{"prompt", "group", "tenant"}`) from labelled
 //!   pairs and real prompts; `run` replays one open- or closed-loop and reports percentiles by
 //!   cache layer, hit ratios, semantic precision, errors by kind and cost avoided (JSON last,
@@ -24,7 +26,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use switchyard_actors::cache::semantic::policy::{CalibrationPoint, HitPolicy};
-use switchyard_actors::embed::{DEFAULT_MODEL_DIR, MODEL_DIR_ENV};
+use switchyard_actors::embed::{DEFAULT_MODEL_DIR, MODEL_DIR_ENV, WeightFormat};
 use switchyard_loadtest::bench::{
     self, BenchConfig, DEFAULT_MAX_TOKENS, DEFAULT_MODEL, DEFAULT_P99_BUDGET_US, DEFAULT_PROMPT,
     RampConfig, StopCondition, Target,
@@ -32,7 +34,7 @@ use switchyard_loadtest::bench::{
 use switchyard_loadtest::floor;
 use switchyard_loadtest::workload;
 use switchyard_loadtest::semantic::embeddings::{self, EmbeddingSource};
-use switchyard_loadtest::semantic::eval;
+use switchyard_loadtest::semantic::{eval, weights};
 use switchyard_loadtest::semantic::fit::{self, FitSettings};
 use switchyard_loadtest::semantic::pairs::{PairSet, SplitPart};
 use tracing_subscriber::EnvFilter;
@@ -70,6 +72,8 @@ enum Command {
     SemanticFit(SemanticFitArgs),
     /// Measure a hit policy against plain cosine on the test split of labelled pairs.
     SemanticEval(SemanticEvalArgs),
+    /// Compare the encoder's int8 and f32 weights on the test split: vectors and decisions.
+    SemanticWeights(SemanticEvalArgs),
     /// Write a workload from labelled pairs and real prompts.
     BuildWorkload(BuildWorkloadArgs),
     /// Replay a workload against a node (or an upstream) and score it.
@@ -271,6 +275,10 @@ struct SemanticDataArgs {
     /// Embed without reading or writing the cache.
     #[arg(long)]
     no_cache: bool,
+    /// The encoder's weight format, `f32` or `int8` (default: the embedder's); vectors of each
+    /// are cached apart.
+    #[arg(long, default_value_t = WeightFormat::default().name().to_owned())]
+    weights: String,
 }
 
 impl SemanticDataArgs {
@@ -284,9 +292,11 @@ impl SemanticDataArgs {
                 None => Some(default_cache_dir()?),
             }
         };
+        let weights = self.weights.parse().map_err(|error: String| anyhow::anyhow!("--weights: {error}"))?;
         Ok(EmbeddingSource {
             model_dir: self.model_dir.clone(),
             cache_dir,
+            weights,
         })
     }
 }
@@ -383,6 +393,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::SemanticFit(args) => return semantic_fit(args),
         Command::SemanticEval(args) => return semantic_eval(args),
+        Command::SemanticWeights(args) => return semantic_weights(args),
         Command::BuildWorkload(args) => return build_workload(args),
         Command::Bench(_) | Command::Ramp(_) | Command::Run(_) | Command::ColdStart(_) | Command::FloorHttp(_) | Command::FloorGrpc(_) => {}
     }
@@ -411,7 +422,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 serde_json::to_string(&report).context("failed to encode the report")?
             );
         }
-        Command::SemanticEmbed(_) | Command::SemanticFit(_) | Command::SemanticEval(_) | Command::BuildWorkload(_) => {
+        Command::SemanticEmbed(_) | Command::SemanticFit(_) | Command::SemanticEval(_) | Command::SemanticWeights(_) | Command::BuildWorkload(_) => {
             bail!("this command runs without a runtime")
         }
         Command::Run(args) => run_workload(args).await?,
@@ -621,10 +632,9 @@ fn rounded(value: f32) -> f64 {
     (f64::from(value) * 1e4).round() / 1e4
 }
 
-/// `semantic-eval`: scores the test split with the policy and plain cosine, prints a summary and
-/// then one JSON line of the figures.
-fn semantic_eval(args: &SemanticEvalArgs) -> anyhow::Result<()> {
-    let policy = match &args.policy {
+/// The policy `semantic-eval` and `semantic-weights` score with: `--policy` or the shipped one.
+fn eval_policy(args: &SemanticEvalArgs) -> anyhow::Result<HitPolicy> {
+    Ok(match &args.policy {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("failed to read {}", path.display()))?;
@@ -632,8 +642,12 @@ fn semantic_eval(args: &SemanticEvalArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("failed to load the policy in {}", path.display()))?
         }
         None => HitPolicy::shipped().context("failed to load the shipped hit policy")?,
-    };
-    let set = PairSet::read(&args.data.pairs)?;
+    })
+}
+
+/// The pairs `semantic-eval` and `semantic-weights` score (test split, `--all`, `--limit`) and
+/// the texts they need.
+fn eval_pairs(args: &SemanticEvalArgs, set: &PairSet) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
     let mut test = if args.all { (0..set.pairs.len()).collect() } else { set.indices_of(SplitPart::Test) };
     if let Some(limit) = args.limit {
         test.truncate(limit);
@@ -641,13 +655,24 @@ fn semantic_eval(args: &SemanticEvalArgs) -> anyhow::Result<()> {
     if test.is_empty() {
         bail!("{} has no test pairs", args.data.pairs.display());
     }
-    let needed: Vec<usize> = test
+    let mut needed: Vec<usize> = test
         .iter()
         .flat_map(|&index| {
             let (a, b) = set.text_indices[index];
             [a, b]
         })
         .collect();
+    needed.sort_unstable();
+    needed.dedup();
+    Ok((test, needed))
+}
+
+/// `semantic-eval`: scores the test split with the policy and plain cosine, prints a summary and
+/// then one JSON line of the figures.
+fn semantic_eval(args: &SemanticEvalArgs) -> anyhow::Result<()> {
+    let policy = eval_policy(args)?;
+    let set = PairSet::read(&args.data.pairs)?;
+    let (test, needed) = eval_pairs(args, &set)?;
     let needed_opt = args.limit.map(|_| needed.as_slice());
     let vectors = embeddings::text_vectors(&set, needed_opt, &args.data.embedding_source()?)?;
     let report = eval::evaluate(&set, &vectors, &test, &policy)?;
@@ -658,6 +683,32 @@ fn semantic_eval(args: &SemanticEvalArgs) -> anyhow::Result<()> {
         "{}",
         serde_json::to_string(&report).context("failed to encode the report")?
     );
+    Ok(())
+}
+
+/// `semantic-weights`: the test split's vectors with f32 and with int8 weights (each cached
+/// apart; `--weights` is ignored), how far apart they are, how many hit decisions flip at the
+/// calibrated thresholds, and both evaluations; one JSON line last.
+fn semantic_weights(args: &SemanticEvalArgs) -> anyhow::Result<()> {
+    let policy = eval_policy(args)?;
+    let set = PairSet::read(&args.data.pairs)?;
+    let (test, needed) = eval_pairs(args, &set)?;
+    let needed_opt = args.limit.map(|_| needed.as_slice());
+    let source = args.data.embedding_source()?;
+    let vectors = |weights: WeightFormat| embeddings::text_vectors(&set, needed_opt, &EmbeddingSource { weights, ..source.clone() });
+    let (float, int8) = (vectors(WeightFormat::F32)?, vectors(WeightFormat::Int8)?);
+    let comparison = weights::compare(&set, &float, &int8, &needed, &test, &policy);
+    let (float_report, int8_report) = (eval::evaluate(&set, &float, &test, &policy)?, eval::evaluate(&set, &int8, &test, &policy)?);
+    for line in comparison.summary_lines() {
+        println!("{line}");
+    }
+    for (name, report) in [("f32", &float_report), ("int8", &int8_report)] {
+        for line in report.summary_lines() {
+            println!("{name}: {line}");
+        }
+    }
+    let summary = serde_json::json!({ "comparison": comparison, "f32": float_report, "int8": int8_report });
+    println!("{summary}");
     Ok(())
 }
 

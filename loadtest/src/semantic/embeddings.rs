@@ -2,8 +2,9 @@
 //! kept on disk so that repeated fits and evaluations do not embed ~100k sentences again.
 //!
 //! The cache lives in `<cache dir>/<key>/vectors.f32` (little-endian `f32`s, one vector after the
-//! other in the order of [`PairSet::texts`]); the key hashes the pairs file's bytes and the model's
-//! weights and tokenizer. It is written in chunks and flushed after each, so an interrupted run
+//! other in the order of [`PairSet::texts`]); the key hashes the pairs file's bytes, the model's
+//! weights and tokenizer, and the weight format the encoder ran with (f32 and int8 vectors are
+//! kept apart; the f32 key is the one from before there was a choice). It is written in chunks and flushed after each, so an interrupted run
 //! resumes where it stopped.
 
 use std::io::Write as _;
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use switchyard_actors::embed::{LocalEncoder, LocalSettings};
+use switchyard_actors::embed::{LocalEncoder, LocalSettings, WeightFormat};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::semantic::pairs::PairSet;
@@ -44,6 +45,8 @@ pub struct EmbeddingSource {
     pub model_dir: PathBuf,
     /// The cache directory (e.g. `target/semantic-eval`); `None` embeds without caching.
     pub cache_dir: Option<PathBuf>,
+    /// How the encoder holds its dense layers' weights.
+    pub weights: WeightFormat,
 }
 
 /// Vectors of `set`'s texts. With `needed_texts` = `None` every text is embedded and the result
@@ -55,7 +58,7 @@ pub fn text_vectors(
     source: &EmbeddingSource,
 ) -> anyhow::Result<TextVectors> {
     let encoder =
-        LocalEncoder::open(&LocalSettings::new(&source.model_dir)).with_context(|| {
+        LocalEncoder::open(&LocalSettings { weights: source.weights, ..LocalSettings::new(&source.model_dir) }).with_context(|| {
             format!(
                 "failed to open the embedding model in {}",
                 source.model_dir.display()
@@ -65,7 +68,7 @@ pub fn text_vectors(
     let cache_path = match &source.cache_dir {
         Some(cache_dir) => Some(
             cache_dir
-                .join(format!("{:016x}", cache_key(set, &source.model_dir)?))
+                .join(format!("{:016x}", cache_key(set, &source.model_dir, source.weights)?))
                 .join(VECTORS_FILE),
         ),
         None => None,
@@ -101,8 +104,9 @@ pub fn text_vectors(
     Ok(TextVectors { dimensions, values })
 }
 
-/// The cache key: the pairs file's bytes and the model's weights, config and tokenizer.
-fn cache_key(set: &PairSet, model_dir: &Path) -> anyhow::Result<u64> {
+/// The cache key: the pairs file's bytes, the model's weights, config and tokenizer, and the
+/// weight format (hashed only when it is not f32, so that f32 caches keep their key).
+fn cache_key(set: &PairSet, model_dir: &Path, weights: WeightFormat) -> anyhow::Result<u64> {
     let mut hasher = Xxh3::new();
     hasher.update(&set.content_hash.to_le_bytes());
     for name in [
@@ -116,6 +120,10 @@ fn cache_key(set: &PairSet, model_dir: &Path) -> anyhow::Result<u64> {
             std::fs::read(&path).with_context(|| format!("failed to read {}", path.display()))?;
         hasher.update(name.as_bytes());
         hasher.update(&bytes);
+    }
+    if weights != WeightFormat::F32 {
+        hasher.update(b"weights=");
+        hasher.update(weights.name().as_bytes());
     }
     Ok(hasher.digest())
 }

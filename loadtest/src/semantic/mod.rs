@@ -6,9 +6,11 @@
 //! - [`metrics`]: recall at a precision floor, best F1, calibration of thresholds.
 //! - [`fit`]: fitting the policy's verifier on the train split (candle).
 //! - [`eval`]: scoring the test split with a policy and with plain cosine.
+//! - [`weights`]: the encoder's int8 weights against its f32 weights (vectors and decisions).
 
 pub mod embeddings;
 pub mod eval;
 pub mod fit;
 pub mod metrics;
 pub mod pairs;
+pub mod weights;

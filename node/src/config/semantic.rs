@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchyard_actors::cache::semantic::layer::DEFAULT_MAX_PROMPT_CHARS;
 use switchyard_actors::cache::semantic::{HitPolicy, SemanticCache, SemanticSettings};
-use switchyard_actors::embed::{BackendSettings, BatchSettings, EmbedderSettings, RemoteSettings, DEFAULT_MODEL_DIR};
+use switchyard_actors::embed::{BackendSettings, BatchSettings, EmbedderSettings, RemoteSettings, WeightFormat, DEFAULT_MODEL_DIR};
 
 use super::{ConfigError, at_least_one, invalid, positive, secret_from_env};
 
@@ -83,6 +83,18 @@ pub(super) struct RawEmbedding {
     cores: usize,
     /// Scheduling priority of the local model's threads.
     priority: RawPriority,
+    /// How the local model holds its dense layers' weights (default: the embedder's).
+    weights: Option<RawWeights>,
+}
+
+/// The local model's weight format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum RawWeights {
+    /// As the model file has them.
+    F32,
+    /// int8 with a scale per output channel: a quarter of the bytes read per pass.
+    Int8,
 }
 
 /// Scheduling priority of the local embedder's threads.
@@ -110,6 +122,7 @@ impl Default for RawEmbedding {
             max_in_flight: None,
             cores: 0,
             priority: RawPriority::Idle,
+            weights: None,
         }
     }
 }
@@ -134,12 +147,23 @@ impl RawEmbedding {
                 let mut settings = EmbedderSettings::local_on(self.model_dir.clone(), cores);
                 if let BackendSettings::Local(local) = &mut settings.backend {
                     local.idle_priority = idle;
+                    local.weights = match self.weights {
+                        None => WeightFormat::default(),
+                        Some(RawWeights::F32) => WeightFormat::F32,
+                        Some(RawWeights::Int8) => WeightFormat::Int8,
+                    };
                 }
                 settings
             }
             RawBackend::Remote => {
-                if self.cores != 0 || self.priority != RawPriority::Idle {
-                    let key = if self.cores != 0 { "embedding.cores" } else { "embedding.priority" };
+                if self.cores != 0 || self.priority != RawPriority::Idle || self.weights.is_some() {
+                    let key = if self.cores != 0 {
+                        "embedding.cores"
+                    } else if self.weights.is_some() {
+                        "embedding.weights"
+                    } else {
+                        "embedding.priority"
+                    };
                     return Err(invalid(key, "is for backend = \"local\"; a remote server's cores are its own"));
                 }
                 if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {

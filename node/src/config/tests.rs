@@ -245,9 +245,29 @@ fn the_semantic_layers_bounds_are_checked_by_key() {
         ("store_queue = 0", "semantic_cache.store_queue"),
         ("[embedding]\ncores = 4096", "embedding.cores"),
         ("[embedding]\nbackend = \"remote\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\ncores = 1", "embedding.cores"),
+        ("[embedding]\nbackend = \"remote\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\nweights = \"int8\"", "embedding.weights"),
     ] {
         let error = error_of(&semantic(lines));
         assert!(error.contains(key), "{key}: {error}");
+    }
+}
+
+#[test]
+fn the_local_models_weight_format_is_a_setting() {
+    let weights_of = |lines: &str| {
+        let config = parse(&format!("{MINIMAL}\n[semantic_cache]\nenabled = true\n[embedding]\n{lines}\n")).map_err(|error| error.to_string());
+        match config.map(|config| config.gateway.semantic_cache.map(|semantic| semantic.embedder.backend)) {
+            Ok(Some(switchyard_actors::embed::BackendSettings::Local(local))) => Ok(local.weights),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    use switchyard_actors::embed::WeightFormat;
+    assert_eq!(weights_of("weights = \"f32\""), Ok(WeightFormat::F32));
+    assert_eq!(weights_of("weights = \"int8\""), Ok(WeightFormat::Int8));
+    assert_eq!(weights_of(""), Ok(WeightFormat::default()));
+    let error = error_of(&format!("{MINIMAL}\n[semantic_cache]\nenabled = true\n[embedding]\nweights = \"int4\"\n"));
+    for part in ["embedding.weights", "int4", "f32", "int8"] {
+        assert!(error.contains(part), "{part}: {error}");
     }
 }
 
