@@ -16,7 +16,7 @@ pub mod batch;
 pub mod bert;
 pub mod embedder;
 pub mod error;
-pub mod int8;
+pub use switchyard_int8 as int8;
 pub mod load;
 pub mod local;
 pub mod pooling;
