@@ -43,6 +43,9 @@ const BUDGET_PROBES: usize = 5;
 /// The automatic lookup budget, as a multiple of the median single embedding measured at start.
 const BUDGET_MULTIPLE: u32 = 2;
 
+/// The text the automatic budget is timed on (with its number appended): a short question.
+const BUDGET_PROBE: &str = "how long does embedding sentence number";
+
 /// Bounds of the automatic lookup budget.
 const AUTO_BUDGET_BOUNDS: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(250));
 
@@ -170,7 +173,7 @@ pub enum SemanticLookup {
 pub struct SemanticCache {
     embedder: EmbedderHandle,
     /// Longest a request waits for its lookup.
-    lookup_budget: Duration,
+    lookup_budget: LookupBudget,
     /// Stores waiting for their vector.
     stores: Arc<tokio::sync::Semaphore>,
     shards: Arc<Vec<ActorRef<ShardMessage>>>,
@@ -223,7 +226,7 @@ impl SemanticCache {
         // and takes the first-call cost off the first request.
         let dimensions = embedder.embed("warm up".into()).await?.len();
         let lookup_budget = match settings.lookup_budget {
-            Some(budget) => budget,
+            Some(budget) => LookupBudget::Fixed(budget),
             None => auto_budget(&embedder).await?,
         };
         if let Some(fitted) = settings.policy.parameters()
@@ -280,7 +283,7 @@ impl SemanticCache {
             partitions = PARTITIONS,
             max_entries = settings.max_entries,
             default_threshold,
-            lookup_budget_ms = lookup_budget.as_secs_f64() * 1000.0,
+            lookup_budget_ms = lookup_budget.for_chars(BUDGET_PROBE.len()).as_secs_f64() * 1000.0,
             clustered = cluster.is_some(),
             "semantic cache ready"
         );
@@ -317,7 +320,8 @@ impl SemanticCache {
         }
         // A lookup that would queue behind a saturated embedder past its budget is not started:
         // queueing it would only make every request wait.
-        if self.embedder.load.saturated_past(self.lookup_budget) {
+        let budget = self.lookup_budget.for_chars(prompt.len());
+        if self.embedder.load.saturated_past(budget) {
             self.metrics.record_lookup("semantic", "shed");
             return SemanticLookup::Skipped;
         }
@@ -325,7 +329,7 @@ impl SemanticCache {
         let partition = partition_of(&context_key);
         tracing::Span::current().record("partition", partition);
         let embed_started = Instant::now();
-        let deadline = embed_started + self.lookup_budget;
+        let deadline = embed_started + budget;
         let embedder = self.embedder.clone();
         let text = prompt.to_owned();
         let mut embedding = tokio::spawn(async move { embedder.embed(text).await });
@@ -566,18 +570,46 @@ impl SemanticCache {
     }
 }
 
-/// The automatic lookup budget: a multiple of the median of a few single embeddings timed now,
-/// within [`AUTO_BUDGET_BOUNDS`].
-async fn auto_budget(embedder: &EmbedderHandle) -> anyhow::Result<Duration> {
+/// How long a request may wait for its lookup.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LookupBudget {
+    /// The configured duration, whatever the prompt.
+    Fixed(Duration),
+    /// Sized at start ([`auto_budget`]): [`BUDGET_MULTIPLE`] times the median embedding of the
+    /// probe text, grown in proportion to a longer prompt (an embedding's work grows with its
+    /// tokens: a prompt of 1,000 characters takes several times the probe of about 40), within
+    /// [`AUTO_BUDGET_BOUNDS`].
+    Scaled {
+        /// The budget of a prompt as long as the probe.
+        per_probe: Duration,
+    },
+}
+
+impl LookupBudget {
+    /// The budget of a prompt of `chars` bytes.
+    pub fn for_chars(self, chars: usize) -> Duration {
+        match self {
+            Self::Fixed(budget) => budget,
+            Self::Scaled { per_probe } => {
+                let scale = (chars as f64 / BUDGET_PROBE.len() as f64).max(1.0);
+                let (low, high) = AUTO_BUDGET_BOUNDS;
+                per_probe.mul_f64(scale).clamp(low, high)
+            }
+        }
+    }
+}
+
+/// The automatic lookup budget: [`BUDGET_MULTIPLE`] times the median of a few single embeddings
+/// of the probe text timed now, scaled by each prompt's length ([`LookupBudget::Scaled`]).
+async fn auto_budget(embedder: &EmbedderHandle) -> anyhow::Result<LookupBudget> {
     let mut took = Vec::with_capacity(BUDGET_PROBES);
     for probe in 0..BUDGET_PROBES {
         let started = Instant::now();
-        embedder.embed(format!("how long does embedding sentence number {probe} take")).await?;
+        embedder.embed(format!("{BUDGET_PROBE} {probe}")).await?;
         took.push(started.elapsed());
     }
     took.sort();
-    let (low, high) = AUTO_BUDGET_BOUNDS;
-    Ok((took[took.len() / 2] * BUDGET_MULTIPLE).clamp(low, high))
+    Ok(LookupBudget::Scaled { per_probe: took[took.len() / 2] * BUDGET_MULTIPLE })
 }
 
 /// Counts a hit on the entry `id` of whoever answered.
@@ -607,4 +639,20 @@ fn candidate_from_wire(candidate: wire::Candidate) -> Option<Candidate> {
 /// A cached answer longer than the request allows is not an answer to it.
 fn fits(candidate: &Candidate, max_tokens: Option<u32>) -> bool {
     max_tokens.is_none_or(|max| candidate.entry.answer.output_tokens <= max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_automatic_budget_grows_with_the_prompt_within_its_bounds() {
+        let budget = LookupBudget::Scaled { per_probe: Duration::from_millis(6) };
+        assert_eq!(budget.for_chars(10), Duration::from_millis(6), "a prompt shorter than the probe gets the probe's budget");
+        assert_eq!(budget.for_chars(BUDGET_PROBE.len() * 4), Duration::from_millis(24));
+        assert_eq!(budget.for_chars(100_000), AUTO_BUDGET_BOUNDS.1, "capped");
+        let quick = LookupBudget::Scaled { per_probe: Duration::from_millis(1) };
+        assert_eq!(quick.for_chars(10), AUTO_BUDGET_BOUNDS.0, "never below the floor");
+        assert_eq!(LookupBudget::Fixed(Duration::from_millis(12)).for_chars(100_000), Duration::from_millis(12), "a configured budget is what it says");
+    }
 }
