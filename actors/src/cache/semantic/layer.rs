@@ -283,7 +283,7 @@ impl SemanticCache {
             partitions = PARTITIONS,
             max_entries = settings.max_entries,
             default_threshold,
-            lookup_budget_ms = lookup_budget.for_chars(BUDGET_PROBE.len()).as_secs_f64() * 1000.0,
+            lookup_budget_ms = lookup_budget.for_len(BUDGET_PROBE.len()).as_secs_f64() * 1000.0,
             clustered = cluster.is_some(),
             "semantic cache ready"
         );
@@ -320,7 +320,7 @@ impl SemanticCache {
         }
         // A lookup that would queue behind a saturated embedder past its budget is not started:
         // queueing it would only make every request wait.
-        let budget = self.lookup_budget.for_chars(prompt.len());
+        let budget = self.lookup_budget.for_len(prompt.len());
         if self.embedder.load.saturated_past(budget) {
             self.metrics.record_lookup("semantic", "shed");
             return SemanticLookup::Skipped;
@@ -586,12 +586,12 @@ pub enum LookupBudget {
 }
 
 impl LookupBudget {
-    /// The budget of a prompt of `chars` bytes.
-    pub fn for_chars(self, chars: usize) -> Duration {
+    /// The budget of a prompt `bytes` long.
+    pub fn for_len(self, bytes: usize) -> Duration {
         match self {
             Self::Fixed(budget) => budget,
             Self::Scaled { per_probe } => {
-                let scale = (chars as f64 / BUDGET_PROBE.len() as f64).max(1.0);
+                let scale = (bytes as f64 / BUDGET_PROBE.len() as f64).max(1.0);
                 let (low, high) = AUTO_BUDGET_BOUNDS;
                 per_probe.mul_f64(scale).clamp(low, high)
             }
@@ -648,11 +648,11 @@ mod tests {
     #[test]
     fn the_automatic_budget_grows_with_the_prompt_within_its_bounds() {
         let budget = LookupBudget::Scaled { per_probe: Duration::from_millis(6) };
-        assert_eq!(budget.for_chars(10), Duration::from_millis(6), "a prompt shorter than the probe gets the probe's budget");
-        assert_eq!(budget.for_chars(BUDGET_PROBE.len() * 4), Duration::from_millis(24));
-        assert_eq!(budget.for_chars(100_000), AUTO_BUDGET_BOUNDS.1, "capped");
+        assert_eq!(budget.for_len(10), Duration::from_millis(6), "a prompt shorter than the probe gets the probe's budget");
+        assert_eq!(budget.for_len(BUDGET_PROBE.len() * 4), Duration::from_millis(24));
+        assert_eq!(budget.for_len(100_000), AUTO_BUDGET_BOUNDS.1, "capped");
         let quick = LookupBudget::Scaled { per_probe: Duration::from_millis(1) };
-        assert_eq!(quick.for_chars(10), AUTO_BUDGET_BOUNDS.0, "never below the floor");
-        assert_eq!(LookupBudget::Fixed(Duration::from_millis(12)).for_chars(100_000), Duration::from_millis(12), "a configured budget is what it says");
+        assert_eq!(quick.for_len(10), AUTO_BUDGET_BOUNDS.0, "never below the floor");
+        assert_eq!(LookupBudget::Fixed(Duration::from_millis(12)).for_len(100_000), Duration::from_millis(12), "a configured budget is what it says");
     }
 }
