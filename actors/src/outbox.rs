@@ -21,6 +21,10 @@ use ractor::{ActorRef, Message};
 /// How long a report that can wait may wait for its actor.
 pub const SOON: Duration = Duration::from_millis(10);
 
+/// How long a reader waits for an actor to take its outbox (its `Flush` message) before reading
+/// without it, in milliseconds.
+pub const FLUSH_WAIT_MS: u64 = 1_000;
+
 /// The queue of reports waiting for their actor.
 #[derive(Debug)]
 pub struct Outbox<T> {

@@ -483,10 +483,10 @@ impl BudgetHandle {
         lock(&self.book).release(reservation);
     }
 
-    /// Waits (up to a second) until the actor has taken every settled request so far: indexed
+    /// Waits (up to [`crate::outbox::FLUSH_WAIT_MS`]) until the actor has taken every settled request so far: indexed
     /// it, counted it in the cost metrics, sent its alerts on their way.
     pub async fn flush(&self) {
-        let _stopped_or_slow = ractor::call_t!(self.actor, BudgetMessage::Flush, 1_000);
+        let _stopped_or_slow = ractor::call_t!(self.actor, BudgetMessage::Flush, crate::outbox::FLUSH_WAIT_MS);
     }
 
     /// Settles `reservation` (or, without one, records) with `event`'s charge, writes the event

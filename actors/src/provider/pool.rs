@@ -78,9 +78,6 @@ pub struct PoolState {
     flush_scheduled: bool,
 }
 
-/// How long [`ProviderHandle::flush`] waits for the pool.
-pub const FLUSH_WAIT_MS: u64 = 1_000;
-
 /// Health goes to the router at most this often under load; each publish clones the table.
 const HEALTH_PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -290,10 +287,10 @@ impl ProviderHandle {
         Ok((Self { client, slots, breaker_closed, outcomes, actor }, cell))
     }
 
-    /// Waits (up to [`FLUSH_WAIT_MS`]) until the pool has taken every outcome reported so far
+    /// Waits (up to [`crate::outbox::FLUSH_WAIT_MS`]) until the pool has taken every outcome reported so far
     /// and published its health.
     pub async fn flush(&self) {
-        let _stopped_or_slow = ractor::call_t!(self.actor, PoolMessage::Flush, FLUSH_WAIT_MS);
+        let _stopped_or_slow = ractor::call_t!(self.actor, PoolMessage::Flush, crate::outbox::FLUSH_WAIT_MS);
     }
 
     /// The provider's name.
