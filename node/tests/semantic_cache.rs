@@ -64,6 +64,13 @@ async fn a_paraphrase_hits_and_a_different_question_calls_the_upstream() {
     assert_eq!(header(&other, "x-switchyard-cache"), "none", "learning Java is not learning Python");
     assert_eq!(sim_calls(&sim, "gpt-4o-mini").await, 2);
 
+    // The miss's answer is stored after it was sent: give the store a moment to land.
+    for _ in 0..50 {
+        if common::metric(&node, "switchyard_cache_entries{layer=\"semantic\"}").await >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let metrics = reqwest::get(format!("{}/metrics", node.http)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("switchyard_cache_lookups_total{layer=\"semantic\",result=\"hit\"} 2"), "{metrics}");
     assert!(metrics.contains("switchyard_cache_lookups_total{layer=\"semantic\",result=\"miss\"} 2"), "{metrics}");
