@@ -490,9 +490,11 @@ impl BudgetHandle {
     }
 
     /// Settles `reservation` (or, without one, records) with `event`'s charge, writes the event
-    /// to the ledger and returns once it is written; the actor then indexes it (within
-    /// [`crate::outbox::SOON`]) and delivers any threshold alerts (at once).
-    pub fn settle(&self, reservation: Option<u64>, event: CostEvent) -> Result<(), LedgerError> {
+    /// to the ledger and returns once it is written; the actor indexes it (within
+    /// [`crate::outbox::SOON`]) and delivers any threshold alerts (at once). The book and the
+    /// actor have the event before the write is awaited, so a request that stops waiting for it
+    /// leaves nothing half done (its queued line is written all the same).
+    pub async fn settle(&self, reservation: Option<u64>, event: CostEvent) -> Result<(), LedgerError> {
         let cost = event.charged();
         let lines = if reservation.is_none() { self.policy.lines(&event.tenant, &event.user) } else { Vec::new() };
         let alerts = {
@@ -505,9 +507,9 @@ impl BudgetHandle {
                 }
             }
         };
-        let written = self.ledger.append(&event);
+        let queued = self.ledger.queue(&event);
         let urgent = !alerts.is_empty();
         self.settled.deliver(Settled { event, alerts }, urgent, &self.actor, || BudgetMessage::Recorded);
-        written
+        self.ledger.written(queued?).await
     }
 }

@@ -2,10 +2,11 @@
 //! each, replayed at start. A day's file is closed after the day ends and summarised, so a start
 //! reads the recent events and the older summaries (see [`segments`](super::segments)).
 //!
-//! The settling request writes its own event: it queues the line, then whoever holds the file
-//! writes every queued line with one `write` (group commit), so concurrent settlements share
-//! writes and a lone one pays one system call, with no thread hand-off on the request's path.
-//! [`FileLedger::append`] returns once the event is written, so a process killed with SIGKILL
+//! The settling request writes its own event: it queues the line, yields once so that the other
+//! requests ready on its runtime thread settle too, then whoever holds the file writes every
+//! queued line with one `write` (group commit). Under load one system call carries the lines of
+//! a whole turn of the runtime thread; a lone request pays one, with no thread hand-off on its
+//! path. [`FileLedger::append`] returns once the event is written, so a process killed with SIGKILL
 //! loses no acknowledged event (the data is in the OS). A syncing thread runs `fsync` at most
 //! every [`SYNC_INTERVAL`] while there are unsynced writes, and [`FileLedger::sync`] forces one,
 //! bounding what a power loss could take. A write that fails is cut back off the file and every
@@ -89,6 +90,8 @@ struct Writer {
     len: u64,
     /// Lines numbered up to this one have been written (or failed).
     written: u64,
+    /// Writes made (batches of lines).
+    writes: u64,
     /// Failed writes whose appenders have not all learnt of the failure yet.
     failed: Vec<FailedBatch>,
     /// The UTC day of the file's first event; `None` while it is empty.
@@ -159,7 +162,7 @@ impl FileLedger {
         let shared = Arc::new(Shared {
             path: path.to_owned(),
             queue: Mutex::new(Queue::default()),
-            writer: Mutex::new(Writer { file, len, written: 0, failed: Vec::new(), segment_day }),
+            writer: Mutex::new(Writer { file, len, written: 0, writes: 0, failed: Vec::new(), segment_day }),
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         });
@@ -173,40 +176,40 @@ impl FileLedger {
     }
 
     /// Appends `event` and returns once it is written (to the OS; `fsync` follows within
-    /// [`SYNC_INTERVAL`]). Blocks only for the length of one write of the queued lines.
-    pub fn append(&self, event: &CostEvent) -> Result<(), LedgerError> {
+    /// [`SYNC_INTERVAL`]): [`queue`](Self::queue), then [`written`](Self::written).
+    pub async fn append(&self, event: &CostEvent) -> Result<(), LedgerError> {
+        let queued = self.queue(event)?;
+        self.written(queued).await
+    }
+
+    /// Queues `event`'s line for the next write. Nothing is acknowledged yet: the settling
+    /// request then waits for [`written`](Self::written). A queued line is written even if that
+    /// wait is abandoned (by the next write, or by the syncing thread within [`SYNC_INTERVAL`]).
+    pub fn queue(&self, event: &CostEvent) -> Result<Queued, LedgerError> {
         let shared = &*self.shared;
         let mut line = serde_json::to_vec(event).map_err(|error| LedgerError::Write { path: shared.path.clone(), message: error.to_string() })?;
         line.push(b'\n');
-        let number = {
-            let mut queue = lock(&shared.queue);
-            queue.bytes.extend_from_slice(&line);
-            queue.queued += 1;
-            queue.queued
-        };
+        let mut queue = lock(&shared.queue);
+        queue.bytes.extend_from_slice(&line);
+        queue.queued += 1;
+        Ok(Queued(queue.queued))
+    }
+
+    /// Returns once the queued line is written. It first yields once, so the other requests
+    /// ready on this runtime thread queue their lines before anyone writes: under load one
+    /// `write` carries the lines of every request that settled in the same turn (a write per
+    /// request cost more than serialising its event); alone, the yield costs one more poll.
+    pub async fn written(&self, queued: Queued) -> Result<(), LedgerError> {
+        tokio::task::yield_now().await;
+        self.write_through(queued)
+    }
+
+    /// Writes the queue unless `queued` has been written already; then whether its write failed.
+    fn write_through(&self, Queued(number): Queued) -> Result<(), LedgerError> {
+        let shared = &*self.shared;
         let mut writer = lock(&shared.writer);
         if writer.written < number {
-            let (bytes, last) = {
-                let mut queue = lock(&shared.queue);
-                (std::mem::take(&mut queue.bytes), queue.queued)
-            };
-            let first = writer.written + 1;
-            let started = Instant::now();
-            let written = writer.write_batch(&bytes);
-            let wrote = written.is_ok();
-            let took = started.elapsed();
-            if took > SLOW_WRITE {
-                warn!(ledger = %shared.path.display(), took_ms = took.as_millis() as u64, events = last + 1 - first, "slow cost-ledger write: requests on this thread waited for it");
-            }
-            if let Err(error) = written {
-                error!(ledger = %shared.path.display(), %error, "failed to append cost events");
-                writer.failed.push(FailedBatch { lines: first..last + 1, untold: last + 1 - first, message: error.to_string() });
-            }
-            writer.written = last;
-            if wrote && writer.segment_day.is_none() {
-                writer.segment_day = Some(date_of(now_ms()));
-            }
-            shared.dirty.store(true, Ordering::Release);
+            write_queue(shared, &mut writer);
         }
         let Some(index) = writer.failed.iter().position(|batch| batch.lines.contains(&number)) else { return Ok(()) };
         let batch = &mut writer.failed[index];
@@ -216,6 +219,11 @@ impl FileLedger {
             writer.failed.swap_remove(index);
         }
         Err(error)
+    }
+
+    /// Writes made since the ledger was opened; each carries the lines of one or more events.
+    pub fn writes(&self) -> u64 {
+        lock(&self.shared.writer).writes
     }
 
     /// Forces everything appended so far to stable storage.
@@ -244,11 +252,50 @@ impl Writer {
     }
 }
 
+/// A line's place in the queue, for [`FileLedger::written`].
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a queued line is acknowledged only once it is written"]
+pub struct Queued(u64);
+
+/// Writes every queued line with one `write`, under the writer's lock. A failed write is
+/// remembered for the appenders of its lines (each learns of it once).
+fn write_queue(shared: &Shared, writer: &mut Writer) {
+    let (bytes, last) = {
+        let mut queue = lock(&shared.queue);
+        (std::mem::take(&mut queue.bytes), queue.queued)
+    };
+    if last == writer.written {
+        return;
+    }
+    let first = writer.written + 1;
+    let started = Instant::now();
+    let written = writer.write_batch(&bytes);
+    writer.writes += 1;
+    let took = started.elapsed();
+    if took > SLOW_WRITE {
+        warn!(ledger = %shared.path.display(), took_ms = took.as_millis() as u64, events = last + 1 - first, "slow cost-ledger write: requests on this thread waited for it");
+    }
+    match written {
+        Ok(()) => {
+            if writer.segment_day.is_none() {
+                writer.segment_day = Some(date_of(now_ms()));
+            }
+        }
+        Err(error) => {
+            error!(ledger = %shared.path.display(), %error, "failed to append cost events");
+            writer.failed.push(FailedBatch { lines: first..last + 1, untold: last + 1 - first, message: error.to_string() });
+        }
+    }
+    writer.written = last;
+    shared.dirty.store(true, Ordering::Release);
+}
+
 fn sync_now(shared: &Shared) -> Result<(), LedgerError> {
     let file = {
         // Cleared under the writer's lock, which writes set it under: a write to a file that
         // replaced this one since cannot be marked clean by this sync.
-        let writer = lock(&shared.writer);
+        let mut writer = lock(&shared.writer);
+        write_queue(shared, &mut writer);
         shared.dirty.store(false, Ordering::Release);
         writer.file.try_clone()
     };
@@ -259,6 +306,8 @@ fn sync_loop(shared: &Shared) {
     loop {
         std::thread::sleep(SYNC_INTERVAL);
         let closed = shared.closed.load(Ordering::Acquire);
+        // Lines whose requests stopped waiting before anyone wrote them.
+        write_queue(shared, &mut lock(&shared.writer));
         if shared.dirty.load(Ordering::Acquire)
             && let Err(error) = sync_now(shared)
         {
@@ -455,6 +504,11 @@ mod tests {
         (ledger, path)
     }
 
+    /// Appends from a plain thread: queues the line and writes it without yielding.
+    fn append_blocking(ledger: &FileLedger, event: &CostEvent) -> Result<(), LedgerError> {
+        ledger.queue(event).and_then(|queued| ledger.write_through(queued))
+    }
+
     /// Appends from `threads` threads at once, each calling `append_one(ledger, thread)`.
     fn from_threads<T: Send + 'static>(ledger: &FileLedger, threads: usize, append_one: fn(&FileLedger, usize) -> T) -> Vec<T> {
         let handles: Vec<_> = (0..threads)
@@ -470,7 +524,7 @@ mod tests {
     async fn appended_events_replay_in_order() {
         let (ledger, path) = fresh("order");
         for n in 0..50 {
-            ledger.append(&event(&n.to_string())).map_err(|e| e.to_string()).expect("appends");
+            ledger.append(&event(&n.to_string())).await.map_err(|e| e.to_string()).expect("appends");
         }
         ledger.sync().await.map_err(|e| e.to_string()).expect("syncs");
         drop(ledger);
@@ -485,7 +539,7 @@ mod tests {
         let (ledger, path) = fresh("concurrent");
         from_threads(&ledger, 8, |ledger, thread| {
             for n in 0..200 {
-                ledger.append(&event(&format!("{thread}-{n}"))).map_err(|e| e.to_string()).expect("appends");
+                append_blocking(ledger, &event(&format!("{thread}-{n}"))).map_err(|e| e.to_string()).expect("appends");
             }
         });
         ledger.sync().await.map_err(|e| e.to_string()).expect("syncs");
@@ -502,19 +556,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn requests_settling_in_the_same_turn_share_one_write() {
+        let (ledger, path) = fresh("shared-writes");
+        let tasks: Vec<_> = (0..20)
+            .map(|n| {
+                let ledger = ledger.clone();
+                tokio::spawn(async move { ledger.append(&event(&n.to_string())).await.map_err(|e| e.to_string()) })
+            })
+            .collect();
+        for task in tasks {
+            task.await.map_err(|e| e.to_string()).and_then(|appended| appended).expect("appends");
+        }
+        let writes = ledger.writes();
+        assert!(writes < 20, "20 events ready in one turn took {writes} writes");
+        ledger.sync().await.map_err(|e| e.to_string()).expect("syncs");
+        drop(ledger);
+        let (_ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("reopens");
+        assert_eq!(replay.events.len(), 20);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_queued_line_is_written_even_when_its_request_stops_waiting() {
+        let (ledger, path) = fresh("abandoned");
+        let _abandoned: Queued = ledger.queue(&event("abandoned")).map_err(|e| e.to_string()).expect("queues");
+        tokio::time::sleep(SYNC_INTERVAL * 3).await;
+        assert_eq!(lock(&ledger.shared.writer).written, 1, "the syncing thread wrote it");
+        drop(ledger);
+        let (_ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("reopens");
+        assert_eq!(replay.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["abandoned"]);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
     async fn a_failed_write_is_reported_to_every_event_in_it_and_the_next_write_succeeds() {
         let (ledger, path) = fresh("failing");
-        ledger.append(&event("before")).map_err(|e| e.to_string()).expect("appends");
+        ledger.append(&event("before")).await.map_err(|e| e.to_string()).expect("appends");
         let writable = {
             let mut writer = lock(&ledger.shared.writer);
             let read_only = File::open(&path).expect("opens read-only");
             std::mem::replace(&mut writer.file, read_only)
         };
-        let failed = from_threads(&ledger, 4, |ledger, thread| ledger.append(&event(&format!("lost-{thread}"))).is_err());
+        let failed = from_threads(&ledger, 4, |ledger, thread| append_blocking(ledger, &event(&format!("lost-{thread}"))).is_err());
         assert_eq!(failed, vec![true; 4], "every event of a failed write hears of it");
         assert!(lock(&ledger.shared.writer).failed.is_empty(), "failures are forgotten once told");
         lock(&ledger.shared.writer).file = writable;
-        ledger.append(&event("after")).map_err(|e| e.to_string()).expect("appends again");
+        ledger.append(&event("after")).await.map_err(|e| e.to_string()).expect("appends again");
         drop(ledger);
         let (_ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("reopens");
         assert_eq!(replay.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["before", "after"]);
@@ -531,7 +618,7 @@ mod tests {
         assert_eq!(replay.events.len(), 1);
         assert_eq!(replay.skipped_lines, 1);
         assert!(replay.truncated_bytes > 0);
-        ledger.append(&event("b")).map_err(|e| e.to_string()).expect("appends");
+        ledger.append(&event("b")).await.map_err(|e| e.to_string()).expect("appends");
         drop(ledger);
         let (_ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("reopens");
         assert_eq!(replay.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
@@ -568,7 +655,7 @@ mod tests {
     fn append_on(path: &Path, today: NaiveDate, events: &[CostEvent]) {
         let (ledger, _) = open_on(path, today);
         for event in events {
-            ledger.append(event).map_err(|e| e.to_string()).expect("appends");
+            append_blocking(&ledger, event).map_err(|e| e.to_string()).expect("appends");
         }
     }
 
@@ -591,7 +678,7 @@ mod tests {
         assert!(segment.path.exists(), "closed as {}", segment.path.display());
         assert_eq!(segment.read_summary(), Some(segments::summarize(&day_one)));
         assert_eq!(std::fs::metadata(&path).map(|m| m.len()).ok(), Some(0), "a new live file");
-        ledger.append(&event_at("d", noon(second))).map_err(|e| e.to_string()).expect("appends to the new file");
+        ledger.append(&event_at("d", noon(second))).await.map_err(|e| e.to_string()).expect("appends to the new file");
         drop(ledger);
 
         // Weeks later: the first day comes from its summary, the second day's file whole.
@@ -650,7 +737,7 @@ mod tests {
         };
         from_threads(&ledger, 4, |ledger, thread| {
             for n in 0..300 {
-                ledger.append(&event(&format!("{thread}-{n}"))).map_err(|e| e.to_string()).expect("appends");
+                append_blocking(ledger, &event(&format!("{thread}-{n}"))).map_err(|e| e.to_string()).expect("appends");
             }
         });
         closer.join().expect("closing thread");
@@ -676,7 +763,7 @@ mod tests {
         let (ledger, replay) = open_on(&path, second);
         assert_eq!(ids(&replay.events), ["a"]);
         assert_eq!(lock(&ledger.shared.writer).segment_day, Some(second), "tried again tomorrow, not every sync");
-        ledger.append(&event_at("b", noon(second))).map_err(|e| e.to_string()).expect("appends to the open file");
+        ledger.append(&event_at("b", noon(second))).await.map_err(|e| e.to_string()).expect("appends to the open file");
         drop(ledger);
         let (_ledger, replay) = open_on(&path, second);
         assert_eq!(ids(&replay.events), ["a", "b"]);

@@ -170,7 +170,7 @@ pub struct Outcome<'a> {
 /// Settles `admission` with `outcome`: the reservation becomes the real cost (or, when usage
 /// never arrived, the reserved estimate, marked estimated), the event goes to the ledger, the
 /// token bucket is corrected, and the audit line is logged. Returns once the event is written.
-pub fn settle(mut admission: Admission, outcome: Outcome<'_>, request_text: Option<(&ChatRequest, &str)>) -> Result<(), GatewayError> {
+pub async fn settle(mut admission: Admission, outcome: Outcome<'_>, request_text: Option<(&ChatRequest, &str)>) -> Result<(), GatewayError> {
     let estimated = outcome.usage.is_none();
     if !estimated && outcome.cost.is_none() && !outcome.model.is_empty() {
         warn!(model = outcome.model, "model has no configured price: cost recorded as unknown");
@@ -199,7 +199,7 @@ pub fn settle(mut admission: Admission, outcome: Outcome<'_>, request_text: Opti
     audit(&event, outcome.status, request_text);
     admission.settle_tokens(u64::from(usage.total()));
     let reservation = admission.reservation.take();
-    admission.budget.settle(reservation, event).map_err(|error| GatewayError::Internal(format!("cost ledger: {error}")))
+    admission.budget.settle(reservation, event).await.map_err(|error| GatewayError::Internal(format!("cost ledger: {error}")))
 }
 
 /// Logs a request that failed before any provider served it.

@@ -102,7 +102,7 @@ impl Gateway {
                     cache_layer: CacheLayer::Exact,
                     saved: NanoUsd(cached.cost_nano_usd.unwrap_or(0)),
                 };
-                accounting::settle(admission, outcome, None)?;
+                accounting::settle(admission, outcome, None).await?;
                 return Ok(EmbeddingAnswer {
                     id,
                     vectors: cached.embeddings.clone(),
@@ -151,7 +151,7 @@ impl Gateway {
             cache_layer: CacheLayer::None,
             saved: NanoUsd::ZERO,
         };
-        info_span!("settle").in_scope(|| accounting::settle(admission, outcome, None))?;
+        accounting::settle(admission, outcome, None).instrument(info_span!("settle")).await?;
         if let (Some(exact), Some(key), false) = (cache, &cache_key, request.cache.no_store) {
             let entry = CachedAnswer {
                 tenant: principal.tenant.clone(),

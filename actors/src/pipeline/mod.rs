@@ -525,9 +525,9 @@ impl Gateway {
 
     /// Serves a cache hit: settles it (nothing charged), counts it for its experiment variant, and
     /// passes its text through the guardrails. The answer's id and text.
-    fn serve_hit(&self, principal: &Principal, request: &ChatRequest, admitted: Admitted, hit: &CacheHit, started: Instant) -> Result<(String, String), GatewayError> {
+    async fn serve_hit(&self, principal: &Principal, request: &ChatRequest, admitted: Admitted, hit: &CacheHit, started: Instant) -> Result<(String, String), GatewayError> {
         let id = new_id();
-        self.settle_hit(&hit.answer, hit.layer, admitted.admission, &id, request, started)?;
+        self.settle_hit(&hit.answer, hit.layer, admitted.admission, &id, request, started).await?;
         if let Some(assignment) = admitted.assignment {
             assignment.record(false, NanoUsd::ZERO, true);
         }
@@ -591,7 +591,7 @@ impl Gateway {
         let mut admitted = self.head(principal, &mut request).await?;
         if let Some(hit) = admitted.hit.take() {
             let (cache_key, experiment) = (admitted.probe.exact_key.take(), admitted.experiment.clone());
-            let (id, text) = self.serve_hit(principal, &request, admitted, &hit, started)?;
+            let (id, text) = self.serve_hit(principal, &request, admitted, &hit, started).await?;
             return Ok(Answer::from_cache(id, text, hit, cache_key, experiment, started.elapsed()));
         }
         let Admitted { selection, admission, probe, guarding, assignment, experiment, .. } = admitted;
@@ -623,7 +623,7 @@ impl Gateway {
             saved: NanoUsd::ZERO,
         };
         let text = self.audit_text.then_some((&request, completion.text.as_str()));
-        info_span!("settle").in_scope(|| accounting::settle(admission, outcome, text))?;
+        accounting::settle(admission, outcome, text).instrument(info_span!("settle")).await?;
         if let Some(assignment) = assignment {
             // A fallback served: the variant's own model failed.
             assignment.record(fallback, cost.unwrap_or(NanoUsd::ZERO), false);
@@ -648,7 +648,7 @@ impl Gateway {
     }
 
     /// Settles a cache hit: nothing charged, the original cost recorded as saved.
-    fn settle_hit(&self, cached: &CachedAnswer, layer: CacheLayer, admission: Admission, id: &str, request: &ChatRequest, started: Instant) -> Result<(), GatewayError> {
+    async fn settle_hit(&self, cached: &CachedAnswer, layer: CacheLayer, admission: Admission, id: &str, request: &ChatRequest, started: Instant) -> Result<(), GatewayError> {
         let outcome = Outcome {
             id,
             model: &cached.model,
@@ -661,7 +661,7 @@ impl Gateway {
             saved: NanoUsd(cached.cost_nano_usd.unwrap_or(0)),
         };
         let text = self.audit_text.then_some((request, cached.text.as_str()));
-        accounting::settle(admission, outcome, text)
+        accounting::settle(admission, outcome, text).await
     }
 
     /// Answers `request` as a stream: the same head and chain walk as [`Gateway::generate`],
@@ -674,7 +674,7 @@ impl Gateway {
         let mut admitted = self.head(principal, &mut request).await?;
         if let Some(hit) = admitted.hit.take() {
             let (cache_key, experiment) = (admitted.probe.exact_key.take(), admitted.experiment.clone());
-            let (id, text) = self.serve_hit(principal, &request, admitted, &hit, started)?;
+            let (id, text) = self.serve_hit(principal, &request, admitted, &hit, started).await?;
             let mut replay = stream::replay(id, hit, text, started, in_flight);
             replay.experiment = experiment;
             replay.cache_key = cache_key;

@@ -255,7 +255,8 @@ async fn pump(
             saved: NanoUsd::ZERO,
         },
         accounting.audit_request.as_ref().zip(answer_text.as_deref()),
-    );
+    )
+    .await;
     if let Err(error) = &settled {
         warn!(request_id = %accounting.id, %error, "failed to record the cost of a stream");
     }

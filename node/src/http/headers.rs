@@ -187,7 +187,7 @@ pub fn whole_answer_headers(headers: &mut HeaderMap, answer: &switchyard_actors:
 
 /// The latency and cost headers (cost only when the model has a price).
 pub fn latency_and_cost(headers: &mut HeaderMap, latency: std::time::Duration, cost: Option<switchyard_actors::budget::NanoUsd>) {
-    set_header(headers, LATENCY_US, &latency.as_micros().to_string());
+    headers.insert(LATENCY_US, HeaderValue::from(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)));
     if let Some(cost) = cost {
         set_header(headers, COST_USD, &format!("{:.9}", cost.as_usd()));
     }
