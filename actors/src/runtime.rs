@@ -19,7 +19,6 @@ use ractor_cluster::RactorMessage;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-
 use crate::budget::{BudgetCluster, BudgetHandle};
 use crate::budget::alert::AlertNotifier;
 use crate::cache::semantic::{SemanticCache, SemanticClusterSettings};

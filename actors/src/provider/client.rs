@@ -205,10 +205,13 @@ impl ProviderClient {
 
 /// The headers every request to the provider of `settings` carries.
 fn request_headers(settings: &ProviderSettings) -> Result<HeaderMap, ClientError> {
-    let sensitive = |setting: &'static str, header: &'static str, value: String| {
-        let mut value = HeaderValue::try_from(value).map_err(|error| ClientError::Header { setting, header, error: error.to_string() })?;
+    let value = |setting: &'static str, header: &'static str, text: String| {
+        HeaderValue::try_from(text).map_err(|error| ClientError::Header { setting, header, error: error.to_string() })
+    };
+    let sensitive = |setting: &'static str, header: &'static str, text: String| {
+        let mut value = value(setting, header, text)?;
         value.set_sensitive(true);
-        Ok(value)
+        Ok::<_, ClientError>(value)
     };
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -217,9 +220,7 @@ fn request_headers(settings: &ProviderSettings) -> Result<HeaderMap, ClientError
     let key = settings.api_key.as_deref();
     match settings.kind {
         ProviderKind::Anthropic => {
-            let version = HeaderValue::try_from(settings.anthropic_version.as_str())
-                .map_err(|error| ClientError::Header { setting: "anthropic_version", header: "anthropic-version", error: error.to_string() })?;
-            headers.insert(HeaderName::from_static("anthropic-version"), version);
+            headers.insert(HeaderName::from_static("anthropic-version"), value("anthropic_version", "anthropic-version", settings.anthropic_version.clone())?);
             if let Some(key) = key {
                 headers.insert(HeaderName::from_static("x-api-key"), sensitive("api_key", "x-api-key", key.to_owned())?);
             }

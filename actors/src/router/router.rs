@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use foldhash::HashMapExt as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorClusterMessage;
 use tokio::time::Instant;
@@ -20,8 +21,6 @@ use crate::cluster::wire;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::model::{ModelSelection, RoutingContext};
-use foldhash::HashMapExt as _;
-
 use crate::router::policy::{HealthTable, RoutingPolicy};
 use crate::router::views::{HealthViews, STALE_AFTER};
 
