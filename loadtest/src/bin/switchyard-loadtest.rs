@@ -239,6 +239,10 @@ struct SemanticFitArgs {
     /// Networks trained from seeds `seed`, `seed + 1`, … whose mean logit is the score.
     #[arg(long, default_value_t = 1)]
     ensemble: usize,
+    /// Fit once per train fold and calibrate on every train pair, each scored by the fit that
+    /// held its fold out (five fits); without it the calibration uses the validation part only.
+    #[arg(long)]
+    cross_fit: bool,
 }
 
 /// Flags of `semantic-eval`.
@@ -568,7 +572,11 @@ fn semantic_fit(args: &SemanticFitArgs) -> anyhow::Result<()> {
         ensemble: args.ensemble,
         ..FitSettings::default()
     };
-    let outcome = fit::fit(&set, &vectors, &settings)?;
+    let outcome = if args.cross_fit {
+        fit::cross_fit(&set, &vectors, &settings)?
+    } else {
+        fit::fit(&set, &vectors, &settings)?
+    };
     let json = fit::parameters_json(&outcome.parameters)?;
     std::fs::write(&args.out, json)
         .with_context(|| format!("failed to write {}", args.out.display()))?;

@@ -32,6 +32,14 @@ pub struct TextVectors {
 }
 
 impl TextVectors {
+    /// Vectors of `dimensions` values each, one after the other in the order of the texts.
+    pub fn from_values(dimensions: usize, values: Vec<f32>) -> anyhow::Result<Self> {
+        if dimensions == 0 || values.len() % dimensions != 0 {
+            bail!("{} values do not make vectors of {dimensions} dimensions", values.len());
+        }
+        Ok(Self { dimensions, values })
+    }
+
     /// The vector of text `index`.
     pub fn vector(&self, index: usize) -> &[f32] {
         &self.values[index * self.dimensions..(index + 1) * self.dimensions]

@@ -3,7 +3,8 @@
 //! stopping on the validation pairs' average precision, then the weight of the cosine's own logit
 //! beside the network's (a logistic regression on the validation pairs), then the calibration
 //! table measured on the validation pairs with the parameters exactly as they ship
-//! (standardisation folded into the first layer, weights rounded).
+//! (standardisation folded into the first layer, weights rounded). [`cross_fit`] runs that fit
+//! once per train fold and measures the table on every train pair instead.
 //!
 //! Everything random (initial weights, batch order) comes from one seeded generator, so the same
 //! data, model and settings give the same parameters.
@@ -20,8 +21,8 @@ use switchyard_actors::cache::semantic::policy::{
 };
 
 use crate::semantic::embeddings::TextVectors;
-use crate::semantic::metrics::{self, OperatingPoint};
-use crate::semantic::pairs::{PairSet, SplitPart};
+use crate::semantic::metrics;
+use crate::semantic::pairs::{PairSet, SplitPart, TRAIN_FOLDS};
 
 /// Share of the fit part's duplicates allowed below the loose cosine floor.
 const DUPLICATES_BELOW_FLOOR: f64 = 0.005;
@@ -247,16 +248,18 @@ pub fn fit(
     // The cosine's weight beside the network's logit, by maximum likelihood on the validation
     // pairs the network scores (above the floor, not vetoed), with the layers as they ship.
     let network_only = provisional_policy(&parameters)?;
-    let mut stacked = Vec::new();
-    for &index in &validation {
-        let pair = &set.pairs[index];
-        let (a, b) = set.text_indices[index];
-        let score = network_only.score(&pair.b, vectors.vector(b), &pair.a, vectors.vector(a));
-        if score > 0.0 && score < 1.0 {
-            let logit = (score / (1.0 - score)).ln();
-            stacked.push(([logit, cosine_logit(cosine_of(index))], pair.duplicate));
-        }
-    }
+    let cosine_scored = cosine_scored_pairs(set, vectors, &validation);
+    let stacked: Vec<([f32; 2], bool)> = scored_pairs(&network_only, set, vectors, &validation)
+        .into_iter()
+        .zip(&cosine_scored)
+        .filter(|((score, _), _)| *score > 0.0 && *score < 1.0)
+        .map(|((score, duplicate), (cosine, _))| {
+            (
+                [(score / (1.0 - score)).ln(), cosine_logit(*cosine)],
+                duplicate,
+            )
+        })
+        .collect();
     parameters.cosine_weight = round_significant(cosine_weight(&stacked)?);
     parameters.description.push_str(&format!(
         "; cosine weight {} fitted on the validation pairs",
@@ -265,68 +268,147 @@ pub fn fit(
 
     // Calibrate with the parameters exactly as they ship, scored as the request path scores.
     let provisional = provisional_policy(&parameters)?;
-    let validation_scored: Vec<(f32, bool)> = validation
-        .iter()
-        .map(|&index| {
-            let pair = &set.pairs[index];
-            let (a, b) = set.text_indices[index];
-            (
-                provisional.score(&pair.b, vectors.vector(b), &pair.a, vectors.vector(a)),
-                pair.duplicate,
-            )
-        })
-        .collect();
-    let validation_points = metrics::operating_points(&validation_scored);
-    let positives = validation_scored
-        .iter()
-        .filter(|(_, duplicate)| *duplicate)
-        .count();
-    let targets: Vec<f64> = (0..)
-        .map(|step| CALIBRATION_LOWEST + f64::from(step) * CALIBRATION_STEP)
-        .take_while(|target| *target <= 0.995)
-        .map(|target| (target * 100.0).round() / 100.0)
-        .collect();
-    parameters.calibration = metrics::calibrate(
-        &validation_points,
-        &targets,
-        positives,
-        CALIBRATION_MIN_DUPLICATES,
-    );
-    HitPolicy::from_parameters(parameters.clone())
-        .context("the fitted parameters do not validate")?;
-
-    let cosine_scored: Vec<(f32, bool)> = validation
-        .iter()
-        .map(|&index| (cosine_of(index), set.pairs[index].duplicate))
-        .collect();
-    let cosine_points: Vec<OperatingPoint> = metrics::operating_points(&cosine_scored);
-    Ok(FitOutcome {
+    let validation_scored = scored_pairs(&provisional, set, vectors, &validation);
+    let mut outcome = FitOutcome {
         parameters,
         fit_pairs: fit_indices.len(),
         validation_pairs: validation.len(),
         best_epoch,
         validation_average_precision,
-        validation_recall_at_p80: metrics::recall_at_precision(&validation_points, 0.8),
-        validation_recall_at_p90: metrics::recall_at_precision(&validation_points, 0.9),
-        validation_cosine_recall_at_p80: metrics::recall_at_precision(&cosine_points, 0.8),
-        validation_cosine_recall_at_p90: metrics::recall_at_precision(&cosine_points, 0.9),
-        cosine_calibration: metrics::calibrate(
+        validation_recall_at_p80: 0.0,
+        validation_recall_at_p90: 0.0,
+        validation_cosine_recall_at_p80: 0.0,
+        validation_cosine_recall_at_p90: 0.0,
+        cosine_calibration: Vec::new(),
+        validation_ceiling: None,
+        validation_cosine_ceiling: None,
+    };
+    outcome.measure_on(&validation_scored, &cosine_scored)?;
+    Ok(outcome)
+}
+
+/// Fits once per train fold with that fold held out ([`PairSet::with_validation_fold`]), scores
+/// each fold's pairs by the fit that held it out, and measures the calibration table and the
+/// validation figures on all of them: five times the pairs of the validation part alone, all
+/// scored by a model the same size as the shipped one that never saw them. The parameters are
+/// those of the last fold, whose held-out fold is the validation part: the same network and
+/// cosine weight as [`fit`] gives, with the calibration measured on the whole train split.
+pub fn cross_fit(
+    set: &PairSet,
+    vectors: &TextVectors,
+    settings: &FitSettings,
+) -> anyhow::Result<FitOutcome> {
+    let mut policy_scored = Vec::new();
+    let mut cosine_scored = Vec::new();
+    let mut last = None;
+    for fold in 0..TRAIN_FOLDS {
+        let fold_set = set.with_validation_fold(fold)?;
+        eprintln!("train fold {} of {TRAIN_FOLDS} held out", fold + 1);
+        let outcome = fit(&fold_set, vectors, settings)?;
+        let held_out = fold_set.indices_of(SplitPart::Validation);
+        let policy = provisional_policy(&outcome.parameters)?;
+        policy_scored.extend(scored_pairs(&policy, &fold_set, vectors, &held_out));
+        cosine_scored.extend(cosine_scored_pairs(&fold_set, vectors, &held_out));
+        eprintln!(
+            "train fold {}: cosine weight {}, {} pairs scored",
+            fold + 1,
+            outcome.parameters.cosine_weight,
+            held_out.len()
+        );
+        last = Some(outcome);
+    }
+    let mut outcome = last.context("the train split has no folds")?;
+    outcome.measure_on(&policy_scored, &cosine_scored)?;
+    outcome.parameters.description.push_str(&format!(
+        "; calibrated on all {} train pairs, each scored by the fit that held its fold out ({TRAIN_FOLDS} folds)",
+        policy_scored.len()
+    ));
+    Ok(outcome)
+}
+
+impl FitOutcome {
+    /// Measures the calibration table, the recall figures and the ceilings on held-out pairs
+    /// scored by the policy and by plain cosine (parallel), and checks the parameters validate.
+    fn measure_on(
+        &mut self,
+        policy_scored: &[(f32, bool)],
+        cosine_scored: &[(f32, bool)],
+    ) -> anyhow::Result<()> {
+        let positives = policy_scored
+            .iter()
+            .filter(|(_, duplicate)| *duplicate)
+            .count();
+        let targets: Vec<f64> = (0..)
+            .map(|step| CALIBRATION_LOWEST + f64::from(step) * CALIBRATION_STEP)
+            .take_while(|target| *target <= 0.995)
+            .map(|target| (target * 100.0).round() / 100.0)
+            .collect();
+        let policy_points = metrics::operating_points(policy_scored);
+        let cosine_points = metrics::operating_points(cosine_scored);
+        self.parameters.calibration = metrics::calibrate(
+            &policy_points,
+            &targets,
+            positives,
+            CALIBRATION_MIN_DUPLICATES,
+        );
+        HitPolicy::from_parameters(self.parameters.clone())
+            .context("the fitted parameters do not validate")?;
+        self.validation_pairs = policy_scored.len();
+        self.validation_recall_at_p80 = metrics::recall_at_precision(&policy_points, 0.8);
+        self.validation_recall_at_p90 = metrics::recall_at_precision(&policy_points, 0.9);
+        self.validation_cosine_recall_at_p80 = metrics::recall_at_precision(&cosine_points, 0.8);
+        self.validation_cosine_recall_at_p90 = metrics::recall_at_precision(&cosine_points, 0.9);
+        self.cosine_calibration = metrics::calibrate(
             &cosine_points,
             &targets,
             positives,
             CALIBRATION_MIN_DUPLICATES,
-        ),
-        validation_ceiling: metrics::precision_ceiling(
-            &validation_points,
-            positives,
-            CALIBRATION_MIN_DUPLICATES,
-        ),
-        validation_cosine_ceiling: metrics::precision_ceiling(
-            &cosine_points,
-            positives,
-            CALIBRATION_MIN_DUPLICATES,
-        ),
-    })
+        );
+        self.validation_ceiling =
+            metrics::precision_ceiling(&policy_points, positives, CALIBRATION_MIN_DUPLICATES);
+        self.validation_cosine_ceiling =
+            metrics::precision_ceiling(&cosine_points, positives, CALIBRATION_MIN_DUPLICATES);
+        Ok(())
+    }
+}
+
+/// `(score, duplicate)` of the pairs at `indices`, scored by `policy` as the request path scores
+/// (the looked-up question `b` against the stored `a`).
+fn scored_pairs(
+    policy: &HitPolicy,
+    set: &PairSet,
+    vectors: &TextVectors,
+    indices: &[usize],
+) -> Vec<(f32, bool)> {
+    indices
+        .iter()
+        .map(|&index| {
+            let pair = &set.pairs[index];
+            let (a, b) = set.text_indices[index];
+            (
+                policy.score(&pair.b, vectors.vector(b), &pair.a, vectors.vector(a)),
+                pair.duplicate,
+            )
+        })
+        .collect()
+}
+
+/// `(cosine, duplicate)` of the pairs at `indices`.
+fn cosine_scored_pairs(
+    set: &PairSet,
+    vectors: &TextVectors,
+    indices: &[usize],
+) -> Vec<(f32, bool)> {
+    indices
+        .iter()
+        .map(|&index| {
+            let (a, b) = set.text_indices[index];
+            (
+                switchyard_actors::embed::pooling::cosine(vectors.vector(a), vectors.vector(b)),
+                set.pairs[index].duplicate,
+            )
+        })
+        .collect()
 }
 
 /// The weight of the second input relative to the first in a logistic regression of the labels
@@ -776,6 +858,74 @@ fn provisional_policy(parameters: &PolicyParameters) -> anyhow::Result<HitPolicy
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::semantic::pairs::LabelledPair;
+
+    /// `count` pairs of distinct texts, every other one a duplicate; a duplicate's two vectors
+    /// lie close together, a non-duplicate's further apart (with overlap, so the scores spread).
+    fn synthetic_pairs(count: usize) -> (PairSet, TextVectors) {
+        const DIMENSIONS: usize = 8;
+        let mut random = StdRng::seed_from_u64(3);
+        let mut pairs = Vec::new();
+        let mut values = Vec::new();
+        for index in 0..count {
+            let duplicate = index % 2 == 0;
+            pairs.push(LabelledPair {
+                a: format!("how do people handle case {index} at home"),
+                b: format!("what is the way to handle case {index}"),
+                duplicate,
+            });
+            let stored: Vec<f32> = (0..DIMENSIONS).map(|_| random.random_range(-1.0..1.0)).collect();
+            let spread = if duplicate { 0.4 } else { 0.9 };
+            let looked_up: Vec<f32> = stored
+                .iter()
+                .map(|value| value + random.random_range(-spread..spread))
+                .collect();
+            values.extend(stored);
+            values.extend(looked_up);
+        }
+        let set = PairSet::from_pairs(pairs, 0);
+        assert_eq!(set.texts.len(), 2 * count, "every text is distinct");
+        (set, TextVectors::from_values(DIMENSIONS, values).unwrap())
+    }
+
+    #[test]
+    fn cross_fitting_ships_the_plain_fits_network_calibrated_on_every_train_pair() {
+        let (set, vectors) = synthetic_pairs(600);
+        let settings = FitSettings {
+            hidden_layers: vec![4],
+            epochs: 4,
+            patience: 2,
+            batch_size: 32,
+            ..FitSettings::default()
+        };
+        let plain = fit(&set, &vectors, &settings).unwrap();
+        let crossed = cross_fit(&set, &vectors, &settings).unwrap();
+
+        let train = set.train_indices().len();
+        assert_eq!(plain.validation_pairs, set.indices_of(SplitPart::Validation).len());
+        assert_eq!(crossed.validation_pairs, train, "every train pair is scored once");
+        assert!(crossed.validation_pairs > 3 * plain.validation_pairs);
+        // The last fold holds out the validation part: the same network and cosine weight.
+        assert_eq!(crossed.parameters.layers, plain.parameters.layers);
+        assert_eq!(crossed.parameters.cosine_weight, plain.parameters.cosine_weight);
+        assert_eq!(crossed.fit_pairs, plain.fit_pairs);
+        assert!(
+            crossed
+                .parameters
+                .description
+                .ends_with(&format!("calibrated on all {train} train pairs, each scored by the fit that held its fold out (5 folds)")),
+            "{}",
+            crossed.parameters.description
+        );
+        // A table measured on other pairs, and one that still validates as a policy.
+        assert_ne!(crossed.parameters.calibration, plain.parameters.calibration);
+        assert!(!crossed.parameters.calibration.is_empty());
+        for step in crossed.parameters.calibration.windows(2) {
+            assert!(step[0].precision < step[1].precision);
+            assert!(step[0].threshold <= step[1].threshold);
+        }
+        HitPolicy::from_parameters(crossed.parameters).unwrap();
+    }
 
     #[test]
     fn the_reviewable_layout_reads_back_the_same() {

@@ -5,6 +5,10 @@
 //! every pair sharing a question with it, land in the same component, and a whole component goes
 //! to one part. No question of the test part is ever seen while fitting. A component's part comes
 //! from a hash of its smallest text, so the split depends on the data alone, not on line order.
+//!
+//! The train split is also cut into [`TRAIN_FOLDS`] folds of the validation part's size, by the
+//! same hash; the last fold is the validation part itself. Fitting once per fold, with that fold
+//! held out, scores every train pair by a model that never saw it (cross-fitting).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,6 +20,8 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const FIT_PERCENT: u64 = 48;
 /// Percent of components held out of fitting but within train, for choosing and calibrating.
 pub const VALIDATION_PERCENT: u64 = 12;
+/// Folds of the train split, each the validation part's size; the last is the validation part.
+pub const TRAIN_FOLDS: usize = ((FIT_PERCENT + VALIDATION_PERCENT) / VALIDATION_PERCENT) as usize;
 
 /// One labelled pair of questions.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -53,6 +59,8 @@ pub struct PairSet {
     pub pairs: Vec<LabelledPair>,
     /// The part of each pair, parallel to `pairs`.
     pub parts: Vec<SplitPart>,
+    /// The hash bucket (`0..100`) of each pair's component, parallel to `pairs`.
+    buckets: Vec<u8>,
     /// Every distinct text, in order of first appearance (`a` before `b`).
     pub texts: Vec<String>,
     /// Index in `texts` of each pair's `a` and `b`, parallel to `pairs`.
@@ -118,19 +126,20 @@ impl PairSet {
                 *entry = index;
             }
         }
-        let parts = text_indices
+        let buckets: Vec<u8> = text_indices
             .iter()
             .map(|&(a, _)| {
                 let root = components.find(a);
                 let name = smallest
                     .get(&root)
                     .map_or("", |&index| texts[index].as_str());
-                part_of(name)
+                bucket_of(name)
             })
             .collect();
         Self {
             pairs,
-            parts,
+            parts: buckets.iter().map(|&bucket| part_of(bucket)).collect(),
+            buckets,
             texts,
             text_indices,
             content_hash,
@@ -150,11 +159,44 @@ impl PairSet {
             .filter(|&index| self.parts[index].is_train())
             .collect()
     }
+
+    /// The same pairs with train fold `fold` (`0..TRAIN_FOLDS`) as the validation part and the
+    /// rest of the train split as the fit part; the test part is unchanged. The last fold gives
+    /// the split as read.
+    pub fn with_validation_fold(&self, fold: usize) -> anyhow::Result<Self> {
+        if fold >= TRAIN_FOLDS {
+            bail!(
+                "train fold {fold} does not exist: there are {TRAIN_FOLDS} (0 to {})",
+                TRAIN_FOLDS - 1
+            );
+        }
+        let mut set = self.clone();
+        for (part, &bucket) in set.parts.iter_mut().zip(&self.buckets) {
+            if part.is_train() {
+                *part = if fold_of(bucket) == fold {
+                    SplitPart::Validation
+                } else {
+                    SplitPart::Fit
+                };
+            }
+        }
+        Ok(set)
+    }
 }
 
-/// The part of a component named by its smallest text.
-fn part_of(component_name: &str) -> SplitPart {
-    let bucket = xxh3_64(component_name.as_bytes()) % 100;
+/// The hash bucket (`0..100`) of a component named by its smallest text.
+fn bucket_of(component_name: &str) -> u8 {
+    (xxh3_64(component_name.as_bytes()) % 100) as u8
+}
+
+/// The train fold of a train bucket.
+fn fold_of(bucket: u8) -> usize {
+    (u64::from(bucket) / VALIDATION_PERCENT) as usize
+}
+
+/// The part of a component by its bucket.
+fn part_of(bucket: u8) -> SplitPart {
+    let bucket = u64::from(bucket);
     if bucket < FIT_PERCENT {
         SplitPart::Fit
     } else if bucket < FIT_PERCENT + VALIDATION_PERCENT {
@@ -250,5 +292,45 @@ mod tests {
         for index in 0..100 {
             assert_eq!(forward.parts[index], reversed.parts[99 - index]);
         }
+    }
+
+    #[test]
+    fn each_train_pair_is_held_out_by_exactly_one_fold_and_the_last_fold_is_the_split_as_read() {
+        let pairs: Vec<_> = (0..500)
+            .map(|index| pair(&format!("q{index}"), &format!("r{index}"), index % 3 == 0))
+            .collect();
+        let set = PairSet::from_pairs(pairs, 0);
+        let folds: Vec<PairSet> = (0..TRAIN_FOLDS)
+            .map(|fold| set.with_validation_fold(fold).unwrap())
+            .collect();
+        for index in 0..set.pairs.len() {
+            let held_out = folds
+                .iter()
+                .filter(|fold| fold.parts[index] == SplitPart::Validation)
+                .count();
+            if set.parts[index].is_train() {
+                assert_eq!(held_out, 1, "pair {index}");
+            } else {
+                assert_eq!(held_out, 0, "pair {index}");
+                assert!(
+                    folds
+                        .iter()
+                        .all(|fold| fold.parts[index] == SplitPart::Test)
+                );
+            }
+        }
+        assert_eq!(folds[TRAIN_FOLDS - 1].parts, set.parts);
+        for fold in &folds[..TRAIN_FOLDS - 1] {
+            let held_out = fold.indices_of(SplitPart::Validation).len();
+            assert!(
+                held_out > 20 && held_out < 110,
+                "about 12% of 500 pairs, got {held_out}"
+            );
+        }
+        let error = set
+            .with_validation_fold(TRAIN_FOLDS)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("train fold 5 does not exist"), "{error}");
     }
 }

@@ -13,9 +13,10 @@
 //!
 //! The score is a probability-like value in `[0, 1]`. An operator asks for a target precision; the
 //! policy maps it to a score threshold with the calibration table measured when it was fitted, on
-//! validation pairs the weights were not fitted on ([`HitPolicy::threshold_for`]). The table stops
-//! at the highest precision the validation pairs show with enough duplicates served (0.97 for the
-//! shipped parameters: the labels themselves call some of the most alike pairs different);
+//! held-out pairs: every train pair, each scored by a fit that had not seen it
+//! ([`HitPolicy::threshold_for`]). The table stops at the highest precision those pairs show with
+//! enough duplicates served (0.96 for the shipped parameters: the labels themselves call some of
+//! the most alike pairs different);
 //! targets above it get stricter thresholds than any measured one, by a fixed rule, with no
 //! measured precision behind them.
 //!
@@ -131,7 +132,7 @@ fn dot(left: &[f32], right: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// One point of the calibration table: the lowest score threshold at which the validation pairs
+/// One point of the calibration table: the lowest score threshold at which the held-out pairs
 /// were served with at least `precision`, and the recall it kept there.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,7 +141,7 @@ pub struct CalibrationPoint {
     pub precision: f32,
     /// Score threshold reaching it.
     pub threshold: f32,
-    /// Recall of the duplicates at that threshold, on the validation pairs.
+    /// Recall of the duplicates at that threshold, on the held-out pairs.
     pub recall: f32,
 }
 
@@ -247,19 +248,19 @@ const TOP_SCORE: f32 = 1.0;
 const COSINE_LOOSE_SIMILARITY: f32 = -1.0;
 
 /// The cosine baseline's calibration (precision, cosine threshold, recall), measured by
-/// `switchyard-loadtest semantic-fit` on the same validation pairs of `qqp-dev.jsonl` as the
-/// verifier's (see BENCHMARKS.md), so that `threshold_for` works for it too.
+/// `switchyard-loadtest semantic-fit --cross-fit` on the same train pairs of `qqp-dev.jsonl` as
+/// the verifier's (see BENCHMARKS.md), so that `threshold_for` works for it too.
 const COSINE_CALIBRATION: &[(f32, f32, f32)] = &[
-    (0.5, 0.5881, 0.9905),
-    (0.55, 0.6606, 0.9661),
-    (0.6, 0.7256, 0.9203),
-    (0.65, 0.78, 0.8367),
-    (0.7, 0.8257, 0.731),
-    (0.75, 0.868, 0.5992),
-    (0.8, 0.9089, 0.4181),
-    (0.85, 0.9374, 0.2864),
-    (0.9, 0.964, 0.1566),
-    (0.95, 0.9882, 0.0489),
+    (0.5, 0.5359, 0.9964),
+    (0.55, 0.6212, 0.9815),
+    (0.6, 0.6972, 0.9353),
+    (0.65, 0.7607, 0.8483),
+    (0.7, 0.8165, 0.7195),
+    (0.75, 0.8661, 0.5585),
+    (0.8, 0.9073, 0.3886),
+    (0.85, 0.9405, 0.2454),
+    (0.9, 0.9693, 0.1231),
+    (0.95, 0.9982, 0.0041),
 ];
 
 impl HitPolicy {
@@ -319,8 +320,8 @@ impl HitPolicy {
     /// The score threshold for `target_precision`.
     ///
     /// - From the lowest to the highest calibrated precision: the threshold that served it on the
-    ///   validation pairs, interpolated linearly between calibrated points.
-    /// - Above the highest calibrated precision, up to 1: beyond what the validation pairs can
+    ///   held-out pairs, interpolated linearly between calibrated points.
+    /// - Above the highest calibrated precision, up to 1: beyond what the held-out pairs can
     ///   measure (see [`HitPolicy::is_calibrated`]). The threshold rises linearly from the highest
     ///   calibrated threshold to the highest score there is (1) at target 1, so a stricter target
     ///   never serves more candidates and 1 serves (almost) none. The precision reached there is
@@ -356,7 +357,7 @@ impl HitPolicy {
     }
 
     /// Whether `target_precision` lies within the calibration table, i.e. its threshold served
-    /// that precision on the validation pairs; above the table [`HitPolicy::threshold_for`]
+    /// that precision on the held-out pairs; above the table [`HitPolicy::threshold_for`]
     /// extrapolates.
     pub fn is_calibrated(&self, target_precision: f32) -> bool {
         match (self.calibration.first(), self.calibration.last()) {
