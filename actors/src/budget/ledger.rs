@@ -10,8 +10,10 @@
 //! loses no acknowledged event (the data is in the OS). A syncing thread runs `fsync` at most
 //! every [`SYNC_INTERVAL`] while there are unsynced writes, and [`FileLedger::sync`] forces one,
 //! bounding what a power loss could take. A write that fails is cut back off the file and every
-//! event in it gets the error; a record torn by a kill mid-write was never acknowledged and is cut
-//! off at the next start.
+//! event in it gets the error, and its lines are kept and written again before any newer line, by
+//! the next write or the syncing thread (up to [`MAX_UNWRITTEN_BYTES`]): a full disk or a
+//! read-only remount loses no record of money already spent once the file takes writes again. A
+//! record torn by a kill mid-write was never acknowledged and is cut off at the next start.
 //!
 //! The trade-off: the write runs on the settling request's runtime thread. A write to the page
 //! cache takes microseconds, but one the kernel stalls (dirty-page throttling on a saturated
@@ -37,6 +39,9 @@ use crate::budget::segments::{self, Segment};
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// A write slower than this is logged: the thread that made it held up its other requests.
 const SLOW_WRITE: Duration = Duration::from_millis(10);
+/// Most bytes of failed writes kept to be written again; past it the oldest lines are dropped
+/// (and counted in an error). About 200k events.
+pub const MAX_UNWRITTEN_BYTES: usize = 64 << 20;
 
 /// A ledger failure.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +99,10 @@ struct Writer {
     writes: u64,
     /// Failed writes whose appenders have not all learnt of the failure yet.
     failed: Vec<FailedBatch>,
+    /// Lines of failed writes, oldest first, written again before anything newer.
+    unwritten: Vec<u8>,
+    /// Lines queued but not written yet whose appenders stopped waiting (see [`Queued`]).
+    abandoned: Vec<u64>,
     /// The UTC day of the file's first event; `None` while it is empty.
     segment_day: Option<NaiveDate>,
 }
@@ -162,7 +171,16 @@ impl FileLedger {
         let shared = Arc::new(Shared {
             path: path.to_owned(),
             queue: Mutex::new(Queue::default()),
-            writer: Mutex::new(Writer { file, len, written: 0, writes: 0, failed: Vec::new(), segment_day }),
+            writer: Mutex::new(Writer {
+                file,
+                len,
+                written: 0,
+                writes: 0,
+                failed: Vec::new(),
+                unwritten: Vec::new(),
+                abandoned: Vec::new(),
+                segment_day,
+            }),
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         });
@@ -192,7 +210,7 @@ impl FileLedger {
         let mut queue = lock(&shared.queue);
         queue.bytes.extend_from_slice(&line);
         queue.queued += 1;
-        Ok(Queued(queue.queued))
+        Ok(Queued { number: queue.queued, ledger: Some(Arc::clone(&self.shared)) })
     }
 
     /// Returns once the queued line is written. It first yields once, so the other requests
@@ -205,7 +223,8 @@ impl FileLedger {
     }
 
     /// Writes the queue unless `queued` has been written already; then whether its write failed.
-    fn write_through(&self, Queued(number): Queued) -> Result<(), LedgerError> {
+    fn write_through(&self, queued: Queued) -> Result<(), LedgerError> {
+        let number = queued.waited();
         let shared = &*self.shared;
         let mut writer = lock(&shared.writer);
         if writer.written < number {
@@ -250,23 +269,68 @@ impl Writer {
             }
         }
     }
+
+    /// Nobody waits for line `number` any more: forget it among the failures to tell, or note it
+    /// for the write that will carry it.
+    fn abandon(&mut self, number: u64) {
+        if number > self.written {
+            self.abandoned.push(number);
+        } else if let Some(index) = self.failed.iter().position(|batch| batch.lines.contains(&number)) {
+            self.failed[index].untold -= 1;
+            if self.failed[index].untold == 0 {
+                self.failed.swap_remove(index);
+            }
+        }
+    }
 }
 
-/// A line's place in the queue, for [`FileLedger::written`].
-#[derive(Debug, Clone, Copy)]
+/// A line's place in the queue, for [`FileLedger::written`]. Dropped without being waited for
+/// (its request stopped waiting), it tells the ledger, so that a failure of its write is not kept
+/// for an appender who will never ask.
+#[derive(Debug)]
 #[must_use = "a queued line is acknowledged only once it is written"]
-pub struct Queued(u64);
+pub struct Queued {
+    number: u64,
+    /// `None` once waited for.
+    ledger: Option<Arc<Shared>>,
+}
 
-/// Writes every queued line with one `write`, under the writer's lock. A failed write is
-/// remembered for the appenders of its lines (each learns of it once).
+impl Queued {
+    /// The line's number, for the appender that now waits for its write.
+    fn waited(mut self) -> u64 {
+        self.ledger = None;
+        self.number
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if let Some(shared) = self.ledger.take() {
+            lock(&shared.writer).abandon(self.number);
+        }
+    }
+}
+
+
+/// Writes the lines of failed writes and then every queued line with one `write`, under the
+/// writer's lock. A failed write is remembered for the appenders of its new lines (each learns of
+/// it once), and all its lines are kept to be written again.
 fn write_queue(shared: &Shared, writer: &mut Writer) {
-    let (bytes, last) = {
+    let (queued, last) = {
         let mut queue = lock(&shared.queue);
         (std::mem::take(&mut queue.bytes), queue.queued)
     };
-    if last == writer.written {
+    if last == writer.written && writer.unwritten.is_empty() {
         return;
     }
+    let retried = writer.unwritten.len();
+    let bytes = if retried == 0 {
+        queued
+    } else {
+        let mut bytes = std::mem::take(&mut writer.unwritten);
+        bytes.extend_from_slice(&queued);
+        bytes
+    };
     let first = writer.written + 1;
     let started = Instant::now();
     let written = writer.write_batch(&bytes);
@@ -275,20 +339,45 @@ fn write_queue(shared: &Shared, writer: &mut Writer) {
     if took > SLOW_WRITE {
         warn!(ledger = %shared.path.display(), took_ms = took.as_millis() as u64, events = last + 1 - first, "slow cost-ledger write: requests on this thread waited for it");
     }
+    let waited = last + 1 - first - writer.abandoned.iter().filter(|number| (first..=last).contains(number)).count() as u64;
+    writer.abandoned.retain(|number| *number > last);
     match written {
         Ok(()) => {
+            if retried > 0 {
+                info!(ledger = %shared.path.display(), bytes = retried, "cost ledger writes again: the lines of the failed writes are written");
+            }
             if writer.segment_day.is_none() {
                 writer.segment_day = Some(date_of(now_ms()));
             }
         }
         Err(error) => {
-            error!(ledger = %shared.path.display(), %error, "failed to append cost events");
-            writer.failed.push(FailedBatch { lines: first..last + 1, untold: last + 1 - first, message: error.to_string() });
+            if retried == 0 {
+                error!(ledger = %shared.path.display(), %error, "failed to append cost events; they are kept and written again once the file takes writes");
+            }
+            if waited > 0 {
+                writer.failed.push(FailedBatch { lines: first..last + 1, untold: waited, message: error.to_string() });
+            }
+            writer.unwritten = keep_unwritten(&shared.path, bytes);
         }
     }
     writer.written = last;
     shared.dirty.store(true, Ordering::Release);
 }
+
+/// The lines of a failed write, less the oldest whole lines past [`MAX_UNWRITTEN_BYTES`] (each
+/// one dropped is a cost record lost: counted in an error).
+fn keep_unwritten(path: &Path, mut bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.len() <= MAX_UNWRITTEN_BYTES {
+        return bytes;
+    }
+    let excess = bytes.len() - MAX_UNWRITTEN_BYTES;
+    let cut = bytes[excess..].iter().position(|byte| *byte == b'\n').map_or(bytes.len(), |position| excess + position + 1);
+    let lost = bytes[..cut].iter().filter(|byte| **byte == b'\n').count();
+    error!(ledger = %path.display(), lost, kept_bytes = bytes.len() - cut, "cost ledger still failing: the oldest unwritten cost events are dropped");
+    bytes.drain(..cut);
+    bytes
+}
+
 
 fn sync_now(shared: &Shared) -> Result<(), LedgerError> {
     let file = {
@@ -596,7 +685,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_write_is_reported_to_every_event_in_it_and_the_next_write_succeeds() {
+    async fn a_failed_write_is_reported_to_every_event_in_it_and_written_once_the_file_takes_writes() {
         let (ledger, path) = fresh("failing");
         ledger.append(&event("before")).await.map_err(|e| e.to_string()).expect("appends");
         let writable = {
@@ -607,13 +696,58 @@ mod tests {
         let failed = from_threads(&ledger, 4, |ledger, thread| append_blocking(ledger, &event(&format!("lost-{thread}"))).is_err());
         assert_eq!(failed, vec![true; 4], "every event of a failed write hears of it");
         assert!(lock(&ledger.shared.writer).failed.is_empty(), "failures are forgotten once told");
+        assert!(!lock(&ledger.shared.writer).unwritten.is_empty(), "the failed lines are kept");
         lock(&ledger.shared.writer).file = writable;
         ledger.append(&event("after")).await.map_err(|e| e.to_string()).expect("appends again");
+        assert!(lock(&ledger.shared.writer).unwritten.is_empty());
         drop(ledger);
         let (_ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("reopens");
-        assert_eq!(replay.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["before", "after"]);
+        let ids: Vec<&str> = replay.events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!((ids[0], ids[5]), ("before", "after"), "{ids:?}");
+        let mut lost = ids[1..5].to_vec();
+        lost.sort_unstable();
+        assert_eq!(lost, vec!["lost-0", "lost-1", "lost-2", "lost-3"], "the failed events are written, before the next");
         assert_eq!((replay.skipped_lines, replay.truncated_bytes), (0, 0));
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_kept_only_for_the_requests_still_waiting_for_it() {
+        let (ledger, path) = fresh("abandoning");
+        let writable = {
+            let mut writer = lock(&ledger.shared.writer);
+            let read_only = File::open(&path).expect("opens read-only");
+            std::mem::replace(&mut writer.file, read_only)
+        };
+        // One request stops waiting before its line is written, one after its write failed.
+        drop(ledger.queue(&event("gone-before")).map_err(|e| e.to_string()).expect("queues"));
+        let gone_after = ledger.queue(&event("gone-after")).map_err(|e| e.to_string()).expect("queues");
+        let told = append_blocking(&ledger, &event("waiting"));
+        assert!(told.is_err(), "the waiting request hears of the failure");
+        assert_eq!(lock(&ledger.shared.writer).failed.iter().map(|batch| batch.untold).collect::<Vec<_>>(), vec![1]);
+        drop(gone_after);
+        assert!(lock(&ledger.shared.writer).failed.is_empty(), "no failure is kept for nobody");
+        assert!(lock(&ledger.shared.writer).abandoned.is_empty());
+        lock(&ledger.shared.writer).file = writable;
+        ledger.sync().await.map_err(|e| e.to_string()).expect("syncs");
+        drop(ledger);
+        let (_ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("reopens");
+        assert_eq!(replay.events.len(), 3, "every line is written once the file takes writes");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn unwritten_lines_past_the_bound_drop_the_oldest_whole_lines() {
+        let line = format!("{}\n", "x".repeat(999));
+        let lines = MAX_UNWRITTEN_BYTES / line.len() + 10;
+        let mut bytes = line.repeat(lines).into_bytes();
+        bytes[..4].copy_from_slice(b"old!");
+        let kept = keep_unwritten(Path::new("ledger.jsonl"), bytes);
+        assert!(kept.len() <= MAX_UNWRITTEN_BYTES && kept.len() > MAX_UNWRITTEN_BYTES - line.len());
+        assert_eq!(kept.len() % line.len(), 0, "whole lines");
+        assert_eq!(&kept[..4], b"xxxx", "the oldest line went first");
+        let small = line.repeat(3).into_bytes();
+        assert_eq!(keep_unwritten(Path::new("ledger.jsonl"), small.clone()), small);
     }
 
     #[tokio::test]

@@ -34,7 +34,7 @@ pub struct TextVectors {
 impl TextVectors {
     /// Vectors of `dimensions` values each, one after the other in the order of the texts.
     pub fn from_values(dimensions: usize, values: Vec<f32>) -> anyhow::Result<Self> {
-        if dimensions == 0 || values.len() % dimensions != 0 {
+        if dimensions == 0 || !values.len().is_multiple_of(dimensions) {
             bail!("{} values do not make vectors of {dimensions} dimensions", values.len());
         }
         Ok(Self { dimensions, values })
