@@ -70,14 +70,14 @@ pub enum GatewayError {
         /// The key's id.
         key_id: String,
     },
-    /// A guardrail's rule blocked the prompt or the answer.
+    /// A guardrail's rule blocked the prompt, the answer or a tool call of the answer.
     #[error("guardrail \"{guardrail}\" blocked the {stage}: rule {rule}; {}", guardrail_hint(stage))]
     GuardrailBlocked {
         /// The guardrail.
         guardrail: String,
         /// The rule that fired (`pii.payment_card`, `injection`, `deny.topic.weapons`, …).
         rule: String,
-        /// `prompt` or `answer`.
+        /// `prompt`, `answer` or `tool call`.
         stage: &'static str,
     },
     /// A per-key rate limit refused the request.

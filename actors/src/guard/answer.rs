@@ -164,11 +164,13 @@ impl AnswerFindings {
     }
 }
 
-/// [`super::Guardrail::check_answer`].
+/// [`super::Guardrail::check_answer`], and without the length limit
+/// [`super::Guardrail::check_tool_arguments`].
 pub(super) fn check_whole_answer<'a>(
     guardrail: &GuardrailInner,
     answer: &'a str,
     redactions: &Redactions,
+    limit_length: bool,
 ) -> AnswerCheck<'a> {
     let mut verdict = Verdict::default();
     let mut findings = AnswerFindings::default();
@@ -183,7 +185,7 @@ pub(super) fn check_whole_answer<'a>(
     } else {
         Cow::Borrowed(answer)
     };
-    if let Some(limit) = guardrail.settings.max_answer_characters
+    if let Some(limit) = guardrail.settings.max_answer_characters.filter(|_| limit_length)
         && text.len() > limit
         && text.chars().count() > limit
     {

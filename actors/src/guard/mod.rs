@@ -26,6 +26,8 @@
 //! 4. The answer goes through [`Guardrail::check_answer`] (whole) or a [`StreamGuard`] (streamed),
 //!    given those redactions: the answer's own personal data and deny lists are checked on the
 //!    upstream's text, then placeholders are restored, then the length is checked.
+//!    The arguments of its tool calls go through [`Guardrail::check_tool_arguments`]: the same
+//!    without the length.
 //!
 //! # Actions
 //! [`Action::Block`] beats [`Action::Redact`], which beats [`Action::Log`]. A verdict names its
@@ -295,7 +297,19 @@ impl Guardrail {
     /// length. The text is borrowed when nothing changed; when the verdict blocks it is the
     /// answer unchanged and must not be sent.
     pub fn check_answer<'a>(&self, answer: &'a str, redactions: &Redactions) -> AnswerCheck<'a> {
-        answer::check_whole_answer(&self.inner, answer, redactions)
+        answer::check_whole_answer(&self.inner, answer, redactions, true)
+    }
+
+    /// Checks the arguments of a tool call the model made, as [`Guardrail::check_answer`] checks
+    /// an answer but without the length limit (which is the answer's): the placeholders the model
+    /// copied into them are restored, values of a redacted kind become markers, and a rule that
+    /// blocks blocks the answer. Restored values are JSON-escaped, and placeholders and markers
+    /// hold no character JSON escapes, so arguments that were JSON stay JSON.
+    pub fn check_tool_arguments<'a>(&self, arguments: &'a str, redactions: &Redactions) -> AnswerCheck<'a> {
+        if redactions.is_empty() {
+            return answer::check_whole_answer(&self.inner, arguments, redactions, false);
+        }
+        answer::check_whole_answer(&self.inner, arguments, &redactions.json_escaped(), false)
     }
 
     /// A guard for a streamed answer, given the redactions of its prompt.

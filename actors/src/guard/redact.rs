@@ -12,8 +12,8 @@
 //! request: the bracketed label, underscore and number, same case, nothing inside the brackets
 //! added or left out. Anything else that looks like a placeholder stays as it is — a number that
 //! was not issued (`[EMAIL_9]`), another case (`[email_1]`), a bare label (`EMAIL_1`), and the
-//! answer-side markers (`[EMAIL_REDACTED]`). A restored value is inserted as it was and is not
-//! looked at again.
+//! answer-side markers (`[EMAIL_REDACTED]`). A restored value is inserted as it was (JSON-escaped
+//! in a tool call's arguments, [`Redactions::json_escaped`]) and is not looked at again.
 
 use std::borrow::Cow;
 
@@ -67,6 +67,21 @@ impl Redactions {
     /// The placeholders issued, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Redaction> {
         self.entries.iter()
+    }
+
+    /// The same placeholders with each value escaped as inside a JSON string, to restore them
+    /// into a tool call's arguments (a value with a quote, a backslash or a line break would
+    /// otherwise break the JSON).
+    pub fn json_escaped(&self) -> Redactions {
+        let entries = self
+            .entries
+            .iter()
+            .map(|entry| {
+                let quoted = serde_json::Value::String(entry.original.clone()).to_string();
+                Redaction { original: quoted[1..quoted.len() - 1].to_owned(), ..entry.clone() }
+            })
+            .collect();
+        Redactions { entries, last_number: self.last_number }
     }
 
     /// Adds the placeholders of another guardrail applied to the same request after this one.

@@ -82,6 +82,11 @@ pub struct StreamGuard {
 }
 
 impl StreamGuard {
+    /// The placeholders issued for the prompt.
+    pub fn redactions(&self) -> &Redactions {
+        &self.redactions
+    }
+
     /// A guard for one answer of `guardrail`, given the redactions of its prompt.
     pub(super) fn new(guardrail: Guardrail, redactions: Redactions) -> StreamGuard {
         StreamGuard {

@@ -273,6 +273,32 @@ fn answers_are_checked_before_placeholders_are_restored() {
 }
 
 #[test]
+fn tool_call_arguments_get_their_values_back_json_escaped_and_have_no_length_limit() {
+    let mut settings = everything();
+    settings.pii.rules.retain(|rule| rule.kind != PiiKind::Secret);
+    settings.pii.rules.push(PiiRule { kind: PiiKind::Secret, action: Action::Redact });
+    settings.max_answer_characters = Some(10);
+    let guardrail = guardrail(settings);
+    let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\nq1w2e3r4\n-----END RSA PRIVATE KEY-----";
+    let prompt_text = format!("I am jane@corp.example; deploy with {key}");
+    let prompt = guardrail.check_prompt(&[user(&prompt_text)]);
+    assert_eq!(prompt.redactions.len(), 2);
+
+    let arguments = r#"{"to":"[EMAIL_1]","key":"[SECRET_1]","cc":"bob@corp.example"}"#;
+    let checked = guardrail.check_tool_arguments(arguments, &prompt.redactions);
+    assert_eq!(fired(&checked.verdict), vec![rule("pii.email", Action::Redact, 1)]);
+    let value: serde_json::Value = serde_json::from_str(&checked.text).expect("still JSON");
+    assert_eq!(value, serde_json::json!({"to": "jane@corp.example", "key": key, "cc": "[EMAIL_REDACTED]"}));
+    // The same text as an answer breaks the 10-character limit; arguments have none.
+    assert!(guardrail.check_answer(arguments, &prompt.redactions).verdict.is_blocked());
+
+    let card = guardrail.check_tool_arguments(r#"{"card":"4111 1111 1111 1111"}"#, &Redactions::default());
+    assert_eq!(card.verdict.blocking_rule().map(|rule| &*rule.rule_id), Some("pii.payment_card"));
+    let clean = guardrail.check_tool_arguments(r#"{"city":"Oslo"}"#, &prompt.redactions);
+    assert!(matches!(clean.text, Cow::Borrowed(_)));
+}
+
+#[test]
 fn answers_can_be_left_to_the_prompt_check() {
     let mut settings = everything();
     settings.pii.check_answers = false;

@@ -9,13 +9,17 @@
 //! - The answer the upstream (or a cache) gave goes through each guardrail's answer check in
 //!   configuration order: its placeholders are restored for this request only, personal data in
 //!   the answer is redacted with markers, and a rule that blocks ends the answer with an error
-//!   (a stream, after what was already sent). What is cached is the upstream's text, with the
-//!   placeholders.
+//!   (a stream, after what was already sent). The arguments of the answer's tool calls go through
+//!   the same check (without the answer's length limit; stage `tool_call`); in a stream a call is
+//!   held back until the answer ends and then sent whole, checked. What is cached is the
+//!   upstream's answer, with the placeholders.
 //! - Every rule that fires is counted (`guardrail_rules_total`) and written to the audit log by
 //!   its id, never with the text it matched.
 //!
-//! Checked: the text of every message (and each text part of a message with images). Not
-//! checked: tool-call arguments in earlier assistant turns, and the tool calls of an answer.
+//! Checked: the text of every message (each text part of a message with images), the arguments
+//! of the tool calls of earlier assistant turns, and the tool calls of the answer. Not checked:
+//! the tool definitions (names, descriptions, schemas), which come from the application rather
+//! than from a user.
 
 use std::sync::Arc;
 
@@ -24,7 +28,7 @@ use tracing::info;
 use crate::error::GatewayError;
 use crate::guard::{Guardrail, PromptText, Redactions, StreamGuard, TextOrigin, Verdict};
 use crate::metrics::Metrics;
-use crate::model::{ChatRequest, ContentPart, Role};
+use crate::model::{ChatRequest, ContentPart, Role, ToolCall};
 use crate::tenancy::Principal;
 
 /// The guardrails that apply to one request, each with the placeholders its prompt check issued.
@@ -40,6 +44,8 @@ enum TextAt {
     Content(usize),
     /// A text part of a message.
     Part(usize, usize),
+    /// The arguments of a tool call of an assistant message.
+    Arguments(usize, usize),
 }
 
 impl Guarding {
@@ -62,6 +68,7 @@ impl Guarding {
                 match places.get(redacted.index) {
                     Some(TextAt::Content(message)) => request.messages[*message].content = redacted.text,
                     Some(TextAt::Part(message, part)) => request.messages[*message].parts[*part] = ContentPart::Text(redacted.text),
+                    Some(TextAt::Arguments(message, call)) => request.messages[*message].tool_calls[*call].arguments = redacted.text,
                     None => {}
                 }
             }
@@ -72,8 +79,9 @@ impl Guarding {
         Ok(guarding)
     }
 
-    /// Checks a whole answer: the text to send, or the error naming the rule that blocked it.
-    pub fn check_answer(&self, text: String, principal: &Principal, metrics: &Metrics) -> Result<String, GatewayError> {
+    /// Checks a whole answer: the text to send, with `tool_calls`' arguments checked in place,
+    /// or the error naming the rule that blocked it.
+    pub fn check_answer(&self, text: String, tool_calls: &mut [ToolCall], principal: &Principal, metrics: &Metrics) -> Result<String, GatewayError> {
         let mut text = text;
         for (guardrail, redactions) in &self.applied {
             let check = guardrail.check_answer(&text, redactions);
@@ -82,6 +90,7 @@ impl Guarding {
                 return Err(GatewayError::GuardrailBlocked { guardrail: guardrail.name().to_owned(), rule: rule.rule_id.to_string(), stage: "answer" });
             }
             text = check.text.into_owned();
+            check_tool_calls(guardrail, redactions, tool_calls, principal, metrics)?;
         }
         Ok(text)
     }
@@ -118,6 +127,15 @@ impl AnswerGuard {
             record(guardrail, guard.verdict(), "answer", &self.principal, &self.metrics);
         }
         Ok(released)
+    }
+
+    /// Checks the arguments of the answer's tool calls (held back until the answer ended) in
+    /// place, or names the rule that blocked.
+    pub fn check_tool_calls(&self, calls: &mut [ToolCall]) -> Result<(), GatewayError> {
+        for (guardrail, guard) in &self.guards {
+            check_tool_calls(guardrail, guard.redactions(), calls, &self.principal, &self.metrics)?;
+        }
+        Ok(())
     }
 
     /// Runs `delta` (or, with `None`, the end of the answer) through every guard in turn: what one
@@ -161,8 +179,28 @@ fn texts_of(request: &ChatRequest) -> (Vec<TextAt>, Vec<PromptText<'_>>) {
                 texts.push(PromptText::new(origin, text));
             }
         }
+        for (call_index, call) in message.tool_calls.iter().enumerate() {
+            places.push(TextAt::Arguments(index, call_index));
+            texts.push(PromptText::new(origin, &call.arguments));
+        }
     }
     (places, texts)
+}
+
+/// Checks the arguments of `calls` against one guardrail, rewriting them in place, or names the
+/// rule that blocked.
+fn check_tool_calls(guardrail: &Guardrail, redactions: &Redactions, calls: &mut [ToolCall], principal: &Principal, metrics: &Metrics) -> Result<(), GatewayError> {
+    for call in calls {
+        let check = guardrail.check_tool_arguments(&call.arguments, redactions);
+        record(guardrail, &check.verdict, "tool_call", principal, metrics);
+        if let Some(rule) = check.verdict.blocking_rule() {
+            return Err(GatewayError::GuardrailBlocked { guardrail: guardrail.name().to_owned(), rule: rule.rule_id.to_string(), stage: "tool call" });
+        }
+        if let std::borrow::Cow::Owned(arguments) = check.text {
+            call.arguments = arguments;
+        }
+    }
+    Ok(())
 }
 
 /// Counts and audits the rules of `verdict`, by id only.

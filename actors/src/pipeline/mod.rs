@@ -35,7 +35,7 @@ use crate::cache::semantic::{SemanticMatch, SemanticSettings};
 use crate::cluster::membership::{ClusterView, MembershipSettings};
 use crate::cache::{CachedAnswer, ExactCache, Invalidation, RedisCacheSettings};
 use crate::pipeline::caching::{CacheHit, Caches};
-use crate::model::{CacheLayer, ChatRequest, Completion, FinishReason, ModelSelection, RequestLimits, RoutingContext, Target, Tier};
+use crate::model::{CacheLayer, ChatRequest, Completion, FinishReason, ModelSelection, RequestLimits, RoutingContext, Target, Tier, ToolCall};
 use crate::pipeline::accounting::{Admission, Outcome};
 use crate::experiment::{Assignment, Experiments};
 use crate::pipeline::guarding::Guarding;
@@ -524,15 +524,16 @@ impl Gateway {
     }
 
     /// Serves a cache hit: settles it (nothing charged), counts it for its experiment variant, and
-    /// passes its text through the guardrails. The answer's id and text.
-    async fn serve_hit(&self, principal: &Principal, request: &ChatRequest, admitted: Admitted, hit: &CacheHit, started: Instant) -> Result<(String, String), GatewayError> {
+    /// passes its text and tool calls through the guardrails. The answer's id, text and tool calls.
+    async fn serve_hit(&self, principal: &Principal, request: &ChatRequest, admitted: Admitted, hit: &CacheHit, started: Instant) -> Result<(String, String, Vec<ToolCall>), GatewayError> {
         let id = new_id();
         self.settle_hit(&hit.answer, hit.layer, admitted.admission, &id, request, started).await?;
         if let Some(assignment) = admitted.assignment {
             assignment.record(false, NanoUsd::ZERO, true);
         }
-        let text = admitted.guarding.check_answer(hit.answer.text.clone(), principal, &self.metrics)?;
-        Ok((id, text))
+        let mut tool_calls = hit.answer.tool_calls.clone();
+        let text = admitted.guarding.check_answer(hit.answer.text.clone(), &mut tool_calls, principal, &self.metrics)?;
+        Ok((id, text, tool_calls))
     }
 
     /// Logs a request no provider served, counts it against its experiment variant, and hands its
@@ -591,8 +592,8 @@ impl Gateway {
         let mut admitted = self.head(principal, &mut request).await?;
         if let Some(hit) = admitted.hit.take() {
             let (cache_key, experiment) = (admitted.probe.exact_key.take(), admitted.experiment.clone());
-            let (id, text) = self.serve_hit(principal, &request, admitted, &hit, started).await?;
-            return Ok(Answer::from_cache(id, text, hit, cache_key, experiment, started.elapsed()));
+            let (id, text, tool_calls) = self.serve_hit(principal, &request, admitted, &hit, started).await?;
+            return Ok(Answer::from_cache(id, text, tool_calls, hit, cache_key, experiment, started.elapsed()));
         }
         let Admitted { selection, admission, probe, guarding, assignment, experiment, .. } = admitted;
         let answered = self.walk_chain(&selection, |provider, target| attempt::unary(provider, target, &request, &self.metrics)).await;
@@ -629,7 +630,8 @@ impl Gateway {
             assignment.record(fallback, cost.unwrap_or(NanoUsd::ZERO), false);
         }
         let mut completion = completion;
-        completion.text = guarding.check_answer(completion.text, principal, &self.metrics)?;
+        let text = std::mem::take(&mut completion.text);
+        completion.text = guarding.check_answer(text, &mut completion.tool_calls, principal, &self.metrics)?;
         Ok(Answer {
             id,
             completion,
@@ -674,8 +676,8 @@ impl Gateway {
         let mut admitted = self.head(principal, &mut request).await?;
         if let Some(hit) = admitted.hit.take() {
             let (cache_key, experiment) = (admitted.probe.exact_key.take(), admitted.experiment.clone());
-            let (id, text) = self.serve_hit(principal, &request, admitted, &hit, started).await?;
-            let mut replay = stream::replay(id, hit, text, started, in_flight);
+            let (id, text, tool_calls) = self.serve_hit(principal, &request, admitted, &hit, started).await?;
+            let mut replay = stream::replay(id, hit, text, tool_calls, started, in_flight);
             replay.experiment = experiment;
             replay.cache_key = cache_key;
             return Ok(replay);
@@ -745,13 +747,13 @@ struct ChainAnswer<T> {
 impl Answer {
     /// An answer served from a cache layer (its text as the guardrails let it through): nothing
     /// charged, the cached model and provider named.
-    fn from_cache(id: String, text: String, hit: CacheHit, cache_key: Option<String>, experiment: Option<String>, latency: Duration) -> Self {
+    fn from_cache(id: String, text: String, tool_calls: Vec<ToolCall>, hit: CacheHit, cache_key: Option<String>, experiment: Option<String>, latency: Duration) -> Self {
         let cached = &hit.answer;
         Self {
             id,
             completion: Completion {
                 text,
-                tool_calls: cached.tool_calls.clone(),
+                tool_calls,
                 logprobs: None,
                 finish_reason: FinishReason::parse(&cached.finish_reason),
                 usage: cached.usage(),

@@ -19,7 +19,7 @@ use crate::pipeline::caching::{CacheHit, CacheProbe, Caches};
 use crate::model::{CacheLayer, ChatRequest};
 use crate::pipeline::accounting::{self, Admission, Outcome};
 use crate::metrics::Metrics;
-use crate::model::{Completion, FinishReason, StreamEvent, Target, ToolCallAssembler, ToolCallDelta, Usage};
+use crate::model::{Completion, FinishReason, StreamEvent, Target, ToolCall, ToolCallAssembler, ToolCallDelta, Usage};
 use crate::pipeline::attempt::OpenedStream;
 use crate::experiment::Assignment;
 use crate::pipeline::guarding::AnswerGuard;
@@ -208,7 +208,9 @@ async fn pump(
             }
             Ok(StreamEvent::ToolCall(delta)) => {
                 tool_calls.push(&delta);
-                if client_connected {
+                // Under a guardrail a call goes out whole once the answer has ended and it is
+                // checked (below).
+                if client_connected && accounting.guard.is_none() {
                     client_connected = matches!(timeout_at(deadline, sender.send(Ok(StreamItem::ToolCall(delta)))).await, Ok(Ok(())));
                 }
             }
@@ -282,11 +284,35 @@ async fn pump(
             }
         }
     }
+    let tool_calls = tool_calls.finish();
+    if blocked.is_none()
+        && outcome.is_ok()
+        && let Some(guard) = accounting.guard.as_ref()
+        && !tool_calls.is_empty()
+    {
+        let mut checked = tool_calls.clone();
+        match guard.check_tool_calls(&mut checked) {
+            Ok(()) => {
+                for (call, index) in checked.into_iter().zip(0u32..) {
+                    if client_connected {
+                        client_connected = matches!(timeout_at(deadline, sender.send(Ok(whole_call(call, index)))).await, Ok(Ok(())));
+                    }
+                }
+            }
+            Err(error) => {
+                if client_connected {
+                    let _client_gone = timeout_at(deadline, sender.send(Err(error.clone()))).await;
+                }
+                blocked = Some(error);
+                client_connected = false;
+            }
+        }
+    }
     // Only a complete stream that no guardrail blocked is stored.
     if blocked.is_none()
         && let (Ok((finish_reason, Some(usage))), Some(store), Some(text)) = (&outcome, accounting.store, answer_text)
     {
-        let completion = Completion { text, tool_calls: tool_calls.finish(), logprobs: None, finish_reason: *finish_reason, usage: *usage };
+        let completion = Completion { text, tool_calls, logprobs: None, finish_reason: *finish_reason, usage: *usage };
         let answer = store.probe.entry(&completion, &target, cost);
         store.caches.store(store.probe, answer).await;
     }
@@ -306,16 +332,19 @@ async fn pump(
     }
 }
 
+/// A tool call in one stream item: its id, name and whole arguments.
+fn whole_call(call: ToolCall, index: u32) -> StreamItem {
+    StreamItem::ToolCall(ToolCallDelta { index, id: Some(call.id), name: Some(call.name), arguments: call.arguments })
+}
+
 /// Replays a cached answer as a stream: the text in word-sized chunks, each tool call whole (its
 /// id, name and arguments in one piece), then the finish, in the same items a live stream sends.
-/// `text` is the cached text as this request's guardrails let it through.
-pub(crate) fn replay(id: String, hit: CacheHit, text: String, started: Instant, in_flight: TaskTrackerToken) -> AnswerStream {
+/// `text` and `tool_calls` are the cached ones as this request's guardrails let them through.
+pub(crate) fn replay(id: String, hit: CacheHit, text: String, tool_calls: Vec<ToolCall>, started: Instant, in_flight: TaskTrackerToken) -> AnswerStream {
     let (sender, items) = mpsc::channel(CHANNEL_CAPACITY);
     let cached = &hit.answer;
     let mut chunks: Vec<StreamItem> = text.split_inclusive(' ').map(|chunk| StreamItem::Delta(chunk.to_owned())).collect();
-    chunks.extend(cached.tool_calls.iter().zip(0u32..).map(|(call, index)| {
-        StreamItem::ToolCall(ToolCallDelta { index, id: Some(call.id.clone()), name: Some(call.name.clone()), arguments: call.arguments.clone() })
-    }));
+    chunks.extend(tool_calls.into_iter().zip(0u32..).map(|(call, index)| whole_call(call, index)));
     let finish_reason = FinishReason::parse(&cached.finish_reason);
     let usage = cached.usage();
     tokio::spawn(async move {
