@@ -627,3 +627,73 @@ async fn cost_is_broken_down_by_feature_from_the_body_or_the_header() {
     let lines: String = ledger.map(|entry| std::fs::read_to_string(entry.path()).unwrap()).collect();
     assert_eq!(lines.matches("\"feature\":\"summaries\"").count(), 1, "the ledger keeps the tag: {lines}");
 }
+
+/// Makes a file immutable (`chattr +i`, from e2fsprogs) while alive: writes to it fail, through a
+/// descriptor opened before too, and for root as well. Undone on drop, so a failing test leaves a
+/// removable file behind.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(path: &std::path::Path) -> Self {
+        let status = std::process::Command::new("chattr").arg("+i").arg(path).status().expect("chattr runs");
+        assert!(status.success(), "chattr +i {}", path.display());
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_ledger_that_cannot_write_takes_no_request_and_loses_no_cost() {
+    let sim = start_sim().await;
+    let dir = new_dir();
+    let node = Node::start_in(&dir, &config_for(sim.addr, |c| c + &tenancy("", "")));
+    let body = |prompt: &str| json!({"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": prompt}]});
+    let before = ask(&node, Some(ALICE), &body("first freight")).await;
+    assert_eq!(before.status(), 200);
+    let ready = |node: &Node| {
+        let url = format!("{}/ready", node.http);
+        async move {
+            let response = http().get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(ready(&node).await.0, 200);
+
+    let immutable = Immutable::new(&dir.join("ledger.jsonl"));
+    // Its cost is owed upstream already: the write fails, the client hears so.
+    let failed = ask(&node, Some(ALICE), &body("second freight")).await;
+    assert_eq!(failed.status(), 500);
+    assert!(failed.text().await.unwrap().contains("cost ledger"));
+    // Then nothing more is taken, and the node says it is not ready.
+    let refused = ask(&node, Some(ALICE), &body("third freight")).await;
+    assert_eq!(refused.status(), 503);
+    assert!(refused.text().await.unwrap().contains("the cost ledger cannot write"));
+    let (status, text) = ready(&node).await;
+    assert_eq!(status, 503);
+    assert!(text.starts_with("cost ledger cannot write"), "{text}");
+    assert_eq!(common::sim_calls(&sim, "gpt-4o-mini").await, 2, "the refused request reached no provider");
+
+    drop(immutable);
+    // The syncing thread writes the failed line again within its interval.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = ready(&node).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "ready again once the file takes writes");
+    assert_eq!(ask(&node, Some(ALICE), &body("fourth freight")).await.status(), 200);
+    let ledger = std::fs::read_to_string(dir.join("ledger.jsonl")).unwrap();
+    assert_eq!(ledger.lines().count(), 3, "every request that reached the provider is recorded: {ledger}");
+    let recorded: i64 = ledger.lines().map(|line| serde_json::from_str::<Value>(line).unwrap()["cost"].as_i64().unwrap()).sum();
+    let by_model = admin(&node, "/admin/v1/cost/by-model").await;
+    assert_eq!(by_model["models"][0]["cost"]["nano_usd"].as_i64(), Some(recorded), "{by_model}");
+    assert!(recorded > 0);
+}

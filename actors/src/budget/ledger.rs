@@ -12,8 +12,10 @@
 //! bounding what a power loss could take. A write that fails is cut back off the file and every
 //! event in it gets the error, and its lines are kept and written again before any newer line, by
 //! the next write or the syncing thread (up to [`MAX_UNWRITTEN_BYTES`]): a full disk or a
-//! read-only remount loses no record of money already spent once the file takes writes again. A
-//! record torn by a kill mid-write was never acknowledged and is cut off at the next start.
+//! read-only remount loses no record of money already spent once the file takes writes again.
+//! While such lines wait ([`FileLedger::unwritten_bytes`]) the node takes no request and is not
+//! ready. A record torn by a kill mid-write was never acknowledged and is cut off at the next
+//! start.
 //!
 //! The trade-off: the write runs on the settling request's runtime thread. A write to the page
 //! cache takes microseconds, but one the kernel stalls (dirty-page throttling on a saturated
@@ -24,7 +26,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek as _, SeekFrom, Write as _};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -125,6 +127,9 @@ struct Shared {
     dirty: AtomicBool,
     /// Set when the last handle is dropped: the syncing thread syncs once more and ends.
     closed: AtomicBool,
+    /// Bytes of failed writes waiting to be written again (`Writer::unwritten`), readable without
+    /// the writer's lock.
+    unwritten_bytes: AtomicUsize,
 }
 
 /// Handle to the ledger. Cheap to clone.
@@ -183,6 +188,7 @@ impl FileLedger {
             }),
             dirty: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            unwritten_bytes: AtomicUsize::new(0),
         });
         // Nothing has written to the file since it was read: its events are the ones replayed.
         close_segment_before(&shared, today, Some(&live.events));
@@ -238,6 +244,12 @@ impl FileLedger {
             writer.failed.swap_remove(index);
         }
         Err(error)
+    }
+
+    /// Bytes of cost events whose write failed and that wait to be written again: 0 while the
+    /// file takes writes. A node with a backlog should take no request it could not record.
+    pub fn unwritten_bytes(&self) -> usize {
+        self.shared.unwritten_bytes.load(Ordering::Relaxed)
     }
 
     /// Writes made since the ledger was opened; each carries the lines of one or more events.
@@ -360,6 +372,7 @@ fn write_queue(shared: &Shared, writer: &mut Writer) {
             writer.unwritten = keep_unwritten(&shared.path, bytes);
         }
     }
+    shared.unwritten_bytes.store(writer.unwritten.len(), Ordering::Relaxed);
     writer.written = last;
     shared.dirty.store(true, Ordering::Release);
 }

@@ -72,7 +72,8 @@ pub fn worst_case_cost(request: &ChatRequest, selection: &ModelSelection, policy
     policy.price(&selection.primary.model).map_or(NanoUsd::ZERO, |price| price.charge(Usage { input_tokens: input, output_tokens: output, ..Usage::default() }))
 }
 
-/// Rate limits, then the budget reservation. Under the downgrade policy an exhausted budget
+/// Refused while the cost ledger cannot write (the request's cost could not be recorded), then
+/// rate limits, then the budget reservation. Under the downgrade policy an exhausted budget
 /// re-routes to the cheapest allowed model (via `downgrade`) and reserves without the limit.
 #[expect(clippy::too_many_arguments, reason = "each argument is one input of the admission decision")]
 pub async fn admit(
@@ -86,6 +87,12 @@ pub async fn admit(
     mut cost_of: impl FnMut(&ModelSelection) -> NanoUsd,
     downgrade: impl FnOnce() -> Option<ModelSelection>,
 ) -> Result<Admission, GatewayError> {
+    let unwritten = budget.ledger.unwritten_bytes();
+    if unwritten > 0 {
+        return Err(GatewayError::BudgetUnavailable(format!(
+            "the cost ledger cannot write ({unwritten} bytes of cost events wait to be written again); no request is taken until it can"
+        )));
+    }
     let limited = match rates {
         Some(rates) => rates.admit(principal, token_estimate).await,
         None => principal.limiter.admit(token_estimate),

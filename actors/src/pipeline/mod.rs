@@ -346,6 +346,12 @@ impl Gateway {
         self.in_flight.wait().await;
     }
 
+    /// Bytes of cost events the ledger failed to write and waits to write again; 0 while it
+    /// takes writes (requests are refused meanwhile, see `accounting::admit`).
+    pub fn ledger_backlog(&self) -> usize {
+        self.budget.ledger.unwritten_bytes()
+    }
+
     /// False once shutdown has begun.
     pub fn accepting(&self) -> bool {
         !self.in_flight.is_closed()

@@ -11,15 +11,18 @@ pub async fn health() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }
 
-/// `GET /ready`: the node takes requests (not draining for shutdown). A clustered node says how
-/// many members it sees on a second line, and that it is degraded when it reaches no peer: it
-/// still serves alone, so it stays ready.
+/// `GET /ready`: the node takes requests (not draining for shutdown, and its cost ledger takes
+/// writes). A clustered node says how many members it sees on a second line, and that it is
+/// degraded when it reaches no peer: it still serves alone, so it stays ready.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let cluster = crate::cluster::readiness_line(&state.gateway.cluster_status()).map(|line| format!("{line}\n")).unwrap_or_default();
-    if state.gateway.accepting() {
-        (StatusCode::OK, format!("ready\n{cluster}"))
-    } else {
+    let unwritten = state.gateway.ledger_backlog();
+    if !state.gateway.accepting() {
         (StatusCode::SERVICE_UNAVAILABLE, format!("draining\n{cluster}"))
+    } else if unwritten > 0 {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("cost ledger cannot write: {unwritten} bytes of cost events waiting\n{cluster}"))
+    } else {
+        (StatusCode::OK, format!("ready\n{cluster}"))
     }
 }
 
