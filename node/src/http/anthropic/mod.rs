@@ -33,6 +33,8 @@ use crate::telemetry::adopt_trace;
 
 /// The API versions Anthropic defines for `anthropic-version`.
 const VERSIONS: &[&str] = &["2023-06-01", "2023-01-01"];
+/// The header naming the Messages API version a client speaks.
+const VERSION_HEADER: axum::http::HeaderName = axum::http::HeaderName::from_static("anthropic-version");
 
 /// An Anthropic-style error response.
 pub fn error_response(error: &GatewayError) -> Response {
@@ -54,7 +56,7 @@ fn accept(
     endpoint: request::Endpoint,
 ) -> Result<(std::sync::Arc<switchyard_actors::tenancy::Principal>, request::Parsed), GatewayError> {
     let principal = state.gateway.authenticate(crate::auth::api_key_of(headers))?;
-    if let Some(version) = header_text(headers, &axum::http::HeaderName::from_static("anthropic-version"))?
+    if let Some(version) = header_text(headers, &VERSION_HEADER)?
         && !VERSIONS.contains(&version)
     {
         return Err(GatewayError::invalid("anthropic-version", format!("\"{version}\" is not a version of the Messages API ({})", VERSIONS.join(", "))));
