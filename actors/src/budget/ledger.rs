@@ -209,27 +209,27 @@ impl FileLedger {
     /// Queues `event`'s line for the next write. Nothing is acknowledged yet: the settling
     /// request then waits for [`written`](Self::written). A queued line is written even if that
     /// wait is abandoned (by the next write, or by the syncing thread within [`SYNC_INTERVAL`]).
-    pub fn queue(&self, event: &CostEvent) -> Result<Queued, LedgerError> {
+    pub fn queue(&self, event: &CostEvent) -> Result<Queued<'_>, LedgerError> {
         let shared = &*self.shared;
         let mut line = serde_json::to_vec(event).map_err(|error| LedgerError::Write { path: shared.path.clone(), message: error.to_string() })?;
         line.push(b'\n');
         let mut queue = lock(&shared.queue);
         queue.bytes.extend_from_slice(&line);
         queue.queued += 1;
-        Ok(Queued { number: queue.queued, ledger: Some(Arc::clone(&self.shared)) })
+        Ok(Queued { number: queue.queued, ledger: Some(&self.shared) })
     }
 
     /// Returns once the queued line is written. It first yields once, so the other requests
     /// ready on this runtime thread queue their lines before anyone writes: under load one
     /// `write` carries the lines of every request that settled in the same turn (a write per
     /// request cost more than serialising its event); alone, the yield costs one more poll.
-    pub async fn written(&self, queued: Queued) -> Result<(), LedgerError> {
+    pub async fn written(&self, queued: Queued<'_>) -> Result<(), LedgerError> {
         tokio::task::yield_now().await;
         self.write_through(queued)
     }
 
     /// Writes the queue unless `queued` has been written already; then whether its write failed.
-    fn write_through(&self, queued: Queued) -> Result<(), LedgerError> {
+    fn write_through(&self, queued: Queued<'_>) -> Result<(), LedgerError> {
         let number = queued.waited();
         let shared = &*self.shared;
         let mut writer = lock(&shared.writer);
@@ -298,16 +298,17 @@ impl Writer {
 
 /// A line's place in the queue, for [`FileLedger::written`]. Dropped without being waited for
 /// (its request stopped waiting), it tells the ledger, so that a failure of its write is not kept
-/// for an appender who will never ask.
+/// for an appender who will never ask. It borrows the ledger rather than sharing it: no reference
+/// count for every request's line to bump.
 #[derive(Debug)]
 #[must_use = "a queued line is acknowledged only once it is written"]
-pub struct Queued {
+pub struct Queued<'ledger> {
     number: u64,
     /// `None` once waited for.
-    ledger: Option<Arc<Shared>>,
+    ledger: Option<&'ledger Shared>,
 }
 
-impl Queued {
+impl Queued<'_> {
     /// The line's number, for the appender that now waits for its write.
     fn waited(mut self) -> u64 {
         self.ledger = None;
@@ -315,14 +316,13 @@ impl Queued {
     }
 }
 
-impl Drop for Queued {
+impl Drop for Queued<'_> {
     fn drop(&mut self) {
         if let Some(shared) = self.ledger.take() {
             lock(&shared.writer).abandon(self.number);
         }
     }
 }
-
 
 /// Writes the lines of failed writes and then every queued line with one `write`, under the
 /// writer's lock. A failed write is remembered for the appenders of its new lines (each learns of
@@ -681,7 +681,8 @@ mod tests {
     #[tokio::test]
     async fn a_queued_line_is_written_even_when_its_request_stops_waiting() {
         let (ledger, path) = fresh("abandoned");
-        let _abandoned: Queued = ledger.queue(&event("abandoned")).map_err(|e| e.to_string()).expect("queues");
+        // Its request stops waiting at once.
+        drop(ledger.queue(&event("abandoned")).map_err(|e| e.to_string()).expect("queues"));
         // The syncing thread writes it on its next round (within SYNC_INTERVAL; waited for
         // longer here so a busy machine cannot fail the test).
         for _ in 0..100 {
@@ -691,6 +692,7 @@ mod tests {
             tokio::time::sleep(SYNC_INTERVAL / 2).await;
         }
         assert_eq!(lock(&ledger.shared.writer).written, 1, "the syncing thread wrote it");
+        assert!(lock(&ledger.shared.writer).abandoned.is_empty(), "and forgot it was abandoned");
         drop(ledger);
         let (_ledger, replay) = FileLedger::open(&path).map_err(|e| e.to_string()).expect("reopens");
         assert_eq!(replay.events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["abandoned"]);

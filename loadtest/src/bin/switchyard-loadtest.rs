@@ -581,9 +581,10 @@ fn semantic_fit(args: &SemanticFitArgs) -> anyhow::Result<()> {
     std::fs::write(&args.out, json)
         .with_context(|| format!("failed to write {}", args.out.display()))?;
     println!(
-        "fitted on {} pairs, best epoch {}; validation ({} pairs): recall@p0.80 {:.3} (cosine {:.3}), recall@p0.90 {:.3} (cosine {:.3})",
+        "fitted on {} pairs, best epoch {}; {} ({} pairs): recall@p0.80 {:.3} (cosine {:.3}), recall@p0.90 {:.3} (cosine {:.3})",
         outcome.fit_pairs,
         outcome.best_epoch,
+        if args.cross_fit { "every train pair, each held out of one fit" } else { "validation" },
         outcome.validation_pairs,
         outcome.validation_recall_at_p80,
         outcome.validation_cosine_recall_at_p80,
@@ -593,10 +594,10 @@ fn semantic_fit(args: &SemanticFitArgs) -> anyhow::Result<()> {
     for (scorer, ceiling) in [("policy", &outcome.validation_ceiling), ("cosine", &outcome.validation_cosine_ceiling)] {
         match ceiling {
             Some(cut) => println!(
-                "{scorer}: the most precise validation cut with enough duplicates serves {} pairs, {} duplicates (precision {:.3}, threshold {:.4})",
+                "{scorer}: the most precise held-out cut with enough duplicates serves {} pairs, {} duplicates (precision {:.3}, threshold {:.4})",
                 cut.served, cut.duplicates, cut.precision, cut.threshold
             ),
-            None => println!("{scorer}: no validation cut serves enough duplicates"),
+            None => println!("{scorer}: no held-out cut serves enough duplicates"),
         }
     }
     println!("cosine weight {}", outcome.parameters.cosine_weight);
