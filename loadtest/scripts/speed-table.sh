@@ -9,6 +9,7 @@
 #   node, as shipped      wrk -> switchyard (the example config: exact + semantic cache on) -> nginx
 # Each round runs every case once; the table is the median over the rounds, with the ratios the
 # targets are stated in (as shipped against caches off at 64 clients; added p50 at 1 client).
+# After each as-shipped case the script waits for that node to finish embedding what it stored.
 # The as-shipped node's semantic lookups by result (miss, timeout, shed) and stores are printed at
 # the end, from its /metrics.
 # Usage: loadtest/scripts/speed-table.sh [SECONDS_PER_CASE] [ROUNDS]
@@ -50,6 +51,18 @@ case_run() { # name url connections
   errors=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
   echo "$1 c$3 $p50 $p99 $rps ${errors:-0}" | tee -a "$results" >&2
 }
+# Waits until the node on PORT has no answer left to embed for the semantic layer (its stores
+# counter holds still for a second; at most 120 s), so its idle-priority embedder does not run
+# into the next case.
+quiesce() { # port
+  local last="" now
+  for _ in $(seq 1 120); do
+    now=$(curl -s "http://127.0.0.1:$1/metrics" | awk '/^switchyard_semantic_stores_total/ {sum += $NF} END {print sum + 0}')
+    [ "$now" = "$last" ] && return 0
+    last=$now
+    sleep 1
+  done
+}
 for round in $(seq 1 "$rounds"); do
   echo "round $round" >&2
   for clients in 1 64; do
@@ -57,6 +70,7 @@ for round in $(seq 1 "$rounds"); do
     case_run floor-http "http://127.0.0.1:19390" "$clients"
     case_run node-caches-off "http://127.0.0.1:19381" "$clients"
     case_run node-as-shipped "http://127.0.0.1:19382" "$clients"
+    quiesce 19382
   done
 done
 
