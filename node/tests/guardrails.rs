@@ -40,6 +40,20 @@ async fn post(node: &Node, body: &Value) -> reqwest::Response {
     reqwest::Client::new().post(format!("{}/v1/chat/completions", node.http)).json(body).send().await.unwrap()
 }
 
+/// Streams `body` and checks a guardrail blocked it after the stream had started: its last event
+/// is a `guardrail_blocked` error and it never finishes cleanly. The stream's text.
+async fn blocked_stream(node: &Node, mut body: Value) -> String {
+    body["stream"] = json!(true);
+    let response = post(node, &body).await;
+    assert_eq!(response.status(), 200, "the stream had started");
+    let text = response.text().await.unwrap();
+    let last = text.lines().rev().find_map(|line| line.strip_prefix("data: ")).unwrap();
+    let event: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(event["error"]["code"], "guardrail_blocked", "{text}");
+    assert!(!text.contains("[DONE]"), "a blocked answer never finishes cleanly: {text}");
+    text
+}
+
 #[tokio::test]
 async fn a_blocked_prompt_is_refused_over_both_front_doors_and_reaches_nothing() {
     let sim = start_sim().await;
@@ -100,15 +114,7 @@ async fn a_blocked_answer_fails_unary_and_ends_a_stream_with_an_error_event() {
     let body: Value = unary.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("answer.max_length"), "{body}");
 
-    let mut streamed = chat_body("gpt-4o", "describe the signal box");
-    streamed["stream"] = json!(true);
-    let response = post(&node, &streamed).await;
-    assert_eq!(response.status(), 200, "the stream had started");
-    let text = response.text().await.unwrap();
-    let last = text.lines().rev().find_map(|line| line.strip_prefix("data: ")).unwrap();
-    let event: Value = serde_json::from_str(last).unwrap();
-    assert_eq!(event["error"]["code"], "guardrail_blocked", "{text}");
-    assert!(!text.contains("[DONE]"), "a blocked answer never finishes cleanly: {text}");
+    let text = blocked_stream(&node, chat_body("gpt-4o", "describe the signal box")).await;
     let sent: usize = common::sse_content(&text).chars().count();
     assert!(sent <= 24, "no more than the limit reached the client ({sent} characters)");
 
@@ -198,15 +204,8 @@ async fn a_tool_call_that_breaks_a_blocking_rule_fails_unary_and_ends_a_stream()
     assert!(message.contains("blocked the tool call") && message.contains("pii.payment_card"), "{message}");
     assert!(!message.contains("4111"), "{message}");
 
-    let mut streamed = mail_request("mail the card on record to billing", card);
-    streamed["stream"] = json!(true);
-    let response = post(&node, &streamed).await;
-    assert_eq!(response.status(), 200, "the stream had started");
-    let text = response.text().await.unwrap();
-    let last = text.lines().rev().find_map(|line| line.strip_prefix("data: ")).unwrap();
-    let event: Value = serde_json::from_str(last).unwrap();
-    assert_eq!(event["error"]["code"], "guardrail_blocked", "{text}");
-    assert!(!text.contains("4111") && !text.contains("[DONE]"), "{text}");
+    let text = blocked_stream(&node, mail_request("mail the card on record to billing", card)).await;
+    assert!(!text.contains("4111"), "{text}");
     assert_eq!(metric(&node, "switchyard_guardrail_rules_total{action=\"block\",guardrail=\"customer-data\",rule=\"pii.payment_card\",stage=\"tool_call\"}").await, 2.0);
 }
 

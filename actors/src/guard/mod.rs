@@ -306,9 +306,6 @@ impl Guardrail {
     /// blocks blocks the answer. Restored values are JSON-escaped, and placeholders and markers
     /// hold no character JSON escapes, so arguments that were JSON stay JSON.
     pub fn check_tool_arguments<'a>(&self, arguments: &'a str, redactions: &Redactions) -> AnswerCheck<'a> {
-        if redactions.is_empty() {
-            return answer::check_whole_answer(&self.inner, arguments, redactions, false);
-        }
         answer::check_whole_answer(&self.inner, arguments, &redactions.json_escaped(), false)
     }
 

@@ -90,7 +90,7 @@ pub async fn admit(
     let unwritten = budget.ledger.unwritten_bytes();
     if unwritten > 0 {
         return Err(GatewayError::BudgetUnavailable(format!(
-            "the cost ledger cannot write ({unwritten} bytes of cost events wait to be written again); no request is taken until it can"
+            "the cost ledger cannot write ({unwritten} bytes of cost events wait to be written again); no request is taken until it can: retry later or on another node"
         )));
     }
     let limited = match rates {

@@ -22,7 +22,7 @@ use switchyard_actors::cache::semantic::policy::{
 
 use crate::semantic::embeddings::TextVectors;
 use crate::semantic::metrics;
-use crate::semantic::pairs::{PairSet, SplitPart, TRAIN_FOLDS};
+use crate::semantic::pairs::{LabelledPair, PairSet, SplitPart, TRAIN_FOLDS};
 
 /// Share of the fit part's duplicates allowed below the loose cosine floor.
 const DUPLICATES_BELOW_FLOOR: f64 = 0.005;
@@ -380,17 +380,9 @@ fn scored_pairs(
     vectors: &TextVectors,
     indices: &[usize],
 ) -> Vec<(f32, bool)> {
-    indices
-        .iter()
-        .map(|&index| {
-            let pair = &set.pairs[index];
-            let (a, b) = set.text_indices[index];
-            (
-                policy.score(&pair.b, vectors.vector(b), &pair.a, vectors.vector(a)),
-                pair.duplicate,
-            )
-        })
-        .collect()
+    scored_with(set, vectors, indices, |pair, a, b| {
+        policy.score(&pair.b, b, &pair.a, a)
+    })
 }
 
 /// `(cosine, duplicate)` of the pairs at `indices`.
@@ -399,13 +391,26 @@ fn cosine_scored_pairs(
     vectors: &TextVectors,
     indices: &[usize],
 ) -> Vec<(f32, bool)> {
+    scored_with(set, vectors, indices, |_, a, b| {
+        switchyard_actors::embed::pooling::cosine(a, b)
+    })
+}
+
+/// `(score(pair, vector of a, vector of b), duplicate)` of the pairs at `indices`.
+fn scored_with(
+    set: &PairSet,
+    vectors: &TextVectors,
+    indices: &[usize],
+    score: impl Fn(&LabelledPair, &[f32], &[f32]) -> f32,
+) -> Vec<(f32, bool)> {
     indices
         .iter()
         .map(|&index| {
+            let pair = &set.pairs[index];
             let (a, b) = set.text_indices[index];
             (
-                switchyard_actors::embed::pooling::cosine(vectors.vector(a), vectors.vector(b)),
-                set.pairs[index].duplicate,
+                score(pair, vectors.vector(a), vectors.vector(b)),
+                pair.duplicate,
             )
         })
         .collect()
@@ -858,7 +863,6 @@ fn provisional_policy(parameters: &PolicyParameters) -> anyhow::Result<HitPolicy
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::semantic::pairs::LabelledPair;
 
     /// `count` pairs of distinct texts, every other one a duplicate; a duplicate's two vectors
     /// lie close together, a non-duplicate's further apart (with overlap, so the scores spread).
@@ -874,7 +878,9 @@ mod tests {
                 b: format!("what is the way to handle case {index}"),
                 duplicate,
             });
-            let stored: Vec<f32> = (0..DIMENSIONS).map(|_| random.random_range(-1.0..1.0)).collect();
+            let stored: Vec<f32> = (0..DIMENSIONS)
+                .map(|_| random.random_range(-1.0..1.0))
+                .collect();
             let spread = if duplicate { 0.4 } else { 0.9 };
             let looked_up: Vec<f32> = stored
                 .iter()
@@ -902,12 +908,21 @@ mod tests {
         let crossed = cross_fit(&set, &vectors, &settings).unwrap();
 
         let train = set.train_indices().len();
-        assert_eq!(plain.validation_pairs, set.indices_of(SplitPart::Validation).len());
-        assert_eq!(crossed.validation_pairs, train, "every train pair is scored once");
+        assert_eq!(
+            plain.validation_pairs,
+            set.indices_of(SplitPart::Validation).len()
+        );
+        assert_eq!(
+            crossed.validation_pairs, train,
+            "every train pair is scored once"
+        );
         assert!(crossed.validation_pairs > 3 * plain.validation_pairs);
         // The last fold holds out the validation part: the same network and cosine weight.
         assert_eq!(crossed.parameters.layers, plain.parameters.layers);
-        assert_eq!(crossed.parameters.cosine_weight, plain.parameters.cosine_weight);
+        assert_eq!(
+            crossed.parameters.cosine_weight,
+            plain.parameters.cosine_weight
+        );
         assert_eq!(crossed.fit_pairs, plain.fit_pairs);
         assert!(
             crossed
